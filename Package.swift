@@ -1,0 +1,24 @@
+// swift-tools-version:6.1
+// Sluice: an LLM inference gateway. Layers (lower never imports higher) are described in
+// docs/internals.md and ../shared/DESIGN.md.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+
+    ],
+    targets: [
+        // C layer
+        .target(name: "CSluiceLinux"),
+
+        // I/O core
+        .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
+        .testTarget(name: "SluiceIOTests", dependencies: ["SluiceIO", "CSluiceLinux"]),
+    ]
+)

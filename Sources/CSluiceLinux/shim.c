@@ -1,0 +1,35 @@
+#define _GNU_SOURCE 1
+#include <sched.h>
+#include <pthread.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "CSluiceLinux.h"
+
+int csluice_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+int csluice_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+
+ssize_t csluice_splice(int in, int out, size_t len, unsigned int flags) {
+    return splice(in, NULL, out, NULL, len, flags);
+}
+
+int csluice_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int csluice_available_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return CPU_COUNT(&set);
+}
+
+int csluice_set_thread_name(pthread_t t, const char *name) {
+    return pthread_setname_np(t, name);
+}

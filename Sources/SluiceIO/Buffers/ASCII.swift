@@ -1,0 +1,57 @@
+/// Small ASCII formatting helpers that write into raw memory without allocating.
+public enum ASCII {
+    /// Writes `value` in decimal at `p`; returns the number of bytes written (at most 20).
+    @inlinable
+    public static func writeDecimal(_ value: Int, to p: UnsafeMutableRawPointer) -> Int {
+        var v = value.magnitude
+        var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch
+        return withUnsafeMutableBytes(of: &tmp) { t -> Int in
+            var i = 24
+            repeat {
+                i -= 1
+                t[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+                v /= 10
+            } while v > 0
+            if value < 0 { i -= 1; t[i] = UInt8(ascii: "-") }
+            let n = 24 - i
+            p.copyMemory(from: t.baseAddress! + i, byteCount: n)
+            return n
+        }
+    }
+
+    /// Writes a non-negative `value` in lowercase hexadecimal at `p`; returns the byte count.
+    @inlinable
+    public static func writeHex(_ value: Int, to p: UnsafeMutableRawPointer) -> Int {
+        precondition(value >= 0)
+        var digits = 1
+        var v = UInt64(value) >> 4
+        while v > 0 { digits += 1; v >>= 4 }
+        var x = UInt64(value)
+        var i = digits
+        while i > 0 {
+            i -= 1
+            let d = UInt8(truncatingIfNeeded: x & 0xF)
+            p.storeBytes(of: d < 10 ? d &+ 48 : d &+ 87, toByteOffset: i, as: UInt8.self)
+            x >>= 4
+        }
+        return digits
+    }
+
+    /// Lowercases an ASCII byte.
+    @inlinable
+    public static func lower(_ b: UInt8) -> UInt8 { (b &- 65) < 26 ? b | 0x20 : b }
+
+    /// Case-insensitive ASCII comparison of raw bytes with a lowercase literal.
+    @inlinable
+    public static func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+        let n = lowercase.utf8CodeUnitCount
+        guard bytes.count == n else { return false }
+        let l = lowercase.utf8Start
+        var i = 0
+        while i < n {
+            if lower(bytes[i]) != l[i] { return false }
+            i += 1
+        }
+        return true
+    }
+}

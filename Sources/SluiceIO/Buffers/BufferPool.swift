@@ -1,0 +1,206 @@
+import Glibc
+
+/// A worker's pool of byte blocks in a few size classes.
+///
+/// Thread-confined: a pool and every ``ByteBuffer`` taken from it belong to one event loop's
+/// thread. Taking and returning a block is an array push/pop; memory is only allocated when the
+/// free list of a class is empty, and free lists are capped so a burst does not pin memory
+/// forever (HAProxy `doc/internals/api/pools.txt` does the same with its pool limits).
+public final class BufferPool {
+    /// Block sizes of the pooled classes; larger requests are allocated exactly and freed on
+    /// release.
+    public static let classSizes: [Int] = [16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
+    /// How many free blocks of each class are kept.
+    @usableFromInline
+    static let classKeep: [Int] = [512, 64, 16, 4, 2]
+
+    @usableFromInline
+    var free: [[UnsafeMutableRawPointer]]
+
+    /// Blocks currently handed out, by class (the last slot counts unpooled blocks).
+    public private(set) var outstanding: [Int]
+    /// Allocations made because a free list was empty (a test and benchmark signal).
+    public private(set) var allocations: Int = 0
+
+    public init() {
+        free = Array(repeating: [], count: Self.classSizes.count)
+        outstanding = Array(repeating: 0, count: Self.classSizes.count + 1)
+        for i in free.indices { free[i].reserveCapacity(Self.classKeep[i]) }
+    }
+
+    deinit {
+        for list in free { for p in list { Glibc.free(p) } }
+    }
+
+    /// The default block size (the smallest class).
+    @inlinable
+    public var blockSize: Int { Self.classSizes[0] }
+
+    @usableFromInline
+    static func sizeClass(for capacity: Int) -> Int {
+        var i = 0
+        while i < classSizes.count {
+            if capacity <= classSizes[i] { return i }
+            i += 1
+        }
+        return classSizes.count
+    }
+
+    /// A buffer with at least `minimumCapacity` bytes (rounded up to its size class), empty.
+    public func take(minimumCapacity: Int = 0) -> ByteBuffer {
+        let c = Self.sizeClass(for: minimumCapacity)
+        outstanding[c] += 1
+        if c == Self.classSizes.count {
+            allocations += 1
+            return ByteBuffer(base: Self.allocate(minimumCapacity), capacity: minimumCapacity, pool: self)
+        }
+        if let p = free[c].popLast() {
+            return ByteBuffer(base: p, capacity: Self.classSizes[c], pool: self)
+        }
+        allocations += 1
+        return ByteBuffer(base: Self.allocate(Self.classSizes[c]), capacity: Self.classSizes[c], pool: self)
+    }
+
+    static func allocate(_ n: Int) -> UnsafeMutableRawPointer {
+        guard let p = malloc(n) else { fatalError("out of memory allocating \(n) bytes") }
+        return p
+    }
+
+    @usableFromInline
+    func recycle(_ base: UnsafeMutableRawPointer, capacity: Int) {
+        let c = Self.sizeClass(for: capacity)
+        outstanding[c] -= 1
+        if c < Self.classSizes.count && capacity == Self.classSizes[c] && free[c].count < Self.classKeep[c] {
+            free[c].append(base)
+        } else {
+            Glibc.free(base)
+        }
+    }
+
+    /// Blocks handed out and not yet returned.
+    public var outstandingTotal: Int { outstanding.reduce(0, +) }
+}
+
+/// A block of bytes with one owner at a time: readable bytes are `readerIndex..<writerIndex`,
+/// writable space is `writerIndex..<capacity`. Dropping it returns the block to its pool.
+///
+/// Non-copyable, so handing a buffer from a reader to a writer's queue (`consume`) is explicit
+/// and the block can never be returned twice or used after it went back.
+public struct ByteBuffer: ~Copyable {
+    public private(set) var base: UnsafeMutableRawPointer
+    public private(set) var capacity: Int
+    public var readerIndex: Int = 0
+    public var writerIndex: Int = 0
+    /// The pool outlives every buffer it hands out (both belong to one worker), so no
+    /// reference count is paid here.
+    @usableFromInline
+    unowned(unsafe) let pool: BufferPool
+
+    init(base: UnsafeMutableRawPointer, capacity: Int, pool: BufferPool) {
+        self.base = base
+        self.capacity = capacity
+        self.pool = pool
+    }
+
+    deinit { pool.recycle(base, capacity: capacity) }
+
+    @inlinable public var readableBytes: Int { writerIndex - readerIndex }
+    @inlinable public var writableBytes: Int { capacity - writerIndex }
+    @inlinable public var isEmpty: Bool { readerIndex == writerIndex }
+
+    /// The readable bytes, valid until the buffer is mutated or dropped.
+    @inlinable
+    public var readable: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: base + readerIndex, count: writerIndex - readerIndex)
+    }
+
+    /// The writable tail, valid until the buffer is mutated or dropped.
+    @inlinable
+    public var writable: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: base + writerIndex, count: capacity - writerIndex)
+    }
+
+    /// Bytes `range` of the whole block (not relative to `readerIndex`).
+    @inlinable
+    public func bytes(_ start: Int, _ end: Int) -> UnsafeRawBufferPointer {
+        precondition(0 <= start && start <= end && end <= capacity)
+        return UnsafeRawBufferPointer(start: base + start, count: end - start)
+    }
+
+    @inlinable
+    public mutating func clear() {
+        readerIndex = 0
+        writerIndex = 0
+    }
+
+    /// Appends bytes, growing if needed.
+    @inlinable
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.count > writableBytes { reserve(writable: bytes.count) }
+        if let src = bytes.baseAddress { (base + writerIndex).copyMemory(from: src, byteCount: bytes.count) }
+        writerIndex += bytes.count
+    }
+
+    @inlinable
+    public mutating func append(_ byte: UInt8) {
+        if writableBytes < 1 { reserve(writable: 1) }
+        base.storeBytes(of: byte, toByteOffset: writerIndex, as: UInt8.self)
+        writerIndex += 1
+    }
+
+    @inlinable
+    public mutating func append(_ s: StaticString) {
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    @inlinable
+    public mutating func append(_ bytes: some Sequence<UInt8>) {
+        for b in bytes { append(b) }
+    }
+
+    /// Appends a decimal integer.
+    @inlinable
+    public mutating func appendDecimal(_ value: Int) {
+        if writableBytes < 20 { reserve(writable: 20) }
+        writerIndex += ASCII.writeDecimal(value, to: base + writerIndex)
+    }
+
+    /// Appends a hexadecimal integer (lowercase, no prefix), as chunked framing wants.
+    @inlinable
+    public mutating func appendHex(_ value: Int) {
+        if writableBytes < 16 { reserve(writable: 16) }
+        writerIndex += ASCII.writeHex(value, to: base + writerIndex)
+    }
+
+    /// Moves the readable bytes to the front of the block, making room at the tail.
+    @inlinable
+    public mutating func compact() {
+        if readerIndex == 0 { return }
+        let n = readableBytes
+        if n > 0 { base.copyMemory(from: base + readerIndex, byteCount: n) }
+        readerIndex = 0
+        writerIndex = n
+    }
+
+    /// Ensures at least `writable` bytes of tail room, compacting first and then moving to a
+    /// bigger block from the pool. Readable bytes keep their content; indices are rebased to 0
+    /// when the block changes or is compacted.
+    public mutating func reserve(writable needed: Int) {
+        if writableBytes >= needed { return }
+        if readerIndex > 0 && capacity - readableBytes >= needed {
+            compact()
+            return
+        }
+        let n = readableBytes
+        var target = capacity * 2
+        while target - n < needed { target *= 2 }
+        // Borrow a block of the right class from the pool, then swap it in.
+        var bigger = pool.take(minimumCapacity: target)
+        if n > 0 { bigger.base.copyMemory(from: base + readerIndex, byteCount: n) }
+        swap(&base, &bigger.base)
+        swap(&capacity, &bigger.capacity)
+        readerIndex = 0
+        writerIndex = n
+        // `bigger` now holds the old block and returns it to the pool when dropped.
+    }
+}

@@ -1,0 +1,62 @@
+public import Glibc
+
+/// A point on the monotonic clock, in nanoseconds. Event loops read it once per iteration
+/// (`EventLoop.now`), so everything handled in one iteration sees the same time.
+@frozen
+public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
+    public var nanoseconds: UInt64
+
+    @inlinable
+    public init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }
+
+    @inlinable
+    public static func now() -> Instant {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Instant(nanoseconds: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec))
+    }
+
+    @inlinable
+    public static func < (a: Instant, b: Instant) -> Bool { a.nanoseconds < b.nanoseconds }
+
+    @inlinable
+    public static func + (a: Instant, d: Duration) -> Instant {
+        Instant(nanoseconds: a.nanoseconds &+ UInt64(clamping: d.nanoseconds))
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    @inlinable
+    public func since(_ earlier: Instant) -> Duration {
+        nanoseconds >= earlier.nanoseconds
+            ? .nanoseconds(Int64(nanoseconds - earlier.nanoseconds)) : .zero
+    }
+
+    public var description: String { "Instant(\(nanoseconds)ns)" }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating.
+    @inlinable
+    public var nanoseconds: Int64 {
+        let (s, atto) = components
+        let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return s < 0 ? .min : .max }
+        return ns &+ atto / 1_000_000_000
+    }
+
+    @inlinable
+    public var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+}
+
+/// Wall-clock time, for logs and HTTP dates only (never for timeouts).
+public enum WallClock {
+    /// Seconds and nanoseconds since the Unix epoch.
+    public static func now() -> (seconds: Int, nanoseconds: Int) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return (ts.tv_sec, ts.tv_nsec)
+    }
+}

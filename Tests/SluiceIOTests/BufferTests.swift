@@ -1,0 +1,146 @@
+import Glibc
+import Testing
+@testable import SluiceIO
+
+@Suite struct BufferPoolTests {
+    @Test func buffersReturnToTheirPool() {
+        let pool = BufferPool()
+        do {
+            var a = pool.take()
+            a.append("hello")
+            #expect(a.readableBytes == 5)
+            #expect(pool.outstandingTotal == 1)
+        }
+        #expect(pool.outstandingTotal == 0)
+        // A second take reuses the freed block: no new allocation.
+        let before = pool.allocations
+        do { _ = pool.take() }
+        #expect(pool.allocations == before)
+    }
+
+    @Test(arguments: [0, 1, 16 << 10, (16 << 10) + 1, 64 << 10, 300 << 10, 5 << 20])
+    func sizeClassesRoundUp(_ n: Int) {
+        let pool = BufferPool()
+        let b = pool.take(minimumCapacity: n)
+        #expect(b.capacity >= n)
+        if let c = BufferPool.classSizes.first(where: { $0 >= n }) { #expect(b.capacity == c) }
+    }
+
+    @Test func reserveKeepsContentAndRebases() {
+        let pool = BufferPool()
+        var b = pool.take()
+        for i in 0..<1000 { b.append(UInt8(i & 0xff)) }
+        b.readerIndex = 10
+        b.reserve(writable: 100_000)
+        #expect(b.readerIndex == 0)
+        #expect(b.readableBytes == 990)
+        #expect(b.readable[0] == 10)
+        #expect(b.readable[989] == UInt8(999 & 0xff))
+        #expect(b.writableBytes >= 100_000)
+        _ = consume b
+        #expect(pool.outstandingTotal == 0)
+    }
+
+    @Test(arguments: [0, 1, 9, 10, 255, 4096, 123_456_789, Int(Int32.max)])
+    func decimalAndHex(_ v: Int) {
+        let pool = BufferPool()
+        var b = pool.take()
+        b.appendDecimal(v)
+        b.append(" ")
+        b.appendHex(v)
+        let text = String(decoding: b.readable, as: UTF8.self)
+        #expect(text == "\(v) \(String(v, radix: 16))")
+    }
+}
+
+@Suite struct OutputQueueTests {
+    func drain(_ q: inout OutputQueue) -> [UInt8] {
+        var out: [UInt8] = []
+        let iov = UnsafeMutablePointer<iovec>.allocate(capacity: 64)
+        defer { iov.deallocate() }
+        while !q.isEmpty {
+            let n = q.gather(into: iov, max: 64)
+            var total = 0
+            for i in 0..<n {
+                out += UnsafeRawBufferPointer(start: iov[i].iov_base, count: iov[i].iov_len)
+                total += iov[i].iov_len
+            }
+            q.consume(total)
+        }
+        return out
+    }
+
+    @Test func gathersOwnedBorrowedAndFramingInOrder() {
+        let pool = BufferPool()
+        var q = OutputQueue(pool: pool)
+        var owned = pool.take()
+        owned.append("owned")
+        let borrowed: StaticString = "borrowed"
+        q.appendChunkHeader(5)
+        q.append(owned)
+        q.append(borrowed)
+        q.appendCopy(UnsafeRawBufferPointer(start: ("\r\n" as StaticString).utf8Start, count: 2))
+        #expect(q.pendingBytes == 3 + 5 + 8 + 2)
+        #expect(String(decoding: drain(&q), as: UTF8.self) == "5\r\nownedborrowed\r\n")
+        #expect(q.pendingBytes == 0)
+        q.releaseArena()
+        #expect(pool.outstandingTotal == 0)
+    }
+
+    @Test func partialConsumeKeepsTheRest() {
+        let pool = BufferPool()
+        var q = OutputQueue(pool: pool)
+        var b = pool.take()
+        b.append("abcdefghij")
+        q.append(b)
+        q.consume(3)
+        #expect(q.pendingBytes == 7)
+        #expect(String(decoding: drain(&q), as: UTF8.self) == "defghij")
+        #expect(pool.outstandingTotal == 0)
+    }
+
+    @Test func arenaRetiresWhenFull() {
+        let pool = BufferPool()
+        var q = OutputQueue(pool: pool)
+        var expected = ""
+        // Enough chunk headers to overflow one arena block several times.
+        for i in 0..<20_000 {
+            q.appendChunkHeader(i)
+            expected += String(i, radix: 16) + "\r\n"
+        }
+        #expect(q.pendingBytes == expected.utf8.count)
+        #expect(String(decoding: drain(&q), as: UTF8.self) == expected)
+        q.releaseArena()
+        #expect(pool.outstandingTotal == 0)
+    }
+
+    @Test func flushWritesThroughASocketPair() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let pool = BufferPool()
+        var q = OutputQueue(pool: pool)
+        q.append("hello, ")
+        q.append("world")
+        #expect(try q.flush(to: fds[0]))
+        var buf = [UInt8](repeating: 0, count: 64)
+        let n = read(fds[1], &buf, 64)
+        #expect(String(decoding: buf[0..<n], as: UTF8.self) == "hello, world")
+    }
+}
+
+@Suite struct RingTests {
+    @Test func growsAndKeepsFIFOOrder() {
+        var r = Ring<Int>(capacity: 2)
+        var expected: [Int] = []
+        var got: [Int] = []
+        for i in 0..<100 {
+            r.append(i); expected.append(i)
+            if i % 3 == 0, let x = r.removeFirst() { got.append(x) }
+        }
+        while let x = r.removeFirst() { got.append(x) }
+        #expect(got == expected)
+        let empty = r.isEmpty
+        #expect(empty)
+    }
+}

@@ -1,0 +1,161 @@
+import Glibc
+import Synchronization
+import Testing
+@testable import SluiceIO
+
+/// Runs a loop on its own thread for the duration of `body`.
+func withRunningLoop<R>(_ body: (EventLoop) throws -> R) throws -> R {
+    let loop = try EventLoop()
+    let t = Threads.spawn(name: "test-loop") { loop.run() }
+    defer {
+        loop.stop()
+        Threads.join(t)
+    }
+    return try body(loop)
+}
+
+/// A one-shot latch for tests.
+final class Latch: Sendable {
+    private let done = Atomic<Bool>(false)
+    func open() { done.store(true, ordering: .releasing) }
+    func wait(seconds: Double = 5) -> Bool {
+        let deadline = Instant.now() + .milliseconds(Int64(seconds * 1000))
+        while !done.load(ordering: .acquiring) {
+            if Instant.now() > deadline { return false }
+            usleep(1000)
+        }
+        return true
+    }
+}
+
+@Suite struct TimerHeapTests {
+    @Test func popsInDeadlineOrderAndCancels() {
+        var heap = TimerHeap()
+        let deadlines: [UInt64] = [50, 10, 40, 30, 20, 60, 5]
+        var timers: [Timer] = []
+        for d in deadlines {
+            let t = Timer {}
+            t.deadline = Instant(nanoseconds: d)
+            heap.insert(t)
+            timers.append(t)
+        }
+        heap.remove(timers[2])  // 40
+        #expect(!timers[2].isArmed)
+        var order: [UInt64] = []
+        while !heap.isEmpty { order.append(heap.popEarliest().deadline.nanoseconds) }
+        #expect(order == [5, 10, 20, 30, 50, 60])
+    }
+}
+
+@Suite(.serialized) struct EventLoopTests {
+    @Test func executeRunsTasksFromOtherThreadsOnTheLoop() throws {
+        try withRunningLoop { loop in
+            let count = Atomic<Int>(0)
+            let latch = Latch()
+            for _ in 0..<1000 {
+                loop.execute {
+                    #expect(loop.isInLoop)
+                    if count.add(1, ordering: .relaxed).newValue == 1000 { latch.open() }
+                }
+            }
+            #expect(latch.wait())
+            #expect(count.load(ordering: .relaxed) == 1000)
+        }
+    }
+
+    @Test func timersFireInOrderAndCancelledOnesDoNot() throws {
+        try withRunningLoop { loop in
+            let latch = Latch()
+            let fired = Mutex<[Int]>([])
+            loop.execute {
+                let cancelled = Timer { fired.withLock { $0.append(-1) } }
+                for (i, ms) in [30, 10, 20].enumerated() {
+                    let t = Timer {
+                        fired.withLock { $0.append(i) }
+                        if i == 0 { latch.open() }
+                    }
+                    loop.schedule(t, after: .milliseconds(Int64(ms)))
+                }
+                loop.schedule(cancelled, after: .milliseconds(15))
+                loop.cancel(cancelled)
+            }
+            #expect(latch.wait())
+            #expect(fired.withLock { $0 } == [1, 2, 0])
+        }
+    }
+
+    /// A descriptor closed and reused inside one epoll batch must not receive the old
+    /// registration's events: the generation in the event data tells them apart.
+    @Test func staleEventsDoNotReachAReusedSlot() throws {
+        final class Recorder: EventHandler {
+            var events = 0
+            func handleEvent(_ events: UInt32) { self.events += 1 }
+        }
+        let loop = try EventLoop()
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let old = Recorder()
+        let reg = try loop.register(fds[0], events: EventLoop.Events.readable, handler: old)
+        loop.deregister(reg)
+        let new = Recorder()
+        let reg2 = try loop.register(fds[0], events: EventLoop.Events.readable, handler: new)
+        #expect(reg2.slot == reg.slot)
+        #expect(reg2.generation != reg.generation)
+        #expect(reg2.token != reg.token)
+        loop.deregister(reg2)
+        #expect(loop.registrationCount == 0)
+    }
+}
+
+@Suite(.serialized) struct SocketTests {
+    @Test(arguments: ["127.0.0.1:8080", "[::1]:443", "localhost:80", "0.0.0.0:0"])
+    func splitsHostAndPort(_ text: String) {
+        #expect(SocketAddress.split(text) != nil)
+    }
+
+    @Test(arguments: ["127.0.0.1", "127.0.0.1:99999", ":80x", "[::1:80", ""])
+    func rejectsBadAddresses(_ text: String) {
+        #expect(SocketAddress.split(text) == nil)
+    }
+
+    /// Two loops with SO_REUSEPORT listeners on one port both accept connections.
+    @Test func reusePortListenersOnLoopbackAcceptAndEcho() throws {
+        let latch = Latch()
+        let accepted = Atomic<Int>(0)
+        let loop = try EventLoop()
+        let t = Threads.spawn(name: "echo") { loop.run() }
+        defer { loop.stop(); Threads.join(t) }
+        let portBox = Mutex<UInt16>(0)
+        loop.execute {
+            let l = try! Listener(address: SocketAddress("127.0.0.1:0")!, loop: loop) { fd in
+                accepted.add(1, ordering: .relaxed)
+                // Echo synchronously for this small test.
+                var buf = [UInt8](repeating: 0, count: 16)
+                var got = 0
+                while got == 0 {
+                    got = read(fd, &buf, 16)
+                    if got < 0 { got = 0; usleep(1000) }
+                }
+                _ = write(fd, buf, got)
+                close(fd)
+            }
+            portBox.withLock { $0 = l.address.port }
+            latch.open()
+            _ = Unmanaged.passRetained(l)  // keep it alive for the test's duration
+        }
+        #expect(latch.wait())
+        let port = portBox.withLock { $0 }
+        #expect(port != 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        SocketAddress("127.0.0.1:\(port)")!.withSockAddr { sa, len in
+            #expect(Glibc.connect(fd, sa, len) == 0)
+        }
+        #expect(write(fd, "ping", 4) == 4)
+        var buf = [UInt8](repeating: 0, count: 16)
+        let n = read(fd, &buf, 16)
+        #expect(String(decoding: buf[0..<max(n, 0)], as: UTF8.self) == "ping")
+        #expect(accepted.load(ordering: .relaxed) == 1)
+    }
+}
