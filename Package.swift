@@ -20,5 +20,9 @@ let package = Package(
         // I/O core
         .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
         .testTarget(name: "SluiceIOTests", dependencies: ["SluiceIO", "CSluiceLinux"]),
+
+        // protocols
+        .target(name: "SluiceHTTP", dependencies: ["SluiceIO"], swiftSettings: strict),
+        .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP"]),
     ]
 )

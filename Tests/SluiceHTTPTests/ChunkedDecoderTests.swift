@@ -1,0 +1,60 @@
+import Testing
+@testable import SluiceHTTP
+
+/// Decodes `text` fed in pieces of `step` bytes; returns the payload, the end offset in the
+/// whole input, or the error.
+func decodeChunked(_ text: String, step: Int) -> (payload: String, end: Int?, error: HTTPParseError?) {
+    let bytes = Array(text.utf8)
+    var d = ChunkedDecoder()
+    var payload: [UInt8] = []
+    var offset = 0
+    while offset < bytes.count {
+        let piece = Array(bytes[offset..<min(bytes.count, offset + step)])
+        var pos = 0
+        loop: while true {
+            let ev = piece.withUnsafeBytes { d.next($0, from: pos) }
+            switch ev {
+            case .data(let s, let e):
+                payload += piece[s..<e]
+                pos = e
+            case .needMore:
+                break loop
+            case .done(let end):
+                return (String(decoding: payload, as: UTF8.self), offset + end, nil)
+            case .error(let err):
+                return (String(decoding: payload, as: UTF8.self), nil, err)
+            }
+        }
+        offset += piece.count
+    }
+    return (String(decoding: payload, as: UTF8.self), nil, nil)
+}
+
+@Suite struct ChunkedDecoderTests {
+    @Test func decodesAtEverySplit() {
+        let body = "5\r\nhello\r\nA;ext=1\r\n, world!!!\r\n0\r\nX-Trailer: t\r\n\r\nNEXT"
+        for step in 1...body.utf8.count {
+            let r = decodeChunked(body, step: step)
+            #expect(r.error == nil)
+            #expect(r.payload == "hello, world!!!")
+            #expect(r.end == body.utf8.count - 4, "step \(step)")
+        }
+    }
+
+    @Test(arguments: [
+        "x\r\n", "5\r\nhelloX\r\n", "5\nhello\r\n", "5\r\nhello\r\n0\r\n\n",
+        "fffffffffffffffff\r\n", "5\r\nhello\r\n0\r\nbad\u{0}trailer\r\n\r\n", "\r\n",
+    ])
+    func rejects(_ text: String) {
+        for step in [1, 3, 100] {
+            #expect(decodeChunked(text, step: step).error != nil, "\(text.debugDescription)")
+        }
+    }
+
+    @Test func uppercaseHexAndLargeSizes() {
+        let chunk = String(repeating: "z", count: 0x1AB)
+        let r = decodeChunked("1AB\r\n\(chunk)\r\n0\r\n\r\n", step: 64)
+        #expect(r.payload == chunk)
+        #expect(r.error == nil)
+    }
+}
