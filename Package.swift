@@ -24,5 +24,9 @@ let package = Package(
         // protocols
         .target(name: "SluiceHTTP", dependencies: ["SluiceIO"], swiftSettings: strict),
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP"]),
+
+        // app
+        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
+        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
     ]
 )

@@ -102,7 +102,39 @@ public struct ByteBuffer: ~Copyable {
         self.pool = pool
     }
 
-    deinit { pool.recycle(base, capacity: capacity) }
+    deinit { if capacity > 0 { pool.recycle(base, capacity: capacity) } }
+
+    /// A buffer that holds no block yet (capacity 0). Connections keep one while idle so that
+    /// 10,000 idle connections pin no memory; the first `reserve` takes a block.
+    public init(emptyIn pool: BufferPool) {
+        self.base = ByteBuffer.emptyBase
+        self.capacity = 0
+        self.pool = pool
+    }
+
+    @usableFromInline nonisolated(unsafe) static let emptyBase = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 16)
+
+    /// Whether a block is held.
+    @inlinable public var isAllocated: Bool { capacity > 0 }
+
+    /// Moves the block (and indices) out, leaving this buffer empty and unallocated: how a
+    /// connection hands the bytes it read to another owner without copying.
+    public mutating func take() -> ByteBuffer {
+        var out = ByteBuffer(emptyIn: pool)
+        swap(&base, &out.base)
+        swap(&capacity, &out.capacity)
+        out.readerIndex = readerIndex
+        out.writerIndex = writerIndex
+        readerIndex = 0
+        writerIndex = 0
+        return out
+    }
+
+    /// Returns the block to the pool, keeping an empty buffer.
+    public mutating func release() {
+        var old = take()
+        old.clear()
+    }
 
     @inlinable public var readableBytes: Int { writerIndex - readerIndex }
     @inlinable public var writableBytes: Int { capacity - writerIndex }
@@ -192,7 +224,7 @@ public struct ByteBuffer: ~Copyable {
             return
         }
         let n = readableBytes
-        var target = capacity * 2
+        var target = max(capacity * 2, BufferPool.classSizes[0])
         while target - n < needed { target *= 2 }
         // Borrow a block of the right class from the pool, then swap it in.
         var bigger = pool.take(minimumCapacity: target)

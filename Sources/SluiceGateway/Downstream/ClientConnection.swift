@@ -1,0 +1,556 @@
+import Glibc
+import SluiceHTTP
+import SluiceIO
+
+/// A client's HTTP/1.1 connection: reads a request into one buffer (head and body, so the body
+/// can be forwarded from where it was read and re-sent on a retry), runs an ``Exchange`` for
+/// it, writes the response, and repeats for keep-alive and pipelined requests — one request
+/// at a time, in order.
+///
+/// ```
+/// readingHead ──head──▶ readingBody ──body complete──▶ proxying ──response done──▶ readingHead
+///      │                    │                             │
+///      └──── bad input: error response ──▶ closing ──▶ lingering ──▶ closed ◀── abort
+/// ```
+/// While proxying, the connection does not read from the socket: the request's bytes stay put
+/// (the upstream's write queue borrows them) and pipelined requests wait in the kernel. A
+/// read-side hang-up while proxying is taken as the client giving up (nginx does the same).
+final class ClientConnection: EventHandler {
+    enum State { case readingHead, readingBody, proxying, closing, lingering, closed }
+    enum ResponseFraming { case passthrough, chunked, untilClose }
+
+    let fd: Int32
+    unowned let worker: Worker
+    private var registration: Registration?
+    private(set) var state = State.readingHead
+    private var inbuf: ByteBuffer
+    private var out: OutputQueue
+    private let head: HTTPHead
+    private var parser: HTTP1HeadParser
+    private var chunked = ChunkedDecoder()
+    private var exchange: Exchange?
+    private var canRead = false
+    /// Bytes of the current request after its head: de-chunked body end, and where the raw
+    /// message ends (the next pipelined request starts there). Offsets from `inbuf.readerIndex`.
+    private var bodyEnd = 0
+    private var chunkScan = 0
+    private var messageEnd = 0
+    private var keepAlive = true
+    private var framing = ResponseFraming.passthrough
+    private var requestID: UInt64 = 0
+    private var clientRequestID = ByteRange.empty
+    /// The peer's address as text, for X-Forwarded-For.
+    private let peer: [UInt8]
+    private var timer: Timer!
+    private var deadline = Instant(nanoseconds: .max)
+    private var requestStarted = Instant(nanoseconds: 0)
+
+    init(fd: Int32, worker: Worker) {
+        self.fd = fd
+        self.worker = worker
+        let pool = worker.loop.bufferPool
+        inbuf = ByteBuffer(emptyIn: pool)
+        out = OutputQueue(pool: pool)
+        head = HTTPHead(capacity: worker.settings.limits.head.maxHeaderCount)
+        parser = HTTP1HeadParser(kind: .request, limits: worker.settings.limits.head)
+        peer = Array((TCP.peerAddress(fd)?.host ?? "unknown").utf8)
+        timer = Timer { [unowned self] in self.timerFired() }
+    }
+
+    func start() throws(SyscallError) {
+        TCP.setNoDelay(fd)
+        registration = try worker.loop.register(fd, handler: self)
+        armIdle()
+    }
+
+    // MARK: events
+
+    func handleEvent(_ events: UInt32) {
+        if events & EventLoop.Events.error != 0 {
+            abort()
+            return
+        }
+        if events & EventLoop.Events.writable != 0 { flush() }
+        guard state != .closed else { return }
+        if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 {
+            canRead = true
+            if state == .proxying {
+                if events & (EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 { abort() }
+                return
+            }
+            readLoop()
+        }
+    }
+
+    private func readLoop() {
+        while canRead && (state == .readingHead || state == .readingBody || state == .lingering) {
+            if state == .lingering {
+                var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+                let r = withUnsafeMutableBytes(of: &scratch) { try? Sys.read(fd, $0.baseAddress!, $0.count) }
+                switch r {
+                case .processed(let n)? where n > 0: continue
+                case .wouldBlock?: canRead = false
+                default: close()
+                }
+                return
+            }
+            if inbuf.writableBytes < 1024 { inbuf.reserve(writable: 4096) }
+            let r: IOResult<Int>
+            do {
+                let w = inbuf.writable
+                r = try Sys.read(fd, w.baseAddress!, w.count)
+            } catch {
+                abort()
+                return
+            }
+            switch r {
+            case .wouldBlock:
+                canRead = false
+            case .processed(0):
+                // EOF: between requests it is a normal close; mid-request the client gave up.
+                canRead = false
+                close()
+                return
+            case .processed(let n):
+                if inbuf.readableBytes == 0 && state == .readingHead { requestStarted = worker.loop.now; armHeaderTimeout() }
+                inbuf.writerIndex += n
+                process()
+            }
+        }
+    }
+
+    /// Advances the request state machine over the buffered bytes.
+    private func process() {
+        while true {
+            switch state {
+            case .readingHead:
+                if inbuf.readableBytes == 0 { return }
+                switch parser.parse(inbuf.readable, into: head) {
+                case .incomplete:
+                    return
+                case .error(let e):
+                    respondError(.client(e.status, e.message), close: true)
+                    return
+                case .complete:
+                    bodyEnd = head.length
+                    chunkScan = head.length
+                    chunked.reset()
+                    if case .length(let n) = head.framing {
+                        if n > worker.settings.limits.maxBodyBytes {
+                            respondError(.client(413, "Request body too large: \(n) bytes, the limit is \(worker.settings.limits.maxBodyBytes)."), close: true)
+                            return
+                        }
+                        // One block for the whole request, so the body is contiguous.
+                        inbuf.reserve(writable: head.length + n - inbuf.readableBytes)
+                    }
+                    state = .readingBody
+                    armBodyTimeout()
+                    if head.expectContinue && inbuf.readableBytes == head.length && head.framing != .none {
+                        out.append("HTTP/1.1 100 Continue\r\n\r\n")
+                        flush()
+                    }
+                }
+            case .readingBody:
+                switch head.framing {
+                case .none, .untilClose:
+                    messageEnd = head.length
+                case .length(let n):
+                    if inbuf.readableBytes < head.length + n { return }
+                    bodyEnd = head.length + n
+                    messageEnd = bodyEnd
+                case .chunked:
+                    if !dechunk() { return }
+                }
+                startExchange()
+                return
+            case .proxying, .closing, .lingering, .closed:
+                return
+            }
+        }
+    }
+
+    /// Decodes the chunked body in place, moving payload down over the framing so the body is
+    /// contiguous (clients rarely chunk requests; upstreams get a Content-Length).
+    private func dechunk() -> Bool {
+        let base = inbuf.base + inbuf.readerIndex
+        while true {
+            let all = UnsafeRawBufferPointer(start: base, count: inbuf.readableBytes)
+            switch chunked.next(all, from: chunkScan) {
+            case .data(let s, let e):
+                if s != bodyEnd { (base + bodyEnd).copyMemory(from: base + s, byteCount: e - s) }
+                bodyEnd += e - s
+                chunkScan = e
+                if bodyEnd - head.length > worker.settings.limits.maxBodyBytes {
+                    respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes."), close: true)
+                    return false
+                }
+            case .needMore:
+                chunkScan = inbuf.readableBytes
+                return false
+            case .done(let end):
+                messageEnd = end
+                return true
+            case .error(let e):
+                respondError(.client(e.status, e.message), close: true)
+                return false
+            }
+        }
+    }
+
+    private func startExchange() {
+        state = .proxying
+        disarm()
+        keepAlive = head.keepAlive && !worker.draining
+        let bytes = inbuf.readable
+        clientRequestID = head.first(.xRequestID)?.value ?? .empty
+        if clientRequestID.count > 200 { clientRequestID = .empty }
+        requestID = worker.nextRequestID()
+        _ = bytes
+        guard let pool = worker.defaultPool else {
+            respondError(.unavailable("No pool is configured."), close: false)
+            return
+        }
+        let x = Exchange(client: self, worker: worker, pool: pool, method: head.method)
+        exchange = x
+        x.start()
+    }
+
+    // MARK: writing upstream
+
+    /// Writes the request for the upstream into `queue`: the head rewritten (copied into a
+    /// small pool block: hop-by-hop fields dropped, X-Forwarded-* and x-request-id added,
+    /// framed by Content-Length), then the body borrowed from where it was read.
+    func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint) {
+        let b = inbuf.readable
+        var h = worker.loop.bufferPool.take(minimumCapacity: head.length + 512)
+        h.append(b.slice(head.methodRange))
+        h.append(" ")
+        appendOriginForm(&h, b)
+        h.append(" HTTP/1.1\r\n")
+        var sawHost = false
+        var xff = ByteRange.empty
+        let forwarded = worker.settings.proxy.xForwarded
+        head.forEachEndToEndField(in: b) { i in
+            let f = head[i]
+            switch f.known {
+            case .xForwardedFor where forwarded: xff = f.value; return
+            case .xForwardedProto where forwarded: return
+            case .host: sawHost = true
+            default: break
+            }
+            h.append(b.slice(ByteRange(Int(f.name.start), Int(f.value.end))))
+            h.append("\r\n")
+        }
+        if !sawHost {
+            h.append("Host: ")
+            h.append(endpoint.config.authority.utf8)
+            h.append("\r\n")
+        }
+        if forwarded {
+            h.append("X-Forwarded-For: ")
+            if !xff.isEmpty {
+                h.append(b.slice(xff))
+                h.append(", ")
+            }
+            peer.withUnsafeBytes { h.append($0) }
+            h.append("\r\nX-Forwarded-Proto: http\r\n")
+        }
+        if worker.settings.proxy.via { h.append("Via: 1.1 sluice\r\n") }
+        if clientRequestID.isEmpty {
+            h.append("X-Request-Id: ")
+            appendRequestID(&h)
+            h.append("\r\n")
+        }
+        let bodyLength = bodyEnd - head.length
+        if bodyLength > 0 || head.method == .post || head.method == .put || head.method == .patch {
+            h.append("Content-Length: ")
+            h.appendDecimal(bodyLength)
+            h.append("\r\n")
+        }
+        h.append("\r\n")
+        queue.append(h)
+        if bodyLength > 0 {
+            queue.append(borrowing: UnsafeRawBufferPointer(rebasing: b[head.length..<bodyEnd]))
+        }
+    }
+
+    private func appendOriginForm(_ h: inout ByteBuffer, _ b: UnsafeRawBufferPointer) {
+        let t = head.target
+        // absolute-form → origin-form: drop scheme and authority.
+        if b[Int(t.start)] != UInt8(ascii: "/") && b[Int(t.start)] != UInt8(ascii: "*") {
+            var i = Int(t.start)
+            while i < Int(t.end) && b[i] != UInt8(ascii: ":") { i += 1 }
+            i += 3  // "://"
+            while i < Int(t.end) && b[i] != UInt8(ascii: "/") { i += 1 }
+            if i >= Int(t.end) { h.append("/") } else { h.append(b.slice(ByteRange(i, Int(t.end)))) }
+            return
+        }
+        h.append(b.slice(t))
+    }
+
+    private func appendRequestID(_ h: inout ByteBuffer) {
+        let hex: StaticString = "0123456789abcdef"
+        var v = requestID
+        var digits = (UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &digits) { d in
+            for i in (0..<16).reversed() {
+                d[i] = hex.utf8Start[Int(v & 15)]
+                v >>= 4
+            }
+            h.append(UnsafeRawBufferPointer(d))
+        }
+    }
+
+    // MARK: writing the response
+
+    func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange x: Exchange) {
+        let b = inbuf.readable
+        if !uh.keepAlive && uh.framing == .untilClose && head.version == .http10 { keepAlive = false }
+        switch uh.framing {
+        case .length, .none: framing = .passthrough
+        case .chunked, .untilClose: framing = head.version == .http11 ? .chunked : .untilClose
+        }
+        if framing == .untilClose || worker.draining { keepAlive = false }
+        var h = worker.loop.bufferPool.take(minimumCapacity: uh.length + 256)
+        h.append("HTTP/1.1 ")
+        h.appendDecimal(uh.status)
+        h.append(" ")
+        if uh.reason.isEmpty { h.append(StatusText.reason(uh.status)) } else { h.append(ub.slice(uh.reason)) }
+        h.append("\r\n")
+        uh.forEachEndToEndField(in: ub) { i in
+            let f = uh[i]
+            h.append(ub.slice(ByteRange(Int(f.name.start), Int(f.value.end))))
+            h.append("\r\n")
+        }
+        switch uh.framing {
+        case .length(let n):
+            h.append("Content-Length: ")
+            h.appendDecimal(n)
+            h.append("\r\n")
+        case .none:
+            // HEAD and 304 keep the length the upstream announced; others have an empty body.
+            if let cl = uh.first(.contentLength), head.method == .head || uh.status == 304 {
+                h.append("Content-Length: ")
+                h.append(ub.slice(cl.value))
+                h.append("\r\n")
+            } else if uh.status != 204 && uh.status != 304 {
+                h.append("Content-Length: 0\r\n")
+            }
+        case .chunked, .untilClose:
+            if framing == .chunked { h.append("Transfer-Encoding: chunked\r\n") }
+        }
+        if uh.first(.xRequestID) == nil {
+            h.append("X-Request-Id: ")
+            if clientRequestID.isEmpty { appendRequestID(&h) } else { h.append(b.slice(clientRequestID)) }
+            h.append("\r\n")
+        }
+        if !keepAlive { h.append("Connection: close\r\n") }
+        h.append("\r\n")
+        out.append(h)
+        flush()
+    }
+
+    func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
+        if let ranges {
+            var total = 0
+            for r in ranges { total += r.1 - r.0 }
+            if framing == .chunked { out.appendChunkHeader(total) }
+            for (k, r) in ranges.enumerated() {
+                if k == ranges.count - 1 {
+                    out.append(buffer, from: r.0, to: r.1)
+                    break
+                }
+                out.append(borrowing: buffer.bytes(r.0, r.1))
+            }
+            if framing == .chunked { out.append("\r\n") }
+        } else {
+            let n = buffer.readableBytes
+            if framing == .chunked { out.appendChunkHeader(n) }
+            out.append(buffer)
+            if framing == .chunked { out.append("\r\n") }
+        }
+        flush()
+    }
+
+    /// The client's queue is over its high-water mark: the upstream should stop reading.
+    var isBackpressured: Bool { out.pendingBytes > 256 << 10 }
+
+    func exchangeCompleted() {
+        if framing == .chunked {
+            out.append("0\r\n\r\n")
+            flush()
+        }
+        endExchange()
+    }
+
+    /// The response was cut off after its head was sent: all the client can be told is a
+    /// closed connection (a truncated chunked body, which HTTP clients detect).
+    func exchangeAborted() {
+        exchange = nil
+        abort()
+    }
+
+    func exchangeFailed(_ error: ErrorResponse) {
+        exchange = nil
+        respondError(error, close: !keepAlive)
+        if keepAlive && state == .proxying { nextRequest() }
+    }
+
+    private func endExchange() {
+        exchange = nil
+        if !keepAlive || worker.draining {
+            state = .closing
+            flush()
+            return
+        }
+        nextRequest()
+    }
+
+    private func nextRequest() {
+        inbuf.readerIndex += messageEnd
+        if inbuf.readableBytes == 0 { inbuf.release() }
+        parser.reset()
+        state = .readingHead
+        if inbuf.readableBytes > 0 { requestStarted = worker.loop.now; armHeaderTimeout() } else { armIdle() }
+        process()
+        if state == .readingHead || state == .readingBody { readLoop() }
+    }
+
+    // MARK: errors and closing
+
+    private func respondError(_ e: ErrorResponse, close: Bool) {
+        let body = e.body()
+        var h = worker.loop.bufferPool.take(minimumCapacity: body.count + 256)
+        h.append("HTTP/1.1 ")
+        h.appendDecimal(e.status)
+        h.append(" ")
+        h.append(StatusText.reason(e.status))
+        h.append("\r\nContent-Type: application/json\r\nContent-Length: ")
+        h.appendDecimal(body.count)
+        h.append("\r\nX-Request-Id: ")
+        appendRequestID(&h)
+        h.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n")
+        body.withUnsafeBytes { h.append($0) }
+        out.append(h)
+        if close {
+            keepAlive = false
+            state = .closing
+            disarm()
+            // Bound how long a client that does not read its error may hold the connection.
+            deadline = worker.loop.now + .seconds(5)
+            worker.loop.schedule(timer, at: deadline)
+        }
+        flush()
+    }
+
+    private func flush() {
+        guard state != .closed else { return }
+        do {
+            let empty = try out.flush(to: fd)
+            if !empty { return }
+        } catch {
+            abort()
+            return
+        }
+        if let x = exchange { x.clientDrained() }
+        if state == .closing {
+            // Lingering close: stop writing, drain what the client still sends, then close,
+            // so a pending request in our receive buffer doesn't turn into a RST that destroys
+            // the response the client has not read yet.
+            Sys.shutdown(fd, Int32(SHUT_WR))
+            state = .lingering
+            deadline = worker.loop.now + .seconds(2)
+            worker.loop.schedule(timer, at: deadline)
+            canRead = true
+            readLoop()
+        } else if state == .readingHead {
+            out.releaseArena()
+        }
+    }
+
+    /// Closes at once, aborting any exchange.
+    func abort() {
+        if let x = exchange {
+            exchange = nil
+            x.clientAborted()
+        }
+        close()
+    }
+
+    func close() {
+        guard state != .closed else { return }
+        if let x = exchange {
+            exchange = nil
+            x.clientAborted()
+        }
+        state = .closed
+        disarm()
+        if let r = registration {
+            worker.loop.deregister(r)
+            registration = nil
+        }
+        out.removeAll()
+        out.releaseArena()
+        inbuf.release()
+        Sys.close(fd)
+        worker.clientClosed(self)
+    }
+
+    /// Called when the worker starts draining: idle keep-alive connections close now.
+    func drain() {
+        if state == .readingHead && inbuf.readableBytes == 0 && out.isEmpty { close() }
+    }
+
+    // MARK: timeouts
+
+    private func armIdle() {
+        let t = worker.settings.timeouts.idle
+        schedule(t)
+    }
+
+    private func armHeaderTimeout() {
+        let t = worker.settings.timeouts.clientHeader
+        if t > .zero {
+            deadline = requestStarted + t
+            worker.loop.schedule(timer, at: deadline)
+        } else {
+            disarm()
+        }
+    }
+
+    private func armBodyTimeout() { schedule(worker.settings.timeouts.clientBody) }
+
+    private func schedule(_ d: Duration) {
+        if d > .zero {
+            deadline = worker.loop.now + d
+            worker.loop.schedule(timer, at: deadline)
+        } else {
+            disarm()
+        }
+    }
+
+    private func disarm() {
+        if timer.isArmed { worker.loop.cancel(timer) }
+        deadline = Instant(nanoseconds: .max)
+    }
+
+    private func timerFired() {
+        switch state {
+        case .readingHead where inbuf.readableBytes == 0:
+            close()  // idle keep-alive timeout
+        case .readingHead, .readingBody:
+            respondError(.client(408, "Timed out reading the request."), close: true)
+        case .closing, .lingering:
+            close()
+        case .proxying, .closed:
+            break
+        }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    @inline(__always)
+    func slice(_ r: ByteRange) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: self[Int(r.start)..<Int(r.end)])
+    }
+}

@@ -1,0 +1,227 @@
+import SluiceHTTP
+import SluiceIO
+
+/// One request on its way through the gateway: forward to an endpoint of the pool, relay the
+/// response, retry once on a connection failure before any response byte, time out.
+///
+/// Thread-confined to the worker. The downstream side (an HTTP/1.1 connection today, an HTTP/2
+/// stream later) is reached through ``ClientConnection``'s exchange methods.
+final class Exchange {
+    enum Phase { case connecting, waiting, relaying, done }
+
+    unowned let client: ClientConnection
+    unowned let worker: Worker
+    let pool: UpstreamPool
+    let method: HTTPMethod
+    private(set) var endpoint: UpstreamPool.Endpoint?
+    private(set) var upstream: UpstreamConnection?
+    private var attempts = 0
+    private(set) var phase = Phase.connecting
+    /// True once the response head went to the client: from then on an upstream failure can
+    /// only cut the client's connection.
+    private(set) var responseStarted = false
+    private var timer: Timer!
+    private let requestDeadline: Instant
+    private var phaseDeadline = Instant(nanoseconds: .max)
+    private var lastActivity: Instant
+
+    init(client: ClientConnection, worker: Worker, pool: UpstreamPool, method: HTTPMethod) {
+        self.client = client
+        self.worker = worker
+        self.pool = pool
+        self.method = method
+        let now = worker.loop.now
+        lastActivity = now
+        let t = worker.settings.timeouts.request
+        requestDeadline = t > .zero ? now + t : Instant(nanoseconds: .max)
+        timer = Timer { [unowned self] in self.timerFired() }
+    }
+
+    // MARK: forwarding
+
+    func start() {
+        worker.activeExchanges += 1
+        attempt(excluding: nil)
+    }
+
+    private func attempt(excluding: Int?) {
+        attempts += 1
+        guard let ep = pool.pick(excluding: excluding) else {
+            fail(.unavailable("No endpoints are configured for pool '\(pool.name)'."))
+            return
+        }
+        endpoint = ep
+        let conn: UpstreamConnection
+        do {
+            conn = try pool.checkout(ep)
+        } catch {
+            upstreamFailedImmediately()
+            return
+        }
+        upstream = conn
+        ep.inflight += 1
+        client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
+        phase = conn.state == .connecting ? .connecting : .waiting
+        let t = worker.settings.timeouts
+        arm(phase == .connecting ? t.upstreamConnect : t.upstreamFirstByte)
+        conn.begin(self, requestMethod: method)
+    }
+
+    private func upstreamFailedImmediately() {
+        // connect() itself failed (e.g. no route): same as a refused connection.
+        let failed = endpoint?.index
+        endpoint = nil
+        retryOrFail(excluding: failed, .badGateway("Could not connect to an upstream model server."))
+    }
+
+    private func arm(_ d: Duration) {
+        phaseDeadline = d > .zero ? worker.loop.now + d : Instant(nanoseconds: .max)
+        let deadline = min(phaseDeadline, requestDeadline)
+        if deadline.nanoseconds == .max {
+            if timer.isArmed { worker.loop.cancel(timer) }
+        } else {
+            worker.loop.schedule(timer, at: deadline)
+        }
+    }
+
+    private func timerFired() {
+        guard phase != .done else { return }
+        let now = worker.loop.now
+        if phase == .relaying && now < requestDeadline {
+            // Idle timeout measured from the last byte; re-arm lazily instead of per read.
+            let idle = worker.settings.timeouts.upstreamIdle
+            let due = lastActivity + idle
+            if idle > .zero && due > now {
+                worker.loop.schedule(timer, at: min(due, requestDeadline))
+                return
+            }
+        }
+        if phaseDeadline > now && requestDeadline > now {
+            worker.loop.schedule(timer, at: min(phaseDeadline, requestDeadline))
+            return
+        }
+        let what: String = switch phase {
+        case .connecting: "Timed out connecting to the upstream model server."
+        case .waiting: "Timed out waiting for the upstream model server to respond."
+        default: "The upstream model server stopped sending."
+        }
+        releaseUpstream(abort: true)
+        if responseStarted {
+            finish()
+            client.exchangeAborted()
+        } else {
+            fail(.gatewayTimeout(what))
+        }
+    }
+
+    // MARK: upstream events
+
+    func upstreamConnected() {
+        phase = .waiting
+        arm(worker.settings.timeouts.upstreamFirstByte)
+    }
+
+    func upstreamActivity() {
+        lastActivity = worker.loop.now
+    }
+
+    func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
+        phase = .relaying
+        responseStarted = true
+        arm(worker.settings.timeouts.upstreamIdle)
+        client.writeResponseHead(head, bytes, exchange: self)
+    }
+
+    /// Hands response body bytes to the client: the whole readable part of `buffer`, or the
+    /// payload `ranges` (block offsets) of a chunked body.
+    func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
+        client.writeResponseBody(buffer, ranges: ranges)
+        if client.isBackpressured { upstream?.pauseReading() }
+    }
+
+    /// The client's queue drained below its low-water mark.
+    func clientDrained() {
+        upstream?.resumeReading()
+    }
+
+    func upstreamComplete() {
+        let ep = endpoint
+        upstream = nil
+        if let ep { ep.inflight -= 1 }
+        endpoint = nil
+        finish()
+        client.exchangeCompleted()
+    }
+
+    func upstreamFailed(beforeResponse: Bool, connectError: Bool) {
+        let failed = endpoint?.index
+        let reused = upstream?.isReused ?? false
+        releaseUpstream(abort: false)
+        if responseStarted {
+            finish()
+            client.exchangeAborted()
+            return
+        }
+        // Nothing was received: safe to try another endpoint when the connection never
+        // reached the server, or when a reused keep-alive connection turned out to be closed
+        // (the classic keep-alive race).
+        if beforeResponse && (connectError || reused || method.isIdempotent) {
+            retryOrFail(excluding: failed, .badGateway(connectError
+                ? "Could not connect to an upstream model server."
+                : "The upstream model server closed the connection."))
+        } else {
+            fail(.badGateway("The upstream model server closed the connection before responding."))
+        }
+    }
+
+    func upstreamProtocolError(responseStarted started: Bool) {
+        releaseUpstream(abort: false)
+        if started {
+            finish()
+            client.exchangeAborted()
+        } else {
+            fail(.badGateway("The upstream model server sent an invalid HTTP response."))
+        }
+    }
+
+    private func retryOrFail(excluding failed: Int?, _ error: ErrorResponse) {
+        if attempts <= worker.settings.upstream.retries && pool.endpoints.count > 0 {
+            attempt(excluding: failed)
+        } else {
+            fail(error)
+        }
+    }
+
+    // MARK: ending
+
+    /// The client went away: stop the upstream request at once (a model server keeps
+    /// generating for a client that is gone).
+    func clientAborted() {
+        guard phase != .done else { return }
+        releaseUpstream(abort: true)
+        finish()
+    }
+
+    private func releaseUpstream(abort: Bool) {
+        if let u = upstream {
+            upstream = nil
+            if abort { u.abort() } else { u.close() }
+        }
+        if let ep = endpoint {
+            ep.inflight -= 1
+            endpoint = nil
+        }
+    }
+
+    private func fail(_ error: ErrorResponse) {
+        finish()
+        client.exchangeFailed(error)
+    }
+
+    private func finish() {
+        guard phase != .done else { return }
+        phase = .done
+        if timer.isArmed { worker.loop.cancel(timer) }
+        worker.activeExchanges -= 1
+    }
+}

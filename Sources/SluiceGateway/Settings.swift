@@ -1,0 +1,84 @@
+public import SluiceIO
+public import SluiceHTTP
+
+/// Everything a worker needs, compiled from the config file: plain values, no YAML.
+///
+/// Immutable and shared by all workers; a reload (issue 5) publishes a new one.
+public struct GatewaySettings: Sendable {
+    public struct Listen: Sendable {
+        public var address: SocketAddress
+        public init(address: SocketAddress) { self.address = address }
+    }
+
+    public struct Endpoint: Sendable, Equatable {
+        public var address: SocketAddress
+        /// `host:port` as configured, sent as Host when the client sent none and used in logs.
+        public var authority: String
+        public init(address: SocketAddress, authority: String) {
+            self.address = address
+            self.authority = authority
+        }
+    }
+
+    public struct Pool: Sendable {
+        public var name: String
+        public var endpoints: [Endpoint]
+        public init(name: String, endpoints: [Endpoint]) {
+            self.name = name
+            self.endpoints = endpoints
+        }
+    }
+
+    public struct Limits: Sendable {
+        public var maxConnectionsPerWorker = 16_384
+        public var head = HTTP1Limits()
+        public var maxBodyBytes = 32 << 20
+        public init() {}
+    }
+
+    /// Durations; zero disables a timeout.
+    public struct Timeouts: Sendable {
+        public var clientHeader: Duration = .seconds(10)
+        public var clientBody: Duration = .seconds(60)
+        public var idle: Duration = .seconds(75)
+        public var upstreamConnect: Duration = .seconds(5)
+        /// Time to the first response byte; LLM servers queue under load, so it is generous.
+        public var upstreamFirstByte: Duration = .seconds(300)
+        /// Silence allowed between response bytes (between streamed tokens).
+        public var upstreamIdle: Duration = .seconds(120)
+        /// Whole-request deadline.
+        public var request: Duration = .seconds(1800)
+        /// How long a graceful stop waits for in-flight requests.
+        public var grace: Duration = .seconds(30)
+        public init() {}
+    }
+
+    public struct Upstream: Sendable {
+        /// Idle keep-alive connections kept per endpoint per worker.
+        public var keepalivePerEndpoint = 64
+        public var maxIdleTime: Duration = .seconds(60)
+        /// Extra endpoints tried when a connection fails before any response byte.
+        public var retries = 1
+        public init() {}
+    }
+
+    public struct Proxy: Sendable {
+        public var xForwarded = true
+        public var via = false
+        public init() {}
+    }
+
+    public var listen: [Listen]
+    public var workers: Int
+    public var pools: [Pool]
+    public var limits = Limits()
+    public var timeouts = Timeouts()
+    public var upstream = Upstream()
+    public var proxy = Proxy()
+
+    public init(listen: [Listen], workers: Int, pools: [Pool]) {
+        self.listen = listen
+        self.workers = workers
+        self.pools = pools
+    }
+}

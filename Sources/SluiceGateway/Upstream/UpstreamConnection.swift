@@ -1,0 +1,345 @@
+import Glibc
+import SluiceHTTP
+import SluiceIO
+
+/// A keep-alive HTTP/1.1 connection to one endpoint, owned by one worker.
+///
+/// ```
+/// connecting ──connected──▶ active ──response complete──▶ idle ──checkout──▶ active
+///      │                      │                              │
+///      └──── error ───────────┴──────── close ◀──────────────┘ (peer closed / idle timeout)
+/// ```
+/// While active it belongs to one ``Exchange``: it writes the request the exchange queued
+/// (head copied, body borrowed from the client's buffer) and reads the response, which it hands
+/// to the exchange in place: read buffers move into the client's write queue, never copied.
+final class UpstreamConnection: EventHandler {
+    enum State { case connecting, active, idle, closed }
+
+    let fd: Int32
+    let endpoint: UpstreamPool.Endpoint
+    unowned let pool: UpstreamPool
+    unowned let loop: EventLoop
+    private var registration: Registration?
+    private(set) var state: State
+    /// Requests this connection has carried (a reused connection may have been closed by the
+    /// server meanwhile, which makes a failure before any response byte safe to retry).
+    private(set) var requestsServed = 0
+    var exchange: Exchange?
+
+    var out: OutputQueue
+    var inbuf: ByteBuffer
+    let head: HTTPHead
+    var parser: HTTP1HeadParser
+    var chunked = ChunkedDecoder()
+    /// Response bytes received for the current exchange.
+    private(set) var received = 0
+    private var headDone = false
+    private var remaining = 0
+    private var canRead = false
+    private var canWrite = false
+    /// Backpressure from the client: don't read while its queue is full.
+    private(set) var readPaused = false
+    private var idleTimer: Timer?
+
+    private init(fd: Int32, endpoint: UpstreamPool.Endpoint, pool: UpstreamPool, loop: EventLoop, settings: GatewaySettings) {
+        self.fd = fd
+        self.endpoint = endpoint
+        self.pool = pool
+        self.loop = loop
+        state = .connecting
+        out = OutputQueue(pool: loop.bufferPool)
+        inbuf = ByteBuffer(emptyIn: loop.bufferPool)
+        head = HTTPHead(capacity: 256)
+        // Upstream heads are trusted more than clients' but still bounded.
+        parser = HTTP1HeadParser(kind: .response, limits: HTTP1Limits(maxHeadBytes: 64 << 10, maxHeaderCount: 256, maxRequestLine: 8 << 10))
+    }
+
+    static func connect(to endpoint: UpstreamPool.Endpoint, pool: UpstreamPool, loop: EventLoop, settings: GatewaySettings) throws(SyscallError) -> UpstreamConnection {
+        let (fd, result) = try TCP.connect(endpoint.config.address)
+        let c = UpstreamConnection(fd: fd, endpoint: endpoint, pool: pool, loop: loop, settings: settings)
+        do {
+            c.registration = try loop.register(fd, handler: c)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        if case .processed = result { c.state = .active; c.canWrite = true }
+        return c
+    }
+
+    // MARK: lifecycle
+
+    /// Prepares an idle connection for a new exchange; false if it turned out to be dead.
+    func takeFromIdle() -> Bool {
+        guard state == .idle else { return false }
+        if let t = idleTimer { loop.cancel(t) }
+        state = .active
+        return true
+    }
+
+    func becomeIdle(maxIdle: Duration) {
+        state = .idle
+        exchange = nil
+        inbuf.release()
+        out.releaseArena()
+        if idleTimer == nil { idleTimer = Timer { [unowned self] in self.idleExpired() } }
+        loop.schedule(idleTimer!, after: maxIdle)
+    }
+
+    private func idleExpired() {
+        guard state == .idle else { return }
+        pool.removeIdle(self)
+        close()
+    }
+
+    /// Starts an exchange on this connection: the request is already in `out`.
+    func begin(_ x: Exchange, requestMethod: HTTPMethod) {
+        exchange = x
+        received = 0
+        headDone = false
+        readPaused = false
+        parser.reset()
+        parser.requestMethod = requestMethod
+        chunked.reset()
+        requestsServed += 1
+        if state == .active && canWrite { flush() }
+    }
+
+    var isReused: Bool { requestsServed > 1 }
+
+    func close() {
+        guard state != .closed else { return }
+        state = .closed
+        if let t = idleTimer { loop.cancel(t) }
+        if let r = registration {
+            loop.deregister(r)
+            registration = nil
+        }
+        out.removeAll()
+        out.releaseArena()
+        inbuf.release()
+        Sys.close(fd)
+        exchange = nil
+    }
+
+    /// Closes at once with a reset, so the server sees the client is gone and stops generating.
+    func abort() {
+        TCP.setLingerZero(fd)
+        close()
+    }
+
+    // MARK: events
+
+    func handleEvent(_ events: UInt32) {
+        if events & (EventLoop.Events.error | EventLoop.Events.hangup) != 0 && state == .connecting {
+            fail(connectError: true)
+            return
+        }
+        if events & EventLoop.Events.writable != 0 {
+            canWrite = true
+            if state == .connecting {
+                do {
+                    try TCP.finishConnect(fd)
+                } catch {
+                    fail(connectError: true)
+                    return
+                }
+                state = .active
+                exchange?.upstreamConnected()
+            }
+            if state == .active { flush() }
+        }
+        if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup | EventLoop.Events.error) != 0 {
+            canRead = true
+            switch state {
+            case .idle:
+                // An idle connection has nothing to say: it is the server closing it.
+                pool.removeIdle(self)
+                close()
+            case .active:
+                readResponse()
+            case .connecting, .closed:
+                break
+            }
+        }
+    }
+
+    private func flush() {
+        guard !out.isEmpty else { return }
+        do {
+            _ = try out.flush(to: fd)
+        } catch {
+            fail(connectError: false)
+        }
+    }
+
+    func pauseReading() { readPaused = true }
+
+    func resumeReading() {
+        guard readPaused else { return }
+        readPaused = false
+        if canRead && state == .active { readResponse() }
+    }
+
+    private func fail(connectError: Bool) {
+        let x = exchange
+        let beforeResponse = received == 0
+        close()
+        x?.upstreamFailed(beforeResponse: beforeResponse, connectError: connectError)
+    }
+
+    // MARK: reading the response
+
+    private func readResponse() {
+        while state == .active && !readPaused {
+            guard let x = exchange else { return }
+            if inbuf.writableBytes < 2048 { inbuf.reserve(writable: headDone ? 16 << 10 : 4096) }
+            let result: IOResult<Int>
+            do {
+                let w = inbuf.writable
+                result = try Sys.read(fd, w.baseAddress!, w.count)
+            } catch {
+                fail(connectError: false)
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                canRead = false
+                return
+            case .processed(0):
+                canRead = false
+                if headDone, case .untilClose = head.framing {
+                    finish(reusable: false)
+                } else {
+                    fail(connectError: false)
+                }
+                return
+            case .processed(let n):
+                inbuf.writerIndex += n
+                received += n
+                x.upstreamActivity()
+                if !processInput(x) { return }
+            }
+        }
+    }
+
+    /// Parses what was read; false when the exchange ended or failed.
+    private func processInput(_ x: Exchange) -> Bool {
+        if !headDone {
+            while true {
+                switch parser.parse(inbuf.readable, into: head) {
+                case .incomplete:
+                    return true
+                case .error:
+                    let responseStarted = x.responseStarted
+                    close()
+                    x.upstreamProtocolError(responseStarted: responseStarted)
+                    return false
+                case .complete:
+                    if head.status >= 100 && head.status < 200 {
+                        // 100 Continue and other interim responses are consumed here: the
+                        // client's Expect was answered by Sluice already.
+                        if head.status == 101 {
+                            close()
+                            x.upstreamProtocolError(responseStarted: false)
+                            return false
+                        }
+                        inbuf.readerIndex += head.length
+                        parser.reset()
+                        continue
+                    }
+                    headDone = true
+                    x.upstreamResponseHead(head, inbuf.readable)
+                    inbuf.readerIndex += head.length
+                    if case .length(let n) = head.framing { remaining = n }
+                }
+                break
+            }
+            if head.framing == .none {
+                finish(reusable: head.keepAlive && inbuf.readableBytes == 0)
+                return false
+            }
+        }
+        if inbuf.readableBytes == 0 { return true }
+        switch head.framing {
+        case .length:
+            let n = inbuf.readableBytes
+            if n > remaining {
+                // More than announced: relay what was announced and never reuse the connection.
+                inbuf.writerIndex -= n - remaining
+                remaining = 0
+                x.relay(inbuf.take(), ranges: nil)
+                finish(reusable: false)
+                return false
+            }
+            remaining -= n
+            x.relay(inbuf.take(), ranges: nil)
+            if remaining == 0 {
+                finish(reusable: head.keepAlive)
+                return false
+            }
+        case .untilClose:
+            x.relay(inbuf.take(), ranges: nil)
+        case .chunked:
+            return decodeChunks(x)
+        case .none:
+            break
+        }
+        return true
+    }
+
+    /// Payload ranges of one read, relative to the block (at most this many per read; more
+    /// ranges than this in one read are relayed in several batches).
+    private var ranges: [(Int, Int)] = { var a = [(Int, Int)](); a.reserveCapacity(64); return a }()
+
+    private func decodeChunks(_ x: Exchange) -> Bool {
+        let base = inbuf.readerIndex
+        let bytes = inbuf.readable
+        var pos = 0
+        var done = false
+        ranges.removeAll(keepingCapacity: true)
+        decode: while true {
+            switch chunked.next(bytes, from: pos) {
+            case .data(let s, let e):
+                ranges.append((base + s, base + e))
+                pos = e
+            case .needMore:
+                break decode
+            case .done(let end):
+                pos = end
+                done = true
+                break decode
+            case .error:
+                let started = x.responseStarted
+                close()
+                x.upstreamProtocolError(responseStarted: started)
+                return false
+            }
+        }
+        let trailing = bytes.count - pos
+        if ranges.isEmpty {
+            inbuf.clear()
+        } else {
+            x.relay(inbuf.take(), ranges: ranges)
+        }
+        if done {
+            finish(reusable: head.keepAlive && trailing == 0)
+            return false
+        }
+        return true
+    }
+
+    private func finish(reusable: Bool) {
+        guard let x = exchange else { return }
+        // A request still partly unsent (the server answered early) leaves the connection in
+        // an unknown state; so does anything unread.
+        let keep = reusable && out.isEmpty && state == .active
+        exchange = nil
+        if keep {
+            pool.checkin(self)
+        } else {
+            close()
+        }
+        x.upstreamComplete()
+    }
+}
