@@ -32,6 +32,17 @@ import Testing
         let id = try #require(r.header("x-request-id"))
         #expect(id.count == 16)
         #expect(seen.contains("x-request-id: \(id)"))
+        // A trace was started for the upstream.
+        #expect(seen.range(of: "traceparent: 00-[0-9a-f]{32}-\(id)-00", options: .regularExpression) != nil)
+
+        // A client's own request id and trace context pass through unchanged.
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        c.send(request("GET", "/echo", headers: ["X-Request-Id: client-id-1", "traceparent: \(tp)"]))
+        let r2 = try #require(c.response())
+        #expect(r2.header("x-request-id") == "client-id-1")
+        #expect(r2.text.contains("x-request-id: client-id-1"))
+        #expect(r2.text.contains("traceparent: \(tp)"))
+        #expect(r2.text.components(separatedBy: "traceparent").count == 2)
     }
 
     @Test func reusesUpstreamConnectionsAcrossRequestsAndClients() throws {

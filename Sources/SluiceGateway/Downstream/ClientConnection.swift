@@ -261,6 +261,16 @@ final class ClientConnection: EventHandler {
             appendRequestID(&h)
             h.append("\r\n")
         }
+        if !hasValidTraceparent(b) {
+            // W3C trace context: start a trace when the client sent none (or a malformed one,
+            // which the spec says to restart). Not sampled: Sluice records no spans itself.
+            h.append("traceparent: 00-")
+            appendHex64(&h, requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
+            appendRequestID(&h)
+            h.append("-")
+            appendRequestID(&h)
+            h.append("-00\r\n")
+        }
         let bodyLength = bodyEnd - head.length
         if bodyLength > 0 || head.method == .post || head.method == .put || head.method == .patch {
             h.append("Content-Length: ")
@@ -288,9 +298,22 @@ final class ClientConnection: EventHandler {
         h.append(b.slice(t))
     }
 
-    private func appendRequestID(_ h: inout ByteBuffer) {
+    /// A `traceparent` of the form `00-<32 hex>-<16 hex>-<2 hex>` (W3C Trace Context §3.2).
+    private func hasValidTraceparent(_ b: UnsafeRawBufferPointer) -> Bool {
+        guard let f = head.first(.traceparent), f.value.count == 55 else { return false }
+        let v = b.slice(f.value)
+        for (i, c) in v.enumerated() {
+            let isDash = i == 2 || i == 35 || i == 52
+            if isDash { if c != UInt8(ascii: "-") { return false } } else if !((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) { return false }
+        }
+        return true
+    }
+
+    private func appendRequestID(_ h: inout ByteBuffer) { appendHex64(&h, requestID) }
+
+    private func appendHex64(_ h: inout ByteBuffer, _ value: UInt64) {
         let hex: StaticString = "0123456789abcdef"
-        var v = requestID
+        var v = value
         var digits = (UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &digits) { d in
             for i in (0..<16).reversed() {

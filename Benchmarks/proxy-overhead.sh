@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Proxy overhead, measured side by side in one run (the machines are shared and noisy, so only
+# ratios between runs of the same invocation mean anything):
+#   direct : wrk -> upstream
+#   sluice : wrk -> sluice (1 worker) -> upstream
+#   nginx  : wrk -> nginx (1 worker, keepalive upstreams, access log off) -> upstream
+# The upstream is nginx returning a fixed JSON body (fast, so the proxy is what is measured).
+# Prints requests/s, latency p50/p99 and the proxy's CPU time per request, and Sluice/nginx
+# ratios. Usage: Benchmarks/proxy-overhead.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+CONNS="${2:-32}"
+WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (bash .ci/setup)"; exit 1; }
+swift build -c release --product sluice >/dev/null
+SLUICE="$(swift build -c release --show-bin-path)/sluice"
+
+NCPU=$(nproc)
+PROXY_CPU=0
+OTHER_CPU=$(( NCPU > 1 ? 1 : 0 ))
+UP_PORT=18901; SLUICE_PORT=18902; NGINX_PORT=18903
+BODY='{"id":"chatcmpl-1","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
+
+mkdir -p "$WORK/up" "$WORK/px"
+cat > "$WORK/up/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/up/nginx.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $WORK/up;
+  server { listen 127.0.0.1:$UP_PORT reuseport backlog=4096; keepalive_requests 1000000;
+    location / { client_body_buffer_size 64k; default_type application/json; return 200 '$BODY'; } } }
+NGX
+cat > "$WORK/px/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/px/nginx.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NGINX_PORT reuseport backlog=4096; keepalive_requests 1000000;
+    location / { client_body_buffer_size 64k; proxy_pass http://up; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_buffering off; } } }
+NGX
+cat > "$WORK/sluice.yaml" <<YAML
+listen: [{ address: "127.0.0.1:$SLUICE_PORT" }]
+admin: { address: "127.0.0.1:18904" }
+workers: 1
+logging: { access_log: "off" }
+pools:
+  - name: default
+    endpoints: ["http://127.0.0.1:$UP_PORT"]
+YAML
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+taskset -c "$PROXY_CPU" nginx -c "$WORK/px/nginx.conf" -p "$WORK/px" & PIDS+=($!)
+taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/sluice.yaml" >"$WORK/sluice.log" 2>&1 & SLUICE_PID=$!; PIDS+=($SLUICE_PID)
+for port in $UP_PORT $NGINX_PORT $SLUICE_PORT; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+NGINX_PROXY_PID=$(cat "$WORK/px/nginx.pid")
+# nginx's worker is the child of the master; its CPU is what we compare.
+NGINX_WORKER_PID=$(pgrep -P "$NGINX_PROXY_PID" | head -1)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() {  # name port pid
+  local name=$1 port=$2 pid=${3:-}
+  taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null  # warm-up
+  local before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions" >"$WORK/$name.txt"
+  local after=0; [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  local reqs rps p50 p99 errs
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$name.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$WORK/$name.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.txt")
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$WORK/$name.txt" | tr '\n' ' ')
+  local cpu_us="-"
+  if [ -n "$pid" ]; then cpu_us=$(awk -v t=$((after - before)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t / hz * 1e6 / r}'); fi
+  printf "%-8s %12s %10s %10s %14s  %s\n" "$name" "$rps" "$p50" "$p99" "$cpu_us" "$errs"
+  echo "$name $rps $cpu_us" >> "$WORK/summary"
+}
+
+echo "proxy overhead: small JSON POST, ${DURATION}s, $CONNS connections, proxy on CPU $PROXY_CPU, wrk+upstream on CPU $OTHER_CPU"
+printf "%-8s %12s %10s %10s %14s\n" run "req/s" p50 p99 "proxy CPU us/req"
+run direct $UP_PORT
+run sluice $SLUICE_PORT $SLUICE_PID
+run nginx $NGINX_PORT "$NGINX_WORKER_PID"
+awk '{rps[$1]=$2; cpu[$1]=$3} END {
+  printf "ratios: throughput sluice/nginx = %.2f (target >= 1.0), CPU per request sluice/nginx = %.2f (target <= 1.0)\n", rps["sluice"]/rps["nginx"], cpu["sluice"]/cpu["nginx"] }' "$WORK/summary"

@@ -1,0 +1,114 @@
+"""Issue 2 end to end: the release binary with curl, wrk, nginx and a streaming upstream."""
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import FIXED_BODY, have
+
+
+def config(*endpoints, workers=1, extra=""):
+    eps = ", ".join(f'"http://127.0.0.1:{p}"' for p in endpoints)
+    return f"""
+listen: [{{ address: "127.0.0.1:PORT" }}]
+admin: {{ address: "127.0.0.1:ADMIN_PORT" }}
+workers: {workers}
+pools:
+  - name: default
+    endpoints: [{eps}]
+{extra}"""
+
+
+def curl(*args):
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_curl_post_through_sluice_to_nginx(nginx_upstream, sluice):
+    s = sluice(config(nginx_upstream))
+    r = curl("-i", "-X", "POST", "-H", "Content-Type: application/json",
+             "--data", '{"model":"tiny","messages":[{"role":"user","content":"hi"}]}',
+             f"http://127.0.0.1:{s.port}/v1/chat/completions")
+    assert r.returncode == 0, r.stderr
+    head, body = r.stdout.split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 200")
+    assert re.search(r"(?im)^x-request-id: [0-9a-f]{16}\r?$", head)
+    assert json.loads(body) == json.loads(FIXED_BODY)
+
+
+def test_wrk_keepalive_load_has_no_errors(nginx_upstream, sluice):
+    if not have("wrk"):
+        pytest.fail("wrk is required (bash .ci/setup installs it)")
+    s = sluice(config(nginx_upstream, workers=2))
+    r = subprocess.run(["wrk", "-t1", "-c16", "-d2s", f"http://127.0.0.1:{s.port}/v1/models"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    total = int(re.search(r"(\d+) requests in", r.stdout).group(1))
+    assert total > 1000, r.stdout
+    assert "Non-2xx" not in r.stdout and "Socket errors" not in r.stdout, r.stdout
+
+
+def test_sse_reaches_curl_event_by_event(py_upstream, sluice):
+    s = sluice(config(py_upstream.server_port))
+    p = subprocess.Popen(["curl", "-sSN", "-X", "POST", "--data", "{}",
+                          f"http://127.0.0.1:{s.port}/v1/stream"], stdout=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    # The first event is out while the upstream still has events to send.
+    assert first.startswith('data: {"n":0}')
+    assert py_upstream.sent < StreamingHandlerEvents()
+    rest = p.stdout.read()
+    p.wait(10)
+    assert "data: [DONE]" in rest
+
+
+def StreamingHandlerEvents():
+    from conftest import StreamingHandler
+    return StreamingHandler.events
+
+
+def test_client_abort_stops_upstream(py_upstream, sluice):
+    from conftest import StreamingHandler
+    StreamingHandler.events, StreamingHandler.gap = 100, 0.05
+    try:
+        s = sluice(config(py_upstream.server_port))
+        p = subprocess.Popen(["curl", "-sSN", "-X", "POST", "--data", "{}",
+                              f"http://127.0.0.1:{s.port}/v1/stream"], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().startswith("data:")
+        p.kill()
+        p.wait()
+        t0 = time.time()
+        while not py_upstream.aborted and time.time() - t0 < 2:
+            time.sleep(0.02)
+        assert py_upstream.aborted
+        assert time.time() - t0 < 1.5
+        assert py_upstream.sent < 100
+    finally:
+        StreamingHandler.events, StreamingHandler.gap = 5, 0.1
+
+
+def test_unreachable_upstream_gives_openai_502(sluice):
+    s = sluice(config(1))  # port 1: nothing listens
+    r = curl("-i", "-X", "POST", "--data", "{}", f"http://127.0.0.1:{s.port}/v1/chat/completions")
+    head, body = r.stdout.split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 502")
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+
+
+def test_sigterm_finishes_inflight_request_and_exits_zero(py_upstream, sluice):
+    s = sluice(config(py_upstream.server_port))
+    out = {}
+
+    def slow():
+        out["r"] = curl("-X", "POST", "--data", "{}", f"http://127.0.0.1:{s.port}/slow")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    s.p.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert json.loads(out["r"].stdout) == json.loads(FIXED_BODY)
+    assert s.p.wait(10) == 0
