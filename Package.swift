@@ -23,7 +23,7 @@ let package = Package(
 
         // protocols
         .target(name: "SluiceHTTP", dependencies: ["SluiceIO"], swiftSettings: strict),
-        .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP"]),
+        .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
 
         // app
         .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),

@@ -1,0 +1,230 @@
+public import SluiceIO
+import Glibc
+
+/// A response as the simple client returns it (copied; this client is for the control plane:
+/// health checks, telemetry scrapes, adapter loads — not the proxy path).
+public struct HTTPClientResponse: Sendable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public func header(_ name: String) -> String? {
+        let n = name.lowercased()
+        return headers.first { $0.name.lowercased() == n }?.value
+    }
+}
+
+public enum HTTPClientError: Error, Equatable, Sendable {
+    case connect(Int32)
+    case closed
+    case timeout
+    case protocolError
+}
+
+/// A keep-alive HTTP/1.1 client to one server, on one event loop. Requests are sent one at a
+/// time in order; each completes exactly once, with a response or an error. The connection is
+/// opened on demand and re-opened after the server closes it.
+public final class HTTPClient: EventHandler {
+    public typealias Completion = (Result<HTTPClientResponse, HTTPClientError>) -> Void
+
+    struct Pending {
+        var request: [UInt8]
+        var method: HTTPMethod
+        var timeout: Duration
+        var completion: Completion
+    }
+
+    public let address: SocketAddress
+    let hostHeader: String
+    unowned let loop: EventLoop
+    private var fd: Int32 = -1
+    private var registration: Registration?
+    private var connected = false
+    private var queue: [Pending] = []
+    private var inflight: Pending?
+    private var outbuf: [UInt8] = []
+    private var inbuf: [UInt8] = []
+    private var parser = HTTP1HeadParser(kind: .response, limits: HTTP1Limits(maxHeadBytes: 64 << 10, maxHeaderCount: 200, maxRequestLine: 8 << 10))
+    private let head = HTTPHead(capacity: 200)
+    private var timer: Timer!
+
+    public init(address: SocketAddress, host: String? = nil, loop: EventLoop) {
+        self.address = address
+        self.hostHeader = host ?? address.description
+        self.loop = loop
+        timer = Timer { [unowned self] in self.timedOut() }
+    }
+
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
+    /// Sends a request; `completion` runs on the loop.
+    public func send(method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+                     timeout: Duration = .seconds(5), completion: @escaping Completion) {
+        var h = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
+        for (k, v) in headers { h += "\(k): \(v)\r\n" }
+        if !body.isEmpty || method == "POST" || method == "PUT" { h += "Content-Length: \(body.count)\r\n" }
+        h += "\r\n"
+        let m: HTTPMethod = method == "HEAD" ? .head : (method == "GET" ? .get : .post)
+        queue.append(Pending(request: Array(h.utf8) + body, method: m, timeout: timeout, completion: completion))
+        if inflight == nil { startNext() }
+    }
+
+    public func get(_ path: String, timeout: Duration = .seconds(5), completion: @escaping Completion) {
+        send(path: path, timeout: timeout, completion: completion)
+    }
+
+    /// Fails everything pending and closes the connection.
+    public func close() {
+        disconnect()
+        let all = (inflight.map { [$0] } ?? []) + queue
+        inflight = nil
+        queue.removeAll()
+        for p in all { p.completion(.failure(.closed)) }
+    }
+
+    private func startNext() {
+        guard inflight == nil, !queue.isEmpty else { return }
+        let p = queue.removeFirst()
+        inflight = p
+        parser.reset()
+        parser.requestMethod = p.method
+        inbuf.removeAll(keepingCapacity: true)
+        loop.schedule(timer, after: p.timeout)
+        if fd < 0 {
+            do {
+                let (newFD, result) = try TCP.connect(address)
+                fd = newFD
+                registration = try loop.register(fd, handler: self)
+                connected = { if case .processed = result { return true } else { return false } }()
+            } catch {
+                finish(.failure(.connect(error.errno)), reusable: false)
+                return
+            }
+        }
+        outbuf = p.request
+        if connected { flush() }
+    }
+
+    public func handleEvent(_ events: UInt32) {
+        if !connected {
+            if events & (EventLoop.Events.error | EventLoop.Events.hangup) != 0 {
+                finish(.failure(.connect(ECONNREFUSED)), reusable: false)
+                return
+            }
+            if events & EventLoop.Events.writable != 0 {
+                do { try TCP.finishConnect(fd) } catch {
+                    finish(.failure(.connect(error.errno)), reusable: false)
+                    return
+                }
+                connected = true
+            }
+        }
+        if events & EventLoop.Events.writable != 0 { flush() }
+        if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup | EventLoop.Events.error) != 0 {
+            readAll()
+        }
+    }
+
+    private func flush() {
+        while !outbuf.isEmpty && fd >= 0 {
+            let r = outbuf.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
+            switch r {
+            case .processed(let n)?: outbuf.removeFirst(n)
+            case .wouldBlock?: return
+            case nil:
+                finish(.failure(.closed), reusable: false)
+                return
+            }
+        }
+    }
+
+    private func readAll() {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while fd >= 0 {
+            let r = chunk.withUnsafeMutableBytes { try? Sys.read(fd, $0.baseAddress!, $0.count) }
+            switch r {
+            case .processed(let n)? where n > 0:
+                inbuf += chunk[0..<n]
+                if inflight != nil && tryComplete(eof: false) { return }
+            case .wouldBlock?:
+                return
+            default:
+                // EOF or error.
+                if inflight != nil && !tryComplete(eof: true) {
+                    finish(.failure(.closed), reusable: false)
+                } else {
+                    disconnect()
+                }
+                return
+            }
+        }
+    }
+
+    /// Completes the in-flight request if its response is complete.
+    private func tryComplete(eof: Bool) -> Bool {
+        let r = inbuf.withUnsafeBytes { parser.parse($0, into: head) }
+        switch r {
+        case .incomplete: return false
+        case .error:
+            finish(.failure(.protocolError), reusable: false)
+            return true
+        case .complete: break
+        }
+        var body: [UInt8] = []
+        switch head.framing {
+        case .none: break
+        case .length(let n):
+            guard inbuf.count >= head.length + n else { return false }
+            body = Array(inbuf[head.length..<(head.length + n)])
+        case .chunked:
+            var d = ChunkedDecoder()
+            var pos = head.length
+            var done = false
+            var bad = false
+            inbuf.withUnsafeBytes { b in
+                loop: while true {
+                    switch d.next(b, from: pos) {
+                    case .data(let s, let e): body += b[s..<e]; pos = e
+                    case .needMore: break loop
+                    case .done: done = true; break loop
+                    case .error: bad = true; break loop
+                    }
+                }
+            }
+            if bad { finish(.failure(.protocolError), reusable: false); return true }
+            if !done { return false }
+        case .untilClose:
+            guard eof else { return false }
+            body = Array(inbuf[head.length...])
+        }
+        let headers: [(name: String, value: String)] = inbuf.withUnsafeBytes { b in
+            (0..<head.count).map { i in
+                (String(decoding: b[Int(head[i].name.start)..<Int(head[i].name.end)], as: UTF8.self),
+                 String(decoding: b[Int(head[i].value.start)..<Int(head[i].value.end)], as: UTF8.self))
+            }
+        }
+        finish(.success(HTTPClientResponse(status: head.status, headers: headers, body: body)), reusable: head.keepAlive && !eof)
+        return true
+    }
+
+    private func timedOut() {
+        guard inflight != nil else { return }
+        finish(.failure(.timeout), reusable: false)
+    }
+
+    private func finish(_ result: Result<HTTPClientResponse, HTTPClientError>, reusable: Bool) {
+        if timer.isArmed { loop.cancel(timer) }
+        if !reusable { disconnect() }
+        guard let p = inflight else { return }
+        inflight = nil
+        p.completion(result)
+        startNext()
+    }
+
+    private func disconnect() {
+        if let r = registration { loop.deregister(r); registration = nil }
+        if fd >= 0 { Glibc.close(fd); fd = -1 }
+        connected = false
+        outbuf.removeAll()
+    }
+}
