@@ -8,11 +8,22 @@ import Synchronization
 /// in-flight requests finish up to the grace period) and joins the threads.
 public final class Gateway: @unchecked Sendable {
     public let settings: GatewaySettings
+    /// Endpoint state shared by workers and the control loop, kept across reloads.
+    public let registry = EndpointRegistry()
     private let group: WorkerGroup
     private let workers = Mutex<[Worker?]>([])
     private let drainedCount = Atomic<Int>(0)
     private let startedCount = Atomic<Int>(0)
     private let startError = Mutex<SyscallError?>(nil)
+    private var control: ControlPlane!
+    private let draining = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
+
+    /// The settings in force (a reload replaces them).
+    public var currentSettings: GatewaySettings { settings }
+
+    /// The admin listener's port, when one is configured.
+    public var adminPort: UInt16? { control?.adminPort }
 
     public init(settings: GatewaySettings) throws(SyscallError) {
         self.settings = settings
@@ -28,7 +39,7 @@ public final class Gateway: @unchecked Sendable {
         let shared = settings.pools.map { _ in SharedCounter() }
         let settings = self.settings
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {
@@ -47,6 +58,25 @@ public final class Gateway: @unchecked Sendable {
             group.join()
             throw e
         }
+        control = try ControlPlane(gateway: self)
+        do {
+            try control.start(adminAddress: settings.admin)
+        } catch {
+            stop(grace: .zero)
+            throw error
+        }
+        started.store(true, ordering: .releasing)
+    }
+
+    /// Ready to take traffic: started, not draining, and every pool has an admitted endpoint.
+    public func readiness() -> (Bool, String) {
+        if !started.load(ordering: .acquiring) { return (false, "starting") }
+        if draining.load(ordering: .acquiring) { return (false, "draining") }
+        let now = Instant.now()
+        for p in currentSettings.pools where !p.endpoints.contains(where: { registry.runtime(for: $0).isAdmitted(at: now) }) {
+            return (false, "pool '\(p.name)' has no healthy endpoint")
+        }
+        return (true, "")
     }
 
     /// Connections accepted by each worker so far (read on the worker threads).
@@ -69,6 +99,8 @@ public final class Gateway: @unchecked Sendable {
     /// Graceful stop: stop accepting, wait up to `grace` for in-flight requests, close the
     /// rest, stop the loops and join their threads.
     public func stop(grace: Duration) {
+        // Readiness turns false first, so a load balancer stops sending.
+        draining.store(true, ordering: .releasing)
         let ws = workers.withLock { $0 }
         for (i, w) in ws.enumerated() {
             guard let w else { drainedCount.add(1, ordering: .relaxed); continue }
@@ -85,5 +117,7 @@ public final class Gateway: @unchecked Sendable {
         group.stop()
         group.join()
         workers.withLock { $0 = [] }
+        control?.stop()
+        control = nil
     }
 }

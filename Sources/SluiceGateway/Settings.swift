@@ -62,6 +62,20 @@ public struct GatewaySettings: Sendable {
         public init() {}
     }
 
+    /// Endpoint health: passive (data-path failures) and active (`GET path` on an interval).
+    public struct Health: Sendable {
+        /// Consecutive failures that eject an endpoint.
+        public var unhealthyThreshold = 3
+        /// First ejection lasts this long; each further one doubles it, up to `maxEject`.
+        public var ejectBase: Duration = .seconds(1)
+        public var maxEject: Duration = .seconds(30)
+        /// Active checks; a zero interval disables them.
+        public var path = "/health"
+        public var interval: Duration = .seconds(5)
+        public var timeout: Duration = .seconds(1)
+        public init() {}
+    }
+
     public struct Proxy: Sendable {
         public var xForwarded = true
         public var via = false
@@ -69,12 +83,15 @@ public struct GatewaySettings: Sendable {
     }
 
     public var listen: [Listen]
+    /// The admin listener (health, readiness, metrics, state); nil disables it.
+    public var admin: SocketAddress? = nil
     public var workers: Int
     public var pools: [Pool]
     public var limits = Limits()
     public var timeouts = Timeouts()
     public var upstream = Upstream()
     public var proxy = Proxy()
+    public var health = Health()
 
     public init(listen: [Listen], workers: Int, pools: [Pool]) {
         self.listen = listen

@@ -18,13 +18,13 @@ final class Worker: @unchecked Sendable {
     private(set) var accepted = 0
     private let onDrained: @Sendable () -> Void
 
-    init(loop: EventLoop, settings: GatewaySettings, shared: [SharedCounter], onDrained: @escaping @Sendable () -> Void) {
+    init(loop: EventLoop, settings: GatewaySettings, shared: [SharedCounter], registry: EndpointRegistry, onDrained: @escaping @Sendable () -> Void) {
         self.loop = loop
         self.settings = settings
         self.onDrained = onDrained
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
-        pools = settings.pools.enumerated().map { UpstreamPool(config: $0.element, roundRobin: shared[$0.offset], worker: self) }
+        pools = settings.pools.enumerated().map { UpstreamPool(config: $0.element, roundRobin: shared[$0.offset], registry: registry, worker: self) }
     }
 
     var defaultPool: UpstreamPool? { pools.first }

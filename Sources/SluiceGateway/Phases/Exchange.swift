@@ -24,6 +24,7 @@ final class Exchange {
     private let requestDeadline: Instant
     private var phaseDeadline = Instant(nanoseconds: .max)
     private var lastActivity: Instant
+    private var upstreamStatus = 0
 
     init(client: ClientConnection, worker: Worker, pool: UpstreamPool, method: HTTPMethod) {
         self.client = client
@@ -46,7 +47,7 @@ final class Exchange {
 
     private func attempt(excluding: Int?) {
         attempts += 1
-        guard let ep = pool.pick(excluding: excluding) else {
+        guard let ep = pool.pick(excluding: excluding, now: worker.loop.now) else {
             fail(.unavailable("No endpoints are configured for pool '\(pool.name)'."))
             return
         }
@@ -59,7 +60,7 @@ final class Exchange {
             return
         }
         upstream = conn
-        ep.inflight += 1
+        ep.runtime.inflight.add(1, ordering: .relaxed)
         client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
         phase = conn.state == .connecting ? .connecting : .waiting
         let t = worker.settings.timeouts
@@ -70,6 +71,7 @@ final class Exchange {
     private func upstreamFailedImmediately() {
         // connect() itself failed (e.g. no route): same as a refused connection.
         let failed = endpoint?.index
+        if let ep = endpoint { recordFailure(ep) }
         endpoint = nil
         retryOrFail(excluding: failed, .badGateway("Could not connect to an upstream model server."))
     }
@@ -126,6 +128,7 @@ final class Exchange {
     }
 
     func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
+        upstreamStatus = head.status
         phase = .relaying
         responseStarted = true
         arm(worker.settings.timeouts.upstreamIdle)
@@ -147,7 +150,10 @@ final class Exchange {
     func upstreamComplete() {
         let ep = endpoint
         upstream = nil
-        if let ep { ep.inflight -= 1 }
+        if let ep {
+            ep.runtime.inflight.add(-1, ordering: .relaxed)
+            if upstreamStatus >= 500 && upstreamStatus != 501 && upstreamStatus != 505 { recordFailure(ep) } else { ep.runtime.recordSuccess() }
+        }
         endpoint = nil
         finish()
         client.exchangeCompleted()
@@ -155,6 +161,7 @@ final class Exchange {
 
     func upstreamFailed(beforeResponse: Bool, connectError: Bool) {
         let failed = endpoint?.index
+        if let ep = endpoint { recordFailure(ep) }
         let reused = upstream?.isReused ?? false
         releaseUpstream(abort: false)
         if responseStarted {
@@ -184,6 +191,12 @@ final class Exchange {
         }
     }
 
+    /// Passive health: the data path's failures count towards ejecting the endpoint.
+    private func recordFailure(_ ep: UpstreamPool.Endpoint) {
+        let h = worker.settings.health
+        ep.runtime.recordFailure(at: worker.loop.now, threshold: h.unhealthyThreshold, base: h.ejectBase, maxBackoff: h.maxEject)
+    }
+
     private func retryOrFail(excluding failed: Int?, _ error: ErrorResponse) {
         if attempts <= worker.settings.upstream.retries && pool.endpoints.count > 0 {
             attempt(excluding: failed)
@@ -208,7 +221,7 @@ final class Exchange {
             if abort { u.abort() } else { u.close() }
         }
         if let ep = endpoint {
-            ep.inflight -= 1
+            ep.runtime.inflight.add(-1, ordering: .relaxed)
             endpoint = nil
         }
     }

@@ -13,12 +13,13 @@ final class UpstreamPool {
     final class Endpoint {
         let index: Int
         let config: GatewaySettings.Endpoint
+        /// State shared with other workers and the control loop.
+        let runtime: EndpointRuntime
         var idle: [UpstreamConnection] = []
-        /// Requests this worker has in flight to the endpoint (routing's local load signal).
-        var inflight = 0
-        init(index: Int, config: GatewaySettings.Endpoint) {
+        init(index: Int, config: GatewaySettings.Endpoint, runtime: EndpointRuntime) {
             self.index = index
             self.config = config
+            self.runtime = runtime
         }
     }
 
@@ -27,19 +28,30 @@ final class UpstreamPool {
     let roundRobin: SharedCounter
     unowned let worker: Worker
 
-    init(config: GatewaySettings.Pool, roundRobin: SharedCounter, worker: Worker) {
+    init(config: GatewaySettings.Pool, roundRobin: SharedCounter, registry: EndpointRegistry, worker: Worker) {
         name = config.name
-        endpoints = config.endpoints.enumerated().map { Endpoint(index: $0.offset, config: $0.element) }
+        endpoints = config.endpoints.enumerated().map {
+            Endpoint(index: $0.offset, config: $0.element, runtime: registry.runtime(for: $0.element))
+        }
         self.roundRobin = roundRobin
         self.worker = worker
     }
 
-    /// The next endpoint in round-robin order, skipping `excluded` (the one that just failed).
-    func pick(excluding excluded: Int?) -> Endpoint? {
-        if endpoints.isEmpty { return nil }
-        var i = roundRobin.next() % endpoints.count
-        if let x = excluded, endpoints.count > 1, i == x { i = (i + 1) % endpoints.count }
-        return endpoints[i]
+    /// The next admitted endpoint in round-robin order, skipping `excluded` (the one that just
+    /// failed). When every endpoint is ejected, ejection is ignored (Envoy's "panic" mode):
+    /// trying a probably-bad endpoint beats refusing every request.
+    func pick(excluding excluded: Int?, now: Instant) -> Endpoint? {
+        let n = endpoints.count
+        if n == 0 { return nil }
+        let start = roundRobin.next()
+        for panic in [false, true] {
+            for k in 0..<n {
+                let i = (start + k) % n
+                if i == excluded && n > 1 { continue }
+                if panic || endpoints[i].runtime.isAdmitted(at: now) { return endpoints[i] }
+            }
+        }
+        return endpoints[start % n]
     }
 
     /// An idle connection to `endpoint`, or a new one being connected.

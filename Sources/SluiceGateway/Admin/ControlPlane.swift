@@ -1,0 +1,157 @@
+import Glibc
+import SluiceHTTP
+import SluiceIO
+import Synchronization
+
+/// The control loop: one extra event-loop thread beside the workers for everything that is not
+/// a client request — the admin listener, active health checks and (with routing) telemetry
+/// scrapes. Nothing here blocks a worker; workers see its results through shared atomics.
+final class ControlPlane: @unchecked Sendable {
+    let loop: EventLoop
+    private var thread: pthread_t?
+    unowned let gateway: Gateway
+    private var admin: HTTPServer?
+    private var healthClients: [String: HTTPClient] = [:]
+    private var healthTimer: Timer?
+    /// Extra admin routes (metrics, config) installed by the gateway.
+    var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
+
+    init(gateway: Gateway) throws(SyscallError) {
+        self.gateway = gateway
+        loop = try EventLoop(index: -1)
+    }
+
+    /// Starts the loop and the admin listener (if configured); returns once it listens.
+    func start(adminAddress: SocketAddress?) throws(SyscallError) {
+        let ready = Atomic<Int>(0)  // 1 ok, 2 failed
+        let failure = Mutex<SyscallError?>(nil)
+        thread = Threads.spawn(name: "sluice-control") { [self] in
+            do throws(SyscallError) {
+                if let a = adminAddress {
+                    admin = try HTTPServer(address: a, loop: loop) { [unowned self] req, r in self.handleAdmin(req, r) }
+                }
+                scheduleHealthChecks()
+                ready.store(1, ordering: .releasing)
+            } catch {
+                failure.withLock { $0 = error }
+                ready.store(2, ordering: .releasing)
+            }
+            loop.run()
+        }
+        while ready.load(ordering: .acquiring) == 0 { usleep(500) }
+        if let e = failure.withLock({ $0 }) {
+            stop()
+            throw e
+        }
+    }
+
+    var adminPort: UInt16? { admin?.listener.address.port }
+
+    func stop() {
+        loop.execute { [self] in
+            admin?.close()
+            for c in healthClients.values { c.close() }
+        }
+        loop.stop()
+        if let t = thread { Threads.join(t) }
+        thread = nil
+    }
+
+    // MARK: admin API
+
+    private func handleAdmin(_ req: HTTPServerRequest, _ r: HTTPResponder) {
+        switch req.path {
+        case "/healthz":
+            r.respond(status: 200, contentType: "text/plain", "ok\n")
+        case "/readyz":
+            let (ready, why) = gateway.readiness()
+            r.respond(status: ready ? 200 : 503, contentType: "text/plain", ready ? "ready\n" : "not ready: \(why)\n")
+        case "/admin/endpoints":
+            r.respond(status: 200, headers: [("Content-Type", "application/json")], body: endpointsJSON())
+        default:
+            if let route = routes[req.path] {
+                route(req, r)
+            } else {
+                r.respond(status: 404, ErrorResponse.client(404, "No admin route \(req.path).").bodyString)
+            }
+        }
+    }
+
+    private func endpointsJSON() -> [UInt8] {
+        let now = Instant.now()
+        var w = JSONWriter()
+        w.beginObject()
+        w.beginArray("pools")
+        for pool in gateway.currentSettings.pools {
+            w.beginObject()
+            w.field("name", pool.name)
+            w.beginArray("endpoints")
+            for e in pool.endpoints {
+                let rt = gateway.registry.runtime(for: e)
+                let t = rt.telemetry.withLock { $0 }
+                w.beginObject()
+                w.field("url", "http://\(e.authority)")
+                w.field("admitted", rt.isAdmitted(at: now))
+                w.field("consecutive_failures", rt.consecutiveFailures.load(ordering: .relaxed))
+                w.field("ejections", rt.ejections.load(ordering: .relaxed))
+                w.field("inflight", rt.inflight.load(ordering: .relaxed))
+                w.beginObject("telemetry")
+                w.field("age_seconds", t.scrapedAt.nanoseconds == 0 ? -1 : now.since(t.scrapedAt).seconds)
+                w.field("waiting", t.waiting)
+                w.field("running", t.running)
+                w.field("kv_cache_usage", t.kvUse)
+                w.field("adapters_running", t.adaptersRunning)
+                w.field("adapters_waiting", t.adaptersWaiting)
+                w.field("adapters_loaded", t.adaptersLoaded)
+                w.endObject()
+                w.endObject()
+            }
+            w.endArray()
+            w.endObject()
+        }
+        w.endArray()
+        w.endObject()
+        return w.bytes
+    }
+
+    // MARK: active health checks
+
+    private func scheduleHealthChecks() {
+        let h = gateway.currentSettings.health
+        guard h.interval > .zero else { return }
+        let t = Timer { [unowned self] in
+            self.runHealthChecks()
+            self.scheduleHealthChecks()
+        }
+        healthTimer = t
+        loop.schedule(t, after: h.interval)
+    }
+
+    private func runHealthChecks() {
+        let settings = gateway.currentSettings
+        for pool in settings.pools {
+            for e in pool.endpoints {
+                let rt = gateway.registry.runtime(for: e)
+                let client = healthClients[e.authority] ?? {
+                    let c = HTTPClient(address: e.address, host: e.authority, loop: loop)
+                    healthClients[e.authority] = c
+                    return c
+                }()
+                client.get(settings.health.path, timeout: settings.health.timeout) { [unowned self] result in
+                    switch result {
+                    case .success(let resp) where resp.status < 500:
+                        rt.readmit()
+                    default:
+                        let h = self.gateway.currentSettings.health
+                        // A failed active check ejects at once (threshold 1): it is a direct probe.
+                        rt.recordFailure(at: Instant.now(), threshold: 1, base: h.ejectBase, maxBackoff: h.maxEject)
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension ErrorResponse {
+    var bodyString: String { String(decoding: body(), as: UTF8.self) }
+}

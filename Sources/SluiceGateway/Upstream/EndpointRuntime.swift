@@ -1,0 +1,93 @@
+public import SluiceIO
+import Synchronization
+
+/// What the gateway knows about one endpoint, shared by every worker and the control loop, and
+/// kept across config reloads (keyed by the endpoint's authority): health, the gateway's own
+/// in-flight count, and the latest scraped telemetry.
+///
+/// Workers read and update it with relaxed atomics; the telemetry snapshot sits behind a mutex
+/// held only to copy a small struct.
+public final class EndpointRuntime: Sendable {
+    public let authority: String
+    public let address: SocketAddress
+
+    /// Requests in flight through any worker (incremented at pick, decremented at completion).
+    let inflight = Atomic<Int>(0)
+    /// Consecutive failures seen by the data path (connect errors, resets, 5xx) or health checks.
+    let consecutiveFailures = Atomic<Int>(0)
+    /// Monotonic ns until which the endpoint is ejected (0 = admitted).
+    let ejectedUntil = Atomic<UInt64>(0)
+    /// How many times it was ejected (for the backoff and the metric).
+    let ejections = Atomic<Int>(0)
+    let telemetry = Mutex<EndpointTelemetry>(EndpointTelemetry())
+
+    public init(authority: String, address: SocketAddress) {
+        self.authority = authority
+        self.address = address
+    }
+
+    /// Admitted now? An ejected endpoint comes back when its backoff has passed.
+    func isAdmitted(at now: Instant) -> Bool {
+        ejectedUntil.load(ordering: .relaxed) <= now.nanoseconds
+    }
+
+    /// Records a failure; ejects after `threshold` in a row, with exponential backoff
+    /// (`base` × 2^(ejections so far), capped at `maxBackoff`).
+    func recordFailure(at now: Instant, threshold: Int, base: Duration, maxBackoff: Duration) {
+        let n = consecutiveFailures.add(1, ordering: .relaxed).newValue
+        guard n >= threshold, isAdmitted(at: now) else { return }
+        let k = min(ejections.add(1, ordering: .relaxed).oldValue, 10)
+        let backoff = min(base.nanoseconds << Int64(k), maxBackoff.nanoseconds)
+        ejectedUntil.store(now.nanoseconds + UInt64(backoff), ordering: .relaxed)
+    }
+
+    func recordSuccess() {
+        if consecutiveFailures.load(ordering: .relaxed) != 0 { consecutiveFailures.store(0, ordering: .relaxed) }
+        if ejections.load(ordering: .relaxed) != 0 && ejectedUntil.load(ordering: .relaxed) == 0 {
+            ejections.store(0, ordering: .relaxed)
+        }
+    }
+
+    /// Re-admits at once (a health check passed).
+    func readmit() {
+        ejectedUntil.store(0, ordering: .relaxed)
+        consecutiveFailures.store(0, ordering: .relaxed)
+    }
+}
+
+/// Scraped model-server state (filled by the telemetry loop).
+public struct EndpointTelemetry: Sendable {
+    public var scrapedAt = Instant(nanoseconds: 0)
+    public var healthy = true
+    public var waiting = 0
+    public var running = 0
+    public var kvUse = 0.0
+    public var kvCapacityTokens = 0
+    public var maxLoras = 0
+    public var adaptersRunning: [String] = []
+    public var adaptersWaiting: [String] = []
+    public var adaptersLoaded: [String] = []
+    public init() {}
+}
+
+/// The registry of endpoint runtimes, so a reload finds the state of endpoints that remain.
+public final class EndpointRegistry: Sendable {
+    private let byAuthority = Mutex<[String: EndpointRuntime]>([:])
+    public init() {}
+
+    public func runtime(for e: GatewaySettings.Endpoint) -> EndpointRuntime {
+        byAuthority.withLock { map in
+            if let r = map[e.authority], r.address == e.address { return r }
+            let r = EndpointRuntime(authority: e.authority, address: e.address)
+            map[e.authority] = r
+            return r
+        }
+    }
+
+    public var all: [EndpointRuntime] { byAuthority.withLock { Array($0.values) }.sorted { $0.authority < $1.authority } }
+
+    /// Drops endpoints no pool references any more.
+    public func retain(_ authorities: Set<String>) {
+        byAuthority.withLock { map in map = map.filter { authorities.contains($0.key) } }
+    }
+}

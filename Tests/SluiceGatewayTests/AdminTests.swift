@@ -1,0 +1,84 @@
+import Foundation
+import Glibc
+import SluiceGateway
+import SluiceIO
+import Testing
+
+@Suite(.serialized) struct AdminTests {
+    func get(_ port: UInt16, _ path: String) throws -> TestClient.Response {
+        let c = try TestClient(port: port)
+        c.send(request("GET", path))
+        return try #require(c.response())
+    }
+
+    @Test func healthReadinessAndEndpointState() throws {
+        let up = try TestUpstream(standardHandler())
+        defer { up.stop() }
+        let dead = deadEndpoint()
+        let adminPort = freePort()
+        let (gw, port) = try startGateway([dead, up.endpoint]) {
+            $0.admin = SocketAddress("127.0.0.1:\(adminPort)")!
+            $0.health.interval = .zero  // passive health only in this test
+            $0.upstream.retries = 1
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        #expect(try get(adminPort, "/healthz").status == 200)
+        #expect(try get(adminPort, "/readyz").status == 200)
+
+        // Every request succeeds (retry), and the dead endpoint gets ejected after 3 failures.
+        let c = try TestClient(port: port)
+        for _ in 0..<10 {
+            c.send(request("POST", "/echo", body: "x"))
+            #expect(c.response()?.status == 200)
+        }
+        let r = try get(adminPort, "/admin/endpoints")
+        #expect(r.status == 200)
+        let json = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]
+        let pools = try #require(json?["pools"] as? [[String: Any]])
+        let eps = try #require(pools.first?["endpoints"] as? [[String: Any]])
+        #expect(eps.count == 2)
+        let deadState = try #require(eps.first { ($0["url"] as? String) == "http://\(dead.authority)" })
+        let liveState = try #require(eps.first { ($0["url"] as? String) == "http://\(up.endpoint.authority)" })
+        #expect(deadState["admitted"] as? Bool == false)
+        #expect((deadState["ejections"] as? Int ?? 0) >= 1)
+        #expect(liveState["admitted"] as? Bool == true)
+        #expect(liveState["inflight"] as? Int == 0)
+        #expect(try get(adminPort, "/nope").status == 404)
+    }
+
+    @Test func activeChecksEjectAndReadmit() throws {
+        let up = try TestUpstream(standardHandler())
+        defer { up.stop() }
+        let adminPort = freePort()
+        let (gw, _) = try startGateway([up.endpoint]) {
+            $0.admin = SocketAddress("127.0.0.1:\(adminPort)")!
+            $0.health.interval = .milliseconds(50)
+            $0.health.path = "/echo"
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        #expect(eventually { (try? get(adminPort, "/readyz").status) == 200 })
+        // Point the check at a path that fails: 404 is < 500 so it still passes; "/close" resets.
+        let gw2 = try startGateway([deadEndpoint()]) {
+            $0.admin = SocketAddress("127.0.0.1:\(freePort())")!
+            $0.health.interval = .milliseconds(50)
+        }
+        defer { gw2.0.stop(grace: .seconds(1)) }
+        let admin2 = try #require(gw2.0.adminPort)
+        #expect(eventually { (try? get(admin2, "/readyz").status) == 503 })
+        #expect(try get(admin2, "/readyz").text.contains("no healthy endpoint"))
+    }
+
+    @Test func readinessTurnsFalseWhileDraining() throws {
+        let up = try TestUpstream(standardHandler())
+        defer { up.stop() }
+        let adminPort = freePort()
+        let (gw, port) = try startGateway([up.endpoint]) { $0.admin = SocketAddress("127.0.0.1:\(adminPort)")! }
+        let c = try TestClient(port: port)
+        c.send(request("GET", "/slow"))
+        usleep(100_000)
+        let t = Threads.spawn(name: "stopper") { gw.stop(grace: .seconds(5)) }
+        #expect(eventually(2) { (try? get(adminPort, "/readyz").status) == 503 })
+        #expect(c.response()?.status == 200)
+        Threads.join(t)
+    }
+}
