@@ -7,7 +7,9 @@ import Synchronization
 /// `start` returns once every worker listens; `stop(grace:)` drains them (stop accepting, let
 /// in-flight requests finish up to the grace period) and joins the threads.
 public final class Gateway: @unchecked Sendable {
-    public let settings: GatewaySettings
+    private let state: Mutex<(settings: GatewaySettings, generation: Int)>
+    /// Round-robin positions by pool name, shared by workers and kept across reloads.
+    private let counters = Mutex<[String: SharedCounter]>([:])
     /// Endpoint state shared by workers and the control loop, kept across reloads.
     public let registry = EndpointRegistry()
     private let group: WorkerGroup
@@ -20,13 +22,15 @@ public final class Gateway: @unchecked Sendable {
     private let started = Atomic<Bool>(false)
 
     /// The settings in force (a reload replaces them).
-    public var currentSettings: GatewaySettings { settings }
+    public var currentSettings: GatewaySettings { state.withLock { $0.settings } }
+    /// Incremented by every applied reload (the first config is generation 1).
+    public var generation: Int { state.withLock { $0.generation } }
 
     /// The admin listener's port, when one is configured.
     public var adminPort: UInt16? { control?.adminPort }
 
     public init(settings: GatewaySettings) throws(SyscallError) {
-        self.settings = settings
+        state = Mutex((settings, 1))
         let n = settings.workers > 0 ? settings.workers : Threads.availableCPUs
         group = try WorkerGroup(count: n)
         workers.withLock { $0 = Array(repeating: nil, count: n) }
@@ -36,8 +40,8 @@ public final class Gateway: @unchecked Sendable {
 
     /// Starts the workers and waits until each listens (or one failed to bind).
     public func start() throws(SyscallError) {
-        let shared = settings.pools.map { _ in SharedCounter() }
-        let settings = self.settings
+        let settings = currentSettings
+        let shared = sharedCounters(for: settings)
         group.start(name: "sluice-worker") { [self] loop in
             let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
@@ -66,6 +70,53 @@ public final class Gateway: @unchecked Sendable {
             throw error
         }
         started.store(true, ordering: .releasing)
+    }
+
+    private func sharedCounters(for s: GatewaySettings) -> [String: SharedCounter] {
+        counters.withLock { map in
+            for p in s.pools where map[p.name] == nil { map[p.name] = SharedCounter() }
+            return map
+        }
+    }
+
+    /// Publishes new settings to every worker and waits until each has switched. Listener
+    /// changes bind new sockets and close removed ones; the worker count and the admin address
+    /// need a restart (they are kept). Throws if a new listener cannot bind, in which case the
+    /// workers that did switch are switched back.
+    public func apply(_ new: GatewaySettings) throws(SyscallError) {
+        var new = new
+        let old = currentSettings
+        new.workers = old.workers
+        new.admin = old.admin
+        let shared = sharedCounters(for: new)
+        let ws = workers.withLock { $0 }
+        let errors = Mutex<[SyscallError]>([])
+        let done = Atomic<Int>(0)
+        let target = new
+        for (i, w) in ws.enumerated() {
+            guard let w else { done.add(1, ordering: .relaxed); continue }
+            group.loops[i].execute { [registry] in
+                do throws(SyscallError) { try w.apply(target, shared: shared, registry: registry) } catch { errors.withLock { $0.append(error) } }
+                done.add(1, ordering: .acquiringAndReleasing)
+            }
+        }
+        while done.load(ordering: .acquiring) < ws.count { usleep(200) }
+        if let e = errors.withLock({ $0.first }) {
+            // Roll back the workers to the old settings (their old listeners are still open
+            // when only a new bind failed).
+            done.store(0, ordering: .relaxed)
+            for (i, w) in ws.enumerated() {
+                guard let w else { done.add(1, ordering: .relaxed); continue }
+                group.loops[i].execute { [registry] in
+                    try? w.apply(old, shared: shared, registry: registry)
+                    done.add(1, ordering: .acquiringAndReleasing)
+                }
+            }
+            while done.load(ordering: .acquiring) < ws.count { usleep(200) }
+            throw e
+        }
+        state.withLock { $0 = (new, $0.generation + 1) }
+        registry.retain(Set(new.pools.flatMap { $0.endpoints.map(\.authority) }))
     }
 
     /// Ready to take traffic: started, not draining, and every pool has an admitted endpoint.

@@ -6,8 +6,9 @@ import SluiceIO
 /// Everything here is confined to the loop's thread.
 final class Worker: @unchecked Sendable {
     let loop: EventLoop
-    let settings: GatewaySettings
-    private(set) var listeners: [Listener] = []
+    private(set) var settings: GatewaySettings
+    /// Listeners by their configured address (which may say port 0 in tests).
+    private(set) var listeners: [(address: SocketAddress, listener: Listener)] = []
     private(set) var pools: [UpstreamPool] = []
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
     var activeExchanges = 0
@@ -18,21 +19,65 @@ final class Worker: @unchecked Sendable {
     private(set) var accepted = 0
     private let onDrained: @Sendable () -> Void
 
-    init(loop: EventLoop, settings: GatewaySettings, shared: [SharedCounter], registry: EndpointRegistry, onDrained: @escaping @Sendable () -> Void) {
+    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry, onDrained: @escaping @Sendable () -> Void) {
         self.loop = loop
         self.settings = settings
         self.onDrained = onDrained
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
-        pools = settings.pools.enumerated().map { UpstreamPool(config: $0.element, roundRobin: shared[$0.offset], registry: registry, worker: self) }
+        pools = settings.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self) }
     }
 
     var defaultPool: UpstreamPool? { pools.first }
 
+    func pool(named name: String) -> UpstreamPool? { pools.first { $0.name == name } }
+
+    /// The current endpoint object for an upstream connection returning to the pool.
+    func currentEndpoint(authority: String, address: SocketAddress) -> UpstreamPool.Endpoint? {
+        for p in pools {
+            for e in p.endpoints where e.config.authority == authority && e.config.address == address { return e }
+        }
+        return nil
+    }
+
+    /// Switches to new settings (a reload): listeners that went away close, new ones bind,
+    /// pools are rebuilt keeping the endpoints (and idle connections) that remain. Requests in
+    /// flight keep the pool and settings they started with.
+    func apply(_ new: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry) throws(SyscallError) {
+        let oldAddresses = Set(settings.listen.map(\.address))
+        let newAddresses = Set(new.listen.map(\.address))
+        var bound: [(address: SocketAddress, listener: Listener)] = []
+        for l in new.listen where !oldAddresses.contains(l.address) {
+            do {
+                bound.append((l.address, try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd) }))
+            } catch {
+                for b in bound { b.listener.close() }
+                throw error
+            }
+        }
+        listeners.removeAll { l in
+            if newAddresses.contains(l.address) { return false }
+            l.listener.close()  // connections already accepted carry on
+            return true
+        }
+        listeners += bound
+        var previous: [String: UpstreamPool.Endpoint] = [:]
+        for p in pools { for e in p.endpoints { previous[e.config.authority] = e } }
+        settings = new
+        pools = new.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self, previous: previous) }
+        // Idle connections to endpoints that are gone close now.
+        let kept = Set(pools.flatMap { $0.endpoints.map { ObjectIdentifier($0.runtime) } })
+        for e in previous.values where !kept.contains(ObjectIdentifier(e.runtime)) {
+            let idle = e.idle
+            e.idle.removeAll()
+            for c in idle { c.close() }
+        }
+    }
+
     func start() throws(SyscallError) {
         for l in settings.listen {
             let listener = try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd) }
-            listeners.append(listener)
+            listeners.append((l.address, listener))
         }
     }
 
@@ -77,7 +122,7 @@ final class Worker: @unchecked Sendable {
     func beginDrain() {
         guard !draining else { return }
         draining = true
-        for l in listeners { l.close() }
+        for l in listeners { l.listener.close() }
         listeners.removeAll()
         for p in pools { p.closeAllIdle() }
         for c in Array(clients.values) { c.drain() }

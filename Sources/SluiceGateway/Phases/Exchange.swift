@@ -13,6 +13,9 @@ final class Exchange {
     unowned let worker: Worker
     let pool: UpstreamPool
     let method: HTTPMethod
+    /// The settings the request started with: a reload during the request does not change
+    /// its timeouts or retries.
+    let settings: GatewaySettings
     private(set) var endpoint: UpstreamPool.Endpoint?
     private(set) var upstream: UpstreamConnection?
     private var attempts = 0
@@ -31,6 +34,7 @@ final class Exchange {
         self.worker = worker
         self.pool = pool
         self.method = method
+        self.settings = worker.settings
         let now = worker.loop.now
         lastActivity = now
         let t = worker.settings.timeouts.request
@@ -63,7 +67,7 @@ final class Exchange {
         ep.runtime.inflight.add(1, ordering: .relaxed)
         client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
         phase = conn.state == .connecting ? .connecting : .waiting
-        let t = worker.settings.timeouts
+        let t = settings.timeouts
         arm(phase == .connecting ? t.upstreamConnect : t.upstreamFirstByte)
         conn.begin(self, requestMethod: method)
     }
@@ -91,7 +95,7 @@ final class Exchange {
         let now = worker.loop.now
         if phase == .relaying && now < requestDeadline {
             // Idle timeout measured from the last byte; re-arm lazily instead of per read.
-            let idle = worker.settings.timeouts.upstreamIdle
+            let idle = settings.timeouts.upstreamIdle
             let due = lastActivity + idle
             if idle > .zero && due > now {
                 worker.loop.schedule(timer, at: min(due, requestDeadline))
@@ -120,7 +124,7 @@ final class Exchange {
 
     func upstreamConnected() {
         phase = .waiting
-        arm(worker.settings.timeouts.upstreamFirstByte)
+        arm(settings.timeouts.upstreamFirstByte)
     }
 
     func upstreamActivity() {
@@ -131,7 +135,7 @@ final class Exchange {
         upstreamStatus = head.status
         phase = .relaying
         responseStarted = true
-        arm(worker.settings.timeouts.upstreamIdle)
+        arm(settings.timeouts.upstreamIdle)
         client.writeResponseHead(head, bytes, exchange: self)
     }
 
@@ -193,12 +197,12 @@ final class Exchange {
 
     /// Passive health: the data path's failures count towards ejecting the endpoint.
     private func recordFailure(_ ep: UpstreamPool.Endpoint) {
-        let h = worker.settings.health
+        let h = settings.health
         ep.runtime.recordFailure(at: worker.loop.now, threshold: h.unhealthyThreshold, base: h.ejectBase, maxBackoff: h.maxEject)
     }
 
     private func retryOrFail(excluding failed: Int?, _ error: ErrorResponse) {
-        if attempts <= worker.settings.upstream.retries && pool.endpoints.count > 0 {
+        if attempts <= settings.upstream.retries && pool.endpoints.count > 0 {
             attempt(excluding: failed)
         } else {
             fail(error)

@@ -72,12 +72,17 @@ final class UpstreamConnection: EventHandler {
     /// Prepares an idle connection for a new exchange; false if it turned out to be dead.
     func takeFromIdle() -> Bool {
         guard state == .idle else { return false }
+        idleIn = nil
         if let t = idleTimer { loop.cancel(t) }
         state = .active
         return true
     }
 
-    func becomeIdle(maxIdle: Duration) {
+    /// The endpoint object whose idle list holds this connection.
+    private(set) weak var idleIn: UpstreamPool.Endpoint?
+
+    func becomeIdle(maxIdle: Duration, in ep: UpstreamPool.Endpoint) {
+        idleIn = ep
         state = .idle
         exchange = nil
         inbuf.release()

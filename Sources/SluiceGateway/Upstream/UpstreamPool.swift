@@ -16,10 +16,11 @@ final class UpstreamPool {
         /// State shared with other workers and the control loop.
         let runtime: EndpointRuntime
         var idle: [UpstreamConnection] = []
-        init(index: Int, config: GatewaySettings.Endpoint, runtime: EndpointRuntime) {
+        init(index: Int, config: GatewaySettings.Endpoint, runtime: EndpointRuntime, idle: [UpstreamConnection] = []) {
             self.index = index
             self.config = config
             self.runtime = runtime
+            self.idle = idle
         }
     }
 
@@ -28,10 +29,16 @@ final class UpstreamPool {
     let roundRobin: SharedCounter
     unowned let worker: Worker
 
-    init(config: GatewaySettings.Pool, roundRobin: SharedCounter, registry: EndpointRegistry, worker: Worker) {
+    /// `previous` are this worker's endpoint objects before a reload: those that remain (same
+    /// authority and address) are kept with their idle connections.
+    init(config: GatewaySettings.Pool, roundRobin: SharedCounter, registry: EndpointRegistry, worker: Worker,
+         previous: [String: Endpoint] = [:]) {
         name = config.name
-        endpoints = config.endpoints.enumerated().map {
-            Endpoint(index: $0.offset, config: $0.element, runtime: registry.runtime(for: $0.element))
+        endpoints = config.endpoints.enumerated().map { i, e in
+            if let old = previous[e.authority], old.config.address == e.address {
+                return Endpoint(index: i, config: e, runtime: old.runtime, idle: old.idle)
+            }
+            return Endpoint(index: i, config: e, runtime: registry.runtime(for: e))
         }
         self.roundRobin = roundRobin
         self.worker = worker
@@ -64,18 +71,23 @@ final class UpstreamPool {
 
     /// Returns a connection after a complete exchange; it is kept if the pool has room.
     func checkin(_ c: UpstreamConnection) {
-        let ep = c.endpoint
+        // After a reload the connection's endpoint object may have been replaced; idle
+        // connections go to the current one (or close if the endpoint was removed).
+        guard let ep = worker.currentEndpoint(authority: c.endpoint.config.authority, address: c.endpoint.config.address) else {
+            c.close()
+            return
+        }
         if worker.draining || ep.idle.count >= worker.settings.upstream.keepalivePerEndpoint {
             c.close()
             return
         }
-        c.becomeIdle(maxIdle: worker.settings.upstream.maxIdleTime)
+        c.becomeIdle(maxIdle: worker.settings.upstream.maxIdleTime, in: ep)
         ep.idle.append(c)
     }
 
     /// Forgets an idle connection that closed.
     func removeIdle(_ c: UpstreamConnection) {
-        if let i = c.endpoint.idle.firstIndex(where: { $0 === c }) { c.endpoint.idle.remove(at: i) }
+        if let i = c.idleIn?.idle.firstIndex(where: { $0 === c }) { c.idleIn?.idle.remove(at: i) }
     }
 
     func closeAllIdle() {
