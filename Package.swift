@@ -16,6 +16,7 @@ let package = Package(
     targets: [
         // C layer
         .target(name: "CSluiceLinux"),
+        .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
 
         // I/O core
         .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
@@ -26,7 +27,7 @@ let package = Package(
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
 
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
+        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
     ]
 )

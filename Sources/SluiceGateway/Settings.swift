@@ -33,6 +33,8 @@ public struct GatewaySettings: Sendable {
         public var maxConnectionsPerWorker = 16_384
         public var head = HTTP1Limits()
         public var maxBodyBytes = 32 << 20
+        /// HTTP/2 streams a client may have open at once on one connection.
+        public var maxConcurrentStreams = 128
         public init() {}
     }
 
@@ -86,6 +88,8 @@ public struct GatewaySettings: Sendable {
     /// The admin listener (health, readiness, metrics, state); nil disables it.
     public var admin: SocketAddress? = nil
     public var workers: Int
+    /// Accept prior-knowledge HTTP/2 (h2c) on plaintext listeners.
+    public var http2 = true
     public var pools: [Pool]
     public var limits = Limits()
     public var timeouts = Timeouts()

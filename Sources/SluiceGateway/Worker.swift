@@ -10,7 +10,7 @@ final class Worker: @unchecked Sendable {
     /// Listeners by their configured address (which may say port 0 in tests).
     private(set) var listeners: [(address: SocketAddress, listener: Listener)] = []
     private(set) var pools: [UpstreamPool] = []
-    private var clients: [ObjectIdentifier: ClientConnection] = [:]
+    private var clients: [ObjectIdentifier: any DownstreamConnection] = [:]
     var activeExchanges = 0
     private(set) var draining = false
     private var requestCounter: UInt64 = 0
@@ -100,7 +100,20 @@ final class Worker: @unchecked Sendable {
         clients[ObjectIdentifier(c)] = c
     }
 
-    func clientClosed(_ c: ClientConnection) {
+    /// Hands a connection whose client opened with the HTTP/2 preface to an HTTP/2 session.
+    func upgradeToHTTP2(from c: ClientConnection, fd: Int32, registration: Registration?, peer: [UInt8], bytes: UnsafeRawBufferPointer) {
+        clients.removeValue(forKey: ObjectIdentifier(c))
+        let h2 = HTTP2Connection(fd: fd, worker: self, peer: peer, initialBytes: bytes)
+        clients[ObjectIdentifier(h2)] = h2
+        do {
+            try h2.start(registrationFrom: registration)
+        } catch {
+            clients.removeValue(forKey: ObjectIdentifier(h2))
+            Sys.close(fd)
+        }
+    }
+
+    func clientClosed(_ c: any DownstreamConnection) {
         clients.removeValue(forKey: ObjectIdentifier(c))
         if draining && clients.isEmpty { finishDrain() }
     }

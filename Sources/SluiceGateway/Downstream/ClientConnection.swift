@@ -15,7 +15,7 @@ import SluiceIO
 /// While proxying, the connection does not read from the socket: the request's bytes stay put
 /// (the upstream's write queue borrows them) and pipelined requests wait in the kernel. A
 /// read-side hang-up while proxying is taken as the client giving up (nginx does the same).
-final class ClientConnection: EventHandler {
+final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     enum State { case readingHead, readingBody, proxying, closing, lingering, closed }
     enum ResponseFraming { case passthrough, chunked, untilClose }
 
@@ -44,6 +44,7 @@ final class ClientConnection: EventHandler {
     private var timer: Timer!
     private var deadline = Instant(nanoseconds: .max)
     private var requestStarted = Instant(nanoseconds: 0)
+    private var requestsServed = 0
 
     init(fd: Int32, worker: Worker) {
         self.fd = fd
@@ -125,6 +126,15 @@ final class ClientConnection: EventHandler {
             switch state {
             case .readingHead:
                 if inbuf.readableBytes == 0 { return }
+                if requestsServed == 0 && worker.settings.http2 {
+                    switch Self.matchPreface(inbuf.readable) {
+                    case .partial: return
+                    case .full:
+                        upgradeToHTTP2()
+                        return
+                    case .no: break
+                    }
+                }
                 switch parser.parse(inbuf.readable, into: head) {
                 case .incomplete:
                     return
@@ -197,7 +207,30 @@ final class ClientConnection: EventHandler {
         }
     }
 
+    enum PrefaceMatch { case no, partial, full }
+
+    /// The HTTP/2 connection preface (RFC 9113 §3.4): prior-knowledge h2c on this port.
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    static func matchPreface(_ b: UnsafeRawBufferPointer) -> PrefaceMatch {
+        let n = min(b.count, preface.count)
+        for i in 0..<n where b[i] != preface[i] { return .no }
+        return n == preface.count ? .full : .partial
+    }
+
+    private func upgradeToHTTP2() {
+        disarm()
+        let reg = registration
+        registration = nil
+        state = .closed
+        let bytes = Array(inbuf.readable)
+        inbuf.release()
+        out.releaseArena()
+        bytes.withUnsafeBytes { worker.upgradeToHTTP2(from: self, fd: fd, registration: reg, peer: peer, bytes: $0) }
+    }
+
     private func startExchange() {
+        requestsServed += 1
         state = .proxying
         disarm()
         keepAlive = head.keepAlive && !worker.draining

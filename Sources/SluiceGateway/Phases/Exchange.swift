@@ -9,7 +9,7 @@ import SluiceIO
 final class Exchange {
     enum Phase { case connecting, waiting, relaying, done }
 
-    unowned let client: ClientConnection
+    unowned let client: any Downstream
     unowned let worker: Worker
     let pool: UpstreamPool
     let method: HTTPMethod
@@ -29,7 +29,7 @@ final class Exchange {
     private var lastActivity: Instant
     private var upstreamStatus = 0
 
-    init(client: ClientConnection, worker: Worker, pool: UpstreamPool, method: HTTPMethod) {
+    init(client: any Downstream, worker: Worker, pool: UpstreamPool, method: HTTPMethod) {
         self.client = client
         self.worker = worker
         self.pool = pool

@@ -300,6 +300,11 @@ public struct HTTP1HeadParser: Sendable {
         return v
     }
 
+    /// The method named by `bytes` (case-sensitive), `.other` for extension methods.
+    public static func method(_ bytes: [UInt8]) -> HTTPMethod {
+        bytes.withUnsafeBytes { method($0, 0, bytes.count) }
+    }
+
     static func method(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> HTTPMethod {
         // Methods are case-sensitive (RFC 9110 §9.1).
         func eq(_ lit: StaticString) -> Bool {

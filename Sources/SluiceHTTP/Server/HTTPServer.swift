@@ -19,20 +19,30 @@ public struct HTTPServerRequest: Sendable {
 
 /// Answers one request, once: either a whole response, or a stream of chunks.
 public final class HTTPResponder {
-    unowned let connection: HTTPServerConnection
+    /// Weak: a streaming handler may keep its responder (in a timer) after the client left.
+    private weak var weakConnection: HTTPServerConnection?
+    public let loop: EventLoop
     let generation: Int
     public private(set) var finished = false
     private var streaming = false
 
     init(connection: HTTPServerConnection, generation: Int) {
-        self.connection = connection
+        self.weakConnection = connection
+        self.loop = connection.loop
         self.generation = generation
     }
 
-    /// The loop this request runs on (for timers).
-    public var loop: EventLoop { connection.loop }
+    /// The connection, while it is open and still on this request.
+    private var connection: HTTPServerConnection {
+        // Callers check isOpen first; a closed connection is never written to.
+        weakConnection!
+    }
+
     /// False once the client went away; streaming handlers should stop.
-    public var isOpen: Bool { connection.isOpen && connection.generation == generation }
+    public var isOpen: Bool {
+        guard let c = weakConnection else { return false }
+        return c.isOpen && c.generation == generation
+    }
 
     public func respond(status: Int, headers: [(String, String)] = [], body: [UInt8]) {
         guard !finished, isOpen else { return }
@@ -73,7 +83,7 @@ public final class HTTPResponder {
     /// Closes the connection without (finishing) a response.
     public func closeConnection(reset: Bool = false) {
         finished = true
-        connection.close(reset: reset)
+        weakConnection?.close(reset: reset)
     }
 
     static func reason(_ s: Int) -> String {

@@ -181,6 +181,44 @@ public struct OutputQueue: ~Copyable {
         return true
     }
 
+    /// Moves the first `n` bytes to the back of `other` without copying: whole chunks move
+    /// with their owners; a split chunk's front goes over borrowed while this queue keeps the
+    /// owner (so `other` must be written before this queue releases it — see ``retire(into:)``).
+    /// Used for HTTP/2, where a stream's body waits in its own queue until flow control lets a
+    /// DATA frame carry it into the connection's queue.
+    public mutating func transfer(_ n: Int, to other: inout OutputQueue) {
+        precondition(n <= _pendingBytes)
+        var left = n
+        while left > 0, !chunks.isEmpty {
+            let c = chunks.pointer(at: 0)
+            precondition(!c.pointee.isArena, "framing arenas cannot be transferred")
+            if c.pointee.count <= left {
+                left -= c.pointee.count
+                _pendingBytes -= c.pointee.count
+                other._pendingBytes += c.pointee.count
+                other.chunks.append(chunks.removeFirst()!)
+            } else {
+                other.append(borrowing: UnsafeRawBufferPointer(start: c.pointee.start, count: left))
+                c.pointee.start += left
+                c.pointee.count -= left
+                _pendingBytes -= left
+                left = 0
+            }
+        }
+    }
+
+    /// Hands every buffer this queue owns to `other` as zero-length entries, so memory that
+    /// `other` borrowed from them stays alive until `other` has written up to that point. The
+    /// unsent bytes are dropped.
+    public mutating func retire(into other: inout OutputQueue) {
+        while var c = chunks.removeFirst() {
+            c.count = 0
+            c.isArena = false
+            other.chunks.append(c)
+        }
+        _pendingBytes = 0
+    }
+
     /// Drops everything queued (the connection is going away).
     public mutating func removeAll() {
         chunks.removeAll()

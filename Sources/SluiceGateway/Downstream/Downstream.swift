@@ -1,0 +1,29 @@
+import SluiceHTTP
+import SluiceIO
+
+/// The client side of an ``Exchange``: an HTTP/1.1 connection (one exchange at a time) or an
+/// HTTP/2 stream (many per connection). The exchange forwards through it without knowing which.
+protocol Downstream: AnyObject {
+    /// Writes the request for the upstream (HTTP/1.1) into `queue`: head rewritten for the
+    /// hop, body borrowed from where it was received (it stays put until the exchange ends).
+    func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint)
+    /// The upstream's response head arrived; `bytes` holds the ranges `head` refers to.
+    func writeResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer, exchange: Exchange)
+    /// Response body bytes: all readable bytes of `buffer`, or the payload `ranges` of it.
+    func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?)
+    /// True while the client has more unsent response bytes than the high-water mark.
+    var isBackpressured: Bool { get }
+    func exchangeCompleted()
+    /// The response was cut off after its head went out.
+    func exchangeAborted()
+    /// Sluice answers itself (nothing was sent to the client yet).
+    func exchangeFailed(_ error: ErrorResponse)
+}
+
+/// A client connection as its worker sees it: HTTP/1.1 or HTTP/2.
+protocol DownstreamConnection: AnyObject {
+    /// Graceful stop: finish what is in progress, then close.
+    func drain()
+    /// Close now, aborting whatever is in progress.
+    func abort()
+}

@@ -1,0 +1,448 @@
+import CNghttp2
+import Glibc
+import SluiceHTTP
+import SluiceIO
+
+/// A client's HTTP/2 connection, driven through nghttp2 bytes-in / bytes-out: socket reads go to
+/// `nghttp2_session_mem_recv`, frames come back from `nghttp2_session_mem_send` and response
+/// DATA frames are written by us from our own buffers (`NGHTTP2_DATA_FLAG_NO_COPY`). Every
+/// nghttp2 callback is a thin C thunk into this object (swift-nio-ssl's pattern).
+///
+/// Each stream is an independent request (``HTTP2Stream``) going through an ``Exchange`` like an
+/// HTTP/1.1 request. Flow control is nghttp2's: a stream whose client window is closed keeps
+/// its body in its own queue, and once that queue passes the high-water mark the exchange stops
+/// reading the upstream — a slow client backs pressure up to the model server's socket.
+///
+/// Protections (nghttp2 1.52 predates its own rapid-reset and CONTINUATION limits): streams
+/// reset by the client before their response completed, CONTINUATION frames per header block
+/// and empty DATA frames are counted; past a limit the connection gets GOAWAY
+/// (ENHANCE_YOUR_CALM) and closes. Ping/SETTINGS floods are bounded by nghttp2's outbound-ack
+/// limit.
+final class HTTP2Connection: EventHandler, DownstreamConnection {
+    let fd: Int32
+    unowned let worker: Worker
+    private var registration: Registration?
+    private var session: OpaquePointer!
+    var out: OutputQueue
+    /// Frames nghttp2 serialized (headers, settings, ...) not yet moved into `out`.
+    private var frames: ByteBuffer
+    private var inbuf: ByteBuffer
+    private var streams: [Int32: HTTP2Stream] = [:]
+    private var closed = false
+    private var sending = false
+    private var sendAgain = false
+    private var canRead = false
+    private var goingAway = false
+    /// Exchanges to notify that their stream's queue drained (after the send loop, so that
+    /// nghttp2 is never re-entered from its own callback).
+    private var drained: [HTTP2Stream] = []
+    private let peer: [UInt8]
+    private var idleTimer: Timer!
+
+    // Flood accounting (per connection, reset every second).
+    private var windowStart = Instant(nanoseconds: 0)
+    private var earlyResets = 0
+    private var emptyDataFrames = 0
+    private var continuations = 0
+    static let maxEarlyResetsPerSecond = 200
+    static let maxEmptyDataPerSecond = 1000
+    static let maxContinuationsPerBlock = 16
+
+    init(fd: Int32, worker: Worker, peer: [UInt8], initialBytes: UnsafeRawBufferPointer) {
+        self.fd = fd
+        self.worker = worker
+        self.peer = peer
+        let pool = worker.loop.bufferPool
+        out = OutputQueue(pool: pool)
+        frames = ByteBuffer(emptyIn: pool)
+        inbuf = ByteBuffer(emptyIn: pool)
+        if initialBytes.count > 0 { inbuf.append(initialBytes) }
+        idleTimer = Timer { [unowned self] in self.idleExpired() }
+    }
+
+    var maxConcurrentStreams: Int { worker.settings.limits.maxConcurrentStreams }
+
+    func start(registrationFrom old: Registration?) throws(SyscallError) {
+        session = makeSession()
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(maxConcurrentStreams)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(worker.settings.limits.head.maxHeadBytes)),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        // A larger connection window so many concurrent uploads are not throttled.
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 16 << 20)
+        if let old { worker.loop.deregister(old) }
+        registration = try worker.loop.register(fd, handler: self)
+        canRead = true
+        if inbuf.readableBytes > 0 {
+            feed(inbuf.readable)
+            inbuf.clear()
+        }
+        readLoop()
+        sendPending()
+        armIdle()
+    }
+
+    private func makeSession() -> OpaquePointer {
+        var cbs: OpaquePointer?
+        nghttp2_session_callbacks_new(&cbs)
+        defer { nghttp2_session_callbacks_del(cbs) }
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, ud in
+            HTTP2Connection.from(ud).beginHeaders(frame!.pointee.hd.stream_id)
+        }
+        nghttp2_session_callbacks_set_on_header_callback(cbs) { _, frame, name, namelen, value, valuelen, _, ud in
+            HTTP2Connection.from(ud).header(frame!.pointee.hd.stream_id, UnsafeRawBufferPointer(start: name, count: namelen),
+                                             UnsafeRawBufferPointer(start: value, count: valuelen))
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, ud in
+            HTTP2Connection.from(ud).frameReceived(frame!.pointee.hd)
+        }
+        nghttp2_session_callbacks_set_on_begin_frame_callback(cbs) { _, hd, ud in
+            HTTP2Connection.from(ud).beginFrame(hd!.pointee)
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, streamID, data, len, ud in
+            HTTP2Connection.from(ud).data(streamID, UnsafeRawBufferPointer(start: data, count: len))
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, streamID, code, ud in
+            HTTP2Connection.from(ud).streamClosed(streamID, code)
+        }
+        nghttp2_session_callbacks_set_send_data_callback(cbs) { _, frame, framehd, length, source, ud in
+            HTTP2Connection.from(ud).sendData(frame!.pointee.hd.stream_id, framehd!, length,
+                                              padding: Int(frame!.pointee.data.padlen))
+        }
+        var opt: OpaquePointer?
+        nghttp2_option_new(&opt)
+        defer { nghttp2_option_del(opt) }
+        nghttp2_option_set_max_outbound_ack(opt, 1000)
+        nghttp2_option_set_max_settings(opt, 32)
+        var s: OpaquePointer?
+        nghttp2_session_server_new2(&s, cbs, Unmanaged.passUnretained(self).toOpaque(), opt)
+        return s!
+    }
+
+    static func from(_ ud: UnsafeMutableRawPointer?) -> HTTP2Connection {
+        Unmanaged<HTTP2Connection>.fromOpaque(ud!).takeUnretainedValue()
+    }
+
+    // MARK: socket events
+
+    func handleEvent(_ events: UInt32) {
+        if events & EventLoop.Events.error != 0 { abort(); return }
+        if events & EventLoop.Events.writable != 0 { flush() }
+        if closed { return }
+        if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 {
+            canRead = true
+            readLoop()
+            sendPending()
+        }
+    }
+
+    private func readLoop() {
+        while canRead && !closed {
+            // Stop reading while our output is backed up: nghttp2 would queue more frames.
+            if out.pendingBytes > 4 << 20 { return }
+            if inbuf.writableBytes < 4096 { inbuf.reserve(writable: 16 << 10) }
+            let r: IOResult<Int>
+            do {
+                let w = inbuf.writable
+                r = try Sys.read(fd, w.baseAddress!, w.count)
+            } catch {
+                abort()
+                return
+            }
+            switch r {
+            case .wouldBlock:
+                canRead = false
+            case .processed(0):
+                canRead = false
+                abort()
+                return
+            case .processed(let n):
+                inbuf.writerIndex += n
+                feed(inbuf.readable)
+                inbuf.clear()
+                armIdle()
+            }
+        }
+        inbuf.release()
+    }
+
+    private func feed(_ bytes: UnsafeRawBufferPointer) {
+        let rv = nghttp2_session_mem_recv(session, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count)
+        if rv < 0 {
+            // A protocol error: nghttp2 queued a GOAWAY; send it and close.
+            goingAway = true
+        }
+    }
+
+    // MARK: sending
+
+    /// Runs nghttp2's send loop: small frames are copied into `frames`, DATA frames are
+    /// written by `sendData` from the streams' queues; then everything is flushed.
+    func sendPending() {
+        if closed { return }
+        if sending { sendAgain = true; return }
+        sending = true
+        repeat {
+            sendAgain = false
+            while out.pendingBytes < 4 << 20 {
+                var p: UnsafePointer<UInt8>?
+                let n = nghttp2_session_mem_send(session, &p)
+                if n < 0 { goingAway = true; break }
+                if n == 0 { break }
+                if frames.writableBytes < n { commitFrames(); frames.reserve(writable: max(n, 16 << 10)) }
+                frames.append(UnsafeRawBufferPointer(start: p, count: n))
+            }
+            commitFrames()
+        } while sendAgain
+        sending = false
+        flush()
+        let notify = drained
+        drained.removeAll()
+        for s in notify { s.exchange?.clientDrained() }
+        if !closed && nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 && out.isEmpty {
+            close()
+        } else if goingAway && out.isEmpty {
+            close()
+        }
+    }
+
+    private func commitFrames() {
+        if frames.readableBytes > 0 { out.append(frames.take()) }
+    }
+
+    private func sendData(_ streamID: Int32, _ framehd: UnsafePointer<UInt8>, _ length: Int, padding: Int) -> Int32 {
+        guard let s = streams[streamID] else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
+        commitFrames()
+        out.appendCopy(UnsafeRawBufferPointer(start: framehd, count: 9))
+        if padding > 0 {
+            var pad = UInt8(padding - 1)
+            withUnsafeBytes(of: &pad) { out.appendCopy($0) }
+        }
+        s.body.transfer(length, to: &out)
+        if padding > 1 {
+            let zeros = [UInt8](repeating: 0, count: padding - 1)
+            zeros.withUnsafeBytes { out.appendCopy($0) }
+        }
+        if s.wasBackpressured && !s.isBackpressured {
+            s.wasBackpressured = false
+            drained.append(s)
+        }
+        return 0
+    }
+
+    private func flush() {
+        guard !closed else { return }
+        do {
+            _ = try out.flush(to: fd)
+        } catch {
+            abort()
+            return
+        }
+        if out.pendingBytes < 1 << 20 && !sending {
+            // Room again: let nghttp2 produce more, and read what the client sent meanwhile.
+            if canRead { readLoop() }
+            if nghttp2_session_want_write(session) != 0 { sendPending() }
+        }
+    }
+
+    // MARK: nghttp2 callbacks
+
+    private func rotateWindow() {
+        let now = worker.loop.now
+        if now.since(windowStart) > .seconds(1) {
+            windowStart = now
+            earlyResets = 0
+            emptyDataFrames = 0
+        }
+    }
+
+    private func enhanceYourCalm() -> Int32 {
+        nghttp2_session_terminate_session(session, UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue))
+        goingAway = true
+        return 0
+    }
+
+    private func beginFrame(_ hd: nghttp2_frame_hd) -> Int32 {
+        rotateWindow()
+        switch UInt32(hd.type) {
+        case NGHTTP2_CONTINUATION.rawValue:
+            continuations += 1
+            if continuations > Self.maxContinuationsPerBlock { return enhanceYourCalm() }
+        case NGHTTP2_HEADERS.rawValue:
+            continuations = 0
+        case NGHTTP2_DATA.rawValue:
+            if hd.length == 0 && hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) == 0 {
+                emptyDataFrames += 1
+                if emptyDataFrames > Self.maxEmptyDataPerSecond { return enhanceYourCalm() }
+            }
+        default:
+            break
+        }
+        return 0
+    }
+
+    private func beginHeaders(_ id: Int32) -> Int32 {
+        if goingAway || worker.draining {
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
+            return 0
+        }
+        let s = HTTP2Stream(id: id, connection: self)
+        streams[id] = s
+        return 0
+    }
+
+    private func header(_ id: Int32, _ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Int32 {
+        guard let s = streams[id] else { return 0 }
+        if !s.addHeader(name, value) {
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
+            return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        return 0
+    }
+
+    private func data(_ id: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+        guard let s = streams[id] else { return 0 }
+        if !s.addBody(bytes) {
+            s.respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes."))
+        }
+        return 0
+    }
+
+    private func frameReceived(_ hd: nghttp2_frame_hd) -> Int32 {
+        let type = UInt32(hd.type)
+        guard type == NGHTTP2_HEADERS.rawValue || type == NGHTTP2_DATA.rawValue,
+              hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
+              let s = streams[hd.stream_id] else { return 0 }
+        s.requestComplete()
+        return 0
+    }
+
+    private func streamClosed(_ id: Int32, _ code: UInt32) -> Int32 {
+        guard let s = streams.removeValue(forKey: id) else { return 0 }
+        if !s.responseFinished {
+            // The client reset a stream that was still in progress.
+            rotateWindow()
+            earlyResets += 1
+            if earlyResets > Self.maxEarlyResetsPerSecond { _ = enhanceYourCalm() }
+        }
+        s.closed(into: &out)
+        if streams.isEmpty && worker.draining { startGoaway() }
+        return 0
+    }
+
+    // MARK: stream plumbing
+
+    func submitResponse(_ s: HTTP2Stream, status: Int, headers: [(name: [UInt8], value: [UInt8])], hasBody: Bool) {
+        var all: [(name: [UInt8], value: [UInt8])] = [(Array(":status".utf8), Array(String(status).utf8))]
+        all += headers
+        // nghttp2 copies names and values during submit, so temporary buffers are fine here.
+        let flags = UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)
+        var nvs: [nghttp2_nv] = []
+        nvs.reserveCapacity(all.count)
+        let storage = all.map { ($0.name, $0.value) }
+        withNVs(storage, flags: flags) { nva, count in
+            if hasBody {
+                var provider = nghttp2_data_provider()
+                provider.source.ptr = Unmanaged.passUnretained(s).toOpaque()
+                provider.read_callback = { _, _, _, length, dataFlags, source, _ in
+                    let s = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
+                    return s.readCallback(length, dataFlags!)
+                }
+                nghttp2_submit_response(session, s.id, nva, count, &provider)
+            } else {
+                nghttp2_submit_response(session, s.id, nva, count, nil)
+            }
+        }
+        _ = nvs
+        sendPending()
+    }
+
+    func resumeData(_ s: HTTP2Stream) {
+        nghttp2_session_resume_data(session, s.id)
+        sendPending()
+    }
+
+    func resetStream(_ s: HTTP2Stream, code: UInt32 = UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)) {
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), s.id, code)
+        sendPending()
+    }
+
+    var peerAddress: [UInt8] { peer }
+
+    // MARK: lifecycle
+
+    private func armIdle() {
+        let t = worker.settings.timeouts.idle
+        if t > .zero { worker.loop.schedule(idleTimer, after: t) }
+    }
+
+    private func idleExpired() {
+        if streams.isEmpty { startGoaway() } else { armIdle() }
+    }
+
+    private func startGoaway() {
+        guard !closed else { return }
+        let last = nghttp2_session_get_last_proc_stream_id(session)
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        goingAway = true
+        sendPending()
+    }
+
+    /// Graceful stop: GOAWAY now, close once the streams in progress are done.
+    func drain() {
+        if streams.isEmpty { startGoaway() } else {
+            let last = nghttp2_session_get_last_proc_stream_id(session)
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+            sendPending()
+        }
+    }
+
+    func abort() {
+        guard !closed else { return }
+        for s in Array(streams.values) { s.connectionClosed() }
+        close()
+    }
+
+    private func close() {
+        guard !closed else { return }
+        closed = true
+        for s in streams.values { s.connectionClosed() }
+        for s in streams.values { s.closed(into: &out) }
+        streams.removeAll()
+        if idleTimer.isArmed { worker.loop.cancel(idleTimer) }
+        if let r = registration { worker.loop.deregister(r); registration = nil }
+        out.removeAll()
+        out.releaseArena()
+        frames.release()
+        inbuf.release()
+        Sys.close(fd)
+        nghttp2_session_del(session)
+        session = nil
+        worker.clientClosed(self)
+    }
+}
+
+/// Builds an `nghttp2_nv` array over `pairs` for the duration of `body`.
+func withNVs<R>(_ pairs: [([UInt8], [UInt8])], flags: UInt8, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+    var names = pairs.map { $0.0 }
+    var values = pairs.map { $0.1 }
+    var nvs = [nghttp2_nv](repeating: nghttp2_nv(), count: pairs.count)
+    return names.withUnsafeMutableBufferPointer { nb in
+        values.withUnsafeMutableBufferPointer { vb in
+            // Pin each element's storage: arrays of arrays need per-element pointers.
+            var pinned: [UnsafeMutablePointer<UInt8>] = []
+            for i in 0..<pairs.count {
+                let n = UnsafeMutablePointer<UInt8>.allocate(capacity: max(nb[i].count, 1))
+                n.initialize(from: nb[i], count: nb[i].count)
+                let v = UnsafeMutablePointer<UInt8>.allocate(capacity: max(vb[i].count, 1))
+                v.initialize(from: vb[i], count: vb[i].count)
+                pinned += [n, v]
+                nvs[i] = nghttp2_nv(name: n, value: v, namelen: nb[i].count, valuelen: vb[i].count, flags: flags)
+            }
+            defer { for p in pinned { p.deallocate() } }
+            return nvs.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+import Glibc
+import CNghttp2
+import SluiceHTTP
+import SluiceIO
+
+/// One HTTP/2 request/response on an ``HTTP2Connection``: collects the request (pseudo-headers,
+/// fields, body), runs an ``Exchange`` for it, and holds the response body until flow control
+/// lets DATA frames carry it out.
+final class HTTP2Stream: Downstream {
+    let id: Int32
+    unowned let connection: HTTP2Connection
+    var worker: Worker { connection.worker }
+    private(set) var exchange: Exchange?
+
+    // Request.
+    private var method: [UInt8] = []
+    private var path: [UInt8] = []
+    private var authority: [UInt8] = []
+    /// Forwardable fields as HTTP/1.1 lines (`name: value\r\n`), ready for the upstream head.
+    private var fieldLines: [UInt8] = []
+    private var headerBytes = 0
+    private var xff: [UInt8]? = nil
+    private var clientRequestID: [UInt8]? = nil
+    private var hasTraceparent = false
+    private var requestBody: ByteBuffer
+    private var started = false
+    private var requestID: UInt64 = 0
+
+    // Response.
+    /// Body bytes waiting for flow control.
+    var body: OutputQueue
+    private var ended = false
+    private(set) var responseFinished = false
+    var wasBackpressured = false
+
+    init(id: Int32, connection: HTTP2Connection) {
+        self.id = id
+        self.connection = connection
+        requestBody = ByteBuffer(emptyIn: connection.worker.loop.bufferPool)
+        body = OutputQueue(pool: connection.worker.loop.bufferPool)
+    }
+
+    // MARK: request
+
+    /// Adds one field; false when the header list exceeds its limit.
+    func addHeader(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool {
+        headerBytes += name.count + value.count + 32
+        if headerBytes > worker.settings.limits.head.maxHeadBytes { return false }
+        func named(_ s: StaticString) -> Bool {
+            name.count == s.utf8CodeUnitCount && memcmp(name.baseAddress!, s.utf8Start, name.count) == 0
+        }
+        if name.first == UInt8(ascii: ":") {
+            if named(":method") { method = Array(value) }
+            else if named(":path") { path = Array(value) }
+            else if named(":authority") { authority = Array(value) }
+            return true
+        }
+        // Connection-specific fields are already refused by nghttp2 (RFC 9113 §8.2.2); these
+        // are re-derived per hop.
+        if named("content-length") || named("te") || named("x-forwarded-proto") || named("host") && !authority.isEmpty { return true }
+        if named("host") { authority = Array(value); return true }
+        if named("x-forwarded-for") { xff = Array(value); return true }
+        if named("x-request-id") { clientRequestID = Array(value) }
+        if named("traceparent") { hasTraceparent = value.count == 55 }
+        fieldLines += name
+        fieldLines += ": ".utf8
+        fieldLines += value
+        fieldLines += "\r\n".utf8
+        return true
+    }
+
+    /// Adds request body bytes; false when over the body limit.
+    func addBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if requestBody.readableBytes + bytes.count > worker.settings.limits.maxBodyBytes { return false }
+        requestBody.append(bytes)
+        return true
+    }
+
+    func requestComplete() {
+        guard !started, !responseFinished, !ended else { return }
+        started = true
+        requestID = worker.nextRequestID()
+        guard !method.isEmpty, !path.isEmpty else {
+            respondError(.client(400, "Missing :method or :path."))
+            return
+        }
+        if method == Array("CONNECT".utf8) {
+            respondError(.client(405, "CONNECT is not supported by this gateway."))
+            return
+        }
+        guard let pool = worker.defaultPool else {
+            respondError(.unavailable("No pool is configured."))
+            return
+        }
+        let m = HTTP1HeadParser.method(method)
+        let x = Exchange(client: self, worker: worker, pool: pool, method: m)
+        exchange = x
+        x.start()
+    }
+
+    func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint) {
+        var h = worker.loop.bufferPool.take(minimumCapacity: fieldLines.count + path.count + 512)
+        method.withUnsafeBytes { h.append($0) }
+        h.append(" ")
+        path.withUnsafeBytes { h.append($0) }
+        h.append(" HTTP/1.1\r\nHost: ")
+        if authority.isEmpty { h.append(endpoint.config.authority.utf8) } else { authority.withUnsafeBytes { h.append($0) } }
+        h.append("\r\n")
+        fieldLines.withUnsafeBytes { h.append($0) }
+        if worker.settings.proxy.xForwarded {
+            h.append("X-Forwarded-For: ")
+            if let xff {
+                xff.withUnsafeBytes { h.append($0) }
+                h.append(", ")
+            }
+            connection.peerAddress.withUnsafeBytes { h.append($0) }
+            h.append("\r\nX-Forwarded-Proto: http\r\n")
+        }
+        if clientRequestID == nil {
+            h.append("X-Request-Id: ")
+            h.append(hex16(requestID).utf8)
+            h.append("\r\n")
+        }
+        if !hasTraceparent {
+            h.append("traceparent: 00-")
+            h.append(hex16(requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D).utf8)
+            h.append(hex16(requestID).utf8)
+            h.append("-")
+            h.append(hex16(requestID).utf8)
+            h.append("-00\r\n")
+        }
+        let n = requestBody.readableBytes
+        if n > 0 || method == Array("POST".utf8) || method == Array("PUT".utf8) || method == Array("PATCH".utf8) {
+            h.append("Content-Length: ")
+            h.appendDecimal(n)
+            h.append("\r\n")
+        }
+        h.append("\r\n")
+        queue.append(h)
+        if n > 0 { queue.append(borrowing: requestBody.readable) }
+    }
+
+    // MARK: response
+
+    func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange: Exchange) {
+        var fields: [(name: [UInt8], value: [UInt8])] = []
+        fields.reserveCapacity(uh.count + 2)
+        uh.forEachEndToEndField(in: ub) { i in
+            let f = uh[i]
+            // HTTP/2 field names are lowercase (RFC 9113 §8.2.1).
+            fields.append((ub.slice(f.name).map { ($0 >= 65 && $0 <= 90) ? $0 | 0x20 : $0 }, Array(ub.slice(f.value))))
+        }
+        if case .length(let n) = uh.framing { fields.append((Array("content-length".utf8), Array(String(n).utf8))) }
+        if uh.first(.xRequestID) == nil {
+            fields.append((Array("x-request-id".utf8), clientRequestID ?? Array(hex16(requestID).utf8)))
+        }
+        let hasBody = uh.framing != .none && method != Array("HEAD".utf8)
+        if !hasBody { ended = true; responseFinished = true }
+        connection.submitResponse(self, status: uh.status, headers: fields, hasBody: hasBody)
+    }
+
+    func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
+        if let ranges {
+            for (k, r) in ranges.enumerated() {
+                if k == ranges.count - 1 {
+                    body.append(buffer, from: r.0, to: r.1)
+                    break
+                }
+                body.append(borrowing: buffer.bytes(r.0, r.1))
+            }
+        } else {
+            body.append(buffer)
+        }
+        if isBackpressured { wasBackpressured = true }
+        connection.resumeData(self)
+    }
+
+    var isBackpressured: Bool { body.pendingBytes > 256 << 10 }
+
+    func exchangeCompleted() {
+        exchange = nil
+        ended = true
+        connection.resumeData(self)
+    }
+
+    func exchangeAborted() {
+        exchange = nil
+        ended = true
+        responseFinished = true
+        connection.resetStream(self)
+    }
+
+    func exchangeFailed(_ error: ErrorResponse) {
+        exchange = nil
+        respondError(error)
+    }
+
+    func respondError(_ e: ErrorResponse) {
+        guard !responseFinished, !ended else { return }
+        if let x = exchange {
+            exchange = nil
+            x.clientAborted()
+        }
+        let b = e.body()
+        var buf = worker.loop.bufferPool.take(minimumCapacity: b.count)
+        b.withUnsafeBytes { buf.append($0) }
+        body.append(buf)
+        ended = true
+        connection.submitResponse(self, status: e.status, headers: [
+            (Array("content-type".utf8), Array("application/json".utf8)),
+            (Array("content-length".utf8), Array(String(b.count).utf8)),
+            (Array("x-request-id".utf8), Array(hex16(requestID).utf8)),
+        ], hasBody: true)
+    }
+
+    /// nghttp2 asks for up to `length` bytes of DATA: we report how many are ready and write
+    /// them ourselves in the send-data callback (NO_COPY).
+    func readCallback(_ length: Int, _ flags: UnsafeMutablePointer<UInt32>) -> Int {
+        let n = min(length, body.pendingBytes)
+        if n == 0 {
+            if ended {
+                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                responseFinished = true
+                return 0
+            }
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue
+        if ended && n == body.pendingBytes {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            responseFinished = true
+        }
+        return n
+    }
+
+    // MARK: end
+
+    /// The connection is going away: stop the upstream request.
+    func connectionClosed() {
+        if let x = exchange {
+            exchange = nil
+            x.clientAborted()
+        }
+    }
+
+    /// nghttp2 closed the stream (done, or reset by the client). Buffers that DATA frames
+    /// in `out` still borrow from are handed to it.
+    func closed(into out: inout OutputQueue) {
+        connectionClosed()
+        body.retire(into: &out)
+        requestBody.release()
+    }
+
+    private func hex16(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}
