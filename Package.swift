@@ -17,13 +17,14 @@ let package = Package(
         // C layer
         .target(name: "CSluiceLinux"),
         .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
 
         // I/O core
         .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
         .testTarget(name: "SluiceIOTests", dependencies: ["SluiceIO", "CSluiceLinux"]),
 
         // protocols
-        .target(name: "SluiceHTTP", dependencies: ["SluiceIO"], swiftSettings: strict),
+        .target(name: "SluiceHTTP", dependencies: ["SluiceIO", "COpenSSL"], swiftSettings: strict),
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
 
         // app

@@ -7,7 +7,13 @@ public import SluiceHTTP
 public struct GatewaySettings: Sendable {
     public struct Listen: Sendable {
         public var address: SocketAddress
-        public init(address: SocketAddress) { self.address = address }
+        /// TLS termination on this listener; nil for plaintext (where h2c prior knowledge and
+        /// HTTP/1.1 share the port).
+        public var tls: ListenerTLS?
+        public init(address: SocketAddress, tls: ListenerTLS? = nil) {
+            self.address = address
+            self.tls = tls
+        }
     }
 
     public struct Endpoint: Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Glibc
 import SluiceIO
+import SluiceHTTP
 
 /// One worker thread's share of the gateway: its event loop, its listeners (SO_REUSEPORT: the
 /// kernel spreads connections across workers), its client connections and its upstream pools.
@@ -49,7 +50,7 @@ final class Worker: @unchecked Sendable {
         var bound: [(address: SocketAddress, listener: Listener)] = []
         for l in new.listen where !oldAddresses.contains(l.address) {
             do {
-                bound.append((l.address, try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd) }))
+                bound.append((l.address, try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd, tls: l.tls) }))
             } catch {
                 for b in bound { b.listener.close() }
                 throw error
@@ -76,12 +77,12 @@ final class Worker: @unchecked Sendable {
 
     func start() throws(SyscallError) {
         for l in settings.listen {
-            let listener = try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd) }
+            let listener = try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd, tls: l.tls) }
             listeners.append((l.address, listener))
         }
     }
 
-    private func accept(_ fd: Int32) {
+    private func accept(_ fd: Int32, tls: ListenerTLS?) {
         if draining || clients.count >= settings.limits.maxConnectionsPerWorker {
             // Over the limit: answer 503 (best effort, the socket buffer is empty) and close.
             let msg: StaticString = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 104\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"Too many connections.\",\"type\":\"server_error\",\"param\":null,\"code\":\"overloaded\"}}"
@@ -90,7 +91,8 @@ final class Worker: @unchecked Sendable {
             return
         }
         accepted += 1
-        let c = ClientConnection(fd: fd, worker: self)
+        let transport = tls.map { Transport(tls: fd, context: $0.current) } ?? Transport(plain: fd)
+        let c = ClientConnection(transport: transport, worker: self)
         do {
             try c.start()
         } catch {
@@ -101,15 +103,15 @@ final class Worker: @unchecked Sendable {
     }
 
     /// Hands a connection whose client opened with the HTTP/2 preface to an HTTP/2 session.
-    func upgradeToHTTP2(from c: ClientConnection, fd: Int32, registration: Registration?, peer: [UInt8], bytes: UnsafeRawBufferPointer) {
+    func upgradeToHTTP2(from c: ClientConnection, transport: Transport, registration: Registration?, peer: [UInt8], bytes: UnsafeRawBufferPointer) {
         clients.removeValue(forKey: ObjectIdentifier(c))
-        let h2 = HTTP2Connection(fd: fd, worker: self, peer: peer, initialBytes: bytes)
+        let h2 = HTTP2Connection(transport: transport, worker: self, peer: peer, initialBytes: bytes)
         clients[ObjectIdentifier(h2)] = h2
         do {
             try h2.start(registrationFrom: registration)
         } catch {
             clients.removeValue(forKey: ObjectIdentifier(h2))
-            Sys.close(fd)
+            transport.close()
         }
     }
 

@@ -16,10 +16,11 @@ import SluiceIO
 /// (the upstream's write queue borrows them) and pipelined requests wait in the kernel. A
 /// read-side hang-up while proxying is taken as the client giving up (nginx does the same).
 final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
-    enum State { case readingHead, readingBody, proxying, closing, lingering, closed }
+    enum State { case handshaking, readingHead, readingBody, proxying, closing, lingering, closed }
     enum ResponseFraming { case passthrough, chunked, untilClose }
 
-    let fd: Int32
+    let transport: Transport
+    var fd: Int32 { transport.fd }
     unowned let worker: Worker
     private var registration: Registration?
     private(set) var state = State.readingHead
@@ -46,8 +47,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     private var requestStarted = Instant(nanoseconds: 0)
     private var requestsServed = 0
 
-    init(fd: Int32, worker: Worker) {
-        self.fd = fd
+    init(transport: Transport, worker: Worker) {
+        self.transport = transport
+        let fd = transport.fd
         self.worker = worker
         let pool = worker.loop.bufferPool
         inbuf = ByteBuffer(emptyIn: pool)
@@ -61,7 +63,31 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     func start() throws(SyscallError) {
         TCP.setNoDelay(fd)
         registration = try worker.loop.register(fd, handler: self)
-        armIdle()
+        if !transport.handshakeDone {
+            state = .handshaking
+            schedule(worker.settings.timeouts.clientHeader)
+        } else {
+            armIdle()
+        }
+    }
+
+    /// Advances the TLS handshake; on completion ALPN decides between HTTP/2 and HTTP/1.1.
+    private func continueHandshake() {
+        switch transport.handshake() {
+        case .wouldBlock:
+            return
+        case .failed:
+            close()
+        case .done:
+            if transport.negotiatedProtocol == "h2" {
+                upgradeToHTTP2()
+                return
+            }
+            state = .readingHead
+            armIdle()
+            canRead = true
+            readLoop()
+        }
     }
 
     // MARK: events
@@ -69,6 +95,10 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     func handleEvent(_ events: UInt32) {
         if events & EventLoop.Events.error != 0 {
             abort()
+            return
+        }
+        if state == .handshaking {
+            continueHandshake()
             return
         }
         if events & EventLoop.Events.writable != 0 { flush() }
@@ -87,7 +117,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         while canRead && (state == .readingHead || state == .readingBody || state == .lingering) {
             if state == .lingering {
                 var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-                let r = withUnsafeMutableBytes(of: &scratch) { try? Sys.read(fd, $0.baseAddress!, $0.count) }
+                let r = withUnsafeMutableBytes(of: &scratch) { try? transport.read($0) }
                 switch r {
                 case .processed(let n)? where n > 0: continue
                 case .wouldBlock?: canRead = false
@@ -99,7 +129,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             let r: IOResult<Int>
             do {
                 let w = inbuf.writable
-                r = try Sys.read(fd, w.baseAddress!, w.count)
+                r = try transport.read(w)
             } catch {
                 abort()
                 return
@@ -173,7 +203,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                 }
                 startExchange()
                 return
-            case .proxying, .closing, .lingering, .closed:
+            case .handshaking, .proxying, .closing, .lingering, .closed:
                 return
             }
         }
@@ -226,7 +256,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         let bytes = Array(inbuf.readable)
         inbuf.release()
         out.releaseArena()
-        bytes.withUnsafeBytes { worker.upgradeToHTTP2(from: self, fd: fd, registration: reg, peer: peer, bytes: $0) }
+        bytes.withUnsafeBytes { worker.upgradeToHTTP2(from: self, transport: transport, registration: reg, peer: peer, bytes: $0) }
     }
 
     private func startExchange() {
@@ -286,7 +316,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                 h.append(", ")
             }
             peer.withUnsafeBytes { h.append($0) }
-            h.append("\r\nX-Forwarded-Proto: http\r\n")
+            h.append(transport.isTLS ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
         }
         if worker.settings.proxy.via { h.append("Via: 1.1 sluice\r\n") }
         if clientRequestID.isEmpty {
@@ -502,7 +532,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     private func flush() {
         guard state != .closed else { return }
         do {
-            let empty = try out.flush(to: fd)
+            let empty = try transport.flush(&out)
             if !empty { return }
         } catch {
             abort()
@@ -513,7 +543,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             // Lingering close: stop writing, drain what the client still sends, then close,
             // so a pending request in our receive buffer doesn't turn into a RST that destroys
             // the response the client has not read yet.
-            Sys.shutdown(fd, Int32(SHUT_WR))
+            transport.shutdownWrite()
             state = .lingering
             deadline = worker.loop.now + .seconds(2)
             worker.loop.schedule(timer, at: deadline)
@@ -548,7 +578,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         out.removeAll()
         out.releaseArena()
         inbuf.release()
-        Sys.close(fd)
+        transport.close()
         worker.clientClosed(self)
     }
 
@@ -597,6 +627,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         case .readingHead, .readingBody:
             respondError(.client(408, "Timed out reading the request."), close: true)
         case .closing, .lingering:
+            close()
+        case .handshaking:
             close()
         case .proxying, .closed:
             break

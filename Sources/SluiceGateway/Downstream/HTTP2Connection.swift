@@ -19,7 +19,8 @@ import SluiceIO
 /// (ENHANCE_YOUR_CALM) and closes. Ping/SETTINGS floods are bounded by nghttp2's outbound-ack
 /// limit.
 final class HTTP2Connection: EventHandler, DownstreamConnection {
-    let fd: Int32
+    let transport: Transport
+    var fd: Int32 { transport.fd }
     unowned let worker: Worker
     private var registration: Registration?
     private var session: OpaquePointer!
@@ -48,8 +49,8 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     static let maxEmptyDataPerSecond = 1000
     static let maxContinuationsPerBlock = 16
 
-    init(fd: Int32, worker: Worker, peer: [UInt8], initialBytes: UnsafeRawBufferPointer) {
-        self.fd = fd
+    init(transport: Transport, worker: Worker, peer: [UInt8], initialBytes: UnsafeRawBufferPointer) {
+        self.transport = transport
         self.worker = worker
         self.peer = peer
         let pool = worker.loop.bufferPool
@@ -146,7 +147,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             let r: IOResult<Int>
             do {
                 let w = inbuf.writable
-                r = try Sys.read(fd, w.baseAddress!, w.count)
+                r = try transport.read(w)
             } catch {
                 abort()
                 return
@@ -235,7 +236,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     private func flush() {
         guard !closed else { return }
         do {
-            _ = try out.flush(to: fd)
+            _ = try transport.flush(&out)
         } catch {
             abort()
             return
@@ -370,6 +371,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     }
 
     var peerAddress: [UInt8] { peer }
+    var isTLS: Bool { transport.isTLS }
 
     // MARK: lifecycle
 
@@ -417,7 +419,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         out.releaseArena()
         frames.release()
         inbuf.release()
-        Sys.close(fd)
+        transport.close()
         nghttp2_session_del(session)
         session = nil
         worker.clientClosed(self)

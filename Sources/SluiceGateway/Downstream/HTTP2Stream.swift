@@ -114,7 +114,7 @@ final class HTTP2Stream: Downstream {
                 h.append(", ")
             }
             connection.peerAddress.withUnsafeBytes { h.append($0) }
-            h.append("\r\nX-Forwarded-Proto: http\r\n")
+            h.append(connection.isTLS ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
         }
         if clientRequestID == nil {
             h.append("X-Request-Id: ")
