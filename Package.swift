@@ -11,7 +11,8 @@ let package = Package(
     name: "sluice",
     platforms: [.macOS(.v15)],
     products: [
-
+        // Libraries for the nested Fuzz/ and Benchmarks/ packages.
+        .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
     ],
     targets: [
         // C layer
