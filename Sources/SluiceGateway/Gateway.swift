@@ -8,6 +8,12 @@ import Synchronization
 /// in-flight requests finish up to the grace period) and joins the threads.
 public final class Gateway: @unchecked Sendable {
     private let state: Mutex<(settings: GatewaySettings, generation: Int)>
+    /// The settings as configured (DNS pools without endpoints); `state` holds the effective
+    /// ones with discovered endpoints filled in.
+    private let desired: Mutex<GatewaySettings>
+    private let discovered = Mutex<[String: [GatewaySettings.Endpoint]]>([:])
+    /// Client connections open across all workers (for `limits.maxConnections`).
+    let connectionCount = SharedCounter()
     /// Round-robin positions by pool name, shared by workers and kept across reloads.
     private let counters = Mutex<[String: SharedCounter]>([:])
     /// Endpoint state shared by workers and the control loop, kept across reloads.
@@ -31,6 +37,7 @@ public final class Gateway: @unchecked Sendable {
 
     public init(settings: GatewaySettings) throws(SyscallError) {
         state = Mutex((settings, 1))
+        desired = Mutex(settings)
         let n = settings.workers > 0 ? settings.workers : Threads.availableCPUs
         group = try WorkerGroup(count: n)
         workers.withLock { $0 = Array(repeating: nil, count: n) }
@@ -40,10 +47,11 @@ public final class Gateway: @unchecked Sendable {
 
     /// Starts the workers and waits until each listens (or one failed to bind).
     public func start() throws(SyscallError) {
-        let settings = currentSettings
+        let settings = effective(currentSettings)
+        state.withLock { $0.settings = settings }
         let shared = sharedCounters(for: settings)
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {
@@ -84,6 +92,41 @@ public final class Gateway: @unchecked Sendable {
     /// need a restart (they are kept). Throws if a new listener cannot bind, in which case the
     /// workers that did switch are switched back.
     public func apply(_ new: GatewaySettings) throws(SyscallError) {
+        let previous = desired.withLock { d -> GatewaySettings in let p = d; d = new; return p }
+        do {
+            try publish(effective(new))
+        } catch {
+            desired.withLock { $0 = previous }
+            throw error
+        }
+        control?.reconfigure(new)
+    }
+
+    /// The settings as configured (DNS pools without their discovered endpoints).
+    public var desiredSettings: GatewaySettings { desired.withLock { $0 } }
+
+    /// The settings with discovered endpoints in DNS pools.
+    private func effective(_ s: GatewaySettings) -> GatewaySettings {
+        var s = s
+        let found = discovered.withLock { $0 }
+        for i in s.pools.indices where s.pools[i].dns != nil {
+            s.pools[i].endpoints = found[s.pools[i].name] ?? []
+        }
+        return s
+    }
+
+    /// DNS discovery found `endpoints` for `pool`: publish them if they changed.
+    func updateDiscovered(pool: String, _ endpoints: [GatewaySettings.Endpoint]) {
+        let changed = discovered.withLock { d -> Bool in
+            if d[pool] == endpoints { return false }
+            d[pool] = endpoints
+            return true
+        }
+        guard changed else { return }
+        try? publish(effective(desired.withLock { $0 }))
+    }
+
+    private func publish(_ new: GatewaySettings) throws(SyscallError) {
         var new = new
         let old = currentSettings
         new.workers = old.workers
@@ -150,8 +193,13 @@ public final class Gateway: @unchecked Sendable {
     /// Graceful stop: stop accepting, wait up to `grace` for in-flight requests, close the
     /// rest, stop the loops and join their threads.
     public func stop(grace: Duration) {
-        // Readiness turns false first, so a load balancer stops sending.
+        // Readiness turns false first, so a load balancer stops sending; listeners keep
+        // accepting for the drain delay while that propagates.
         draining.store(true, ordering: .releasing)
+        let delay = currentSettings.timeouts.drainDelay
+        if delay > .zero && started.load(ordering: .acquiring) {
+            usleep(UInt32(clamping: delay.nanoseconds / 1000))
+        }
         let ws = workers.withLock { $0 }
         for (i, w) in ws.enumerated() {
             guard let w else { drainedCount.add(1, ordering: .relaxed); continue }

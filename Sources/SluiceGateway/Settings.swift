@@ -29,13 +29,21 @@ public struct GatewaySettings: Sendable {
     public struct Pool: Sendable {
         public var name: String
         public var endpoints: [Endpoint]
-        public init(name: String, endpoints: [Endpoint]) {
+        /// DNS discovery (a Kubernetes headless Service): `host:port` re-resolved every
+        /// `dnsInterval`; the addresses found become the endpoints, added and removed without a
+        /// reload, their state kept.
+        public var dns: (host: String, port: UInt16)?
+        public var dnsInterval: Duration = .seconds(5)
+        public init(name: String, endpoints: [Endpoint], dns: (host: String, port: UInt16)? = nil) {
             self.name = name
             self.endpoints = endpoints
+            self.dns = dns
         }
     }
 
     public struct Limits: Sendable {
+        /// Client connections across all workers; over it, new connections get a 503 and close.
+        public var maxConnections = 65_536
         public var maxConnectionsPerWorker = 16_384
         public var head = HTTP1Limits()
         public var maxBodyBytes = 32 << 20
@@ -58,6 +66,9 @@ public struct GatewaySettings: Sendable {
         public var request: Duration = .seconds(1800)
         /// How long a graceful stop waits for in-flight requests.
         public var grace: Duration = .seconds(30)
+        /// After SIGTERM, readiness is false at once but listeners keep accepting this long,
+        /// so load balancers and Kubernetes endpoints stop sending before we stop listening.
+        public var drainDelay: Duration = .seconds(5)
         public init() {}
     }
 

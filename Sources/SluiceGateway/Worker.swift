@@ -1,6 +1,7 @@
 import Glibc
 import SluiceIO
 import SluiceHTTP
+import Synchronization
 
 /// One worker thread's share of the gateway: its event loop, its listeners (SO_REUSEPORT: the
 /// kernel spreads connections across workers), its client connections and its upstream pools.
@@ -20,8 +21,20 @@ final class Worker: @unchecked Sendable {
     private(set) var accepted = 0
     private let onDrained: @Sendable () -> Void
 
-    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry, onDrained: @escaping @Sendable () -> Void) {
+    /// The complete 503 response for connections over the limit, built once.
+    private let overloadedResponse: [UInt8] = {
+        let e = ErrorResponse(status: 503, message: "Too many connections.", type: "server_error", param: nil, code: "overloaded")
+        let body = e.body()
+        return Array("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
+    }()
+
+    /// Connections open across all workers (shared with the gateway).
+    private let connections: SharedCounter
+
+    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
+         connections: SharedCounter, onDrained: @escaping @Sendable () -> Void) {
         self.loop = loop
+        self.connections = connections
         self.settings = settings
         self.onDrained = onDrained
         let seed = UInt64.random(in: .min ... .max)
@@ -83,10 +96,10 @@ final class Worker: @unchecked Sendable {
     }
 
     private func accept(_ fd: Int32, tls: ListenerTLS?) {
-        if draining || clients.count >= settings.limits.maxConnectionsPerWorker {
-            // Over the limit: answer 503 (best effort, the socket buffer is empty) and close.
-            let msg: StaticString = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 104\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"Too many connections.\",\"type\":\"server_error\",\"param\":null,\"code\":\"overloaded\"}}"
-            _ = try? Sys.send(fd, msg.utf8Start, msg.utf8CodeUnitCount)
+        if draining || clients.count >= settings.limits.maxConnectionsPerWorker
+            || connections.value.load(ordering: .relaxed) >= settings.limits.maxConnections {
+            // Over the limit: answer 503 (best effort: the socket buffer is empty) and close.
+            _ = overloadedResponse.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
             Sys.close(fd)
             return
         }
@@ -100,6 +113,7 @@ final class Worker: @unchecked Sendable {
             return
         }
         clients[ObjectIdentifier(c)] = c
+        connections.value.add(1, ordering: .relaxed)
     }
 
     /// Hands a connection whose client opened with the HTTP/2 preface to an HTTP/2 session.
@@ -116,7 +130,7 @@ final class Worker: @unchecked Sendable {
     }
 
     func clientClosed(_ c: any DownstreamConnection) {
-        clients.removeValue(forKey: ObjectIdentifier(c))
+        if clients.removeValue(forKey: ObjectIdentifier(c)) != nil { connections.value.add(-1, ordering: .relaxed) }
         if draining && clients.isEmpty { finishDrain() }
     }
 

@@ -78,6 +78,7 @@ func startGateway(_ endpoints: [GatewaySettings.Endpoint], workers: Int = 1,
     let port = freePort()
     var s = GatewaySettings(listen: [.init(address: SocketAddress("127.0.0.1:\(port)")!)], workers: workers,
                             pools: [.init(name: "default", endpoints: endpoints)])
+    s.timeouts.drainDelay = .zero
     configure(&s)
     let g = try Gateway(settings: s)
     try g.start()

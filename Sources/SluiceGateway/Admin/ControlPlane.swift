@@ -13,6 +13,7 @@ final class ControlPlane: @unchecked Sendable {
     private var admin: HTTPServer?
     private var healthClients: [String: HTTPClient] = [:]
     private var healthTimer: Timer?
+    private var dns: DNSDiscovery?
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
@@ -31,6 +32,8 @@ final class ControlPlane: @unchecked Sendable {
                     admin = try HTTPServer(address: a, loop: loop) { [unowned self] req, r in self.handleAdmin(req, r) }
                 }
                 scheduleHealthChecks()
+                dns = DNSDiscovery(gateway: gateway, loop: loop)
+                dns!.configure(gateway.desiredSettings)
                 ready.store(1, ordering: .releasing)
             } catch {
                 failure.withLock { $0 = error }
@@ -50,11 +53,17 @@ final class ControlPlane: @unchecked Sendable {
     func stop() {
         loop.execute { [self] in
             admin?.close()
+            dns?.stop()
             for c in healthClients.values { c.close() }
         }
         loop.stop()
         if let t = thread { Threads.join(t) }
         thread = nil
+    }
+
+    /// The configured pools changed (a reload): restart DNS discovery for them.
+    func reconfigure(_ s: GatewaySettings) {
+        loop.execute { [self] in dns?.configure(s) }
     }
 
     // MARK: admin API
