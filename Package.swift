@@ -5,6 +5,10 @@ import PackageDescription
 
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
+    // Our event-loop objects are thread-confined and their exclusive access is by construction;
+    // the runtime checks cost ~7 % of a proxied request (measured with perf), so they are off in
+    // release builds (debug builds and tests keep them).
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -12,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         // Libraries for the nested Fuzz/ and Benchmarks/ packages.
+        .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
     ],
     targets: [
@@ -31,5 +36,8 @@ let package = Package(
         // app
         .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
+
+        // programs
+        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO"], swiftSettings: strict),
     ]
 )

@@ -43,15 +43,6 @@ http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
     location / { client_body_buffer_size 64k; proxy_pass http://up; proxy_http_version 1.1;
       proxy_set_header Connection ""; proxy_buffering off; } } }
 NGX
-cat > "$WORK/sluice.yaml" <<YAML
-listen: [{ address: "127.0.0.1:$SLUICE_PORT" }]
-admin: { address: "127.0.0.1:18904" }
-workers: 1
-logging: { access_log: "off" }
-pools:
-  - name: default
-    endpoints: ["http://127.0.0.1:$UP_PORT"]
-YAML
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}'
@@ -60,7 +51,7 @@ LUA
 
 taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/px/nginx.conf" -p "$WORK/px" & PIDS+=($!)
-taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/sluice.yaml" >"$WORK/sluice.log" 2>&1 & SLUICE_PID=$!; PIDS+=($SLUICE_PID)
+taskset -c "$PROXY_CPU" "$SLUICE" serve --workers 1 --listen "127.0.0.1:$SLUICE_PORT" --endpoint "http://127.0.0.1:$UP_PORT" >"$WORK/sluice.log" 2>&1 & SLUICE_PID=$!; PIDS+=($SLUICE_PID)
 for port in $UP_PORT $NGINX_PORT $SLUICE_PORT; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done

@@ -1,6 +1,6 @@
 import Glibc
 public import SluiceIO
-import Synchronization
+public import Synchronization
 
 /// The gateway: N worker loops serving the configured listeners.
 ///
@@ -31,6 +31,18 @@ public final class Gateway: @unchecked Sendable {
     public var currentSettings: GatewaySettings { state.withLock { $0.settings } }
     /// Incremented by every applied reload (the first config is generation 1).
     public var generation: Int { state.withLock { $0.generation } }
+
+    /// The control loop (admin, health checks, discovery, reloads).
+    public var controlLoop: EventLoop { control.loop }
+
+    /// Config reloads that failed (the old config stayed in force).
+    public let reloadFailures = Atomic<Int>(0)
+    /// Unix time (seconds) of the last successful config load.
+    public let loadedAt = Atomic<Int>(WallClock.now().seconds)
+
+    func recordReload(failed: Bool) {
+        if failed { reloadFailures.add(1, ordering: .relaxed) } else { loadedAt.store(WallClock.now().seconds, ordering: .relaxed) }
+    }
 
     /// The admin listener's port, when one is configured.
     public var adminPort: UInt16? { control?.adminPort }

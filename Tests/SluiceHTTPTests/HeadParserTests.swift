@@ -178,3 +178,14 @@ func str(_ bytes: [UInt8], _ r: ByteRange) -> String { String(decoding: bytes[In
         #expect(kept == ["Host", "X-Keep"])
     }
 }
+
+/// The bitmaps agree with RFC 9110's definitions for every byte.
+@Test func characterClassesMatchTheRFC() {
+    let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+    for b in 0...255 {
+        let c = UInt8(b)
+        #expect(CharacterClass.isToken(c) == tchar.contains(c), "token \(b)")
+        #expect(CharacterClass.isFieldValue(c) == (c == 9 || (c >= 32 && c != 127)), "value \(b)")
+        #expect(CharacterClass.isTarget(c) == (c > 32 && c < 127), "target \(b)")
+    }
+}

@@ -21,7 +21,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     let transport: Transport
     var fd: Int32 { transport.fd }
-    unowned let worker: Worker
+    unowned(unsafe) let worker: Worker
     private var registration: Registration?
     private(set) var state = State.readingHead
     private var inbuf: ByteBuffer
@@ -250,6 +250,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func upgradeToHTTP2() {
         disarm()
+        if timer.isArmed { worker.loop.cancel(timer) }
         let reg = registration
         registration = nil
         state = .closed
@@ -521,10 +522,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if close {
             keepAlive = false
             state = .closing
-            disarm()
             // Bound how long a client that does not read its error may hold the connection.
-            deadline = worker.loop.now + .seconds(5)
-            worker.loop.schedule(timer, at: deadline)
+            setDeadline(worker.loop.now + .seconds(5))
         }
         flush()
     }
@@ -545,8 +544,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             // the response the client has not read yet.
             transport.shutdownWrite()
             state = .lingering
-            deadline = worker.loop.now + .seconds(2)
-            worker.loop.schedule(timer, at: deadline)
+            setDeadline(worker.loop.now + .seconds(2))
             canRead = true
             readLoop()
         } else if state == .readingHead {
@@ -571,6 +569,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         }
         state = .closed
         disarm()
+        if timer.isArmed { worker.loop.cancel(timer) }
         if let r = registration {
             worker.loop.deregister(r)
             registration = nil
@@ -589,38 +588,38 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     // MARK: timeouts
 
-    private func armIdle() {
-        let t = worker.settings.timeouts.idle
-        schedule(t)
-    }
+    private func armIdle() { schedule(worker.settings.timeouts.idle) }
 
     private func armHeaderTimeout() {
         let t = worker.settings.timeouts.clientHeader
-        if t > .zero {
-            deadline = requestStarted + t
-            worker.loop.schedule(timer, at: deadline)
-        } else {
-            disarm()
-        }
+        if t > .zero { setDeadline(requestStarted + t) } else { disarm() }
     }
 
     private func armBodyTimeout() { schedule(worker.settings.timeouts.clientBody) }
 
     private func schedule(_ d: Duration) {
-        if d > .zero {
-            deadline = worker.loop.now + d
-            worker.loop.schedule(timer, at: deadline)
-        } else {
-            disarm()
-        }
+        if d > .zero { setDeadline(worker.loop.now + d) } else { disarm() }
+    }
+
+    /// Moves the connection's single deadline. The timer is only re-armed when the deadline
+    /// moves earlier; a later deadline is picked up when the timer fires (it re-arms itself),
+    /// so the timer heap is touched about once per timeout period, not several times per
+    /// request.
+    private func setDeadline(_ d: Instant) {
+        deadline = d
+        if !timer.isArmed || timer.deadline > d { worker.loop.schedule(timer, at: d) }
     }
 
     private func disarm() {
-        if timer.isArmed { worker.loop.cancel(timer) }
         deadline = Instant(nanoseconds: .max)
     }
 
     private func timerFired() {
+        if worker.loop.now < deadline {
+            // The deadline moved later since the timer was armed.
+            if deadline.nanoseconds != .max { worker.loop.schedule(timer, at: deadline) }
+            return
+        }
         switch state {
         case .readingHead where inbuf.readableBytes == 0:
             close()  // idle keep-alive timeout

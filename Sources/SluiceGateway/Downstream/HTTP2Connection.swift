@@ -21,7 +21,7 @@ import SluiceIO
 final class HTTP2Connection: EventHandler, DownstreamConnection {
     let transport: Transport
     var fd: Int32 { transport.fd }
-    unowned let worker: Worker
+    unowned(unsafe) let worker: Worker
     private var registration: Registration?
     private var session: OpaquePointer!
     var out: OutputQueue

@@ -8,7 +8,7 @@ import SluiceIO
 /// lets DATA frames carry it out.
 final class HTTP2Stream: Downstream {
     let id: Int32
-    unowned let connection: HTTP2Connection
+    unowned(unsafe) let connection: HTTP2Connection
     var worker: Worker { connection.worker }
     private(set) var exchange: Exchange?
 

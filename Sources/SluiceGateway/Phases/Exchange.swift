@@ -9,8 +9,8 @@ import SluiceIO
 final class Exchange {
     enum Phase { case connecting, waiting, relaying, done }
 
-    unowned let client: any Downstream
-    unowned let worker: Worker
+    unowned(unsafe) let client: any Downstream
+    unowned(unsafe) let worker: Worker
     let pool: UpstreamPool
     let method: HTTPMethod
     /// The settings the request started with: a reload during the request does not change
@@ -83,9 +83,8 @@ final class Exchange {
     private func arm(_ d: Duration) {
         phaseDeadline = d > .zero ? worker.loop.now + d : Instant(nanoseconds: .max)
         let deadline = min(phaseDeadline, requestDeadline)
-        if deadline.nanoseconds == .max {
-            if timer.isArmed { worker.loop.cancel(timer) }
-        } else {
+        // Only move the timer earlier; a later deadline is picked up when it fires.
+        if deadline.nanoseconds != .max && (!timer.isArmed || timer.deadline > deadline) {
             worker.loop.schedule(timer, at: deadline)
         }
     }

@@ -9,7 +9,7 @@ import SluiceIO
 /// delays the admin listener and health checks for that long.
 final class DNSDiscovery {
     unowned let gateway: Gateway
-    unowned let loop: EventLoop
+    unowned(unsafe) let loop: EventLoop
     private var timers: [String: Timer] = [:]
 
     init(gateway: Gateway, loop: EventLoop) {

@@ -17,8 +17,8 @@ final class UpstreamConnection: EventHandler {
 
     let fd: Int32
     let endpoint: UpstreamPool.Endpoint
-    unowned let pool: UpstreamPool
-    unowned let loop: EventLoop
+    unowned(unsafe) let pool: UpstreamPool
+    unowned(unsafe) let loop: EventLoop
     private var registration: Registration?
     private(set) var state: State
     /// Requests this connection has carried (a reused connection may have been closed by the

@@ -27,7 +27,7 @@ final class UpstreamPool {
     let name: String
     let endpoints: [Endpoint]
     let roundRobin: SharedCounter
-    unowned let worker: Worker
+    unowned(unsafe) let worker: Worker
 
     /// `previous` are this worker's endpoint objects before a reload: those that remain (same
     /// authority and address) are kept with their idle connections.

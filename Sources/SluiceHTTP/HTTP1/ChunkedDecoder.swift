@@ -68,7 +68,7 @@ public struct ChunkedDecoder: Sendable {
                 i += 1
             case .extensions(let v):
                 if c == 13 { state = .sizeLF(v) }
-                else if c == 10 || !CharacterClass.fieldValue[Int(c)] { return .error(.badChunk("invalid chunk extension")) }
+                else if c == 10 || !CharacterClass.isFieldValue(c) { return .error(.badChunk("invalid chunk extension")) }
                 i += 1
             case .sizeLF(let v):
                 guard c == 10 else { return .error(.badChunk("bare CR")) }
@@ -94,7 +94,7 @@ public struct ChunkedDecoder: Sendable {
                 trailerBytes += 1
             case .trailerLine:
                 if c == 13 { state = .trailerLF(empty: false) }
-                else if c == 10 || !CharacterClass.fieldValue[Int(c)] { return .error(.badChunk("invalid trailer")) }
+                else if c == 10 || !CharacterClass.isFieldValue(c) { return .error(.badChunk("invalid trailer")) }
                 i += 1
                 trailerBytes += 1
                 if trailerBytes > maxTrailerBytes { return .error(.badChunk("trailers too large")) }

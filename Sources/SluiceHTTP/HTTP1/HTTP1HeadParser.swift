@@ -118,7 +118,7 @@ public struct HTTP1HeadParser: Sendable {
             // obs-fold: a line starting with whitespace continues the previous one. Rejected.
             if b[i] == 32 || b[i] == 9 { return .badSyntax("obsolete line folding") }
             var j = i
-            while j < le && CharacterClass.token[Int(b[j])] { j += 1 }
+            while j < le && CharacterClass.isToken(b[j]) { j += 1 }
             if j == i || j == le || b[j] != UInt8(ascii: ":") {
                 return j < le && (b[j] == 32 || b[j] == 9)
                     ? .badSyntax("whitespace before colon") : .badSyntax("invalid header name")
@@ -130,7 +130,7 @@ public struct HTTP1HeadParser: Sendable {
             while ve > j && (b[ve - 1] == 32 || b[ve - 1] == 9) { ve -= 1 }
             var k = j
             while k < ve {
-                if !CharacterClass.fieldValue[Int(b[k])] { return .badSyntax("invalid character in header value") }
+                if !CharacterClass.isFieldValue(b[k]) { return .badSyntax("invalid character in header value") }
                 k += 1
             }
             let value = ByteRange(j, ve)
@@ -235,13 +235,13 @@ public struct HTTP1HeadParser: Sendable {
 
     private func parseRequestLine(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int, _ head: HTTPHead) -> HTTPParseError? {
         var i = s
-        while i < e && CharacterClass.token[Int(b[i])] { i += 1 }
+        while i < e && CharacterClass.isToken(b[i]) { i += 1 }
         if i == s || i >= e || b[i] != 32 { return .badSyntax("invalid method") }
         head.methodRange = ByteRange(s, i)
         head.method = Self.method(b, s, i)
         i += 1
         let ts = i
-        while i < e && CharacterClass.target[Int(b[i])] { i += 1 }
+        while i < e && CharacterClass.isTarget(b[i]) { i += 1 }
         if i == ts || i >= e || b[i] != 32 { return .badSyntax("invalid request target") }
         head.target = ByteRange(ts, i)
         // origin-form, absolute-form (RFC 9112 §3.2.2: servers MUST accept it) or `*` for OPTIONS.
@@ -272,7 +272,7 @@ public struct HTTP1HeadParser: Sendable {
         head.status = status
         if s + 12 < e {
             if b[s + 12] != 32 { return .badSyntax("invalid status line") }
-            for k in (s + 13)..<e where !CharacterClass.fieldValue[Int(b[k])] { return .badSyntax("invalid reason phrase") }
+            for k in (s + 13)..<e where !CharacterClass.isFieldValue(b[k]) { return .badSyntax("invalid reason phrase") }
             head.reason = ByteRange(s + 13, e)
         }
         return nil

@@ -1,0 +1,113 @@
+import Glibc
+import SluiceGateway
+import SluiceIO
+
+/// `sluice serve`: runs the gateway until SIGINT/SIGTERM (graceful stop, exit 0); SIGHUP reloads
+/// the config file.
+///
+/// Without a config file, flags describe a single pool:
+///   sluice serve --listen 127.0.0.1:8080 --endpoint http://127.0.0.1:8000 [--endpoint ...]
+///                [--workers N] [--admin 127.0.0.1:9090]
+enum Serve {
+    static let valued: Set<String> = ["config", "listen", "endpoint", "workers", "admin"]
+
+    static func run(_ o: Options) throws -> Int32 {
+        let source: SettingsSource
+        if let path = o.value("config") {
+            source = .file(path)
+        } else if !o.all("endpoint").isEmpty {
+            source = .flags(try settingsFromFlags(o))
+        } else {
+            throw UsageError("serve needs --config FILE (or --endpoint URL [--listen ADDR])")
+        }
+        let settings = try source.load()
+
+        // Signals are handled by this thread with sigwait; block them before any thread starts.
+        let signals = [Signals.interrupt, Signals.terminate, Signals.hangup]
+        Signals.block(signals)
+        let gateway = try Gateway(settings: settings)
+        try gateway.start()
+        for l in settings.listen { log("listening on \(l.address)\(l.tls != nil ? " (TLS)" : "")") }
+        if let a = settings.admin { log("admin on \(a)") }
+        log("\(gateway.workerCount) worker(s); pools: " + settings.pools.map { "\($0.name) (\($0.dns.map { "dns \($0.host):\($0.port)" } ?? "\($0.endpoints.count) endpoints"))" }.joined(separator: ", "))
+        let watcher = source.watch(gateway)
+        while true {
+            let sig = Signals.wait(signals)
+            if sig == Signals.hangup {
+                watcher?.reloadNow()
+                continue
+            }
+            log("stopping: draining in-flight requests (grace \(gateway.currentSettings.timeouts.grace))")
+            gateway.stop(grace: gateway.currentSettings.timeouts.grace)
+            log("stopped")
+            return 0
+        }
+    }
+
+    static func settingsFromFlags(_ o: Options) throws -> GatewaySettings {
+        let listen = o.value("listen") ?? "127.0.0.1:8080"
+        guard let address = SocketAddress(listen) else { throw UsageError("--listen: '\(listen)' is not host:port") }
+        var endpoints: [GatewaySettings.Endpoint] = []
+        for url in o.all("endpoint") {
+            guard let e = parseEndpointURL(url) else { throw UsageError("--endpoint: '\(url)' is not http://host:port") }
+            endpoints.append(e)
+        }
+        var s = GatewaySettings(listen: [.init(address: address)], workers: try o.int("workers", default: 0),
+                                pools: [.init(name: "default", endpoints: endpoints)])
+        if let a = o.value("admin") {
+            guard let addr = SocketAddress(a) else { throw UsageError("--admin: '\(a)' is not host:port") }
+            s.admin = addr
+        }
+        return s
+    }
+}
+
+/// `http://host:port` (a numeric host, or a name resolved now) → an endpoint.
+func parseEndpointURL(_ url: String) -> GatewaySettings.Endpoint? {
+    guard url.hasPrefix("http://") else { return nil }
+    var rest = url.dropFirst(7)
+    if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+    guard let (host, port) = SocketAddress.split(String(rest)) else { return nil }
+    let address = SocketAddress(numericHost: host, port: port) ?? (try? SocketAddress.resolve(host: host, port: port))?.first
+    guard let address else { return nil }
+    return GatewaySettings.Endpoint(address: address, authority: String(rest))
+}
+
+/// Where the settings come from, and how to reload them.
+enum SettingsSource {
+    case file(String)
+    case flags(GatewaySettings)
+
+    func load() throws -> GatewaySettings {
+        switch self {
+        case .flags(let s): return s
+        case .file(let path): return try ConfigFile.load(path)
+        }
+    }
+
+    func watch(_ gateway: Gateway) -> ConfigReloader? {
+        guard case .file(let path) = self else { return nil }
+        return ConfigReloader(path: path, gateway: gateway, load: { try ConfigFile.load(path) }) { result in
+            switch result {
+            case .success(let generation): log("config reloaded from \(path) (generation \(generation))")
+            case .failure(let error): log("config reload failed, keeping the previous config:\n\(error)")
+            }
+        }
+    }
+}
+
+func log(_ s: String) {
+    let (sec, ns) = WallClock.now()
+    var tm = tm()
+    var t = time_t(sec)
+    gmtime_r(&t, &tm)
+    let stamp = String(format2(Int(tm.tm_year) + 1900, 4)) + "-" + format2(Int(tm.tm_mon) + 1, 2) + "-" + format2(Int(tm.tm_mday), 2)
+        + "T" + format2(Int(tm.tm_hour), 2) + ":" + format2(Int(tm.tm_min), 2) + ":" + format2(Int(tm.tm_sec), 2)
+        + "." + format2(ns / 1_000_000, 3) + "Z"
+    stderr("\(stamp) sluice: \(s)")
+}
+
+private func format2(_ v: Int, _ width: Int) -> String {
+    let s = String(v)
+    return String(repeating: "0", count: max(0, width - s.count)) + s
+}
