@@ -46,6 +46,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     private var deadline = Instant(nanoseconds: .max)
     private var requestStarted = Instant(nanoseconds: 0)
     private var requestsServed = 0
+    /// The peer shut down its write side (reads must continue until EOF).
+    private var peerHungUp = false
 
     init(transport: Transport, worker: Worker) {
         self.transport = transport
@@ -105,6 +107,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         guard state != .closed else { return }
         if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 {
             canRead = true
+            if events & (EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 { peerHungUp = true }
             if state == .proxying {
                 if events & (EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 { abort() }
                 return
@@ -144,6 +147,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                 return
             case .processed(let n):
                 if inbuf.readableBytes == 0 && state == .readingHead { requestStarted = worker.loop.now; armHeaderTimeout() }
+                // A short read drained the socket: skip the read that would only say EAGAIN
+                // (edge-triggered epoll reports the next arrival). nginx does the same.
+                if n < inbuf.writableBytes && !peerHungUp { canRead = false }
                 inbuf.writerIndex += n
                 process()
             }
@@ -433,8 +439,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         }
         if !keepAlive { h.append("Connection: close\r\n") }
         h.append("\r\n")
+        // Not flushed here: the body bytes of the same upstream read follow, and everything
+        // goes out in one sendmsg (flushResponse, or exchangeCompleted).
         out.append(h)
-        flush()
     }
 
     func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
@@ -456,17 +463,17 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             out.append(buffer)
             if framing == .chunked { out.append("\r\n") }
         }
-        flush()
     }
+
+    /// The upstream read that produced the queued response bytes is processed: send them.
+    func flushResponse() { flush() }
 
     /// The client's queue is over its high-water mark: the upstream should stop reading.
     var isBackpressured: Bool { out.pendingBytes > 256 << 10 }
 
     func exchangeCompleted() {
-        if framing == .chunked {
-            out.append("0\r\n\r\n")
-            flush()
-        }
+        if framing == .chunked { out.append("0\r\n\r\n") }
+        flush()
         endExchange()
     }
 

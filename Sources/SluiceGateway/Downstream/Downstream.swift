@@ -11,6 +11,8 @@ protocol Downstream: AnyObject {
     func writeResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer, exchange: Exchange)
     /// Response body bytes: all readable bytes of `buffer`, or the payload `ranges` of it.
     func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?)
+    /// Sends what `writeResponseHead`/`writeResponseBody` queued (once per upstream read).
+    func flushResponse()
     /// True while the client has more unsent response bytes than the high-water mark.
     var isBackpressured: Bool { get }
     func exchangeCompleted()

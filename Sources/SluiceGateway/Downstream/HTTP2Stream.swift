@@ -177,6 +177,9 @@ final class HTTP2Stream: Downstream {
 
     var isBackpressured: Bool { body.pendingBytes > 256 << 10 }
 
+    /// DATA frames are produced as flow control allows (resumeData already ran nghttp2's send loop).
+    func flushResponse() {}
+
     func exchangeCompleted() {
         exchange = nil
         ended = true

@@ -36,6 +36,7 @@ final class UpstreamConnection: EventHandler {
     private var headDone = false
     private var remaining = 0
     private var canRead = false
+    private var peerHungUp = false
     private var canWrite = false
     /// Backpressure from the client: don't read while its queue is full.
     private(set) var readPaused = false
@@ -156,6 +157,7 @@ final class UpstreamConnection: EventHandler {
         }
         if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup | EventLoop.Events.error) != 0 {
             canRead = true
+            if events & (EventLoop.Events.readHangup | EventLoop.Events.hangup | EventLoop.Events.error) != 0 { peerHungUp = true }
             switch state {
             case .idle:
                 // An idle connection has nothing to say: it is the server closing it.
@@ -220,10 +222,17 @@ final class UpstreamConnection: EventHandler {
                 }
                 return
             case .processed(let n):
+                // A short read drained the socket (see ClientConnection.readLoop).
+                let drained = n < inbuf.writableBytes && !peerHungUp
                 inbuf.writerIndex += n
                 received += n
                 x.upstreamActivity()
                 if !processInput(x) { return }
+                x.client.flushResponse()
+                if drained {
+                    canRead = false
+                    return
+                }
             }
         }
     }
