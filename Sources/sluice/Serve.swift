@@ -7,9 +7,9 @@ import SluiceIO
 ///
 /// Without a config file, flags describe a single pool:
 ///   sluice serve --listen 127.0.0.1:8080 --endpoint http://127.0.0.1:8000 [--endpoint ...]
-///                [--workers N] [--admin 127.0.0.1:9090]
+///                [--workers N] [--admin 127.0.0.1:9090] [--drain-delay 5s] [--grace 30s]
 enum Serve {
-    static let valued: Set<String> = ["config", "listen", "endpoint", "workers", "admin"]
+    static let valued: Set<String> = ["config", "listen", "endpoint", "workers", "admin", "drain-delay", "grace"]
 
     static func run(_ o: Options) throws -> Int32 {
         let source: SettingsSource
@@ -54,6 +54,8 @@ enum Serve {
         }
         var s = GatewaySettings(listen: [.init(address: address)], workers: try o.int("workers", default: 0),
                                 pools: [.init(name: "default", endpoints: endpoints)])
+        if let d = o.value("drain-delay") { s.timeouts.drainDelay = try parseDuration(d, flag: "drain-delay") }
+        if let g = o.value("grace") { s.timeouts.grace = try parseDuration(g, flag: "grace") }
         if let a = o.value("admin") {
             guard let addr = SocketAddress(a) else { throw UsageError("--admin: '\(a)' is not host:port") }
             s.admin = addr
@@ -110,4 +112,13 @@ func log(_ s: String) {
 private func format2(_ v: Int, _ width: Int) -> String {
     let s = String(v)
     return String(repeating: "0", count: max(0, width - s.count)) + s
+}
+
+/// `250ms`, `10s`, `5m`, `1h`.
+func parseDuration(_ text: String, flag: String) throws(UsageError) -> Duration {
+    let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+    for (suffix, ns) in units where text.hasSuffix(suffix) {
+        if let n = Int64(text.dropLast(suffix.count)), n >= 0 { return .nanoseconds(n * ns) }
+    }
+    throw UsageError("--\(flag): '\(text)' is not a duration like 250ms, 10s, 5m")
 }

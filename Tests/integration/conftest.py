@@ -137,12 +137,19 @@ def sluice(tmp_path):
     substituted); returns (port, proc)."""
     procs = []
 
-    def start(yaml_text, extra_env=None):
+    def start(config, extra_env=None):
+        """`config` is YAML text, or a list of `sluice serve` flags (PORT/ADMIN_PORT substituted)."""
         port, admin = free_port(), free_port()
-        cfg = tmp_path / "sluice.yaml"
-        cfg.write_text(yaml_text.replace("ADMIN_PORT", str(admin)).replace("PORT", str(port)))
+        sub = lambda t: t.replace("ADMIN_PORT", str(admin)).replace("PORT", str(port))
+        if isinstance(config, list):
+            args = [SLUICE, "serve"] + [sub(a) for a in config]
+            cfg = None
+        else:
+            cfg = tmp_path / "sluice.yaml"
+            cfg.write_text(sub(config))
+            args = [SLUICE, "serve", "--config", str(cfg)]
         env = dict(os.environ, **(extra_env or {}))
-        p = Proc([SLUICE, "serve", "--config", str(cfg)], env=env)
+        p = Proc(args, env=env)
         procs.append(p)
         wait_port(port)
         p.port, p.admin_port, p.config = port, admin, cfg

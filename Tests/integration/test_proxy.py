@@ -11,20 +11,20 @@ import pytest
 from conftest import FIXED_BODY, have
 
 
-def config(*endpoints, workers=1, extra=""):
-    eps = ", ".join(f'"http://127.0.0.1:{p}"' for p in endpoints)
-    return f"""
-listen: [{{ address: "127.0.0.1:PORT" }}]
-admin: {{ address: "127.0.0.1:ADMIN_PORT" }}
-workers: {workers}
-pools:
-  - name: default
-    endpoints: [{eps}]
-{extra}"""
+def config(*endpoints, workers=1):
+    """A single pool in front of `endpoints`, as `sluice serve` flags."""
+    args = ["--listen", "127.0.0.1:PORT", "--admin", "127.0.0.1:ADMIN_PORT", "--workers", str(workers),
+            "--drain-delay", "0s"]
+    for p in endpoints:
+        args += ["--endpoint", f"http://127.0.0.1:{p}"]
+    return args
 
 
 def curl(*args):
-    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=30)
+    # Bytes, not text=True: universal newlines would turn the head's CRLFs into LFs.
+    r = subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=30)
+    r.stdout, r.stderr = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+    return r
 
 
 def test_curl_post_through_sluice_to_nginx(nginx_upstream, sluice):
