@@ -6,10 +6,12 @@ import PackageDescription
 
 let package = Package(
     name: "sluice-fuzz",
-    dependencies: [.package(path: "..")],
+    // The main package by a fixed name: SwiftPM names a path dependency after its directory,
+    // which differs between clones; Fuzz/run links it here as `sluice`.
+    dependencies: [.package(path: ".build-root/sluice")],
     targets: [
-        .executableTarget(name: "FuzzHTTPRequest", dependencies: [.product(name: "SluiceHTTP", package: "main")]),
-        .executableTarget(name: "FuzzHTTPResponse", dependencies: [.product(name: "SluiceHTTP", package: "main")]),
-        .executableTarget(name: "FuzzChunked", dependencies: [.product(name: "SluiceHTTP", package: "main")]),
+        .executableTarget(name: "FuzzHTTPRequest", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
+        .executableTarget(name: "FuzzHTTPResponse", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
+        .executableTarget(name: "FuzzChunked", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
     ]
 )
