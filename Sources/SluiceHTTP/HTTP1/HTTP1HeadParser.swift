@@ -52,7 +52,9 @@ public struct HTTP1HeadParser: Sendable {
             while start + 1 < bytes.count && bytes[start] == 13 && bytes[start + 1] == 10 { start += 2 }
             if start < bytes.count && bytes[start] == 10 { return .error(.badSyntax("bare LF")) }
         }
-        guard let end = findEndOfHead(bytes, from: start) else {
+        let found = findEndOfHead(bytes, from: start)
+        if found == -1 { return .error(.badSyntax("bare LF")) }
+        guard let end = found else {
             if bytes.count - start > limits.maxHeadBytes {
                 // Distinguish an endless request line from too many or too large fields.
                 if kind == .request && !containsLF(bytes, start, min(bytes.count, start + limits.maxRequestLine)) {
@@ -79,14 +81,17 @@ public struct HTTP1HeadParser: Sendable {
         return false
     }
 
-    /// Offset just past the `CRLF CRLF` that ends the head, or nil.
+    /// Offset just past the `CRLF CRLF` that ends the head, nil when not there yet, or -1 for a
+    /// bare LF (rejected as soon as it is seen rather than waiting for a head that a lenient
+    /// peer might think ended with `LF LF`).
     private mutating func findEndOfHead(_ b: UnsafeRawBufferPointer, from start: Int) -> Int? {
-        var i = max(start, scanned - 3)
+        var i = max(start, scanned)
         let n = b.count
-        while i + 3 < n {
-            // Jump by LFs: the terminator's second byte is LF.
-            if b[i + 3] != 10 { i += b[i + 3] == 13 ? 1 : 4; continue }
-            if b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 { return i + 4 }
+        while i < n {
+            if b[i] == 10 {
+                if i == start || b[i - 1] != 13 { return -1 }
+                if i >= start + 3 && b[i - 2] == 10 && b[i - 3] == 13 { return i + 1 }
+            }
             i += 1
         }
         scanned = max(start, n)
