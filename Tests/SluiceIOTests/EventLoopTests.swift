@@ -159,3 +159,17 @@ final class Latch: Sendable {
         #expect(accepted.load(ordering: .relaxed) == 1)
     }
 }
+
+@Suite struct CPUQuotaTests {
+    @Test(arguments: [("200000 100000", 2), ("150000 100000\n", 2), ("50000 100000", 1), ("400000 100000", 4)])
+    func quotaRoundsUp(_ line: String, _ cpus: Int) {
+        #expect(Threads.cgroupCPUQuota(line) == cpus)
+    }
+
+    @Test(arguments: ["max 100000", "", "garbage", "0 100000"])
+    func noQuota(_ line: String) {
+        #expect(Threads.cgroupCPUQuota(line) == nil)
+    }
+
+    @Test func availableCPUsIsPositive() { #expect(Threads.availableCPUs >= 1) }
+}

@@ -27,8 +27,30 @@ public enum Threads {
         _ = pthread_join(t, nil)
     }
 
-    /// CPUs this process may use (respects taskset/cpusets).
-    public static var availableCPUs: Int { max(1, Int(csluice_available_cpus())) }
+    /// CPUs this process may use: the affinity mask (taskset, cpusets), further limited by a
+    /// cgroup v2 CPU quota (`cpu.max`, what a Kubernetes CPU limit sets), rounded up.
+    public static var availableCPUs: Int {
+        let affinity = max(1, Int(csluice_available_cpus()))
+        guard let quota = cgroupCPUQuota(readFile("/sys/fs/cgroup/cpu.max")) else { return affinity }
+        return max(1, min(affinity, quota))
+    }
+
+    /// CPUs allowed by a cgroup v2 `cpu.max` line (`"200000 100000"` → 2, `"150000 100000"` → 2,
+    /// `"max 100000"` → nil).
+    public static func cgroupCPUQuota(_ line: String?) -> Int? {
+        guard let parts = line?.split(whereSeparator: { $0 == " " || $0 == "\n" }), parts.count >= 2,
+              let quota = Int(parts[0]), let period = Int(parts[1]), period > 0, quota > 0 else { return nil }
+        return (quota + period - 1) / period
+    }
+
+    static func readFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 256)
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : nil
+    }
 
     /// Pins the calling thread to `cpu`; false when not permitted.
     @discardableResult
