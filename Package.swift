@@ -18,6 +18,7 @@ let package = Package(
         // Libraries for the nested Fuzz/ and Benchmarks/ packages.
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
+        .library(name: "SluiceLLM", targets: ["SluiceLLM"]),
     ],
     targets: [
         // C layer
@@ -33,8 +34,12 @@ let package = Package(
         .target(name: "SluiceHTTP", dependencies: ["SluiceIO", "COpenSSL"], swiftSettings: strict),
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
 
+        // LLM semantics (pure)
+        .target(name: "SluiceLLM", swiftSettings: strict),
+        .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM"]),
+
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "CNghttp2"], swiftSettings: strict),
+        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
 
         // programs

@@ -1,0 +1,139 @@
+/// Finds `usage`, `finish_reason`, generated output and `error` in an OpenAI response JSON body in
+/// place (a non-streaming body, or one SSE event's data).
+///
+/// Contract: returns nil when the bytes are not valid JSON or not an object (the gateway relays
+/// such bodies untouched; it just learns nothing from them). Allocates nothing.
+public enum ResponseScanner {
+    public static func scan(_ body: UnsafeRawBufferPointer, maxDepth: Int = 64) -> ScannedResponse? {
+        var c = JSONCursor(body, maxDepth: maxDepth)
+        do {
+            let r = try scanObject(&c)
+            try c.expectEnd()
+            return r
+        } catch {
+            return nil
+        }
+    }
+
+    typealias E = RequestScanError
+
+    static func scanObject(_ c: inout JSONCursor) throws(E) -> ScannedResponse? {
+        guard try c.peek() == UInt8(ascii: "{") else { return nil }
+        var r = ScannedResponse()
+        guard try c.enterObject() else { return r }
+        repeat {
+            let (key, escaped) = try c.scanKey()
+            if c.keyLength(key, escaped) == 7 && c.keyIs(key, escaped, "choices") {
+                if try c.peek() == UInt8(ascii: "[") {
+                    var count = 0
+                    if try c.enterArray() {
+                        repeat {
+                            count += 1
+                            try choice(&c, &r)
+                        } while try c.arrayNext()
+                    }
+                    r.choiceCount = count
+                } else {
+                    try c.skipValue()
+                }
+            } else if c.keyLength(key, escaped) == 5 && c.keyIs(key, escaped, "usage") {
+                r.usage = try usage(&c)
+            } else if c.keyLength(key, escaped) == 5 && c.keyIs(key, escaped, "error") {
+                let ch = try c.peek()
+                try c.skipValue()
+                if ch != UInt8(ascii: "n") { r.hasError = true }
+            } else {
+                try c.skipValue()
+            }
+        } while try c.objectNext()
+        return r
+    }
+
+    /// A non-empty string value (contents at least one byte).
+    @inline(__always)
+    static func nonEmptyString(_ c: inout JSONCursor) throws(E) -> Bool {
+        guard try c.peek() == UInt8(ascii: "\"") else { try c.skipValue(); return false }
+        return try !c.scanString().range.isEmpty
+    }
+
+    static func choice(_ c: inout JSONCursor, _ r: inout ScannedResponse) throws(E) {
+        guard try c.peek() == UInt8(ascii: "{") else { try c.skipValue(); return }
+        guard try c.enterObject() else { return }
+        repeat {
+            let (key, escaped) = try c.scanKey()
+            switch c.keyLength(key, escaped) {
+            case 4 where c.keyIs(key, escaped, "text"):
+                if try nonEmptyString(&c) { r.hasToken = true }
+            case 5 where c.keyIs(key, escaped, "delta"):
+                try delta(&c, &r)
+            case 13 where c.keyIs(key, escaped, "finish_reason"):
+                if try c.peek() == UInt8(ascii: "\"") {
+                    let (range, esc) = try c.scanString()
+                    if r.finishReason == nil {
+                        r.finishReason = esc ? .other : FinishReason(UnsafeRawBufferPointer(start: c.p + range.start, count: range.count))
+                    }
+                } else {
+                    try c.skipValue()
+                }
+            default:
+                try c.skipValue()
+            }
+        } while try c.objectNext()
+    }
+
+    static func delta(_ c: inout JSONCursor, _ r: inout ScannedResponse) throws(E) {
+        guard try c.peek() == UInt8(ascii: "{") else { try c.skipValue(); return }
+        guard try c.enterObject() else { return }
+        repeat {
+            let (key, escaped) = try c.scanKey()
+            switch c.keyLength(key, escaped) {
+            case 7 where c.keyIs(key, escaped, "content"),
+                9 where c.keyIs(key, escaped, "reasoning"),
+                17 where c.keyIs(key, escaped, "reasoning_content"):
+                if try nonEmptyString(&c) { r.hasToken = true }
+            case 10 where c.keyIs(key, escaped, "tool_calls"):
+                if try c.peek() == UInt8(ascii: "[") {
+                    if try c.enterArray() {
+                        r.hasToken = true
+                        repeat { try c.skipValue() } while try c.arrayNext()
+                    }
+                } else {
+                    try c.skipValue()
+                }
+            default:
+                try c.skipValue()
+            }
+        } while try c.objectNext()
+    }
+
+    static func usage(_ c: inout JSONCursor) throws(E) -> Usage? {
+        guard try c.peek() == UInt8(ascii: "{") else { try c.skipValue(); return nil }
+        var prompt = 0
+        var completion = 0
+        var total: Int?
+        guard try c.enterObject() else { return Usage(promptTokens: 0, completionTokens: 0) }
+        repeat {
+            let (key, escaped) = try c.scanKey()
+            switch c.keyLength(key, escaped) {
+            case 12 where c.keyIs(key, escaped, "total_tokens"):
+                total = try count(&c)
+            case 13 where c.keyIs(key, escaped, "prompt_tokens"):
+                prompt = try count(&c) ?? 0
+            case 17 where c.keyIs(key, escaped, "completion_tokens"):
+                completion = try count(&c) ?? 0
+            default:
+                try c.skipValue()
+            }
+        } while try c.objectNext()
+        return Usage(promptTokens: prompt, completionTokens: completion, totalTokens: total)
+    }
+
+    /// A non-negative integer count; other values (null, floats, huge) read as nil.
+    static func count(_ c: inout JSONCursor) throws(E) -> Int? {
+        let ch = try c.peek()
+        guard SWAR.isDigit(ch) else { try c.skipValue(); return nil }
+        let (range, isInteger) = try c.scanNumber()
+        guard isInteger, let v = JSONNumber.int64(c.p, range) else { return nil }
+        return Int(truncatingIfNeeded: v)
+    }
+}
