@@ -13,5 +13,8 @@ let package = Package(
         .executableTarget(name: "FuzzHTTPRequest", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
         .executableTarget(name: "FuzzHTTPResponse", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
         .executableTarget(name: "FuzzChunked", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
+        .executableTarget(name: "FuzzRequestScanner", dependencies: [.product(name: "SluiceLLM", package: "sluice")]),
+        .executableTarget(name: "FuzzSSEScanner", dependencies: [.product(name: "SluiceLLM", package: "sluice")]),
+        .executableTarget(name: "FuzzPrometheus", dependencies: [.product(name: "SluiceLLM", package: "sluice")]),
     ]
 )

@@ -1,0 +1,27 @@
+import SluiceLLM
+
+/// The request scanner on arbitrary bytes, for each endpoint kind: it either throws or returns
+/// ranges inside the input; and it accepts exactly what the strict validator accepts.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let body = UnsafeRawBufferPointer(start: data, count: size)
+    let segments = UnsafeMutableBufferPointer<PromptSegment>.allocate(capacity: 16)
+    defer { segments.deallocate() }
+    let valid = (try? JSONValidator.validate(body, maxDepth: 64)) != nil
+    for endpoint in [OpenAIEndpoint.chatCompletions, .completions, .embeddings] {
+        do {
+            let r = try RequestScanner().scan(body, endpoint: endpoint, segments: segments)
+            precondition(valid, "scanner accepted invalid JSON")
+            precondition(r.model.end <= size && r.closingBrace < size)
+            for i in 0..<min(r.segmentCount, segments.count) { precondition(segments[i].range.end <= size) }
+            var hashes = [UInt64](repeating: 0, count: 64)
+            _ = hashes.withUnsafeMutableBufferPointer { out in
+                PrefixHasher.hashPrompt(body: body, segments: UnsafeBufferPointer(rebasing: segments[0..<min(r.segmentCount, segments.count)]),
+                                        seed: 1, blockSize: 64, into: out)
+            }
+        } catch {
+            // Rejected; fine. (Valid JSON can still be the wrong shape.)
+        }
+    }
+    return 0
+}
