@@ -98,6 +98,9 @@ public struct GatewaySettings: Sendable {
     public struct Proxy: Sendable {
         public var xForwarded = true
         public var via = false
+        /// Ask model servers for usage on every stream (`stream_options.include_usage`) and
+        /// strip that extra chunk from clients that did not ask, so token accounting is exact.
+        public var requestUsage = true
         public init() {}
     }
 

@@ -28,6 +28,9 @@ final class Worker: @unchecked Sendable {
         return Array("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
     }()
 
+    /// Scratch space for the inspect phase (prompt segments, prefix hashes).
+    let inspectScratch = InspectScratch()
+
     /// Connections open across all workers (shared with the gateway).
     private let connections: SharedCounter
 

@@ -198,7 +198,7 @@ import Testing
         c.send(request("POST", "/hang", body: "x"))
         let r = try #require(c.response())
         #expect(r.status == 504)
-        #expect(r.text.contains("\"code\":\"timeout\""))
+        #expect(r.text.contains("\"code\":\"upstream_timeout\""))
         #expect(eventually(1) { up.closedConnections == 1 })
     }
 

@@ -46,6 +46,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     private var deadline = Instant(nanoseconds: .max)
     private var requestStarted = Instant(nanoseconds: 0)
     private var requestsServed = 0
+    /// The request body rewritten for the upstream (include_usage added); unallocated otherwise.
+    private var upstreamBody: ByteBuffer
     /// The peer shut down its write side (reads must continue until EOF).
     private var peerHungUp = false
 
@@ -55,6 +57,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         self.worker = worker
         let pool = worker.loop.bufferPool
         inbuf = ByteBuffer(emptyIn: pool)
+        upstreamBody = ByteBuffer(emptyIn: pool)
         out = OutputQueue(pool: pool)
         head = HTTPHead(capacity: worker.settings.limits.head.maxHeaderCount)
         parser = HTTP1HeadParser(kind: .request, limits: worker.settings.limits.head)
@@ -276,11 +279,23 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if clientRequestID.count > 200 { clientRequestID = .empty }
         requestID = worker.nextRequestID()
         _ = bytes
-        guard let pool = worker.defaultPool else {
-            respondError(.unavailable("No pool is configured."), close: false)
+        var features: RequestFeatures?
+        do {
+            features = try worker.inspect(method: head.method, path: bytes.slice(head.target),
+                                          body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]))
+        } catch {
+            exchangeFailed(error)
             return
         }
-        let x = Exchange(client: self, worker: worker, pool: pool, method: head.method)
+        if let f = features, let rewritten = worker.bodyRequestingUsage(UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]), f) {
+            upstreamBody = rewritten
+            features!.injectedUsage = true
+        }
+        guard let pool = worker.defaultPool else {
+            exchangeFailed(.unavailable("No pool is configured."))
+            return
+        }
+        let x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: features)
         exchange = x
         x.start()
     }
@@ -341,17 +356,16 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             appendRequestID(&h)
             h.append("-00\r\n")
         }
-        let bodyLength = bodyEnd - head.length
-        if bodyLength > 0 || head.method == .post || head.method == .put || head.method == .patch {
+        // The body as read, or as rewritten by the inspect phase.
+        let body = upstreamBody.isAllocated ? upstreamBody.readable : UnsafeRawBufferPointer(rebasing: b[head.length..<bodyEnd])
+        if body.count > 0 || head.method == .post || head.method == .put || head.method == .patch {
             h.append("Content-Length: ")
-            h.appendDecimal(bodyLength)
+            h.appendDecimal(body.count)
             h.append("\r\n")
         }
         h.append("\r\n")
         queue.append(h)
-        if bodyLength > 0 {
-            queue.append(borrowing: UnsafeRawBufferPointer(rebasing: b[head.length..<bodyEnd]))
-        }
+        if body.count > 0 { queue.append(borrowing: body) }
     }
 
     private func appendOriginForm(_ h: inout ByteBuffer, _ b: UnsafeRawBufferPointer) {
@@ -448,6 +462,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if let ranges {
             var total = 0
             for r in ranges { total += r.1 - r.0 }
+            // Nothing left (all stripped): a zero-size chunk would end the body.
+            if total == 0 { return }
             if framing == .chunked { out.appendChunkHeader(total) }
             for (k, r) in ranges.enumerated() {
                 if k == ranges.count - 1 {
@@ -501,6 +517,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     }
 
     private func nextRequest() {
+        upstreamBody.release()
         inbuf.readerIndex += messageEnd
         if inbuf.readableBytes == 0 { inbuf.release() }
         parser.reset()
@@ -584,6 +601,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         out.removeAll()
         out.releaseArena()
         inbuf.release()
+        upstreamBody.release()
         transport.close()
         worker.clientClosed(self)
     }

@@ -1,5 +1,6 @@
 import Glibc
 import CNghttp2
+import SluiceLLM
 import SluiceHTTP
 import SluiceIO
 
@@ -88,12 +89,28 @@ final class HTTP2Stream: Downstream {
             respondError(.client(405, "CONNECT is not supported by this gateway."))
             return
         }
+        let m = HTTP1HeadParser.method(method)
+        var features: RequestFeatures?
+        do {
+            features = try path.withUnsafeBytes { p throws(OpenAIError) in
+                try worker.inspect(method: m, path: p, body: requestBody.readable)
+            }
+        } catch let e as OpenAIError {
+            respondError(e)
+            return
+        } catch {
+            respondError(.invalidRequest("Invalid request."))
+            return
+        }
+        if let f = features, let rewritten = worker.bodyRequestingUsage(requestBody.readable, f) {
+            requestBody = rewritten
+            features!.injectedUsage = true
+        }
         guard let pool = worker.defaultPool else {
             respondError(.unavailable("No pool is configured."))
             return
         }
-        let m = HTTP1HeadParser.method(method)
-        let x = Exchange(client: self, worker: worker, pool: pool, method: m)
+        let x = Exchange(client: self, worker: worker, pool: pool, method: m, features: features)
         exchange = x
         x.start()
     }
@@ -161,6 +178,7 @@ final class HTTP2Stream: Downstream {
 
     func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
         if let ranges {
+            if ranges.isEmpty { return }
             for (k, r) in ranges.enumerated() {
                 if k == ranges.count - 1 {
                     body.append(buffer, from: r.0, to: r.1)

@@ -1,5 +1,6 @@
 import SluiceHTTP
 import SluiceIO
+import SluiceLLM
 
 /// One request on its way through the gateway: forward to an endpoint of the pool, relay the
 /// response, retry once on a connection failure before any response byte, time out.
@@ -28,8 +29,14 @@ final class Exchange {
     private var phaseDeadline = Instant(nanoseconds: .max)
     private var lastActivity: Instant
     private var upstreamStatus = 0
+    let startedAt: Instant
+    /// What the inspect phase found (nil for requests that are not OpenAI inference calls).
+    let features: RequestFeatures?
+    /// Watches the response for tokens and usage (inspected requests with a 2xx answer).
+    private(set) var observer: ResponseObserver?
 
-    init(client: any Downstream, worker: Worker, pool: UpstreamPool, method: HTTPMethod) {
+    init(client: any Downstream, worker: Worker, pool: UpstreamPool, method: HTTPMethod, features: RequestFeatures? = nil) {
+        self.features = features
         self.client = client
         self.worker = worker
         self.pool = pool
@@ -37,6 +44,7 @@ final class Exchange {
         self.settings = worker.settings
         let now = worker.loop.now
         lastActivity = now
+        startedAt = now
         let t = worker.settings.timeouts.request
         requestDeadline = t > .zero ? now + t : Instant(nanoseconds: .max)
         timer = Timer { [unowned self] in self.timerFired() }
@@ -132,6 +140,13 @@ final class Exchange {
 
     func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
         upstreamStatus = head.status
+        if let f = features, (200..<300).contains(head.status) {
+            let eventStream = head.first(.contentType).map { ct in
+                let v = bytes.slice(ct.value)
+                return v.count >= 17 && ASCIICase.equal(v, SluiceHTTP.ByteRange(0, 17), "text/event-stream")
+            } ?? false
+            observer = ResponseObserver(eventStream: eventStream, strip: f.injectedUsage)
+        }
         phase = .relaying
         responseStarted = true
         arm(settings.timeouts.upstreamIdle)
@@ -141,7 +156,13 @@ final class Exchange {
     /// Hands response body bytes to the client: the whole readable part of `buffer`, or the
     /// payload `ranges` (block offsets) of a chunked body.
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
-        client.writeResponseBody(buffer, ranges: ranges)
+        if observer != nil {
+            var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
+            observer!.observe(buffer, &rs, now: worker.loop.now)
+            client.writeResponseBody(buffer, ranges: rs)
+        } else {
+            client.writeResponseBody(buffer, ranges: ranges)
+        }
         if client.isBackpressured { upstream?.pauseReading() }
     }
 
@@ -151,6 +172,7 @@ final class Exchange {
     }
 
     func upstreamComplete() {
+        observer?.finishJSON(now: worker.loop.now)
         let ep = endpoint
         upstream = nil
         if let ep {

@@ -1,48 +1,22 @@
 import SluiceIO
+import SluiceLLM
 
-/// An error Sluice answers itself, in OpenAI's shape:
-/// `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
-///
-/// It knows which side failed (the client's request or an upstream) so the status and `type`
-/// follow: 4xx are `invalid_request_error`, 5xx `server_error` (504 uses code `timeout`).
-struct ErrorResponse {
-    var status: Int
-    var message: String
-    var type: String
-    var param: String?
-    var code: String?
+/// An error Sluice answers itself, in OpenAI's shape
+/// (`{"error":{"message","type","param","code"}}`): SluiceLLM's `OpenAIError`, with the
+/// constructors the data path uses. 4xx are `invalid_request_error`, 5xx `server_error`.
+typealias ErrorResponse = OpenAIError
 
-    static func client(_ status: Int, _ message: String, param: String? = nil, code: String? = nil) -> ErrorResponse {
-        ErrorResponse(status: status, message: message, type: "invalid_request_error", param: param, code: code)
+extension OpenAIError {
+    static func client(_ status: Int, _ message: String, param: String? = nil, code: String? = nil) -> OpenAIError {
+        OpenAIError(status: status, message: message, type: "invalid_request_error", param: param, code: code)
     }
 
-    static func badGateway(_ message: String) -> ErrorResponse {
-        ErrorResponse(status: 502, message: message, type: "server_error", param: nil, code: "bad_gateway")
-    }
-
-    static func gatewayTimeout(_ message: String) -> ErrorResponse {
-        ErrorResponse(status: 504, message: message, type: "server_error", param: nil, code: "timeout")
-    }
-
-    static func unavailable(_ message: String) -> ErrorResponse {
-        ErrorResponse(status: 503, message: message, type: "server_error", param: nil, code: "service_unavailable")
+    static func unavailable(_ message: String) -> OpenAIError {
+        OpenAIError(status: 503, message: message, type: "server_error", param: nil, code: "service_unavailable")
     }
 
     /// The JSON body.
-    func body() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(128 + message.utf8.count)
-        out += #"{"error":{"message":"#.utf8
-        JSON.appendString(message, to: &out)
-        out += #","type":"#.utf8
-        JSON.appendString(type, to: &out)
-        out += #","param":"#.utf8
-        if let p = param { JSON.appendString(p, to: &out) } else { out += "null".utf8 }
-        out += #","code":"#.utf8
-        if let c = code { JSON.appendString(c, to: &out) } else { out += "null".utf8 }
-        out += "}}".utf8
-        return out
-    }
+    func body() -> [UInt8] { render() }
 }
 
 enum JSON {

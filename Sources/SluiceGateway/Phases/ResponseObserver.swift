@@ -1,0 +1,76 @@
+import SluiceIO
+import SluiceLLM
+
+/// Watches a response as it is relayed, in place: time to first token, inter-token gaps,
+/// usage and finish reason, from the SSE events of a stream or the JSON of a whole response.
+/// When Sluice injected `include_usage`, it also removes the usage-only event from what the
+/// client sees (if that event lies within one upstream read — vLLM sends each event as its own
+/// chunk; an event split across reads is relayed unchanged rather than cut).
+struct ResponseObserver {
+    var sse: SSEScanner?
+    var strip: Bool
+    var firstTokenAt: Instant?
+    var lastTokenAt: Instant?
+    var tokenEvents = 0
+    var usage: Usage?
+    var finishReason: FinishReason?
+    /// Non-streaming JSON: bytes seen so far when the body spans reads (copied only then).
+    var json: [UInt8] = []
+    var jsonSpans = false
+
+    init(eventStream: Bool, strip: Bool) {
+        sse = eventStream ? SSEScanner() : nil
+        self.strip = strip && eventStream
+    }
+
+    /// Observes the payload `ranges` of `buffer` (block offsets), removing stripped bytes from
+    /// `ranges`. `now` is the arrival time.
+    mutating func observe(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {
+        if sse != nil {
+            observeEvents(buffer, &ranges, now: now)
+        } else {
+            for r in ranges { json.append(contentsOf: buffer.bytes(r.0, r.1)) }
+        }
+    }
+
+    /// At the end of a non-streaming response: read usage from the JSON body.
+    mutating func finishJSON(now: Instant) {
+        guard sse == nil, !json.isEmpty else { return }
+        if let r = json.withUnsafeBytes({ ResponseScanner.scan($0) }) {
+            usage = r.usage
+            finishReason = r.finishReason
+            if r.hasToken { firstTokenAt = firstTokenAt ?? now }
+        }
+        json = []
+    }
+
+    private mutating func observeEvents(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {
+        var kept: [(Int, Int)] = []
+        var stripped = false
+        for r in ranges {
+            let chunk = buffer.bytes(r.0, r.1)
+            let base = sse!.streamOffset
+            var pos = 0
+            var keepFrom = r.0
+            while case .event(let e, let next) = sse!.next(chunk, from: pos) {
+                pos = next
+                if e.hasToken {
+                    if firstTokenAt == nil { firstTokenAt = now }
+                    lastTokenAt = now
+                    tokenEvents += 1
+                }
+                if let u = e.usage { usage = u }
+                if let f = e.finishReason { finishReason = f }
+                if strip && e.isUsageOnly && e.start >= base {
+                    // Drop this event's bytes: keep what came before it in this range.
+                    let s = r.0 + (e.start - base), end = r.0 + (e.end - base)
+                    if s > keepFrom { kept.append((keepFrom, s)) }
+                    keepFrom = end
+                    stripped = true
+                }
+            }
+            if keepFrom < r.1 { kept.append((keepFrom, r.1)) }
+        }
+        if stripped { ranges = kept }
+    }
+}
