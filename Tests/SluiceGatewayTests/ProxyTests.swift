@@ -153,7 +153,7 @@ import Testing
         let (gw, port) = try startGateway([deadEndpoint()])
         defer { gw.stop(grace: .seconds(1)) }
         let c = try TestClient(port: port)
-        c.send(request("POST", "/v1/chat/completions", body: "{}"))
+        c.send(request("POST", "/v1/chat/completions", body: "{\"model\":\"m\",\"messages\":[]}"))
         let r = try #require(c.response())
         #expect(r.status == 502)
         #expect(r.header("content-type") == "application/json")

@@ -91,7 +91,7 @@ def test_client_abort_stops_upstream(py_upstream, sluice):
 
 def test_unreachable_upstream_gives_openai_502(sluice):
     s = sluice(config(1))  # port 1: nothing listens
-    r = curl("-i", "-X", "POST", "--data", "{}", f"http://127.0.0.1:{s.port}/v1/chat/completions")
+    r = curl("-i", "-X", "POST", "--data", '{"model":"m","messages":[]}', f"http://127.0.0.1:{s.port}/v1/chat/completions")
     head, body = r.stdout.split("\r\n\r\n", 1)
     assert head.startswith("HTTP/1.1 502")
     err = json.loads(body)["error"]
