@@ -145,7 +145,9 @@ final class Exchange {
                 let v = bytes.slice(ct.value)
                 return v.count >= 17 && ASCIICase.equal(v, SluiceHTTP.ByteRange(0, 17), "text/event-stream")
             } ?? false
-            observer = ResponseObserver(eventStream: eventStream, strip: f.injectedUsage)
+            var length: Int? = nil
+            if case .length(let n) = head.framing { length = n }
+            observer = ResponseObserver(eventStream: eventStream, strip: f.injectedUsage, contentLength: length)
         }
         phase = .relaying
         responseStarted = true

@@ -16,11 +16,13 @@ struct ResponseObserver {
     var finishReason: FinishReason?
     /// Non-streaming JSON: bytes seen so far when the body spans reads (copied only then).
     var json: [UInt8] = []
-    var jsonSpans = false
+    /// The announced length of a non-streaming body (its Content-Length), if any.
+    let jsonLength: Int?
 
-    init(eventStream: Bool, strip: Bool) {
+    init(eventStream: Bool, strip: Bool, contentLength: Int?) {
         sse = eventStream ? SSEScanner() : nil
         self.strip = strip && eventStream
+        jsonLength = contentLength
     }
 
     /// Observes the payload `ranges` of `buffer` (block offsets), removing stripped bytes from
@@ -28,6 +30,9 @@ struct ResponseObserver {
     mutating func observe(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {
         if sse != nil {
             observeEvents(buffer, &ranges, now: now)
+        } else if json.isEmpty, ranges.count == 1, let n = jsonLength, ranges[0].1 - ranges[0].0 == n {
+            // The whole JSON body arrived in one read (the usual case): scan it in place.
+            scanJSON(buffer.bytes(ranges[0].0, ranges[0].1), now: now)
         } else {
             for r in ranges { json.append(contentsOf: buffer.bytes(r.0, r.1)) }
         }
@@ -36,12 +41,17 @@ struct ResponseObserver {
     /// At the end of a non-streaming response: read usage from the JSON body.
     mutating func finishJSON(now: Instant) {
         guard sse == nil, !json.isEmpty else { return }
-        if let r = json.withUnsafeBytes({ ResponseScanner.scan($0) }) {
+        let body = json
+        json = []
+        body.withUnsafeBytes { scanJSON($0, now: now) }
+    }
+
+    private mutating func scanJSON(_ body: UnsafeRawBufferPointer, now: Instant) {
+        if let r = ResponseScanner.scan(body) {
             usage = r.usage
             finishReason = r.finishReason
             if r.hasToken { firstTokenAt = firstTokenAt ?? now }
         }
-        json = []
     }
 
     private mutating func observeEvents(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Limits the parser enforces while reading a head.
 public struct HTTP1Limits: Sendable, Equatable {
     /// The whole head (start line, fields, final CRLF).
@@ -87,12 +89,13 @@ public struct HTTP1HeadParser: Sendable {
     private mutating func findEndOfHead(_ b: UnsafeRawBufferPointer, from start: Int) -> Int? {
         var i = max(start, scanned)
         let n = b.count
-        while i < n {
-            if b[i] == 10 {
-                if i == start || b[i - 1] != 13 { return -1 }
-                if i >= start + 3 && b[i - 2] == 10 && b[i - 3] == 13 { return i + 1 }
-            }
-            i += 1
+        let base = b.baseAddress!
+        // memchr is vectorised in libc: jump from LF to LF.
+        while i < n, let p = memchr(base + i, 10, n - i) {
+            let lf = UnsafeRawPointer(p) - base
+            if lf == start || b[lf - 1] != 13 { return -1 }
+            if lf >= start + 3 && b[lf - 2] == 10 && b[lf - 3] == 13 { return lf + 1 }
+            i = lf + 1
         }
         scanned = max(start, n)
         return nil
@@ -226,16 +229,12 @@ public struct HTTP1HeadParser: Sendable {
     }
 
     /// The offset of the CR of the CRLF ending the line that starts at `i`; nil when a bare CR
-    /// or LF comes first.
+    /// comes first. (Every LF of a complete head was already checked to follow a CR when the
+    /// end of the head was found, so looking for the CR is enough.)
     private func lineEnd(_ b: UnsafeRawBufferPointer, _ i: Int, _ end: Int) -> Int? {
-        var j = i
-        while j < end {
-            let c = b[j]
-            if c == 13 { return j + 1 < end && b[j + 1] == 10 ? j : nil }
-            if c == 10 { return nil }
-            j += 1
-        }
-        return nil
+        guard i < end, let p = memchr(b.baseAddress! + i, 13, end - i) else { return nil }
+        let cr = UnsafeRawPointer(p) - b.baseAddress!
+        return cr + 1 < end && b[cr + 1] == 10 ? cr : nil
     }
 
     private func parseRequestLine(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int, _ head: HTTPHead) -> HTTPParseError? {
