@@ -95,6 +95,18 @@ public struct GatewaySettings: Sendable {
         public init() {}
     }
 
+    /// Scraping model servers' `/metrics` and `/v1/models` for routing.
+    public struct Telemetry: Sendable {
+        /// A zero interval turns scraping off.
+        public var interval: Duration = .milliseconds(50)
+        public var timeout: Duration = .milliseconds(500)
+        /// Older telemetry is not trusted by the scorers that depend on it.
+        public var staleness: Duration = .milliseconds(500)
+        public var metricsPath = "/metrics"
+        public var modelsPath = "/v1/models"
+        public init() {}
+    }
+
     public struct Proxy: Sendable {
         public var xForwarded = true
         public var via = false
@@ -116,6 +128,7 @@ public struct GatewaySettings: Sendable {
     public var upstream = Upstream()
     public var proxy = Proxy()
     public var health = Health()
+    public var telemetry = Telemetry()
 
     public init(listen: [Listen], workers: Int, pools: [Pool]) {
         self.listen = listen

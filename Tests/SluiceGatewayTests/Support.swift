@@ -79,6 +79,9 @@ func startGateway(_ endpoints: [GatewaySettings.Endpoint], workers: Int = 1,
     var s = GatewaySettings(listen: [.init(address: SocketAddress("127.0.0.1:\(port)")!)], workers: workers,
                             pools: [.init(name: "default", endpoints: endpoints)])
     s.timeouts.drainDelay = .zero
+    // Tests count upstream connections; telemetry scrapes and health checks would add theirs.
+    s.telemetry.interval = .zero
+    s.health.interval = .zero
     configure(&s)
     let g = try Gateway(settings: s)
     try g.start()

@@ -14,6 +14,7 @@ final class ControlPlane: @unchecked Sendable {
     private var healthClients: [String: HTTPClient] = [:]
     private var healthTimer: Timer?
     private var dns: DNSDiscovery?
+    private var telemetry: TelemetryScraper?
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
@@ -32,6 +33,8 @@ final class ControlPlane: @unchecked Sendable {
                     admin = try HTTPServer(address: a, loop: loop) { [unowned self] req, r in self.handleAdmin(req, r) }
                 }
                 scheduleHealthChecks()
+                telemetry = TelemetryScraper(gateway: gateway, loop: loop)
+                telemetry!.start()
                 dns = DNSDiscovery(gateway: gateway, loop: loop)
                 dns!.configure(gateway.desiredSettings)
                 ready.store(1, ordering: .releasing)
@@ -54,6 +57,7 @@ final class ControlPlane: @unchecked Sendable {
         loop.execute { [self] in
             admin?.close()
             dns?.stop()
+            telemetry?.stop()
             for c in healthClients.values { c.close() }
         }
         loop.stop()
@@ -109,6 +113,9 @@ final class ControlPlane: @unchecked Sendable {
                 w.field("waiting", t.waiting)
                 w.field("running", t.running)
                 w.field("kv_cache_usage", t.kvUse)
+                w.field("kv_capacity_tokens", t.kvCapacityTokens)
+                w.field("max_loras", t.maxLoras)
+                w.field("prefix_cache_hit_rate", t.prefixCacheQueries > 0 ? t.prefixCacheHits / t.prefixCacheQueries : 0)
                 w.field("adapters_running", t.adaptersRunning)
                 w.field("adapters_waiting", t.adaptersWaiting)
                 w.field("adapters_loaded", t.adaptersLoaded)

@@ -67,6 +67,9 @@ public struct EndpointTelemetry: Sendable {
     public var adaptersRunning: [String] = []
     public var adaptersWaiting: [String] = []
     public var adaptersLoaded: [String] = []
+    /// vLLM's prefix-cache counters (tokens), to report hit rates per endpoint.
+    public var prefixCacheHits = 0.0
+    public var prefixCacheQueries = 0.0
     public init() {}
 }
 

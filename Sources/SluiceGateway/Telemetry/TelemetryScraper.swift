@@ -1,0 +1,167 @@
+import Glibc
+import SluiceHTTP
+import SluiceIO
+import SluiceLLM
+
+/// Scrapes each endpoint's Prometheus `/metrics` (queue, running, KV-cache use, LoRA adapters,
+/// KV capacity) and `/v1/models` (registered adapters) on the control loop, on an interval, and
+/// publishes the result in the endpoint's shared ``EndpointRuntime/telemetry`` for routing.
+///
+/// One keep-alive client per endpoint; a scrape still in flight when the next is due is skipped
+/// (a slow server gets fewer scrapes, not a pile of them). Failed scrapes leave the old values,
+/// whose age (`scrapedAt`) routing compares with the staleness bound.
+final class TelemetryScraper {
+    unowned let gateway: Gateway
+    unowned let loop: EventLoop
+    private var clients: [String: HTTPClient] = [:]
+    private var inFlight: Set<String> = []
+    private var modelsInFlight: Set<String> = []
+    private var timer: Timer?
+    private var ticks = 0
+
+    init(gateway: Gateway, loop: EventLoop) {
+        self.gateway = gateway
+        self.loop = loop
+    }
+
+    func start() {
+        scheduleNext()
+    }
+
+    func stop() {
+        if let t = timer { loop.cancel(t) }
+        for c in clients.values { c.close() }
+        clients.removeAll()
+    }
+
+    private func scheduleNext() {
+        let interval = gateway.currentSettings.telemetry.interval
+        guard interval > .zero else { return }
+        let t = timer ?? Timer { [unowned self] in
+            self.scrapeAll()
+            self.scheduleNext()
+        }
+        timer = t
+        loop.schedule(t, after: interval)
+    }
+
+    private func scrapeAll() {
+        let settings = gateway.currentSettings
+        ticks += 1
+        // Adapters change rarely: /v1/models every 20th scrape (a second at the default 50 ms).
+        let refreshModels = ticks % 20 == 1
+        var live = Set<String>()
+        for pool in settings.pools {
+            for e in pool.endpoints {
+                live.insert(e.authority)
+                scrape(e, settings: settings, models: refreshModels)
+            }
+        }
+        for (k, c) in clients where !live.contains(k) {
+            c.close()
+            clients.removeValue(forKey: k)
+        }
+    }
+
+    private func client(for e: GatewaySettings.Endpoint) -> HTTPClient {
+        if let c = clients[e.authority], c.address == e.address { return c }
+        let c = HTTPClient(address: e.address, host: e.authority, loop: loop)
+        clients[e.authority] = c
+        return c
+    }
+
+    private func scrape(_ e: GatewaySettings.Endpoint, settings: GatewaySettings, models: Bool) {
+        let rt = gateway.registry.runtime(for: e)
+        let c = client(for: e)
+        let timeout = settings.telemetry.timeout
+        if !inFlight.contains(e.authority) {
+            inFlight.insert(e.authority)
+            c.get(settings.telemetry.metricsPath, timeout: timeout) { [unowned self] result in
+                inFlight.remove(e.authority)
+                guard case .success(let resp) = result, resp.status == 200 else { return }
+                let now = Instant.now()
+                resp.body.withUnsafeBytes { bytes in
+                    guard let m = try? VLLMMetrics.extract(bytes) else { return }
+                    var running: [String] = [], waiting: [String] = []
+                    if let l = m.lora {
+                        for r in VLLMMetrics.adapterNames(l.running, in: bytes) { running.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
+                        for r in VLLMMetrics.adapterNames(l.waiting, in: bytes) { waiting.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
+                    }
+                    rt.telemetry.withLock { t in
+                        t.scrapedAt = now
+                        t.waiting = Int(m.requestsWaiting ?? 0)
+                        t.running = Int(m.requestsRunning ?? 0)
+                        t.kvUse = m.kvCacheUsage ?? 0
+                        if let b = m.blockSize, let n = m.numGPUBlocks { t.kvCapacityTokens = b * n }
+                        t.maxLoras = m.lora?.maxLoras ?? t.maxLoras
+                        t.adaptersRunning = running
+                        t.adaptersWaiting = waiting
+                        t.prefixCacheHits = m.prefixCacheHits ?? 0
+                        t.prefixCacheQueries = m.prefixCacheQueries ?? 0
+                    }
+                }
+            }
+        }
+        if models && !modelsInFlight.contains(e.authority) {
+            modelsInFlight.insert(e.authority)
+            c.get(settings.telemetry.modelsPath, timeout: timeout) { [unowned self] result in
+                modelsInFlight.remove(e.authority)
+                guard case .success(let resp) = result, resp.status == 200 else { return }
+                let ids = Self.modelIDs(resp.body)
+                rt.telemetry.withLock { $0.adaptersLoaded = ids }
+            }
+        }
+    }
+
+    /// The `id`s in a `/v1/models` list whose `parent` is a string: the LoRA adapters the
+    /// server has registered. A small byte scan (the list is tiny and this is the control loop):
+    /// it reads the top-level string members of each object in `data`.
+    static func modelIDs(_ body: [UInt8]) -> [String] {
+        var out: [String] = []
+        var depth = 0
+        var i = 0
+        var key: [UInt8]? = nil       // the last key read at object depth 2
+        var id: String? = nil
+        var hasParent = false
+        func readString(_ start: Int) -> (String, Int) {
+            var j = start + 1
+            var bytes: [UInt8] = []
+            while j < body.count && body[j] != 34 {
+                if body[j] == 92 { j += 1 }  // keep escaped bytes as they are (ids are plain)
+                if j < body.count { bytes.append(body[j]) }
+                j += 1
+            }
+            return (String(decoding: bytes, as: UTF8.self), j + 1)
+        }
+        while i < body.count {
+            let c = body[i]
+            switch c {
+            case 123, 91:  // { [
+                depth += 1
+                if c == 123 && depth == 3 { id = nil; hasParent = false }
+                i += 1
+            case 125, 93:  // } ]
+                if c == 125 && depth == 3, let id { if hasParent { out.append(id) } }
+                depth -= 1
+                key = nil
+                i += 1
+            case 34:
+                let (s, next) = readString(i)
+                i = next
+                var k = i
+                while k < body.count && (body[k] == 32 || body[k] == 10 || body[k] == 13 || body[k] == 9) { k += 1 }
+                if k < body.count && body[k] == 58 {  // a key
+                    key = Array(s.utf8)
+                    i = k + 1
+                } else if depth == 3, let kk = key {
+                    if kk == Array("id".utf8) { id = s }
+                    if kk == Array("parent".utf8) { hasParent = true }
+                    key = nil
+                }
+            default:
+                i += 1
+            }
+        }
+        return out
+    }
+}
