@@ -116,7 +116,37 @@ public struct GatewaySettings: Sendable {
         public init() {}
     }
 
+    /// A model name clients may send, and where it goes.
+    public struct Model: Sendable {
+        public enum Sticky: Sendable, Equatable {
+            case none
+            /// The request body's `user` field.
+            case user
+            /// A request header (e.g. `x-session-id`).
+            case header(String)
+        }
+        public var name: String
+        /// The pool that serves it (nil for a split, whose arms name their own).
+        public var pool: String?
+        /// The `model` sent upstream; default: the adapter if any, else `name`.
+        public var upstreamModel: String?
+        /// A LoRA adapter served by the pool's endpoints.
+        public var adapter: String?
+        public var adapterPath: String?
+        /// A weighted A/B split over other models (arms).
+        public var split: [(model: String, weight: Double)] = []
+        public var sticky: Sticky = .none
+        public init(name: String, pool: String? = nil, upstreamModel: String? = nil, adapter: String? = nil) {
+            self.name = name
+            self.pool = pool
+            self.upstreamModel = upstreamModel
+            self.adapter = adapter
+        }
+    }
+
     public var listen: [Listen]
+    /// Models clients may ask for. Empty: pass-through mode (every request goes to the first pool).
+    public var models: [Model] = []
     /// The admin listener (health, readiness, metrics, state); nil disables it.
     public var admin: SocketAddress? = nil
     public var workers: Int

@@ -28,6 +28,18 @@ final class Worker: @unchecked Sendable {
         return Array("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
     }()
 
+    /// The `models:` section compiled for lookups (rebuilt when settings change).
+    private(set) var modelTable: ModelTable
+    /// Unix time the settings were loaded (the `created` of Sluice's model list).
+    private(set) var loadedAt = WallClock.now().seconds
+    private var rng: UInt64
+
+    /// A uniform draw in [0, 1) from the worker's own generator (split arms, tie breaks).
+    func nextRandom() -> Double {
+        rng = ModelTable.mix(rng)
+        return Double(rng >> 11) / Double(1 << 53)
+    }
+
     /// Scratch space for the inspect phase (prompt segments, prefix hashes).
     let inspectScratch = InspectScratch()
 
@@ -39,6 +51,8 @@ final class Worker: @unchecked Sendable {
         self.loop = loop
         self.connections = connections
         self.settings = settings
+        self.modelTable = ModelTable(settings)
+        self.rng = UInt64.random(in: .min ... .max)
         self.onDrained = onDrained
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
@@ -81,6 +95,8 @@ final class Worker: @unchecked Sendable {
         var previous: [String: UpstreamPool.Endpoint] = [:]
         for p in pools { for e in p.endpoints { previous[e.config.authority] = e } }
         settings = new
+        modelTable = ModelTable(new)
+        loadedAt = WallClock.now().seconds
         pools = new.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self, previous: previous) }
         // Idle connections to endpoints that are gone close now.
         let kept = Set(pools.flatMap { $0.endpoints.map { ObjectIdentifier($0.runtime) } })

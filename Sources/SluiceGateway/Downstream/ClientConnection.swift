@@ -279,25 +279,55 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if clientRequestID.count > 200 { clientRequestID = .empty }
         requestID = worker.nextRequestID()
         _ = bytes
-        var features: RequestFeatures?
-        do {
-            features = try worker.inspect(method: head.method, path: bytes.slice(head.target),
-                                          body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]))
-        } catch {
-            exchangeFailed(error)
+        let plan = worker.plan(method: head.method, path: bytes.slice(head.target),
+                               body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]),
+                               headerNamed: { name in self.headerValue(name, bytes) }, rewritten: &upstreamBody)
+        let x: Exchange
+        switch plan {
+        case .reject(let e):
+            exchangeFailed(e)
             return
-        }
-        if let f = features, let rewritten = worker.bodyRequestingUsage(UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]), f) {
-            upstreamBody = rewritten
-            features!.injectedUsage = true
-        }
-        guard let pool = worker.defaultPool else {
-            exchangeFailed(.unavailable("No pool is configured."))
+        case .local(let status, let contentType, let body):
+            respondLocal(status, contentType: contentType, body: body)
             return
+        case .forward(let pool, let features, let arm):
+            x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: features)
+            x.arm = arm
         }
-        let x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: features)
         exchange = x
         x.start()
+    }
+
+    /// The value of the first header named `name` (case-insensitive), if any.
+    private func headerValue(_ name: String, _ b: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        let lower = Array(name.lowercased().utf8)
+        for i in 0..<head.count {
+            let f = head[i]
+            if f.name.count == lower.count && lower.withUnsafeBytes({ ASCIICase.equal(b, f.name, $0) }) {
+                return b.slice(f.value)
+            }
+        }
+        return nil
+    }
+
+    /// Answers the request from Sluice itself (the model list, health) and goes on.
+    private func respondLocal(_ status: Int, contentType: String, body: [UInt8]) {
+        var h = worker.loop.bufferPool.take(minimumCapacity: body.count + 256)
+        h.append("HTTP/1.1 ")
+        h.appendDecimal(status)
+        h.append(" ")
+        h.append(StatusText.reason(status))
+        h.append("\r\nContent-Type: ")
+        h.append(contentType.utf8)
+        h.append("\r\nContent-Length: ")
+        h.appendDecimal(body.count)
+        h.append("\r\nX-Request-Id: ")
+        appendRequestID(&h)
+        h.append(keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
+        body.withUnsafeBytes { h.append($0) }
+        out.append(h)
+        flush()
+        endExchange()
     }
 
     // MARK: writing upstream
@@ -449,6 +479,11 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if uh.first(.xRequestID) == nil {
             h.append("X-Request-Id: ")
             if clientRequestID.isEmpty { appendRequestID(&h) } else { h.append(b.slice(clientRequestID)) }
+            h.append("\r\n")
+        }
+        if let arm = x.arm {
+            h.append("X-Sluice-Arm: ")
+            h.append(arm.utf8)
             h.append("\r\n")
         }
         if !keepAlive { h.append("Connection: close\r\n") }

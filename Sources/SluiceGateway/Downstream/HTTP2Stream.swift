@@ -24,6 +24,8 @@ final class HTTP2Stream: Downstream {
     private var clientRequestID: [UInt8]? = nil
     private var hasTraceparent = false
     private var requestBody: ByteBuffer
+    /// The body rewritten for the upstream (model, include_usage); unallocated otherwise.
+    private var upstreamBody: ByteBuffer
     private var started = false
     private var requestID: UInt64 = 0
 
@@ -38,6 +40,7 @@ final class HTTP2Stream: Downstream {
         self.id = id
         self.connection = connection
         requestBody = ByteBuffer(emptyIn: connection.worker.loop.bufferPool)
+        upstreamBody = ByteBuffer(emptyIn: connection.worker.loop.bufferPool)
         body = OutputQueue(pool: connection.worker.loop.bufferPool)
     }
 
@@ -90,27 +93,21 @@ final class HTTP2Stream: Downstream {
             return
         }
         let m = HTTP1HeadParser.method(method)
-        var features: RequestFeatures?
-        do {
-            features = try path.withUnsafeBytes { p throws(OpenAIError) in
-                try worker.inspect(method: m, path: p, body: requestBody.readable)
-            }
-        } catch let e as OpenAIError {
+        let plan = path.withUnsafeBytes { p in
+            worker.plan(method: m, path: p, body: requestBody.readable, headerNamed: { self.header($0) }, rewritten: &upstreamBody)
+        }
+        let x: Exchange
+        switch plan {
+        case .reject(let e):
             respondError(e)
             return
-        } catch {
-            respondError(.invalidRequest("Invalid request."))
+        case .local(let status, let contentType, let body):
+            respondLocal(status, contentType: contentType, body: body)
             return
+        case .forward(let pool, let features, let arm):
+            x = Exchange(client: self, worker: worker, pool: pool, method: m, features: features)
+            x.arm = arm
         }
-        if let f = features, let rewritten = worker.bodyRequestingUsage(requestBody.readable, f) {
-            requestBody = rewritten
-            features!.injectedUsage = true
-        }
-        guard let pool = worker.defaultPool else {
-            respondError(.unavailable("No pool is configured."))
-            return
-        }
-        let x = Exchange(client: self, worker: worker, pool: pool, method: m, features: features)
         exchange = x
         x.start()
     }
@@ -146,7 +143,7 @@ final class HTTP2Stream: Downstream {
             h.append(hex16(requestID).utf8)
             h.append("-00\r\n")
         }
-        let n = requestBody.readableBytes
+        let n = upstreamBody.isAllocated ? upstreamBody.readableBytes : requestBody.readableBytes
         if n > 0 || method == Array("POST".utf8) || method == Array("PUT".utf8) || method == Array("PATCH".utf8) {
             h.append("Content-Length: ")
             h.appendDecimal(n)
@@ -154,7 +151,7 @@ final class HTTP2Stream: Downstream {
         }
         h.append("\r\n")
         queue.append(h)
-        if n > 0 { queue.append(borrowing: requestBody.readable) }
+        if n > 0 { queue.append(borrowing: upstreamBody.isAllocated ? upstreamBody.readable : requestBody.readable) }
     }
 
     // MARK: response
@@ -171,6 +168,7 @@ final class HTTP2Stream: Downstream {
         if uh.first(.xRequestID) == nil {
             fields.append((Array("x-request-id".utf8), clientRequestID ?? Array(hex16(requestID).utf8)))
         }
+        if let arm = exchange.arm { fields.append((Array("x-sluice-arm".utf8), Array(arm.utf8))) }
         let hasBody = uh.framing != .none && method != Array("HEAD".utf8)
         if !hasBody { ended = true; responseFinished = true }
         connection.submitResponse(self, status: uh.status, headers: fields, hasBody: hasBody)
@@ -214,6 +212,34 @@ final class HTTP2Stream: Downstream {
     func exchangeFailed(_ error: ErrorResponse) {
         exchange = nil
         respondError(error)
+    }
+
+    /// The value of a request field by name, from the collected field lines (control path only).
+    private func header(_ name: String) -> UnsafeRawBufferPointer? {
+        let needle = Array(name.lowercased().utf8) + Array(": ".utf8)
+        var i = 0
+        let b = fieldLines
+        while i < b.count {
+            var end = i
+            while end + 1 < b.count && !(b[end] == 13 && b[end + 1] == 10) { end += 1 }
+            if end - i >= needle.count && Array(b[i..<(i + needle.count)]) == needle {
+                return fieldLines.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[(i + needle.count)..<end]) }
+            }
+            i = end + 2
+        }
+        return nil
+    }
+
+    private func respondLocal(_ status: Int, contentType: String, body b: [UInt8]) {
+        var buf = worker.loop.bufferPool.take(minimumCapacity: max(b.count, 1))
+        b.withUnsafeBytes { buf.append($0) }
+        if b.count > 0 { body.append(buf) }
+        ended = true
+        connection.submitResponse(self, status: status, headers: [
+            (Array("content-type".utf8), Array(contentType.utf8)),
+            (Array("content-length".utf8), Array(String(b.count).utf8)),
+            (Array("x-request-id".utf8), Array(hex16(requestID).utf8)),
+        ], hasBody: b.count > 0)
     }
 
     func respondError(_ e: ErrorResponse) {
@@ -270,6 +296,7 @@ final class HTTP2Stream: Downstream {
         connectionClosed()
         body.retire(into: &out)
         requestBody.release()
+        upstreamBody.release()
     }
 
     private func hex16(_ v: UInt64) -> String {

@@ -32,6 +32,8 @@ final class Exchange {
     let startedAt: Instant
     /// What the inspect phase found (nil for requests that are not OpenAI inference calls).
     let features: RequestFeatures?
+    /// The split arm the model resolved to (reported in `x-sluice-arm`).
+    var arm: String?
     /// Watches the response for tokens and usage (inspected requests with a 2xx answer).
     private(set) var observer: ResponseObserver?
 

@@ -14,6 +14,8 @@ struct RequestFeatures {
     var injectedUsage = false
     /// Chained prefix block hashes (in the worker's scratch buffer, valid until the next inspect).
     var prefixBlocks = 0
+    /// The LoRA adapter the resolved model is served by, if any.
+    var adapter: String?
 }
 
 /// Per-worker scratch space for the inspect phase, allocated once.
@@ -49,28 +51,105 @@ extension Worker {
         return f
     }
 
-    /// Writes the body with `"stream_options":{"include_usage":true}` added into a pool buffer,
-    /// when the client streams without asking for usage and `proxy.request_usage` is on (the one
-    /// place the gateway copies a body: it must change). Nil when there is nothing to add.
-    func bodyRequestingUsage(_ body: UnsafeRawBufferPointer, _ f: RequestFeatures) -> ByteBuffer? {
-        guard settings.proxy.requestUsage, f.stream, f.scanned.includeUsage == nil, f.endpoint != .embeddings else { return nil }
-        var out = loop.bufferPool.take(minimumCapacity: body.count + 64)
-        if let value = f.scanned.streamOptionsValue {
-            // An options object without include_usage: add the member after its `{`.
-            let open = Int(value.start)
-            guard body[open] == UInt8(ascii: "{") else { return nil }
-            var k = open + 1
-            while k < Int(value.end) && (body[k] == 32 || body[k] == 9 || body[k] == 10 || body[k] == 13) { k += 1 }
-            let empty = body[k] == UInt8(ascii: "}")
-            out.append(UnsafeRawBufferPointer(rebasing: body[0...open]))
-            out.append(empty ? "\"include_usage\":true" : "\"include_usage\":true,")
-            out.append(UnsafeRawBufferPointer(rebasing: body[(open + 1)...]))
-        } else {
-            let close = f.scanned.closingBrace
-            out.append(UnsafeRawBufferPointer(rebasing: body[0..<close]))
-            out.append(f.scanned.memberCount > 0 ? ",\"stream_options\":{\"include_usage\":true}" : "\"stream_options\":{\"include_usage\":true}")
-            out.append(UnsafeRawBufferPointer(rebasing: body[close...]))
+    /// The request body for the upstream when it must differ from the client's: the `model`
+    /// replaced by the resolved upstream name, and/or `"stream_options":{"include_usage":true}`
+    /// added when the client streams without asking for usage and `proxy.request_usage` is on.
+    /// Written into a pool buffer (the one place the gateway copies a body: it must change);
+    /// nil when nothing changes. Sets `injectedUsage` on `f`.
+    func rewrittenBody(_ body: UnsafeRawBufferPointer, _ f: inout RequestFeatures, model: [UInt8]?) -> ByteBuffer? {
+        // Edits as (offset, bytes to drop, bytes to insert), applied in offset order.
+        var edits: [(at: Int, drop: Int, insert: [UInt8])] = []
+        if let model {
+            edits.append((Int(f.scanned.model.start), f.scanned.model.end - f.scanned.model.start, model))
         }
+        if settings.proxy.requestUsage, f.stream, f.scanned.includeUsage == nil, f.endpoint != .embeddings {
+            if let value = f.scanned.streamOptionsValue {
+                let open = Int(value.start)
+                if body[open] == UInt8(ascii: "{") {
+                    var k = open + 1
+                    while k < Int(value.end) && (body[k] == 32 || body[k] == 9 || body[k] == 10 || body[k] == 13) { k += 1 }
+                    let empty = body[k] == UInt8(ascii: "}")
+                    edits.append((open + 1, 0, Array((empty ? "\"include_usage\":true" : "\"include_usage\":true,").utf8)))
+                    f.injectedUsage = true
+                }
+            } else {
+                let member = f.scanned.memberCount > 0 ? ",\"stream_options\":{\"include_usage\":true}" : "\"stream_options\":{\"include_usage\":true}"
+                edits.append((f.scanned.closingBrace, 0, Array(member.utf8)))
+                f.injectedUsage = true
+            }
+        }
+        if edits.isEmpty { return nil }
+        edits.sort { $0.at < $1.at }
+        var out = loop.bufferPool.take(minimumCapacity: body.count + 128)
+        var pos = 0
+        for e in edits {
+            out.append(UnsafeRawBufferPointer(rebasing: body[pos..<e.at]))
+            e.insert.withUnsafeBytes { out.append($0) }
+            pos = e.at + e.drop
+        }
+        out.append(UnsafeRawBufferPointer(rebasing: body[pos...]))
         return out
+    }
+
+    /// What to do with a request: answer it here, reject it, or forward it (to which pool, with
+    /// what body). Shared by HTTP/1.1 and HTTP/2.
+    enum Plan {
+        case local(status: Int, contentType: String, body: [UInt8])
+        case reject(OpenAIError)
+        /// `rewritten` (the caller's buffer) holds the body to send when it had to change.
+        case forward(pool: UpstreamPool, features: RequestFeatures?, arm: String?)
+    }
+
+    /// Inspect, then resolve the model (when `models:` is configured).
+    func plan(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
+              headerNamed: (String) -> UnsafeRawBufferPointer?, rewritten: inout ByteBuffer) -> Plan {
+        var features: RequestFeatures?
+        do {
+            features = try inspect(method: method, path: path, body: body)
+        } catch {
+            return .reject(error)
+        }
+        let table = modelTable
+        guard !table.isEmpty else {
+            guard let pool = defaultPool else { return .reject(.unavailable("No pool is configured.")) }
+            var f = features
+            if f != nil, let b = rewrittenBody(body, &f!, model: nil) { rewritten = b }
+            return .forward(pool: pool, features: f, arm: nil)
+        }
+        guard var f = features else {
+            var p = path
+            if let q = p.firstIndex(of: UInt8(ascii: "?")) { p = UnsafeRawBufferPointer(rebasing: p[..<q]) }
+            if method == .get && p.elementsEqual("/v1/models".utf8) {
+                return .local(status: 200, contentType: "application/json", body: table.modelList(created: loadedAt))
+            }
+            if method == .get && p.elementsEqual("/health".utf8) {
+                return .local(status: 200, contentType: "text/plain", body: [])
+            }
+            return .reject(.client(404, "Unknown request path; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.",
+                                   code: "not_found"))
+        }
+        let raw = UnsafeRawBufferPointer(rebasing: body[Int(f.scanned.model.start)..<Int(f.scanned.model.end)])
+        var decoded: [UInt8] = []
+        if f.scanned.modelEscaped { decoded = Array(JSONString.decode(body, f.scanned.model).utf8) }
+        let resolved = decoded.withUnsafeBytes { d -> ResolvedTarget? in
+            let name = f.scanned.modelEscaped ? d : raw
+            return table.resolve(name, stickyKey: { sticky in
+                switch sticky {
+                case .none: return nil
+                case .user:
+                    guard let u = f.scanned.user else { return nil }
+                    return ModelTable.hash(UnsafeRawBufferPointer(rebasing: body[Int(u.start)..<Int(u.end)]))
+                case .header(let name):
+                    return headerNamed(name).map { ModelTable.hash($0) }
+                }
+            }, random: { self.nextRandom() })
+        }
+        guard let t = resolved else {
+            let name = f.scanned.modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
+            return .reject(.modelNotFound(name))
+        }
+        if let b = rewrittenBody(body, &f, model: t.rewriteModel || f.scanned.modelEscaped ? t.upstreamModel : nil) { rewritten = b }
+        f.adapter = t.adapter
+        return .forward(pool: pools[t.pool], features: f, arm: t.arm)
     }
 }
