@@ -43,6 +43,6 @@ let package = Package(
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
 
         // programs
-        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO"], swiftSettings: strict),
+        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP"], swiftSettings: strict),
     ]
 )

@@ -20,9 +20,15 @@ public struct GatewaySettings: Sendable {
         public var address: SocketAddress
         /// `host:port` as configured, sent as Host when the client sent none and used in logs.
         public var authority: String
-        public init(address: SocketAddress, authority: String) {
+        /// TLS to this endpoint (`https://` URLs).
+        public var tls: UpstreamTLS?
+        public init(address: SocketAddress, authority: String, tls: UpstreamTLS? = nil) {
             self.address = address
             self.authority = authority
+            self.tls = tls
+        }
+        public static func == (a: Endpoint, b: Endpoint) -> Bool {
+            a.address == b.address && a.authority == b.authority && a.tls === b.tls
         }
     }
 

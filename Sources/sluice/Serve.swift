@@ -1,5 +1,6 @@
 import Glibc
 import SluiceGateway
+import SluiceHTTP
 import SluiceIO
 
 /// `sluice serve`: runs the gateway until SIGINT/SIGTERM (graceful stop, exit 0); SIGHUP reloads
@@ -9,7 +10,7 @@ import SluiceIO
 ///   sluice serve --listen 127.0.0.1:8080 --endpoint http://127.0.0.1:8000 [--endpoint ...]
 ///                [--workers N] [--admin 127.0.0.1:9090] [--drain-delay 5s] [--grace 30s]
 enum Serve {
-    static let valued: Set<String> = ["config", "listen", "endpoint", "workers", "admin", "drain-delay", "grace"]
+    static let valued: Set<String> = ["config", "listen", "endpoint", "workers", "admin", "drain-delay", "grace", "upstream-ca"]
 
     static func run(_ o: Options) throws -> Int32 {
         let source: SettingsSource
@@ -49,7 +50,9 @@ enum Serve {
         guard let address = SocketAddress(listen) else { throw UsageError("--listen: '\(listen)' is not host:port") }
         var endpoints: [GatewaySettings.Endpoint] = []
         for url in o.all("endpoint") {
-            guard let e = parseEndpointURL(url) else { throw UsageError("--endpoint: '\(url)' is not http://host:port") }
+            guard let e = parseEndpointURL(url, caFile: o.value("upstream-ca")) else {
+                throw UsageError("--endpoint: '\(url)' is not http(s)://host:port")
+            }
             endpoints.append(e)
         }
         var s = GatewaySettings(listen: [.init(address: address)], workers: try o.int("workers", default: 0),
@@ -64,15 +67,22 @@ enum Serve {
     }
 }
 
-/// `http://host:port` (a numeric host, or a name resolved now) → an endpoint.
-func parseEndpointURL(_ url: String) -> GatewaySettings.Endpoint? {
-    guard url.hasPrefix("http://") else { return nil }
-    var rest = url.dropFirst(7)
+/// `http://host:port` or `https://host:port` (a numeric host, or a name resolved now) → an
+/// endpoint; https verifies the server against `caFile` (or the system store) and its name.
+func parseEndpointURL(_ url: String, caFile: String? = nil) -> GatewaySettings.Endpoint? {
+    let tls = url.hasPrefix("https://")
+    guard url.hasPrefix("http://") || tls else { return nil }
+    var rest = url.dropFirst(tls ? 8 : 7)
     if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
     guard let (host, port) = SocketAddress.split(String(rest)) else { return nil }
     let address = SocketAddress(numericHost: host, port: port) ?? (try? SocketAddress.resolve(host: host, port: port))?.first
     guard let address else { return nil }
-    return GatewaySettings.Endpoint(address: address, authority: String(rest))
+    var upstreamTLS: UpstreamTLS? = nil
+    if tls {
+        guard let ctx = try? TLSClientContext(caFile: caFile) else { return nil }
+        upstreamTLS = UpstreamTLS(context: ctx, serverName: host)
+    }
+    return GatewaySettings.Endpoint(address: address, authority: String(rest), tls: upstreamTLS)
 }
 
 /// Where the settings come from, and how to reload them.

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SluiceGateway
+import SluiceHTTP
 import SluiceIO
 import Testing
 
@@ -86,5 +87,50 @@ func makeCertificate(_ dir: URL, name: String = "server") throws -> (cert: Strin
         let b = try makeCertificate(dir, name: "b")
         #expect(throws: (any Error).self) { _ = try ListenerTLS(certificateChain: a.cert, privateKey: b.key) }
         #expect(throws: (any Error).self) { _ = try ListenerTLS(certificateChain: "/nonexistent.crt", privateKey: a.key) }
+    }
+}
+
+@Suite(.serialized) struct UpstreamTLSTests {
+    /// Sluice B → (TLS) → Sluice A → upstream: B verifies A's certificate against the CA file and
+    /// the name; a wrong CA fails the handshake and gives a 502.
+    @Test func poolsBehindTLSAreVerified() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-utls-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (cert, key) = try makeCertificate(dir)
+        let other = try makeCertificate(dir, name: "other")
+        let up = try TestUpstream(standardHandler())
+        defer { up.stop() }
+        let aPort = freePort()
+        let a = try Gateway(settings: {
+            var s = GatewaySettings(listen: [.init(address: SocketAddress("127.0.0.1:\(aPort)")!,
+                                                   tls: try ListenerTLS(certificateChain: cert, privateKey: key))],
+                                    workers: 1, pools: [.init(name: "default", endpoints: [up.endpoint])])
+            s.timeouts.drainDelay = .zero
+            s.telemetry.interval = .zero
+            s.health.interval = .zero
+            return s
+        }())
+        try a.start()
+        defer { a.stop(grace: .seconds(1)) }
+        func endpoint(ca: String) throws -> GatewaySettings.Endpoint {
+            GatewaySettings.Endpoint(address: SocketAddress("127.0.0.1:\(aPort)")!, authority: "127.0.0.1:\(aPort)",
+                                     tls: UpstreamTLS(context: try TLSClientContext(caFile: ca), serverName: "127.0.0.1"))
+        }
+        let (b, bPort) = try startGateway([try endpoint(ca: cert)]) { $0.upstream.retries = 0 }
+        defer { b.stop(grace: .seconds(1)) }
+        let c = try TestClient(port: bPort)
+        for _ in 0..<3 {
+            c.send(request("POST", "/echo", body: "over tls"))
+            let r = try #require(c.response())
+            #expect(r.status == 200)
+            #expect(r.text.contains("x-forwarded-proto: https"))
+            #expect(r.text.hasSuffix("over tls"))
+        }
+        let (bad, badPort) = try startGateway([try endpoint(ca: other.cert)]) { $0.upstream.retries = 0 }
+        defer { bad.stop(grace: .seconds(1)) }
+        let c2 = try TestClient(port: badPort)
+        c2.send(request("GET", "/echo"))
+        #expect(c2.response()?.status == 502)
     }
 }

@@ -76,7 +76,7 @@ final class Exchange {
         upstream = conn
         ep.runtime.inflight.add(1, ordering: .relaxed)
         client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
-        phase = conn.state == .connecting ? .connecting : .waiting
+        phase = conn.state == .connecting || conn.state == .handshaking ? .connecting : .waiting
         let t = settings.timeouts
         arm(phase == .connecting ? t.upstreamConnect : t.upstreamFirstByte)
         conn.begin(self, requestMethod: method)

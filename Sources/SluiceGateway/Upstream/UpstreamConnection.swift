@@ -13,9 +13,10 @@ import SluiceIO
 /// (head copied, body borrowed from the client's buffer) and reads the response, which it hands
 /// to the exchange in place: read buffers move into the client's write queue, never copied.
 final class UpstreamConnection: EventHandler {
-    enum State { case connecting, active, idle, closed }
+    enum State { case connecting, handshaking, active, idle, closed }
 
-    let fd: Int32
+    let transport: Transport
+    var fd: Int32 { transport.fd }
     let endpoint: UpstreamPool.Endpoint
     unowned(unsafe) let pool: UpstreamPool
     unowned(unsafe) let loop: EventLoop
@@ -43,7 +44,11 @@ final class UpstreamConnection: EventHandler {
     private var idleTimer: Timer?
 
     private init(fd: Int32, endpoint: UpstreamPool.Endpoint, pool: UpstreamPool, loop: EventLoop, settings: GatewaySettings) {
-        self.fd = fd
+        if let tls = endpoint.config.tls {
+            transport = Transport(tlsClient: fd, context: tls.context, serverName: tls.serverName)
+        } else {
+            transport = Transport(plain: fd)
+        }
         self.endpoint = endpoint
         self.pool = pool
         self.loop = loop
@@ -64,8 +69,33 @@ final class UpstreamConnection: EventHandler {
             Sys.close(fd)
             throw error
         }
-        if case .processed = result { c.state = .active; c.canWrite = true }
+        if case .processed = result {
+            c.canWrite = true
+            c.connected()
+        }
         return c
+    }
+
+    /// TCP is up: start TLS if the endpoint needs it, else the connection is ready.
+    private func connected() {
+        if transport.handshakeDone {
+            state = .active
+            exchange?.upstreamConnected()
+        } else {
+            state = .handshaking
+            continueHandshake()
+        }
+    }
+
+    private func continueHandshake() {
+        switch transport.handshake() {
+        case .wouldBlock: return
+        case .failed: fail(connectError: true)
+        case .done:
+            state = .active
+            exchange?.upstreamConnected()
+            flush()
+        }
     }
 
     // MARK: lifecycle
@@ -124,7 +154,7 @@ final class UpstreamConnection: EventHandler {
         out.removeAll()
         out.releaseArena()
         inbuf.release()
-        Sys.close(fd)
+        transport.close()
         exchange = nil
     }
 
@@ -150,10 +180,13 @@ final class UpstreamConnection: EventHandler {
                     fail(connectError: true)
                     return
                 }
-                state = .active
-                exchange?.upstreamConnected()
+                connected()
             }
             if state == .active { flush() }
+        }
+        if state == .handshaking {
+            continueHandshake()
+            return
         }
         if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup | EventLoop.Events.error) != 0 {
             canRead = true
@@ -165,7 +198,7 @@ final class UpstreamConnection: EventHandler {
                 close()
             case .active:
                 readResponse()
-            case .connecting, .closed:
+            case .connecting, .handshaking, .closed:
                 break
             }
         }
@@ -174,7 +207,7 @@ final class UpstreamConnection: EventHandler {
     private func flush() {
         guard !out.isEmpty else { return }
         do {
-            _ = try out.flush(to: fd)
+            _ = try transport.flush(&out)
         } catch {
             fail(connectError: false)
         }
@@ -204,7 +237,7 @@ final class UpstreamConnection: EventHandler {
             let result: IOResult<Int>
             do {
                 let w = inbuf.writable
-                result = try Sys.read(fd, w.baseAddress!, w.count)
+                result = try transport.read(w)
             } catch {
                 fail(connectError: false)
                 return

@@ -67,3 +67,28 @@ public final class TLSContext: @unchecked Sendable {
     // Also runs when init throws after `ctx` was set, which frees it on the error paths.
     deinit { SSL_CTX_free(ctx) }
 }
+
+/// A client TLS configuration for upstream connections (pools behind TLS): TLS 1.2+, the
+/// server's certificate verified against `caFile` (or the system store) and its name, ALPN
+/// `http/1.1`.
+public final class TLSClientContext: @unchecked Sendable {
+    let ctx: OpaquePointer
+    public let verify: Bool
+
+    public init(caFile: String? = nil, verify: Bool = true) throws(TLSError) {
+        guard let c = SSL_CTX_new(TLS_client_method()) else { throw TLSError("SSL_CTX_new failed") }
+        ctx = c
+        self.verify = verify
+        _ = sluice_SSL_CTX_set_min_proto_version(ctx, sluice_TLS1_2_VERSION())
+        _ = sluice_SSL_CTX_set_mode(ctx, sluice_SSL_MODE_PARTIAL_AND_MOVING())
+        if verify {
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+            let ok = caFile.map { SSL_CTX_load_verify_locations(ctx, $0, nil) } ?? SSL_CTX_set_default_verify_paths(ctx)
+            if ok != 1 { throw TLSError("cannot load CA file \(caFile ?? "(system default)")") }
+        }
+        let alpn: [UInt8] = [8] + Array("http/1.1".utf8)
+        _ = alpn.withUnsafeBufferPointer { SSL_CTX_set_alpn_protos(ctx, $0.baseAddress, UInt32($0.count)) }
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+}

@@ -11,6 +11,7 @@ public final class Transport {
     private var ssl: OpaquePointer?
     /// Holds the context alive as long as the connection uses it.
     private let context: TLSContext?
+    private let clientContext: TLSClientContext?
     public private(set) var handshakeDone: Bool
     private var closed = false
     /// TLS write staging: small queue chunks are coalesced into full records.
@@ -22,12 +23,27 @@ public final class Transport {
         self.fd = fd
         ssl = nil
         context = nil
+        clientContext = nil
         handshakeDone = true
+    }
+
+    /// The client side of TLS to an upstream named `serverName` (SNI and certificate name check).
+    public init(tlsClient fd: Int32, context: TLSClientContext, serverName: String) {
+        self.fd = fd
+        self.context = nil
+        clientContext = context
+        ssl = SSL_new(context.ctx)
+        SSL_set_fd(ssl, fd)
+        _ = sluice_SSL_set_tlsext_host_name(ssl, serverName)
+        if context.verify { SSL_set1_host(ssl, serverName) }
+        SSL_set_connect_state(ssl)
+        handshakeDone = false
     }
 
     public init(tls fd: Int32, context: TLSContext) {
         self.fd = fd
         self.context = context
+        clientContext = nil
         ssl = SSL_new(context.ctx)
         SSL_set_fd(ssl, fd)
         SSL_set_accept_state(ssl)
