@@ -25,6 +25,7 @@ let package = Package(
         .target(name: "CSluiceLinux"),
         .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
 
         // I/O core
         .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
@@ -43,6 +44,7 @@ let package = Package(
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
 
         // programs
-        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP"], swiftSettings: strict),
+        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "CYAML"], swiftSettings: strict),
+        .testTarget(name: "sluiceTests", dependencies: ["sluice", "SluiceGateway"]),
     ]
 )

@@ -40,6 +40,10 @@ public final class Gateway: @unchecked Sendable {
     /// Unix time (seconds) of the last successful config load.
     public let loadedAt = Atomic<Int>(WallClock.now().seconds)
 
+    /// Where the config came from and a digest of its text (for `/admin/config`); set by the
+    /// program that loads it.
+    public let configSource = Mutex<(path: String, digest: String)>(("(flags)", ""))
+
     func recordReload(failed: Bool) {
         if failed { reloadFailures.add(1, ordering: .relaxed) } else { loadedAt.store(WallClock.now().seconds, ordering: .relaxed) }
     }

@@ -28,6 +28,7 @@ enum Serve {
         Signals.block(signals)
         let gateway = try Gateway(settings: settings)
         try gateway.start()
+        if case .file(let path) = source { gateway.configSource.withLock { $0 = (path, fileDigest(path)) } }
         for l in settings.listen { log("listening on \(l.address)\(l.tls != nil ? " (TLS)" : "")") }
         if let a = settings.admin { log("admin on \(a)") }
         log("\(gateway.workerCount) worker(s); pools: " + settings.pools.map { "\($0.name) (\($0.dns.map { "dns \($0.host):\($0.port)" } ?? "\($0.endpoints.count) endpoints"))" }.joined(separator: ", "))
@@ -101,7 +102,9 @@ enum SettingsSource {
         guard case .file(let path) = self else { return nil }
         return ConfigReloader(path: path, gateway: gateway, load: { try ConfigFile.load(path) }) { result in
             switch result {
-            case .success(let generation): log("config reloaded from \(path) (generation \(generation))")
+            case .success(let generation):
+                gateway.configSource.withLock { $0 = (path, fileDigest(path)) }
+                log("config reloaded from \(path) (generation \(generation))")
             case .failure(let error): log("config reload failed, keeping the previous config:\n\(error)")
             }
         }
@@ -131,4 +134,13 @@ func parseDuration(_ text: String, flag: String) throws(UsageError) -> Duration 
         if let n = Int64(text.dropLast(suffix.count)), n >= 0 { return .nanoseconds(n * ns) }
     }
     throw UsageError("--\(flag): '\(text)' is not a duration like 250ms, 10s, 5m")
+}
+
+/// A short digest of a file's bytes (FNV-1a 64), to tell config versions apart in /admin/config.
+func fileDigest(_ path: String) -> String {
+    guard let text = readWholeFile(path) else { return "" }
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    let s = String(h, radix: 16)
+    return String(repeating: "0", count: 16 - s.count) + s
 }

@@ -31,6 +31,8 @@ struct Sluice {
                 print("sluice \(version)")
             case "serve":
                 exit(try Serve.run(Options(args.dropFirst(2), valued: Serve.valued)))
+            case "validate":
+                exit(try Validate.run(Options(args.dropFirst(2), valued: [])))
             case "-h", "--help", "help":
                 print(usage)
             default:

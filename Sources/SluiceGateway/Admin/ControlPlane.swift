@@ -79,6 +79,24 @@ final class ControlPlane: @unchecked Sendable {
         case "/readyz":
             let (ready, why) = gateway.readiness()
             r.respond(status: ready ? 200 : 503, contentType: "text/plain", ready ? "ready\n" : "not ready: \(why)\n")
+        case "/admin/config":
+            // What is in force: generation, source, digest and load time. No values are shown,
+            // so nothing secret can leak here.
+            var w = JSONWriter()
+            let src = gateway.configSource.withLock { $0 }
+            let s = gateway.currentSettings
+            w.beginObject()
+            w.field("generation", gateway.generation)
+            w.field("source", src.path)
+            w.field("digest", src.digest)
+            w.field("loaded_at", gateway.loadedAt.load(ordering: .relaxed))
+            w.field("reload_failures", gateway.reloadFailures.load(ordering: .relaxed))
+            w.field("workers", gateway.workerCount)
+            w.field("listeners", s.listen.map { $0.address.description + ($0.tls != nil ? " (tls)" : "") })
+            w.field("pools", s.pools.map { "\($0.name): \($0.endpoints.count) endpoint(s)" })
+            w.field("models", s.models.map(\.name))
+            w.endObject()
+            r.respond(status: 200, headers: [("Content-Type", "application/json")], body: w.bytes)
         case "/admin/endpoints":
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: endpointsJSON())
         default:

@@ -1,0 +1,383 @@
+import Glibc
+import SluiceGateway
+import SluiceHTTP
+import SluiceIO
+
+/// One problem in a config file: where (path and line) and what.
+struct ConfigIssue: CustomStringConvertible {
+    var path: String
+    var message: String
+    var line: Int
+    var description: String { "\(path): \(message) (line \(line))" }
+}
+
+struct ConfigInvalid: Error, CustomStringConvertible {
+    var file: String
+    var issues: [ConfigIssue]
+    var description: String {
+        "\(file) is invalid:\n" + issues.map { "  " + $0.description }.joined(separator: "\n")
+    }
+}
+
+/// Reads the YAML config into gateway settings, collecting every problem (unknown keys, wrong
+/// types, bad values, cross-references) rather than stopping at the first. Defaults are those of
+/// `GatewaySettings` (one place); docs/configuration.md lists every key.
+struct ConfigLoader {
+    private(set) var issues: [ConfigIssue] = []
+
+    static func load(path: String) throws -> GatewaySettings {
+        guard let text = readWholeFile(path) else {
+            throw ConfigInvalid(file: path, issues: [ConfigIssue(path: path, message: "cannot read the file", line: 0)])
+        }
+        return try load(text: text, file: path)
+    }
+
+    static func load(text: String, file: String = "config") throws -> GatewaySettings {
+        let root: YAMLNode
+        do {
+            root = try YAMLNode.parse(text)
+        } catch {
+            throw ConfigInvalid(file: file, issues: [ConfigIssue(path: "(document)", message: error.description, line: 0)])
+        }
+        var loader = ConfigLoader()
+        let s = loader.settings(root)
+        if !loader.issues.isEmpty { throw ConfigInvalid(file: file, issues: loader.issues) }
+        return s!
+    }
+
+    // MARK: the schema
+
+    mutating func settings(_ root: YAMLNode) -> GatewaySettings? {
+        var s = GatewaySettings(listen: [], workers: 0, pools: [])
+        guard let top = map(root, "(document)") else { return nil }
+        let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models"]
+        for (key, keyLine, value) in top where !known.contains(key) {
+            _ = value
+            let later = ["redis", "cache", "rate_limits", "auth", "logging", "metrics"].contains(key)
+            issue(key, later ? "not supported by this version of Sluice yet" : "unknown key", keyLine)
+        }
+        func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
+
+        if let l = child("listen") {
+            for (i, item) in seq(l, "listen").enumerated() {
+                let p = "listen[\(i)]"
+                guard let m = map(item, p) else { continue }
+                unknown(m, p, ["address", "tls", "http2"])
+                let address = addr(m, p, "address", required: true)
+                var tls: ListenerTLS? = nil
+                let http2 = bool(m, p, "http2") ?? true
+                if !http2 { s.http2 = false }
+                if let t = field(m, "tls"), let tm = map(t, "\(p).tls") {
+                    unknown(tm, "\(p).tls", ["cert", "key"])
+                    if let cert = str(tm, "\(p).tls", "cert", required: true), let key = str(tm, "\(p).tls", "key", required: true) {
+                        do { tls = try ListenerTLS(certificateChain: cert, privateKey: key, http2: http2) } catch {
+                            issue("\(p).tls", error.description, t.line)
+                        }
+                    }
+                }
+                if let address { s.listen.append(.init(address: address, tls: tls)) }
+            }
+        } else {
+            s.listen = [.init(address: SocketAddress("0.0.0.0:8080")!)]
+        }
+        if s.listen.isEmpty && child("listen") != nil { issue("listen", "needs at least one address", child("listen")!.line) }
+        if let a = child("admin"), let m = map(a, "admin") {
+            unknown(m, "admin", ["address"])
+            s.admin = addr(m, "admin", "address", required: true)
+        } else {
+            s.admin = SocketAddress("127.0.0.1:9090")
+        }
+        if let w = child("workers") { s.workers = int(w, "workers", min: 0, max: 1024) ?? 0 }
+
+        if let n = child("limits"), let m = map(n, "limits") {
+            let p = "limits"
+            unknown(m, p, ["max_connections", "max_connections_per_worker", "max_header_bytes", "max_header_count",
+                           "max_request_line", "max_body_bytes", "max_concurrent_streams"])
+            if let v = intField(m, p, "max_connections", min: 1) { s.limits.maxConnections = v }
+            if let v = intField(m, p, "max_connections_per_worker", min: 1) { s.limits.maxConnectionsPerWorker = v }
+            if let v = sizeField(m, p, "max_header_bytes", min: 1024) { s.limits.head.maxHeadBytes = v }
+            if let v = intField(m, p, "max_header_count", min: 1) { s.limits.head.maxHeaderCount = v }
+            if let v = sizeField(m, p, "max_request_line", min: 256) { s.limits.head.maxRequestLine = v }
+            if let v = sizeField(m, p, "max_body_bytes", min: 1) { s.limits.maxBodyBytes = v }
+            if let v = intField(m, p, "max_concurrent_streams", min: 1) { s.limits.maxConcurrentStreams = v }
+        }
+        if let n = child("timeouts"), let m = map(n, "timeouts") {
+            let p = "timeouts"
+            let keys: [(String, WritableKeyPath<GatewaySettings.Timeouts, Duration>)] = [
+                ("client_header", \.clientHeader), ("client_body", \.clientBody), ("idle", \.idle),
+                ("upstream_connect", \.upstreamConnect), ("upstream_first_byte", \.upstreamFirstByte),
+                ("upstream_idle", \.upstreamIdle), ("request", \.request), ("grace", \.grace), ("drain_delay", \.drainDelay),
+            ]
+            unknown(m, p, keys.map(\.0))
+            for (k, kp) in keys { if let d = durationField(m, p, k) { s.timeouts[keyPath: kp] = d } }
+        }
+        if let n = child("upstream"), let m = map(n, "upstream") {
+            let p = "upstream"
+            unknown(m, p, ["keepalive_per_endpoint", "max_idle_time", "retries"])
+            if let v = intField(m, p, "keepalive_per_endpoint", min: 0) { s.upstream.keepalivePerEndpoint = v }
+            if let v = durationField(m, p, "max_idle_time") { s.upstream.maxIdleTime = v }
+            if let v = intField(m, p, "retries", min: 0, max: 10) { s.upstream.retries = v }
+        }
+        if let n = child("proxy"), let m = map(n, "proxy") {
+            unknown(m, "proxy", ["x_forwarded", "via", "request_usage"])
+            if let v = bool(m, "proxy", "x_forwarded") { s.proxy.xForwarded = v }
+            if let v = bool(m, "proxy", "via") { s.proxy.via = v }
+            if let v = bool(m, "proxy", "request_usage") { s.proxy.requestUsage = v }
+        }
+        if let n = child("health"), let m = map(n, "health") {
+            let p = "health"
+            unknown(m, p, ["path", "interval", "timeout", "unhealthy_threshold", "eject_base", "max_eject"])
+            if let v = str(m, p, "path") { s.health.path = v }
+            if let v = durationField(m, p, "interval") { s.health.interval = v }
+            if let v = durationField(m, p, "timeout") { s.health.timeout = v }
+            if let v = intField(m, p, "unhealthy_threshold", min: 1) { s.health.unhealthyThreshold = v }
+            if let v = durationField(m, p, "eject_base") { s.health.ejectBase = v }
+            if let v = durationField(m, p, "max_eject") { s.health.maxEject = v }
+        }
+        if let n = child("telemetry"), let m = map(n, "telemetry") {
+            let p = "telemetry"
+            unknown(m, p, ["interval", "timeout", "staleness", "metrics_path", "models_path"])
+            if let v = durationField(m, p, "interval") { s.telemetry.interval = v }
+            if let v = durationField(m, p, "timeout") { s.telemetry.timeout = v }
+            if let v = durationField(m, p, "staleness") { s.telemetry.staleness = v }
+            if let v = str(m, p, "metrics_path") { s.telemetry.metricsPath = v }
+            if let v = str(m, p, "models_path") { s.telemetry.modelsPath = v }
+        }
+        if let n = child("pools") {
+            for (i, item) in seq(n, "pools").enumerated() {
+                let p = "pools[\(i)]"
+                guard let m = map(item, p) else { continue }
+                unknown(m, p, ["name", "endpoints", "dns", "dns_interval", "tls"])
+                guard let name = str(m, p, "name", required: true) else { continue }
+                if s.pools.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate pool name '\(name)'", item.line) }
+                var tlsCA: String? = nil
+                var verify = true
+                var serverName: String? = nil
+                if let t = field(m, "tls"), let tm = map(t, "\(p).tls") {
+                    unknown(tm, "\(p).tls", ["ca_file", "server_name", "verify"])
+                    tlsCA = str(tm, "\(p).tls", "ca_file")
+                    serverName = str(tm, "\(p).tls", "server_name")
+                    verify = bool(tm, "\(p).tls", "verify") ?? true
+                }
+                var pool = GatewaySettings.Pool(name: name, endpoints: [])
+                if let e = field(m, "endpoints") {
+                    for (j, u) in seq(e, "\(p).endpoints").enumerated() {
+                        guard case .scalar(let url, let line, _) = u else { issue("\(p).endpoints[\(j)]", "must be a URL string", u.line); continue }
+                        guard let ep = endpoint(url, caFile: tlsCA, verify: verify, serverName: serverName) else {
+                            issue("\(p).endpoints[\(j)]", "'\(url)' is not an http:// or https:// URL with host and port", line)
+                            continue
+                        }
+                        pool.endpoints.append(ep)
+                    }
+                }
+                if let d = str(m, p, "dns") {
+                    if let (host, port) = SocketAddress.split(d) { pool.dns = (host, port) } else {
+                        issue("\(p).dns", "'\(d)' is not host:port", field(m, "dns")!.line)
+                    }
+                }
+                if let d = durationField(m, p, "dns_interval") { pool.dnsInterval = d }
+                if field(m, "endpoints") == nil && pool.dns == nil { issue(p, "needs endpoints or dns", item.line) }
+                if field(m, "endpoints") != nil && pool.dns != nil { issue(p, "has both endpoints and dns; choose one", item.line) }
+                s.pools.append(pool)
+            }
+        }
+        if s.pools.isEmpty { issue("pools", "at least one pool is required", root.line) }
+        if let n = child("models") {
+            for (i, item) in seq(n, "models").enumerated() {
+                let p = "models[\(i)]"
+                guard let m = map(item, p) else { continue }
+                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky"])
+                guard let name = str(m, p, "name", required: true) else { continue }
+                if s.models.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate model name '\(name)'", item.line) }
+                var model = GatewaySettings.Model(name: name, pool: str(m, p, "pool"), upstreamModel: str(m, p, "upstream_model"),
+                                                  adapter: str(m, p, "adapter"))
+                model.adapterPath = str(m, p, "adapter_path")
+                if let sp = field(m, "split") {
+                    for (j, armNode) in seq(sp, "\(p).split").enumerated() {
+                        let ap = "\(p).split[\(j)]"
+                        guard let am = map(armNode, ap) else { continue }
+                        unknown(am, ap, ["model", "weight"])
+                        guard let target = str(am, ap, "model", required: true) else { continue }
+                        let weight = number(am, ap, "weight") ?? 1
+                        if weight <= 0 { issue("\(ap).weight", "must be > 0", field(am, "weight")?.line ?? armNode.line) }
+                        model.split.append((target, weight))
+                    }
+                    if model.split.isEmpty { issue("\(p).split", "needs at least one arm", sp.line) }
+                }
+                if let st = str(m, p, "sticky") {
+                    switch st {
+                    case "none": model.sticky = .none
+                    case "user": model.sticky = .user
+                    default:
+                        if st.hasPrefix("header:") && st.count > 7 { model.sticky = .header(String(st.dropFirst(7))) } else {
+                            issue("\(p).sticky", "must be none, user or header:NAME", field(m, "sticky")!.line)
+                        }
+                    }
+                }
+                if model.pool == nil && model.split.isEmpty { issue(p, "needs a pool or a split", item.line) }
+                if model.pool != nil && !model.split.isEmpty { issue(p, "has both pool and split; choose one", item.line) }
+                if let pool = model.pool, !s.pools.contains(where: { $0.name == pool }) {
+                    issue("\(p).pool", "no pool named '\(pool)'", field(m, "pool")!.line)
+                }
+                if name.contains(where: { $0 == "\"" || $0 == "\\" }) { issue("\(p).name", "must not contain quotes or backslashes", item.line) }
+                s.models.append(model)
+            }
+            // Split arms exist and splits are not cyclic.
+            for (i, model) in s.models.enumerated() {
+                for (j, arm) in model.split.enumerated() where !s.models.contains(where: { $0.name == arm.model }) {
+                    issue("models[\(i)].split[\(j)].model", "no model named '\(arm.model)'", modelLine(n, i))
+                }
+                var seen: Set<String> = [model.name]
+                var frontier = model.split.map(\.model)
+                while let next = frontier.popLast() {
+                    if next == model.name { issue("models[\(i)].split", "is cyclic (reaches '\(model.name)' again)", modelLine(n, i)); break }
+                    if !seen.insert(next).inserted { continue }
+                    frontier += s.models.first { $0.name == next }?.split.map(\.model) ?? []
+                }
+            }
+        }
+        // Listeners and the admin listener must not collide.
+        var ports: [SocketAddress] = s.listen.map(\.address)
+        if let a = s.admin { ports.append(a) }
+        for (i, a) in ports.enumerated() where a.port != 0 && ports[..<i].contains(where: { $0.port == a.port && ($0 == a || $0.host == "0.0.0.0" || a.host == "0.0.0.0") }) {
+            issue(i < s.listen.count ? "listen[\(i)].address" : "admin.address", "port \(a.port) is used twice", root.line)
+        }
+        return s
+    }
+
+    private func modelLine(_ models: YAMLNode, _ i: Int) -> Int {
+        if case .sequence(let items, _) = models, i < items.count { return items[i].line }
+        return models.line
+    }
+
+    // MARK: typed readers
+
+    private mutating func issue(_ path: String, _ message: String, _ line: Int) {
+        issues.append(ConfigIssue(path: path, message: message, line: line))
+    }
+
+    private mutating func map(_ n: YAMLNode, _ path: String) -> [(key: String, keyLine: Int, value: YAMLNode)]? {
+        if case .mapping(let m, _) = n { return m }
+        if case .scalar(let s, _, false) = n, s.isEmpty || s == "null" || s == "~" { return [] }
+        issue(path, "must be a mapping", n.line)
+        return nil
+    }
+
+    private mutating func seq(_ n: YAMLNode, _ path: String) -> [YAMLNode] {
+        if case .sequence(let items, _) = n { return items }
+        issue(path, "must be a list", n.line)
+        return []
+    }
+
+    private func field(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ k: String) -> YAMLNode? {
+        m.first { $0.key == k }?.value
+    }
+
+    private mutating func unknown(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ path: String, _ known: [String]) {
+        for (k, line, _) in m where !known.contains(k) { issue("\(path).\(k)", "unknown key", line) }
+    }
+
+    private mutating func str(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, required: Bool = false) -> String? {
+        guard let n = field(m, k) else {
+            if required { issue("\(p).\(k)", "is required", m.first?.keyLine ?? 0) }
+            return nil
+        }
+        guard case .scalar(let s, _, _) = n else { issue("\(p).\(k)", "must be a string", n.line); return nil }
+        return s
+    }
+
+    private mutating func bool(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String) -> Bool? {
+        guard let n = field(m, k) else { return nil }
+        if case .scalar(let s, _, false) = n {
+            if ["true", "yes", "on"].contains(s) { return true }
+            if ["false", "no", "off"].contains(s) { return false }
+        }
+        issue("\(p).\(k)", "must be true or false", n.line)
+        return nil
+    }
+
+    private mutating func int(_ n: YAMLNode, _ path: String, min: Int = Int.min, max: Int = Int.max) -> Int? {
+        guard case .scalar(let s, _, false) = n, let v = Int(s) else { issue(path, "must be an integer", n.line); return nil }
+        guard v >= min && v <= max else { issue(path, "must be between \(min) and \(max)", n.line); return nil }
+        return v
+    }
+
+    private mutating func intField(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, min: Int = Int.min, max: Int = Int.max) -> Int? {
+        field(m, k).flatMap { int($0, "\(p).\(k)", min: min, max: max) }
+    }
+
+    private mutating func number(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String) -> Double? {
+        guard let n = field(m, k) else { return nil }
+        guard case .scalar(let s, _, false) = n, let v = Double(s), v.isFinite else { issue("\(p).\(k)", "must be a number", n.line); return nil }
+        return v
+    }
+
+    private mutating func addr(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, required: Bool) -> SocketAddress? {
+        guard let s = str(m, p, k, required: required) else { return nil }
+        if let a = SocketAddress(s) { return a }
+        if let (host, port) = SocketAddress.split(s), let a = (try? SocketAddress.resolve(host: host, port: port))?.first { return a }
+        issue("\(p).\(k)", "'\(s)' is not host:port", field(m, k)!.line)
+        return nil
+    }
+
+    private mutating func durationField(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String) -> Duration? {
+        guard let n = field(m, k) else { return nil }
+        guard case .scalar(let s, _, _) = n, let d = Self.parseDuration(s) else {
+            issue("\(p).\(k)", "must be a duration like 250ms, 10s, 5m or 1h", n.line)
+            return nil
+        }
+        return d
+    }
+
+    private mutating func sizeField(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, min: Int) -> Int? {
+        guard let n = field(m, k) else { return nil }
+        guard case .scalar(let s, _, _) = n, let v = Self.parseSize(s) else {
+            issue("\(p).\(k)", "must be a size like 512, 64KiB, 8MiB or 1GiB", n.line)
+            return nil
+        }
+        if v < min { issue("\(p).\(k)", "must be at least \(min) bytes", n.line); return nil }
+        return v
+    }
+
+    /// `250ms`, `10s`, `5m`, `1h`; `0` (no unit) means disabled.
+    static func parseDuration(_ s: String) -> Duration? {
+        if s == "0" { return .zero }
+        for (suffix, ns) in [("ms", Int64(1_000_000)), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)] where s.hasSuffix(suffix) {
+            if let v = Double(s.dropLast(suffix.count)), v >= 0, v.isFinite, v * Double(ns) < 9e18 { return .nanoseconds(Int64(v * Double(ns))) }
+        }
+        return nil
+    }
+
+    /// `512` (bytes), `64KiB`, `8MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+    static func parseSize(_ s: String) -> Int? {
+        for (suffix, mult) in [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000)] where s.hasSuffix(suffix) {
+            if let v = Int(s.dropLast(suffix.count)), v >= 0, v <= Int.max / mult { return v * mult }
+            return nil
+        }
+        if let v = Int(s), v >= 0 { return v }
+        return nil
+    }
+
+    private func endpoint(_ url: String, caFile: String?, verify: Bool, serverName: String?) -> GatewaySettings.Endpoint? {
+        guard var e = parseEndpointURL(url, caFile: caFile) else { return nil }
+        if let tls = e.tls, (!verify || serverName != nil), let ctx = try? TLSClientContext(caFile: caFile, verify: verify) {
+            e.tls = UpstreamTLS(context: ctx, serverName: serverName ?? tls.serverName)
+        }
+        return e
+    }
+}
+
+func readWholeFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { return nil }
+        if n == 0 { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}

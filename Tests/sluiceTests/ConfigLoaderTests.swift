@@ -1,0 +1,147 @@
+import Foundation
+import SluiceGateway
+import Testing
+@testable import sluice
+
+@Suite struct ConfigLoaderTests {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func issues(_ yaml: String) -> [String] {
+        do {
+            _ = try ConfigLoader.load(text: yaml)
+            return []
+        } catch let e as ConfigInvalid {
+            return e.issues.map(\.description)
+        } catch {
+            return ["\(error)"]
+        }
+    }
+
+    @Test(arguments: [("250ms", 250_000_000), ("10s", 10_000_000_000), ("5m", 300_000_000_000), ("1h", 3_600_000_000_000),
+                      ("0", 0), ("1.5s", 1_500_000_000)])
+    func durations(_ text: String, _ ns: Int64) {
+        #expect(ConfigLoader.parseDuration(text) == .nanoseconds(ns))
+    }
+
+    @Test(arguments: ["", "10", "s", "-1s", "1d", "ten seconds", "1e30h"])
+    func badDurations(_ text: String) { #expect(ConfigLoader.parseDuration(text) == nil) }
+
+    @Test(arguments: [("512", 512), ("64KiB", 65536), ("8MiB", 8 << 20), ("1GiB", 1 << 30), ("2KB", 2000), ("0", 0)])
+    func sizes(_ text: String, _ n: Int) { #expect(ConfigLoader.parseSize(text) == n) }
+
+    @Test(arguments: ["", "KiB", "-1", "1.5MiB", "8 MiB", "1TiB", "99999999999999999GiB"])
+    func badSizes(_ text: String) { #expect(ConfigLoader.parseSize(text) == nil) }
+
+    @Test func defaultsApplyWhenKeysAreAbsent() throws {
+        let s = try ConfigLoader.load(text: "pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]")
+        let d = GatewaySettings(listen: [], workers: 0, pools: [])
+        #expect(s.listen.map(\.address.description) == ["0.0.0.0:8080"])
+        #expect(s.admin?.description == "127.0.0.1:9090")
+        #expect(s.workers == 0)
+        #expect(s.limits.maxBodyBytes == d.limits.maxBodyBytes)
+        #expect(s.timeouts.upstreamFirstByte == d.timeouts.upstreamFirstByte)
+        #expect(s.timeouts.drainDelay == d.timeouts.drainDelay)
+        #expect(s.telemetry.interval == d.telemetry.interval)
+        #expect(s.models.isEmpty)
+    }
+
+    @Test func everyKeyIsRead() throws {
+        let s = try ConfigLoader.load(text: """
+            listen: [{ address: "127.0.0.1:7000", http2: false }]
+            admin: { address: "127.0.0.1:7001" }
+            workers: 3
+            limits: { max_connections: 10, max_connections_per_worker: 5, max_header_bytes: 4KiB, max_header_count: 20,
+                      max_request_line: 1KiB, max_body_bytes: 1MiB, max_concurrent_streams: 7 }
+            timeouts: { client_header: 1s, client_body: 2s, idle: 3s, upstream_connect: 4s, upstream_first_byte: 5s,
+                        upstream_idle: 6s, request: 7s, grace: 8s, drain_delay: 9s }
+            upstream: { keepalive_per_endpoint: 11, max_idle_time: 12s, retries: 2 }
+            proxy: { x_forwarded: false, via: true, request_usage: false }
+            health: { path: /ready, interval: 13s, timeout: 14s, unhealthy_threshold: 4, eject_base: 2s, max_eject: 60s }
+            telemetry: { interval: 100ms, timeout: 200ms, staleness: 300ms, metrics_path: /m, models_path: /mm }
+            pools:
+              - { name: a, endpoints: [http://127.0.0.1:1, http://127.0.0.1:2] }
+              - { name: b, dns: "localhost:8000", dns_interval: 15s }
+            models:
+              - { name: m1, pool: a, upstream_model: up1 }
+              - { name: m2, pool: b, adapter: ad, adapter_path: /x }
+              - { name: m3, split: [{ model: m1, weight: 3 }, { model: m2, weight: 1 }], sticky: "header:x-user" }
+            """)
+        #expect(s.listen[0].address.description == "127.0.0.1:7000" && !s.http2)
+        #expect(s.admin?.port == 7001 && s.workers == 3)
+        #expect(s.limits.maxConnections == 10 && s.limits.maxConnectionsPerWorker == 5 && s.limits.head.maxHeadBytes == 4096)
+        #expect(s.limits.head.maxHeaderCount == 20 && s.limits.head.maxRequestLine == 1024 && s.limits.maxBodyBytes == 1 << 20)
+        #expect(s.limits.maxConcurrentStreams == 7)
+        #expect(s.timeouts.clientHeader == .seconds(1) && s.timeouts.drainDelay == .seconds(9) && s.timeouts.request == .seconds(7))
+        #expect(s.upstream.keepalivePerEndpoint == 11 && s.upstream.maxIdleTime == .seconds(12) && s.upstream.retries == 2)
+        #expect(!s.proxy.xForwarded && s.proxy.via && !s.proxy.requestUsage)
+        #expect(s.health.path == "/ready" && s.health.unhealthyThreshold == 4 && s.health.maxEject == .seconds(60))
+        #expect(s.telemetry.interval == .milliseconds(100) && s.telemetry.metricsPath == "/m" && s.telemetry.modelsPath == "/mm")
+        #expect(s.pools.map(\.name) == ["a", "b"] && s.pools[0].endpoints.count == 2)
+        #expect(s.pools[1].dns?.host == "localhost" && s.pools[1].dns?.port == 8000 && s.pools[1].dnsInterval == .seconds(15))
+        #expect(s.models[0].upstreamModel == "up1" && s.models[1].adapter == "ad" && s.models[1].adapterPath == "/x")
+        #expect(s.models[2].split.map(\.model) == ["m1", "m2"] && s.models[2].sticky == .header("x-user"))
+    }
+
+    /// Each rule, with the path and line it reports; several problems come back together.
+    @Test(arguments: [
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nbogus: 1", "bogus: unknown key (line 2)"),
+        ("pools: [{ name: p, endpoints: [http://a:1], weight: 2 }]", "pools[0].weight: unknown key (line 1)"),
+        ("pools: []", "pools: at least one pool is required"),
+        ("pools: [{ name: p }]", "pools[0]: needs endpoints or dns"),
+        ("pools: [{ name: p, endpoints: [x] }]", "pools[0].endpoints[0]: 'x' is not an http:// or https:// URL"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }, { name: p, endpoints: [http://a:2] }]", "duplicate pool name 'p'"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: m, pool: q }]", "models[0].pool: no pool named 'q' (line 2)"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: m }]", "models[0]: needs a pool or a split"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels:\n  - name: m\n    split: [{ model: x, weight: 1 }]", "models[0].split[0].model: no model named 'x' (line 3)"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels:\n  - name: m\n    split:\n      - { model: m, weight: 0 }", "models[0].split[0].weight: must be > 0 (line 5)"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: a, split: [{model: b}] }, { name: b, split: [{model: a}] }]", "is cyclic"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: m, pool: p, sticky: always }]", "must be none, user or header:NAME"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\ntimeouts: { idle: forever }", "timeouts.idle: must be a duration"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nlimits: { max_body_bytes: lots }", "limits.max_body_bytes: must be a size"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nworkers: two", "workers: must be an integer"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nlisten: [{ address: \"127.0.0.1:9090\" }]\nadmin: { address: \"127.0.0.1:9090\" }", "port 9090 is used twice"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nproxy: { via: maybe }", "proxy.via: must be true or false"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: redis://x }", "redis: not supported by this version"),
+        ("pools: &x [{ name: p, endpoints: [http://a:1] }]", "anchors are not supported"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }\n", "YAML:"),
+    ])
+    func rules(_ yaml: String, _ expected: String) {
+        let found = issues(yaml)
+        #expect(found.contains { $0.contains(expected) }, "\(found)")
+    }
+
+    @Test func allProblemsAreReportedTogether() {
+        let found = issues("workers: x\npools: [{ name: p }]\nmodels: [{ name: m, pool: q }]\nbogus: 1")
+        #expect(found.count == 4, "\(found)")
+    }
+
+    @Test func shippedConfigsAreValid() throws {
+        let dir = Self.repo.appendingPathComponent("config")
+        var files = [dir.appendingPathComponent("sluice.yaml")]
+        files += try FileManager.default.contentsOfDirectory(at: dir.appendingPathComponent("examples"), includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "yaml" }
+        #expect(files.count >= 5)
+        for f in files {
+            #expect(throws: Never.self, "\(f.lastPathComponent)") { _ = try ConfigLoader.load(path: f.path) }
+        }
+    }
+
+    /// docs/configuration.md names every key the loader reads.
+    @Test func everyKeyIsDocumented() throws {
+        let doc = try String(contentsOf: Self.repo.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        let keys = ["listen[].address", "listen[].tls.cert", "listen[].tls.key", "listen[].http2", "admin.address", "workers",
+                    "limits.max_connections", "limits.max_connections_per_worker", "limits.max_header_bytes", "limits.max_header_count",
+                    "limits.max_request_line", "limits.max_body_bytes", "limits.max_concurrent_streams",
+                    "timeouts.client_header", "timeouts.client_body", "timeouts.idle", "timeouts.upstream_connect",
+                    "timeouts.upstream_first_byte", "timeouts.upstream_idle", "timeouts.request", "timeouts.grace", "timeouts.drain_delay",
+                    "upstream.keepalive_per_endpoint", "upstream.max_idle_time", "upstream.retries",
+                    "proxy.x_forwarded", "proxy.via", "proxy.request_usage",
+                    "health.path", "health.interval", "health.timeout", "health.unhealthy_threshold", "health.eject_base", "health.max_eject",
+                    "telemetry.interval", "telemetry.timeout", "telemetry.staleness", "telemetry.metrics_path", "telemetry.models_path",
+                    "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].tls.ca_file",
+                    "pools[].tls.server_name", "pools[].tls.verify",
+                    "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
+                    "models[].split[].model", "models[].split[].weight", "models[].sticky"]
+        for k in keys { #expect(doc.contains("`\(k)`"), "\(k) is not documented") }
+    }
+}
