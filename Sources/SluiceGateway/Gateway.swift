@@ -12,6 +12,8 @@ public final class Gateway: @unchecked Sendable {
     /// ones with discovered endpoints filled in.
     private let desired: Mutex<GatewaySettings>
     private let discovered = Mutex<[String: [GatewaySettings.Endpoint]]>([:])
+    /// Metric families and series, shared by all workers.
+    public let metrics = GatewayMetrics()
     /// Client connections open across all workers (for `limits.maxConnections`).
     let connectionCount = SharedCounter()
     /// Round-robin positions by pool name, shared by workers and kept across reloads.
@@ -67,7 +69,7 @@ public final class Gateway: @unchecked Sendable {
         state.withLock { $0.settings = settings }
         let shared = sharedCounters(for: settings)
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {
@@ -188,6 +190,26 @@ public final class Gateway: @unchecked Sendable {
         }
         return (true, "")
     }
+
+    /// Each worker's metric values, copied on its own loop (a scrape).
+    func metricSnapshots() -> [[Double]] {
+        let ws = workers.withLock { $0 }
+        let results = Mutex<[[Double]]>([])
+        let done = Atomic<Int>(0)
+        for (i, w) in ws.enumerated() {
+            guard let w else { done.add(1, ordering: .relaxed); continue }
+            group.loops[i].execute {
+                let v = w.metrics.values
+                results.withLock { $0.append(v) }
+                done.add(1, ordering: .acquiringAndReleasing)
+            }
+        }
+        while done.load(ordering: .acquiring) < ws.count { usleep(100) }
+        return results.withLock { $0 }
+    }
+
+    /// Client connections open now.
+    public var openConnections: Int { connectionCount.value.load(ordering: .relaxed) }
 
     /// Connections accepted by each worker so far (read on the worker threads).
     public func acceptedPerWorker() -> [Int] {

@@ -40,6 +40,12 @@ final class Worker: @unchecked Sendable {
         return Double(rng >> 11) / Double(1 << 53)
     }
 
+    /// This worker's metric values (written only here; scrapes copy them on this loop).
+    let metrics = MetricsShard()
+    let catalog: GatewayMetrics
+    /// Slots of requests Sluice answered itself (no pool).
+    private(set) lazy var localSlots: GatewayMetrics.PoolSlots = catalog.slots(pool: "")
+
     /// Scratch space for the inspect phase (prompt segments, prefix hashes).
     let inspectScratch = InspectScratch()
 
@@ -47,11 +53,12 @@ final class Worker: @unchecked Sendable {
     private let connections: SharedCounter
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
-         connections: SharedCounter, onDrained: @escaping @Sendable () -> Void) {
+         connections: SharedCounter, metrics: GatewayMetrics, onDrained: @escaping @Sendable () -> Void) {
+        self.catalog = metrics
         self.loop = loop
         self.connections = connections
         self.settings = settings
-        self.modelTable = ModelTable(settings)
+        self.modelTable = ModelTable(settings, metrics: metrics)
         self.rng = UInt64.random(in: .min ... .max)
         self.onDrained = onDrained
         let seed = UInt64.random(in: .min ... .max)
@@ -95,7 +102,7 @@ final class Worker: @unchecked Sendable {
         var previous: [String: UpstreamPool.Endpoint] = [:]
         for p in pools { for e in p.endpoints { previous[e.config.authority] = e } }
         settings = new
-        modelTable = ModelTable(new)
+        modelTable = ModelTable(new, metrics: catalog)
         loadedAt = WallClock.now().seconds
         pools = new.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self, previous: previous) }
         // Idle connections to endpoints that are gone close now.

@@ -87,3 +87,39 @@ import Testing
         Threads.join(t)
     }
 }
+
+@Suite(.serialized) struct MetricsEndpointTests {
+    /// N requests → N counted, by status class and model; histograms count every request; the
+    /// workers' shards add up.
+    @Test func countersMatchWhatWasSent() throws {
+        let up = try TestUpstream(modelEchoHandler("a"))
+        defer { up.stop() }
+        let admin = freePort()
+        let (gw, port) = try startGateway([up.endpoint], workers: 2) {
+            $0.admin = SocketAddress("127.0.0.1:\(admin)")!
+            $0.pools[0].name = "main"
+            $0.models = [GatewaySettings.Model(name: "tiny", pool: "main")]
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        for i in 0..<40 {
+            let c = try TestClient(port: port)  // new connections spread over both workers
+            c.send(request("POST", "/v1/chat/completions", body: chatBody(i % 4 == 0 ? "unknown" : "tiny")))
+            #expect(c.response() != nil)
+        }
+        let c = try TestClient(port: admin)
+        c.send(request("GET", "/metrics"))
+        let text = try #require(c.response()).text
+        func value(_ series: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+        #expect(value("sluice_requests_total{pool=\"main\",code_class=\"2xx\"}") == 30)
+        #expect(value("sluice_requests_total{pool=\"\",code_class=\"4xx\"}") == 10)
+        #expect(value("sluice_model_requests_total{model=\"tiny\",arm=\"\"}") == 30)
+        #expect(value("sluice_request_duration_seconds_count{pool=\"main\"}") == 30)
+        #expect(value("sluice_tokens_total{pool=\"main\",type=\"input\"}") == 30)
+        #expect(value("sluice_upstream_requests_total{pool=\"main\",endpoint=\"\(up.endpoint.authority)\"}") == 30)
+        #expect(value("sluice_workers") == 2)
+        #expect(text.contains("# TYPE sluice_requests_total counter"))
+        #expect(!text.contains("Bearer") && !text.contains("authorization"))
+    }
+}

@@ -79,6 +79,8 @@ final class ControlPlane: @unchecked Sendable {
         case "/readyz":
             let (ready, why) = gateway.readiness()
             r.respond(status: ready ? 200 : 503, contentType: "text/plain", ready ? "ready\n" : "not ready: \(why)\n")
+        case "/metrics":
+            r.respond(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metricsText().utf8))
         case "/admin/config":
             // What is in force: generation, source, digest and load time. No values are shown,
             // so nothing secret can leak here.
@@ -106,6 +108,51 @@ final class ControlPlane: @unchecked Sendable {
                 r.respond(status: 404, ErrorResponse.client(404, "No admin route \(req.path).").bodyString)
             }
         }
+    }
+
+    /// A scrape: every worker's values copied on its own loop and summed, plus gauges read now.
+    private func metricsText() -> String {
+        let catalog = gateway.metrics
+        let values = PrometheusExposition.merge(gateway.metricSnapshots(), slots: catalog.schema.slotCount)
+        let now = Instant.now()
+        var inflight: [(labels: [(String, String)], value: Double)] = []
+        var up: [(labels: [(String, String)], value: Double)] = []
+        var waiting: [(labels: [(String, String)], value: Double)] = []
+        var running: [(labels: [(String, String)], value: Double)] = []
+        var kv: [(labels: [(String, String)], value: Double)] = []
+        var age: [(labels: [(String, String)], value: Double)] = []
+        var ejections: [(labels: [(String, String)], value: Double)] = []
+        for pool in gateway.currentSettings.pools {
+            for e in pool.endpoints {
+                let rt = gateway.registry.runtime(for: e)
+                let t = rt.telemetry.withLock { $0 }
+                let l = [("pool", pool.name), ("endpoint", e.authority)]
+                inflight.append((l, Double(rt.inflight.load(ordering: .relaxed))))
+                up.append((l, rt.isAdmitted(at: now) ? 1 : 0))
+                ejections.append((l, Double(rt.ejections.load(ordering: .relaxed))))
+                if t.scrapedAt.nanoseconds != 0 {
+                    waiting.append((l, Double(t.waiting)))
+                    running.append((l, Double(t.running)))
+                    kv.append((l, t.kvUse))
+                    age.append((l, now.since(t.scrapedAt).seconds))
+                }
+            }
+        }
+        let gauges = [
+            PrometheusExposition.Gauge(name: "sluice_inflight_requests", help: "Requests in flight to each endpoint (all workers).", samples: inflight),
+            PrometheusExposition.Gauge(name: "sluice_endpoint_up", help: "1 when the endpoint is admitted (not ejected).", samples: up),
+            PrometheusExposition.Gauge(name: "sluice_endpoint_ejections", help: "Times the endpoint was ejected since it was last healthy.", samples: ejections),
+            PrometheusExposition.Gauge(name: "sluice_endpoint_queue_waiting", help: "Scraped vllm:num_requests_waiting.", samples: waiting),
+            PrometheusExposition.Gauge(name: "sluice_endpoint_running", help: "Scraped vllm:num_requests_running.", samples: running),
+            PrometheusExposition.Gauge(name: "sluice_endpoint_kv_cache_usage_ratio", help: "Scraped vllm:kv_cache_usage_perc (0-1).", samples: kv),
+            PrometheusExposition.Gauge(name: "sluice_endpoint_telemetry_age_seconds", help: "Age of the endpoint's last successful scrape.", samples: age),
+            PrometheusExposition.Gauge(name: "sluice_client_connections", help: "Client connections open.", samples: [([], Double(gateway.openConnections))]),
+            PrometheusExposition.Gauge(name: "sluice_config_generation", help: "Config generation in force (1 = as started).", samples: [([], Double(gateway.generation))]),
+            PrometheusExposition.Gauge(name: "sluice_config_reload_failures", help: "Config reloads that failed (the previous config stayed).",
+                                       samples: [([], Double(gateway.reloadFailures.load(ordering: .relaxed)))]),
+            PrometheusExposition.Gauge(name: "sluice_workers", help: "Worker threads.", samples: [([], Double(gateway.workerCount))]),
+        ]
+        return PrometheusExposition.render(schema: catalog.schema, values: values, gauges: gauges)
     }
 
     private func endpointsJSON() -> [UInt8] {

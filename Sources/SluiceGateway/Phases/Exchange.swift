@@ -75,6 +75,7 @@ final class Exchange {
         }
         upstream = conn
         ep.runtime.inflight.add(1, ordering: .relaxed)
+        worker.metrics.add(ep.requestsSlot)
         client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
         phase = conn.state == .connecting || conn.state == .handshaking ? .connecting : .waiting
         let t = settings.timeouts
@@ -122,6 +123,7 @@ final class Exchange {
         }
         releaseUpstream(abort: true)
         if responseStarted {
+            finalStatus = 504
             finish()
             client.exchangeAborted()
         } else {
@@ -162,7 +164,11 @@ final class Exchange {
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
         if observer != nil {
             var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
+            let previous = observer!.lastTokenAt
             observer!.observe(buffer, &rs, now: worker.loop.now)
+            if let p = previous, let last = observer!.lastTokenAt, last > p {
+                worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.since(p).seconds)
+            }
             client.writeResponseBody(buffer, ranges: rs)
         } else {
             client.writeResponseBody(buffer, ranges: ranges)
@@ -177,6 +183,7 @@ final class Exchange {
 
     func upstreamComplete() {
         observer?.finishJSON(now: worker.loop.now)
+        finalStatus = upstreamStatus
         let ep = endpoint
         upstream = nil
         if let ep {
@@ -194,6 +201,7 @@ final class Exchange {
         let reused = upstream?.isReused ?? false
         releaseUpstream(abort: false)
         if responseStarted {
+            finalStatus = 502
             finish()
             client.exchangeAborted()
             return
@@ -213,6 +221,7 @@ final class Exchange {
     func upstreamProtocolError(responseStarted started: Bool) {
         releaseUpstream(abort: false)
         if started {
+            finalStatus = 502
             finish()
             client.exchangeAborted()
         } else {
@@ -222,12 +231,14 @@ final class Exchange {
 
     /// Passive health: the data path's failures count towards ejecting the endpoint.
     private func recordFailure(_ ep: UpstreamPool.Endpoint) {
+        worker.metrics.add(ep.errorsSlot)
         let h = settings.health
         ep.runtime.recordFailure(at: worker.loop.now, threshold: h.unhealthyThreshold, base: h.ejectBase, maxBackoff: h.maxEject)
     }
 
     private func retryOrFail(excluding failed: Int?, _ error: ErrorResponse) {
         if attempts <= settings.upstream.retries && pool.endpoints.count > 0 {
+            worker.metrics.add(pool.slots.retries)
             attempt(excluding: failed)
         } else {
             fail(error)
@@ -240,6 +251,7 @@ final class Exchange {
     /// generating for a client that is gone).
     func clientAborted() {
         guard phase != .done else { return }
+        finalStatus = 0
         releaseUpstream(abort: true)
         finish()
     }
@@ -256,14 +268,37 @@ final class Exchange {
     }
 
     private func fail(_ error: ErrorResponse) {
+        finalStatus = error.status
         finish()
         client.exchangeFailed(error)
     }
 
+    /// The status the client ended up with (0: the client went away), for metrics.
+    private var finalStatus = 0
+
     private func finish() {
         guard phase != .done else { return }
         phase = .done
+        record()
         if timer.isArmed { worker.loop.cancel(timer) }
         worker.activeExchanges -= 1
+    }
+}
+
+extension Exchange {
+    /// Request metrics, recorded once when the exchange ends (on the worker, no lock).
+    fileprivate func record() {
+        let m = worker.metrics
+        let slots = pool.slots
+        m.add(slots.requests[GatewayMetrics.classIndex(finalStatus)])
+        let now = worker.loop.now
+        m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.since(startedAt).seconds)
+        if let o = observer {
+            if let t = o.firstTokenAt { m.observe(slots.ttft, GatewayMetrics.latencyBuckets, t.since(startedAt).seconds) }
+            if let u = o.usage {
+                m.add(slots.inputTokens, Double(u.promptTokens))
+                m.add(slots.outputTokens, Double(u.completionTokens))
+            }
+        }
     }
 }

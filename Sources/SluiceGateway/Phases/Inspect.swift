@@ -103,6 +103,18 @@ extension Worker {
     /// Inspect, then resolve the model (when `models:` is configured).
     func plan(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
               headerNamed: (String) -> UnsafeRawBufferPointer?, rewritten: inout ByteBuffer) -> Plan {
+        let plan = makePlan(method: method, path: path, body: body, headerNamed: headerNamed, rewritten: &rewritten)
+        // Requests Sluice answers itself are counted here; forwarded ones when they complete.
+        switch plan {
+        case .reject(let e): metrics.add(localSlots.requests[GatewayMetrics.classIndex(e.status)])
+        case .local(let status, _, _): metrics.add(localSlots.requests[GatewayMetrics.classIndex(status)])
+        case .forward: break
+        }
+        return plan
+    }
+
+    private func makePlan(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
+                          headerNamed: (String) -> UnsafeRawBufferPointer?, rewritten: inout ByteBuffer) -> Plan {
         var features: RequestFeatures?
         do {
             features = try inspect(method: method, path: path, body: body)
@@ -150,6 +162,7 @@ extension Worker {
         }
         if let b = rewrittenBody(body, &f, model: t.rewriteModel || f.scanned.modelEscaped ? t.upstreamModel : nil) { rewritten = b }
         f.adapter = t.adapter
+        if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
         return .forward(pool: pools[t.pool], features: f, arm: t.arm)
     }
 }

@@ -10,6 +10,8 @@ struct ResolvedTarget {
     var arm: String?
     /// The client's model name differs from what the upstream must see: the body is rewritten.
     var rewriteModel: Bool
+    /// The `sluice_model_requests_total` slot (model asked for, arm chosen).
+    var metricSlot: Int
 }
 
 /// The `models:` section compiled for lookups without allocation: names as bytes, splits as
@@ -25,12 +27,14 @@ struct ModelTable {
         var pool: Int?
         var upstream: [UInt8]
         var arms: [(entry: Int, weight: Double)]
+        /// Metric slots for requests naming this model, by the arm chosen ("" for none).
+        var requestSlots: [String: Int] = [:]
     }
 
     let entries: [Entry]
     let isEmpty: Bool
 
-    init(_ settings: GatewaySettings) {
+    init(_ settings: GatewaySettings, metrics: GatewayMetrics? = nil) {
         var out: [Entry] = []
         for m in settings.models {
             let pool = m.pool.flatMap { p in settings.pools.firstIndex { $0.name == p } }
@@ -40,6 +44,13 @@ struct ModelTable {
         for i in out.indices {
             out[i].arms = out[i].model.split.compactMap { arm in
                 out.firstIndex { $0.model.name == arm.model }.map { ($0, arm.weight) }
+            }
+        }
+        if let m = metrics {
+            for i in out.indices {
+                var arms = Set(out[i].arms.map { out[$0.entry].model.name })
+                if arms.isEmpty { arms = [""] }
+                for a in arms { out[i].requestSlots[a] = m.schema.series(m.modelRequests, [out[i].model.name, a]) }
             }
         }
         entries = out
@@ -57,7 +68,8 @@ struct ModelTable {
     /// stickiness key when the model is sticky and the request has one; `random` draws in [0, 1).
     func resolve(_ name: UnsafeRawBufferPointer, stickyKey: (GatewaySettings.Model.Sticky) -> UInt64?,
                  random: () -> Double) -> ResolvedTarget? {
-        guard var i = index(of: name) else { return nil }
+        guard let first = index(of: name) else { return nil }
+        var i = first
         var arm: String? = nil
         var depth = 0
         while !entries[i].arms.isEmpty && depth < 8 {
@@ -90,7 +102,8 @@ struct ModelTable {
         let e = entries[i]
         guard let pool = e.pool else { return nil }
         return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter, arm: arm,
-                              rewriteModel: !e.upstream.withUnsafeBytes { $0.elementsEqual(name) })
+                              rewriteModel: !e.upstream.withUnsafeBytes { $0.elementsEqual(name) },
+                              metricSlot: entries[first].requestSlots[arm ?? ""] ?? -1)
     }
 
     static func hash(_ bytes: [UInt8]) -> UInt64 {

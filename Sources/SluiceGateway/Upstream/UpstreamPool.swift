@@ -16,6 +16,9 @@ final class UpstreamPool {
         /// State shared with other workers and the control loop.
         let runtime: EndpointRuntime
         var idle: [UpstreamConnection] = []
+        /// Metric slots of this endpoint (requests sent, errors).
+        var requestsSlot = -1
+        var errorsSlot = -1
         init(index: Int, config: GatewaySettings.Endpoint, runtime: EndpointRuntime, idle: [UpstreamConnection] = []) {
             self.index = index
             self.config = config
@@ -26,6 +29,8 @@ final class UpstreamPool {
 
     let name: String
     let endpoints: [Endpoint]
+    /// Metric slots of this pool (resolved once).
+    let slots: GatewayMetrics.PoolSlots
     let roundRobin: SharedCounter
     unowned(unsafe) let worker: Worker
 
@@ -42,6 +47,11 @@ final class UpstreamPool {
         }
         self.roundRobin = roundRobin
         self.worker = worker
+        slots = worker.catalog.slots(pool: config.name)
+        for e in endpoints {
+            e.requestsSlot = worker.catalog.schema.series(worker.catalog.upstreamRequests, [config.name, e.config.authority])
+            e.errorsSlot = worker.catalog.schema.series(worker.catalog.connectErrors, [config.name, e.config.authority])
+        }
     }
 
     /// The next admitted endpoint in round-robin order, skipping `excluded` (the one that just

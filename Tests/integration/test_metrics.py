@@ -1,0 +1,29 @@
+"""Issue 6: the admin /metrics scrape parses with the reference Prometheus client parser, and
+counts what was sent."""
+import subprocess
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import SLUICE
+
+
+def test_metrics_parse_and_count(nginx_upstream, sluice):
+    s = sluice(["--listen", "127.0.0.1:PORT", "--admin", "127.0.0.1:ADMIN_PORT", "--workers", "2",
+                "--drain-delay", "0s", "--endpoint", f"http://127.0.0.1:{nginx_upstream}"])
+    body = '{"model":"tiny","messages":[{"role":"user","content":"hi"}]}'
+    for _ in range(25):
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--data", body,
+                            f"http://127.0.0.1:{s.port}/v1/chat/completions"], capture_output=True, text=True)
+        assert r.stdout == "200"
+    text = urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    req = families["sluice_requests"]  # the parser strips _total from counters
+    ok = [smp.value for smp in req.samples if smp.labels.get("code_class") == "2xx" and smp.name.endswith("_total")]
+    assert ok == [25.0]
+    dur = families["sluice_request_duration_seconds"]
+    count = [smp.value for smp in dur.samples if smp.name.endswith("_count")]
+    assert count == [25.0]
+    tokens = {smp.labels["type"]: smp.value for smp in families["sluice_tokens"].samples}
+    assert tokens == {"input": 9 * 25, "output": 2 * 25}
+    assert families["sluice_workers"].samples[0].value == 2
