@@ -39,12 +39,15 @@ let package = Package(
         .target(name: "SluiceLLM", swiftSettings: strict),
         .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM"]),
 
+        // the simulated vLLM server
+        .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM"], swiftSettings: strict),
+
         // app
         .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
 
         // programs
-        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "CYAML"], swiftSettings: strict),
+        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim", "CYAML"], swiftSettings: strict),
         .testTarget(name: "sluiceTests", dependencies: ["sluice", "SluiceGateway"]),
     ]
 )

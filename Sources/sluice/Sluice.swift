@@ -33,6 +33,10 @@ struct Sluice {
                 exit(try Serve.run(Options(args.dropFirst(2), valued: Serve.valued)))
             case "validate":
                 exit(try Validate.run(Options(args.dropFirst(2), valued: [])))
+            case "demo":
+                exit(try Demo.run(Options(args.dropFirst(2), valued: ["port", "servers"])))
+            case "sim":
+                exit(try SimCommand.run(Options(args.dropFirst(2), valued: SimCommand.valued)))
             case "-h", "--help", "help":
                 print(usage)
             default:
