@@ -40,11 +40,12 @@ let package = Package(
         .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM"]),
 
         // the simulated vLLM server
-        .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM"], swiftSettings: strict),
+        .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM"], path: "Sources/SluiceSimulator",
+                swiftSettings: strict),
 
         // app
         .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "CNghttp2"], swiftSettings: strict),
-        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO"]),
+        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceSim"]),
 
         // programs
         .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim", "CYAML"], swiftSettings: strict),

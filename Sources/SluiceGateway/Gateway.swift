@@ -12,6 +12,8 @@ public final class Gateway: @unchecked Sendable {
     /// ones with discovered endpoints filled in.
     private let desired: Mutex<GatewaySettings>
     private let discovered = Mutex<[String: [GatewaySettings.Endpoint]]>([:])
+    /// Which endpoint got which prompt-prefix blocks, shared by all workers.
+    let prefixIndex = PrefixIndex()
     /// Metric families and series, shared by all workers.
     public let metrics = GatewayMetrics()
     /// Client connections open across all workers (for `limits.maxConnections`).
@@ -69,7 +71,7 @@ public final class Gateway: @unchecked Sendable {
         state.withLock { $0.settings = settings }
         let shared = sharedCounters(for: settings)
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {

@@ -40,6 +40,8 @@ public struct GatewaySettings: Sendable {
         /// reload, their state kept.
         public var dns: (host: String, port: UInt16)?
         public var dnsInterval: Duration = .seconds(5)
+        /// How an endpoint is picked for each request.
+        public var routing: RoutingPolicy = .default
         public init(name: String, endpoints: [Endpoint], dns: (host: String, port: UInt16)? = nil) {
             self.name = name
             self.endpoints = endpoints

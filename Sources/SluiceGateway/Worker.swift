@@ -49,12 +49,16 @@ final class Worker: @unchecked Sendable {
     /// Scratch space for the inspect phase (prompt segments, prefix hashes).
     let inspectScratch = InspectScratch()
 
+    /// The shared prefix index (the gateway's).
+    let prefixIndex: PrefixIndex
+
     /// Connections open across all workers (shared with the gateway).
     private let connections: SharedCounter
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
-         connections: SharedCounter, metrics: GatewayMetrics, onDrained: @escaping @Sendable () -> Void) {
+         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
+        self.prefixIndex = prefixIndex
         self.loop = loop
         self.connections = connections
         self.settings = settings

@@ -60,7 +60,7 @@ import Testing
             telemetry: { interval: 100ms, timeout: 200ms, staleness: 300ms, metrics_path: /m, models_path: /mm }
             pools:
               - { name: a, endpoints: [http://127.0.0.1:1, http://127.0.0.1:2] }
-              - { name: b, dns: "localhost:8000", dns_interval: 15s }
+              - { name: b, dns: "localhost:8000", dns_interval: 15s, routing: least_loaded }
             models:
               - { name: m1, pool: a, upstream_model: up1 }
               - { name: m2, pool: b, adapter: ad, adapter_path: /x }
@@ -77,6 +77,7 @@ import Testing
         #expect(s.health.path == "/ready" && s.health.unhealthyThreshold == 4 && s.health.maxEject == .seconds(60))
         #expect(s.telemetry.interval == .milliseconds(100) && s.telemetry.metricsPath == "/m" && s.telemetry.modelsPath == "/mm")
         #expect(s.pools.map(\.name) == ["a", "b"] && s.pools[0].endpoints.count == 2)
+        #expect(s.pools[1].routing == .leastLoaded && s.pools[0].routing == .default)
         #expect(s.pools[1].dns?.host == "localhost" && s.pools[1].dns?.port == 8000 && s.pools[1].dnsInterval == .seconds(15))
         #expect(s.models[0].upstreamModel == "up1" && s.models[1].adapter == "ad" && s.models[1].adapterPath == "/x")
         #expect(s.models[2].split.map(\.model) == ["m1", "m2"] && s.models[2].sticky == .header("x-user"))
@@ -138,7 +139,7 @@ import Testing
                     "proxy.x_forwarded", "proxy.via", "proxy.request_usage",
                     "health.path", "health.interval", "health.timeout", "health.unhealthy_threshold", "health.eject_base", "health.max_eject",
                     "telemetry.interval", "telemetry.timeout", "telemetry.staleness", "telemetry.metrics_path", "telemetry.models_path",
-                    "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].tls.ca_file",
+                    "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].routing", "pools[].tls.ca_file",
                     "pools[].tls.server_name", "pools[].tls.verify",
                     "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
                     "models[].split[].model", "models[].split[].weight", "models[].sticky"]

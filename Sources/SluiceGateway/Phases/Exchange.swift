@@ -34,6 +34,8 @@ final class Exchange {
     let features: RequestFeatures?
     /// The split arm the model resolved to (reported in `x-sluice-arm`).
     var arm: String?
+    /// Why the endpoint was chosen.
+    private(set) var routeReason = RouteReason.roundRobin
     /// Watches the response for tokens and usage (inspected requests with a 2xx answer).
     private(set) var observer: ResponseObserver?
 
@@ -61,10 +63,23 @@ final class Exchange {
 
     private func attempt(excluding: Int?) {
         attempts += 1
-        guard let ep = pool.pick(excluding: excluding, now: worker.loop.now) else {
-            fail(.unavailable("No endpoints are configured for pool '\(pool.name)'."))
+        // The first attempt routes with the request's prefix hashes (still in the worker's
+        // scratch space); a retry only avoids the endpoint that failed.
+        let hashes = attempts == 1 && features != nil
+            ? UnsafeBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<features!.prefixBlocks])
+            : UnsafeBufferPointer(start: nil, count: 0)
+        let picked = Router.pick(pool: pool, features: attempts == 1 ? features : nil, prefixHashes: hashes,
+                                 index: worker.prefixIndex, excluding: excluding, now: worker.loop.now,
+                                 staleness: settings.telemetry.staleness)
+        guard let (ep, reason) = picked else {
+            fail(features?.adapter != nil
+                 ? .unavailable("No endpoint of pool '\(pool.name)' can serve adapter '\(features!.adapter!)'.")
+                 : .unavailable("No endpoints are available in pool '\(pool.name)'."))
             return
         }
+        routeReason = reason
+        // Commit: the chosen endpoint now has these prefix blocks (vLLM will cache them there).
+        if hashes.count > 0 { worker.prefixIndex.record(hashes, endpoint: ep.runtime.id) }
         endpoint = ep
         let conn: UpstreamConnection
         do {

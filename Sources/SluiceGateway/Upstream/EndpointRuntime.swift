@@ -10,6 +10,11 @@ import Synchronization
 public final class EndpointRuntime: Sendable {
     public let authority: String
     public let address: SocketAddress
+    /// Process-unique id (the prefix index's key).
+    let id: Int
+    /// A hash of the authority: the same on every replica, for rendezvous hashing.
+    let addressHash: UInt64
+    private static let nextID = Atomic<Int>(0)
 
     /// Requests in flight through any worker (incremented at pick, decremented at completion).
     let inflight = Atomic<Int>(0)
@@ -24,6 +29,8 @@ public final class EndpointRuntime: Sendable {
     public init(authority: String, address: SocketAddress) {
         self.authority = authority
         self.address = address
+        id = Self.nextID.add(1, ordering: .relaxed).newValue
+        addressHash = ModelTable.hash(Array(authority.utf8))
     }
 
     /// Admitted now? An ejected endpoint comes back when its backoff has passed.

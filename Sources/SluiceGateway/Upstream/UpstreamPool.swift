@@ -29,6 +29,7 @@ final class UpstreamPool {
 
     let name: String
     let endpoints: [Endpoint]
+    let policy: RoutingPolicy
     /// Metric slots of this pool (resolved once).
     let slots: GatewayMetrics.PoolSlots
     let roundRobin: SharedCounter
@@ -39,6 +40,7 @@ final class UpstreamPool {
     init(config: GatewaySettings.Pool, roundRobin: SharedCounter, registry: EndpointRegistry, worker: Worker,
          previous: [String: Endpoint] = [:]) {
         name = config.name
+        policy = config.routing
         endpoints = config.endpoints.enumerated().map { i, e in
             if let old = previous[e.authority], old.config.address == e.address {
                 return Endpoint(index: i, config: e, runtime: old.runtime, idle: old.idle)

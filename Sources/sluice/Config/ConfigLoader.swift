@@ -147,7 +147,7 @@ struct ConfigLoader {
             for (i, item) in seq(n, "pools").enumerated() {
                 let p = "pools[\(i)]"
                 guard let m = map(item, p) else { continue }
-                unknown(m, p, ["name", "endpoints", "dns", "dns_interval", "tls"])
+                unknown(m, p, ["name", "endpoints", "dns", "dns_interval", "tls", "routing"])
                 guard let name = str(m, p, "name", required: true) else { continue }
                 if s.pools.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate pool name '\(name)'", item.line) }
                 var tlsCA: String? = nil
@@ -176,6 +176,11 @@ struct ConfigLoader {
                     }
                 }
                 if let d = durationField(m, p, "dns_interval") { pool.dnsInterval = d }
+                if let r = str(m, p, "routing") {
+                    if let policy = RoutingPolicy(rawValue: r) { pool.routing = policy } else {
+                        issue("\(p).routing", "must be default, round_robin or least_loaded", field(m, "routing")!.line)
+                    }
+                }
                 if field(m, "endpoints") == nil && pool.dns == nil { issue(p, "needs endpoints or dns", item.line) }
                 if field(m, "endpoints") != nil && pool.dns != nil { issue(p, "has both endpoints and dns; choose one", item.line) }
                 s.pools.append(pool)
