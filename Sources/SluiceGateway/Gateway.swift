@@ -12,6 +12,8 @@ public final class Gateway: @unchecked Sendable {
     /// ones with discovered endpoints filled in.
     private let desired: Mutex<GatewaySettings>
     private let discovered = Mutex<[String: [GatewaySettings.Endpoint]]>([:])
+    /// The access log writer (nil when off).
+    let accessLog: AccessLog?
     /// Which endpoint got which prompt-prefix blocks, shared by all workers.
     let prefixIndex = PrefixIndex()
     /// Metric families and series, shared by all workers.
@@ -58,6 +60,7 @@ public final class Gateway: @unchecked Sendable {
     public init(settings: GatewaySettings) throws(SyscallError) {
         state = Mutex((settings, 1))
         desired = Mutex(settings)
+        accessLog = AccessLog(settings.accessLog)
         let n = settings.workers > 0 ? settings.workers : Threads.availableCPUs
         group = try WorkerGroup(count: n)
         workers.withLock { $0 = Array(repeating: nil, count: n) }
@@ -71,7 +74,7 @@ public final class Gateway: @unchecked Sendable {
         state.withLock { $0.settings = settings }
         let shared = sharedCounters(for: settings)
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, accessLog: accessLog) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {
@@ -258,5 +261,6 @@ public final class Gateway: @unchecked Sendable {
         workers.withLock { $0 = [] }
         control?.stop()
         control = nil
+        accessLog?.close()
     }
 }

@@ -166,6 +166,8 @@ public struct GatewaySettings: Sendable {
     public var upstream = Upstream()
     public var proxy = Proxy()
     public var health = Health()
+    /// One JSON line per request (set at start; a reload keeps the first target).
+    public var accessLog: AccessLogTarget = .off
     public var telemetry = Telemetry()
 
     public init(listen: [Listen], workers: Int, pools: [Pool]) {

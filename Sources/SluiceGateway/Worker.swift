@@ -49,6 +49,21 @@ final class Worker: @unchecked Sendable {
     /// Scratch space for the inspect phase (prompt segments, prefix hashes).
     let inspectScratch = InspectScratch()
 
+    /// Access log lines of this iteration, handed to the writer at its end (one lock per batch).
+    let accessLog: AccessLog?
+    private var pendingLog: [UInt8] = []
+
+    func log(_ line: [UInt8]) {
+        guard let a = accessLog else { return }
+        if pendingLog.isEmpty {
+            loop.deferUntilEndOfIteration { [unowned self] in
+                a.enqueue(pendingLog)
+                pendingLog.removeAll(keepingCapacity: true)
+            }
+        }
+        pendingLog += line
+    }
+
     /// The shared prefix index (the gateway's).
     let prefixIndex: PrefixIndex
 
@@ -56,8 +71,9 @@ final class Worker: @unchecked Sendable {
     private let connections: SharedCounter
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
-         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, onDrained: @escaping @Sendable () -> Void) {
+         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
+        self.accessLog = accessLog
         self.prefixIndex = prefixIndex
         self.loop = loop
         self.connections = connections

@@ -103,6 +103,7 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nlisten: [{ address: \"127.0.0.1:9090\" }]\nadmin: { address: \"127.0.0.1:9090\" }", "port 9090 is used twice"),
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nproxy: { via: maybe }", "proxy.via: must be true or false"),
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: redis://x }", "redis: not supported by this version"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nlogging: { level: debug }", "logging.level: unknown key"),
         ("pools: &x [{ name: p, endpoints: [http://a:1] }]", "anchors are not supported"),
         ("pools: [{ name: p, endpoints: [http://a:1] }\n", "YAML:"),
     ])
@@ -142,7 +143,7 @@ import Testing
                     "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].routing", "pools[].tls.ca_file",
                     "pools[].tls.server_name", "pools[].tls.verify",
                     "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
-                    "models[].split[].model", "models[].split[].weight", "models[].sticky"]
+                    "models[].split[].model", "models[].split[].weight", "models[].sticky", "logging.access_log"]
         for k in keys { #expect(doc.contains("`\(k)`"), "\(k) is not documented") }
     }
 }

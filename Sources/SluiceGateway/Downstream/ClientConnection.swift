@@ -293,6 +293,10 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         case .forward(let pool, let features, let arm):
             x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: features)
             x.arm = arm
+            if worker.accessLog != nil {
+                x.requestID = clientRequestID.isEmpty ? hex16(requestID) : String(decoding: bytes.slice(clientRequestID), as: UTF8.self)
+                if let f = features { x.clientModel = String(decoding: bytes[(head.length + Int(f.scanned.model.start))..<(head.length + Int(f.scanned.model.end))], as: UTF8.self) }
+            }
         }
         exchange = x
         x.start()
@@ -424,6 +428,11 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     }
 
     private func appendRequestID(_ h: inout ByteBuffer) { appendHex64(&h, requestID) }
+
+    private func hex16(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
 
     private func appendHex64(_ h: inout ByteBuffer, _ value: UInt64) {
         let hex: StaticString = "0123456789abcdef"

@@ -107,6 +107,12 @@ final class HTTP2Stream: Downstream {
         case .forward(let pool, let features, let arm):
             x = Exchange(client: self, worker: worker, pool: pool, method: m, features: features)
             x.arm = arm
+            if worker.accessLog != nil {
+                x.requestID = clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(requestID)
+                if let f = features {
+                    x.clientModel = String(decoding: requestBody.readable[Int(f.scanned.model.start)..<Int(f.scanned.model.end)], as: UTF8.self)
+                }
+            }
         }
         exchange = x
         x.start()

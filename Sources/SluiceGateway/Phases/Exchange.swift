@@ -36,6 +36,10 @@ final class Exchange {
     var arm: String?
     /// Why the endpoint was chosen.
     private(set) var routeReason = RouteReason.roundRobin
+    /// The request's id (for the access log) and the model the client named.
+    var requestID = ""
+    var clientModel: String?
+    private var endpointName: String?
     /// Watches the response for tokens and usage (inspected requests with a 2xx answer).
     private(set) var observer: ResponseObserver?
 
@@ -78,6 +82,7 @@ final class Exchange {
             return
         }
         routeReason = reason
+        endpointName = ep.config.authority
         // Commit: the chosen endpoint now has these prefix blocks (vLLM will cache them there).
         if hashes.count > 0 { worker.prefixIndex.record(hashes, endpoint: ep.runtime.id) }
         endpoint = ep
@@ -314,6 +319,26 @@ extension Exchange {
                 m.add(slots.inputTokens, Double(u.promptTokens))
                 m.add(slots.outputTokens, Double(u.completionTokens))
             }
+        }
+        if worker.accessLog != nil {
+            let (sec, ns) = WallClock.now()
+            var line = AccessLogLine(unixNanos: sec * 1_000_000_000 + ns)
+            line.field("request_id", requestID)
+            line.field("method", String(describing: method))
+            line.field("endpoint_type", features.map { String(describing: $0.endpoint) })
+            line.field("model", clientModel)
+            line.field("arm", arm)
+            line.field("pool", pool.name)
+            line.field("endpoint", endpointName)
+            line.field("status", finalStatus)
+            line.field("stream", features.map { $0.stream ? 1 : 0 })
+            line.field("prompt_tokens", observer?.usage?.promptTokens)
+            line.field("completion_tokens", observer?.usage?.completionTokens)
+            line.field("ttft_ms", observer?.firstTokenAt.map { $0.since(startedAt).seconds * 1000 })
+            line.field("duration_ms", now.since(startedAt).seconds * 1000)
+            line.field("route_reason", routeReason.rawValue)
+            line.field("attempts", attempts)
+            worker.log(line.finish())
         }
     }
 }

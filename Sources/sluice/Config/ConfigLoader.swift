@@ -50,10 +50,10 @@ struct ConfigLoader {
     mutating func settings(_ root: YAMLNode) -> GatewaySettings? {
         var s = GatewaySettings(listen: [], workers: 0, pools: [])
         guard let top = map(root, "(document)") else { return nil }
-        let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models"]
+        let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models", "logging"]
         for (key, keyLine, value) in top where !known.contains(key) {
             _ = value
-            let later = ["redis", "cache", "rate_limits", "auth", "logging", "metrics"].contains(key)
+            let later = ["redis", "cache", "rate_limits", "auth", "metrics"].contains(key)
             issue(key, later ? "not supported by this version of Sluice yet" : "unknown key", keyLine)
         }
         func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
@@ -133,6 +133,12 @@ struct ConfigLoader {
             if let v = intField(m, p, "unhealthy_threshold", min: 1) { s.health.unhealthyThreshold = v }
             if let v = durationField(m, p, "eject_base") { s.health.ejectBase = v }
             if let v = durationField(m, p, "max_eject") { s.health.maxEject = v }
+        }
+        if let n = child("logging"), let m = map(n, "logging") {
+            unknown(m, "logging", ["access_log"])
+            if let v = str(m, "logging", "access_log") {
+                s.accessLog = v == "off" ? .off : v == "stdout" ? .stdout : .file(v)
+            }
         }
         if let n = child("telemetry"), let m = map(n, "telemetry") {
             let p = "telemetry"
