@@ -41,6 +41,6 @@ import Testing
     }
 
     @Test func rfc3339() {
-        #expect(AccessLogLine.rfc3339(1_795_394_416_123_000_000) == "2026-11-22T23:20:16.123Z")
+        #expect(AccessLogLine.rfc3339(1_795_394_416_123_000_000) == "2026-11-23T00:40:16.123Z")
     }
 }
