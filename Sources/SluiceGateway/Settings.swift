@@ -82,7 +82,7 @@ public struct GatewaySettings: Sendable {
 
     public struct Upstream: Sendable {
         /// Idle keep-alive connections kept per endpoint per worker.
-        public var keepalivePerEndpoint = 64
+        public var keepalivePerEndpoint = 256
         public var maxIdleTime: Duration = .seconds(60)
         /// Extra endpoints tried when a connection fails before any response byte.
         public var retries = 1

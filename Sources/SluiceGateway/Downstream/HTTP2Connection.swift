@@ -357,17 +357,29 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             }
         }
         _ = nvs
-        sendPending()
+        scheduleSend()
     }
 
     func resumeData(_ s: HTTP2Stream) {
         nghttp2_session_resume_data(session, s.id)
-        sendPending()
+        scheduleSend()
+    }
+
+    /// Runs the send loop once at the end of this loop iteration, so the responses of many
+    /// streams completed in one iteration leave in one write.
+    private var sendScheduled = false
+    private func scheduleSend() {
+        if sendScheduled || closed { return }
+        sendScheduled = true
+        worker.loop.deferUntilEndOfIteration { [self] in
+            sendScheduled = false
+            sendPending()
+        }
     }
 
     func resetStream(_ s: HTTP2Stream, code: UInt32 = UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)) {
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), s.id, code)
-        sendPending()
+        scheduleSend()
     }
 
     var peerAddress: [UInt8] { peer }
