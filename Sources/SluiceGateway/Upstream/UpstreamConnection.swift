@@ -109,8 +109,11 @@ final class UpstreamConnection: EventHandler {
         return true
     }
 
-    /// The endpoint object whose idle list holds this connection.
-    private(set) weak var idleIn: UpstreamPool.Endpoint?
+    /// The endpoint object whose idle list holds this connection. Not `weak`: a weak reference
+    /// gives the endpoint a side table and makes every retain of it slow (measured: ~4 % of a
+    /// request). Safe because the endpoint keeps its idle connections alive, a reload moves them
+    /// to the new endpoint object (updating this), and removed endpoints close theirs first.
+    unowned(unsafe) var idleIn: UpstreamPool.Endpoint?
 
     func becomeIdle(maxIdle: Duration, in ep: UpstreamPool.Endpoint) {
         idleIn = ep

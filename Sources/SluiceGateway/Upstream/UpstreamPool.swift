@@ -24,6 +24,7 @@ final class UpstreamPool {
             self.config = config
             self.runtime = runtime
             self.idle = idle
+            for c in idle { c.idleIn = self }
         }
     }
 
