@@ -133,6 +133,10 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         if events & EventLoop.Events.writable != 0 { flush() }
         if closed { return }
         if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup) != 0 {
+            if lingering {
+                discardInput()
+                return
+            }
             canRead = true
             readLoop()
             sendPending()
@@ -182,7 +186,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     /// Runs nghttp2's send loop: small frames are copied into `frames`, DATA frames are
     /// written by `sendData` from the streams' queues; then everything is flushed.
     func sendPending() {
-        if closed { return }
+        if closed || lingering { return }
         if sending { sendAgain = true; return }
         sending = true
         repeat {
@@ -202,10 +206,37 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         let notify = drained
         drained.removeAll()
         for s in notify { s.exchange?.clientDrained() }
-        if !closed && nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 && out.isEmpty {
-            close()
-        } else if goingAway && out.isEmpty {
-            close()
+        if !closed && !lingering && ((nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0)
+                                      || goingAway) && out.isEmpty {
+            lingerThenClose()
+        }
+    }
+
+    /// After the last frame (a GOAWAY): stop writing, then discard what the peer still sends
+    /// for a moment before closing, so unread input does not turn into a RST that destroys the
+    /// GOAWAY before the peer reads it.
+    private var lingering = false
+    private func lingerThenClose() {
+        lingering = true
+        transport.shutdownWrite()
+        let t = Timer { [unowned self] in self.close() }
+        lingerTimer = t
+        worker.loop.schedule(t, after: .seconds(1))
+        discardInput()
+    }
+    private var lingerTimer: Timer?
+
+    private func discardInput() {
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        while !closed {
+            let r = withUnsafeMutableBytes(of: &scratch) { try? transport.read($0) }
+            switch r {
+            case .processed(let n)? where n > 0: continue
+            case .wouldBlock?: return
+            default:
+                close()
+                return
+            }
         }
     }
 
@@ -297,8 +328,10 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     private func header(_ id: Int32, _ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Int32 {
         guard let s = streams[id] else { return 0 }
         if !s.addHeader(name, value) {
-            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
-            return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+            // A header block past the limit (the CONTINUATION flood of CVE-2024-27316 looks
+            // like this): the whole connection goes, not just the stream, or the peer keeps
+            // us decoding.
+            return enhanceYourCalm()
         }
         return 0
     }
@@ -426,6 +459,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         for s in streams.values { s.closed(into: &out) }
         streams.removeAll()
         if idleTimer.isArmed { worker.loop.cancel(idleTimer) }
+        if let t = lingerTimer, t.isArmed { worker.loop.cancel(t) }
         if let r = registration { worker.loop.deregister(r); registration = nil }
         out.removeAll()
         out.releaseArena()

@@ -20,6 +20,7 @@ final class HTTP2Stream: Downstream {
     /// Forwardable fields as HTTP/1.1 lines (`name: value\r\n`), ready for the upstream head.
     private var fieldLines: [UInt8] = []
     private var headerBytes = 0
+    private var headerCount = 0
     private var xff: [UInt8]? = nil
     private var clientRequestID: [UInt8]? = nil
     private var hasTraceparent = false
@@ -49,7 +50,8 @@ final class HTTP2Stream: Downstream {
     /// Adds one field; false when the header list exceeds its limit.
     func addHeader(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool {
         headerBytes += name.count + value.count + 32
-        if headerBytes > worker.settings.limits.head.maxHeadBytes { return false }
+        headerCount += 1
+        if headerBytes > worker.settings.limits.head.maxHeadBytes || headerCount > worker.settings.limits.head.maxHeaderCount + 8 { return false }
         func named(_ s: StaticString) -> Bool {
             name.count == s.utf8CodeUnitCount && memcmp(name.baseAddress!, s.utf8Start, name.count) == 0
         }
