@@ -10,11 +10,12 @@ let package = Package(
     // which differs between clones; Fuzz/run links it here as `sluice`.
     dependencies: [.package(path: ".build-root/sluice")],
     targets: [
-        .executableTarget(name: "FuzzHTTPRequest", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
-        .executableTarget(name: "FuzzHTTPResponse", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
-        .executableTarget(name: "FuzzChunked", dependencies: [.product(name: "SluiceHTTP", package: "sluice")]),
-        .executableTarget(name: "FuzzRequestScanner", dependencies: [.product(name: "SluiceLLM", package: "sluice")]),
-        .executableTarget(name: "FuzzSSEScanner", dependencies: [.product(name: "SluiceLLM", package: "sluice")]),
-        .executableTarget(name: "FuzzPrometheus", dependencies: [.product(name: "SluiceLLM", package: "sluice")]),
+        .target(name: "FuzzDriver"),
+        .executableTarget(name: "FuzzHTTPRequest", dependencies: ["FuzzDriver", .product(name: "SluiceHTTP", package: "sluice")]),
+        .executableTarget(name: "FuzzHTTPResponse", dependencies: ["FuzzDriver", .product(name: "SluiceHTTP", package: "sluice")]),
+        .executableTarget(name: "FuzzChunked", dependencies: ["FuzzDriver", .product(name: "SluiceHTTP", package: "sluice")]),
+        .executableTarget(name: "FuzzRequestScanner", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
+        .executableTarget(name: "FuzzSSEScanner", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
+        .executableTarget(name: "FuzzPrometheus", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
     ]
 )
