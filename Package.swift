@@ -40,8 +40,8 @@ let package = Package(
         .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM"]),
 
         // the simulated vLLM server
-        .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM"], path: "Sources/SluiceSimulator",
-                swiftSettings: strict),
+        .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
+        .testTarget(name: "SluiceSimTests", dependencies: ["SluiceSim", "SluiceIO"]),
 
         // app
         .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "CNghttp2"], swiftSettings: strict),

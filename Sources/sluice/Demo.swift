@@ -23,10 +23,11 @@ enum Demo {
             s.model = "tiny-llama"
             s.loras = ["sql-lora"]
             s.seed = UInt64(i + 1)
+            s.maxLoras = 2
             let opts = s
             let ok = Atomic<Int>(0)
             simLoop.execute {
-                if let sim = try? SimServer(options: opts, loop: simLoop) {
+                if let sim = try? SimServer.start(options: opts, loop: simLoop) {
                     _ = Unmanaged.passRetained(sim)  // lives as long as the demo
                     ok.store(1, ordering: .releasing)
                 } else {

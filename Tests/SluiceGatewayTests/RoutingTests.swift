@@ -21,7 +21,7 @@ final class SimFleet: @unchecked Sendable {
             let opts = o
             let done = Atomic<Int>(0)
             loop.execute {
-                let s = try! SimServer(options: opts, loop: l)
+                let s = try! SimServer.start(options: opts, loop: l)
                 _ = Unmanaged.passRetained(s)
                 done.store(1, ordering: .releasing)
             }
@@ -50,9 +50,9 @@ final class SimFleet: @unchecked Sendable {
 
 @Suite(.serialized) struct RoutingTests {
     @Test func adapterRequestsOnlyReachEndpointsThatServeTheAdapter() throws {
-        var base = SimOptions(); base.stepMillis = 1
-        var withAdapter = base; withAdapter.loras = ["sql-lora"]; withAdapter.maxLoras = 1
-        var full = base; full.maxLoras = 0
+        var base = SimOptions(); base.timeScale = 0.2
+        var withAdapter = base; withAdapter.loras = ["sql-lora"]
+        let full = base
         let fleet = try SimFleet([full, withAdapter, full])
         defer { fleet.stop() }
         let (gw, port) = try startGateway(fleet.endpoints) {
@@ -80,7 +80,7 @@ final class SimFleet: @unchecked Sendable {
     @Test func sharedPrefixesLandTogether() throws {
         func hitRate(_ policy: RoutingPolicy) throws -> Double {
             // KV room for about four groups per server: round robin needs all eight everywhere and thrashes.
-            var o = SimOptions(); o.stepMillis = 1; o.kvTokens = 2400
+            var o = SimOptions(); o.timeScale = 0.2; o.kvTokens = 2400
             let fleet = try SimFleet(Array(repeating: o, count: 4))
             defer { fleet.stop() }
             let (gw, port) = try startGateway(fleet.endpoints) { $0.pools[0].routing = policy }

@@ -54,9 +54,8 @@ enum Router {
                 // GIE's LoRA affinity: 1 loaded/running, 0.8 a free slot, 0.6 waiting, 0 full.
                 if t.adaptersRunning.contains(a) || t.adaptersLoaded.contains(a) { adapterScore = 1 }
                 else if t.adaptersWaiting.contains(a) { adapterScore = 0.6 }
-                else if fresh && t.maxLoras > 0 && t.adaptersRunning.count < t.maxLoras { adapterScore = 0.8 }
-                else if !fresh { adapterScore = 0.5 }
-                else { continue }  // cannot serve it
+                else if !fresh && t.scrapedAt.nanoseconds == 0 { adapterScore = 0.5 }  // not scraped yet
+                else { continue }  // not registered there (a free slot would need on-demand loading, not built yet)
             }
             let inflight = Double(e.runtime.inflight.load(ordering: .relaxed))
             let queue = fresh ? Double(t.waiting) : 0

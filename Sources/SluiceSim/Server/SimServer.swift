@@ -1,0 +1,212 @@
+public import SluiceIO
+import SluiceHTTP
+import Glibc
+
+/// A simulated vLLM 0.32 OpenAI-compatible server on one event loop: the HTTP front end of a
+/// ``SimEngine``. Endpoints, JSON shapes, SSE framing, error bodies and `/metrics` names follow
+/// the verbatim samples in ../shared/vllm-reference/.
+///
+/// Thread confinement: create it on (or before running) `loop`, and call everything on that
+/// loop's thread. Keep the returned object alive until ``close()``: the listener calls into it.
+///
+/// Cost when idle is zero: the only timer is the engine's step timer, armed while the engine
+/// has work.
+public final class SimServer {
+    public let options: SimOptions
+    public let loop: EventLoop
+    /// The engine; read it on the loop's thread (tests inspect its state).
+    public let engine: SimEngine
+    private var http: HTTPServer!
+    private var stepTimer: Timer!
+    var pending: [UInt64: Pending] = [:]
+    var adapters: [(name: String, path: String)] = []
+    var ids: SimRandom
+    /// Wall-clock seconds at start (the `_created` series).
+    let startedWall: Double
+    let fingerprint: String
+    var admissionRejections: UInt64 = 0
+    private var events: [SimEvent] = []
+
+    /// The address actually bound (the real port when `options.port` was 0).
+    public var address: SocketAddress { http.listener.address }
+    public var port: UInt16 { address.port }
+
+    /// What the server remembers about a request in the engine.
+    final class Pending {
+        enum Kind { case chat, completion, embedding }
+        let responder: HTTPResponder
+        let kind: Kind
+        let stream: Bool
+        let includeUsage: Bool
+        let model: String
+        let id: String
+        let created: Int
+        let promptTokens: Int
+        let maxTokens: Int
+        let textKey: UInt64
+        var inputs: [String] = []
+        var embeddingFormatBase64 = false
+        var text = ""
+        var generated = 0
+
+        init(responder: HTTPResponder, kind: Kind, stream: Bool, includeUsage: Bool, model: String, id: String,
+             created: Int, promptTokens: Int, maxTokens: Int, textKey: UInt64) {
+            self.responder = responder
+            self.kind = kind
+            self.stream = stream
+            self.includeUsage = includeUsage
+            self.model = model
+            self.id = id
+            self.created = created
+            self.promptTokens = promptTokens
+            self.maxTokens = maxTokens
+            self.textKey = textKey
+        }
+    }
+
+    private init(options: SimOptions, loop: EventLoop) {
+        self.options = options
+        self.loop = loop
+        engine = SimEngine(config: options.engineConfig, now: loop.now)
+        ids = SimRandom(seed: options.seed ^ 0x1D5_1D5)
+        startedWall = Self.wallSeconds()
+        let h = SimRandom.hash(options.model, seed: options.seed)
+        fingerprint = "vllm-0.32.0-" + Self.hex(h, digits: 8)
+        for spec in options.loras {
+            let (name, path) = SimOptions.parseLoRA(spec)
+            if !adapters.contains(where: { $0.name == name }) { adapters.append((name, path)) }
+        }
+    }
+
+    /// Binds and starts serving on `loop`. Call on the loop's thread, or before it runs.
+    public static func start(options: SimOptions, loop: EventLoop) throws -> SimServer {
+        guard let address = SocketAddress(numericHost: options.host, port: options.port) else {
+            throw SimServerError("sim: host must be a numeric address, got \(options.host)")
+        }
+        let s = SimServer(options: options, loop: loop)
+        s.stepTimer = Timer { [unowned s] in s.onStep() }
+        s.http = try HTTPServer(address: address, loop: loop, reusePort: options.reusePort) { [unowned s] req, resp in
+            s.handle(req, resp)
+        }
+        return s
+    }
+
+    /// Stops listening, closes connections and forgets in-flight requests.
+    public func close() {
+        loop.cancel(stepTimer)
+        http.close()
+        for id in pending.keys { engine.abort(id, now: loop.now) }
+        pending.removeAll()
+    }
+
+    /// Runs a server on the calling thread's own event loop until SIGINT or SIGTERM (what
+    /// `sluice sim` does). Prints the listening address on standard output.
+    public static func run(options: SimOptions) throws {
+        let signals = [Signals.interrupt, Signals.terminate]
+        Signals.block(signals)
+        let loop = try EventLoop()
+        let server = try SimServer.start(options: options, loop: loop)
+        print("sluice sim: serving \(options.model) (adapters: \(server.adapters.map(\.name).joined(separator: ",")))"
+              + " on http://\(server.address)", terminator: "\n")
+        let t = Threads.spawn(name: "sluice-sim") { loop.run() }
+        _ = Signals.wait(signals)
+        nonisolated(unsafe) let s = server
+        loop.execute { s.close() }
+        loop.stop()
+        Threads.join(t)
+    }
+
+    // MARK: routing
+
+    private func handle(_ req: HTTPServerRequest, _ resp: HTTPResponder) {
+        switch (req.method, req.path) {
+        case ("GET", "/health"):
+            resp.respond(status: 200, headers: [], body: [])
+        case ("GET", "/v1/models"):
+            resp.respond(status: 200, modelsJSON())
+        case ("GET", "/metrics"):
+            resp.respond(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", metricsText())
+        case ("GET", "/version"):
+            resp.respond(status: 200, "{\"version\":\"0.32.0\"}")
+        case ("POST", "/v1/chat/completions"):
+            generate(req, resp, kind: .chat)
+        case ("POST", "/v1/completions"):
+            generate(req, resp, kind: .completion)
+        case ("POST", "/v1/embeddings"):
+            generate(req, resp, kind: .embedding)
+        case ("POST", "/v1/load_lora_adapter"):
+            loadAdapter(req, resp)
+        case ("POST", "/v1/unload_lora_adapter"):
+            unloadAdapter(req, resp)
+        case (_, "/health"), (_, "/v1/models"), (_, "/metrics"), (_, "/v1/chat/completions"), (_, "/v1/completions"),
+             (_, "/v1/embeddings"), (_, "/v1/load_lora_adapter"), (_, "/v1/unload_lora_adapter"), (_, "/version"):
+            resp.respond(status: 405, "{\"detail\":\"Method Not Allowed\"}")
+        default:
+            resp.respond(status: 404, "{\"detail\":\"Not Found\"}")
+        }
+    }
+
+    // MARK: driving the engine
+
+    /// Arms the step timer for the engine's next deadline (none when idle).
+    func armStepTimer() {
+        guard let d = engine.nextDeadline else {
+            loop.cancel(stepTimer)
+            return
+        }
+        if !stepTimer.isArmed || stepTimer.deadline != d { loop.schedule(stepTimer, at: d) }
+    }
+
+    private func onStep() {
+        let now = loop.now
+        // Clients that went away abort their sequences (vLLM does so at once, too).
+        for (id, p) in pending where !p.responder.isOpen {
+            engine.abort(id, now: now)
+            pending.removeValue(forKey: id)
+        }
+        events.removeAll(keepingCapacity: true)
+        engine.advance(to: now, into: &events)
+        for e in events { deliver(e) }
+        armStepTimer()
+    }
+
+    private func deliver(_ e: SimEvent) {
+        guard let p = pending[e.id] else { return }
+        switch e.kind {
+        case .token(let index):
+            let piece = SimText.token(seed: options.seed, key: p.textKey, index: index)
+            p.generated = index + 1
+            if p.stream {
+                writeTokenChunk(p, piece: piece, index: index, last: index + 1 == p.maxTokens)
+            } else {
+                p.text += piece
+            }
+        case .finished(let reason):
+            pending.removeValue(forKey: e.id)
+            finishResponse(p, reason: reason)
+        }
+    }
+
+    // MARK: helpers
+
+    static func wallSeconds() -> Double {
+        let w = WallClock.now()
+        return Double(w.seconds) + Double(w.nanoseconds) / 1e9
+    }
+
+    static func hex(_ v: UInt64, digits: Int) -> String {
+        let s = String(v, radix: 16)
+        let padded = String(repeating: "0", count: max(0, 16 - s.count)) + s
+        return String(padded.suffix(digits))
+    }
+
+    func newID(_ prefix: String) -> String { prefix + Self.hex(ids.next(), digits: 16) }
+
+    /// Wall-clock seconds of a loop instant.
+    func wallSeconds(of t: Instant) -> Double {
+        let now = Instant.now()
+        let wall = Self.wallSeconds()
+        if t >= now { return wall + Double(t.nanoseconds - now.nanoseconds) / 1e9 }
+        return wall - Double(now.nanoseconds - t.nanoseconds) / 1e9
+    }
+}
