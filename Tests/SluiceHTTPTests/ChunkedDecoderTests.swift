@@ -58,3 +58,16 @@ func decodeChunked(_ text: String, step: Int) -> (payload: String, end: Int?, er
         #expect(r.error == nil)
     }
 }
+
+@Suite struct ChunkedWholeTests {
+    @Test func decodesACompleteBodyAndReportsWhereItEnds() {
+        let text = Array("HEAD5\r\nhello\r\n0\r\n\r\nNEXT".utf8)
+        let r = text.withUnsafeBytes { ChunkedDecoder.decodeWhole($0, from: 4) }
+        #expect(r == .complete(payload: Array("hello".utf8), end: text.count - 4))
+    }
+
+    @Test func incompleteAndInvalidBodies() {
+        #expect(Array("5\r\nhel".utf8).withUnsafeBytes { ChunkedDecoder.decodeWhole($0, from: 0) } == .incomplete)
+        #expect(Array("z\r\n".utf8).withUnsafeBytes { ChunkedDecoder.decodeWhole($0, from: 0) } == .invalid)
+    }
+}

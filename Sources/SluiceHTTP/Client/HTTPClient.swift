@@ -177,22 +177,13 @@ public final class HTTPClient: EventHandler {
             guard inbuf.count >= head.length + n else { return false }
             body = Array(inbuf[head.length..<(head.length + n)])
         case .chunked:
-            var d = ChunkedDecoder()
-            var pos = head.length
-            var done = false
-            var bad = false
-            inbuf.withUnsafeBytes { b in
-                loop: while true {
-                    switch d.next(b, from: pos) {
-                    case .data(let s, let e): body += b[s..<e]; pos = e
-                    case .needMore: break loop
-                    case .done: done = true; break loop
-                    case .error: bad = true; break loop
-                    }
-                }
+            switch inbuf.withUnsafeBytes({ ChunkedDecoder.decodeWhole($0, from: head.length) }) {
+            case .complete(let payload, _): body = payload
+            case .incomplete: return false
+            case .invalid:
+                finish(.failure(.protocolError), reusable: false)
+                return true
             }
-            if bad { finish(.failure(.protocolError), reusable: false); return true }
-            if !done { return false }
         case .untilClose:
             guard eof else { return false }
             body = Array(inbuf[head.length...])

@@ -122,4 +122,30 @@ public struct ChunkedDecoder: Sendable {
         default: nil
         }
     }
+
+    /// Outcome of decoding a whole chunked body held in one buffer.
+    public enum Whole: Equatable, Sendable {
+        /// The payload, and where the message ends in the input.
+        case complete(payload: [UInt8], end: Int)
+        case incomplete
+        case invalid
+    }
+
+    /// Decodes the chunked body starting at `from` when all of it is in `bytes` (the control
+    /// plane's simple client and server buffer whole messages; the proxy uses ``next(_:from:)``).
+    public static func decodeWhole(_ bytes: UnsafeRawBufferPointer, from: Int) -> Whole {
+        var d = ChunkedDecoder()
+        var payload: [UInt8] = []
+        var pos = from
+        while true {
+            switch d.next(bytes, from: pos) {
+            case .data(let s, let e):
+                payload += bytes[s..<e]
+                pos = e
+            case .needMore: return .incomplete
+            case .done(let end): return .complete(payload: payload, end: end)
+            case .error: return .invalid
+            }
+        }
+    }
 }

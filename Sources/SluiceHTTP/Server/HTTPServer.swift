@@ -205,23 +205,15 @@ final class HTTPServerConnection: EventHandler {
                     body = Array(inbuf[head.length..<(head.length + n)])
                     consumed += n
                 case .chunked:
-                    var d = ChunkedDecoder()
-                    var pos = head.length
-                    var done = false
-                    var bad = false
-                    inbuf.withUnsafeBytes { b in
-                        loop: while true {
-                            switch d.next(b, from: pos) {
-                            case .data(let s, let e): body += b[s..<e]; pos = e
-                            case .needMore: break loop
-                            case .done(let end): pos = end; done = true; break loop
-                            case .error: bad = true; break loop
-                            }
-                        }
+                    switch inbuf.withUnsafeBytes({ ChunkedDecoder.decodeWhole($0, from: head.length) }) {
+                    case .complete(let payload, let end):
+                        body = payload
+                        consumed = end
+                    case .incomplete: return
+                    case .invalid:
+                        close(reset: false)
+                        return
                     }
-                    if bad { close(reset: false); return }
-                    if !done { return }
-                    consumed = pos
                 default:
                     break
                 }
