@@ -26,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        // hiredis's .pc file carries a flag SwiftPM prohibits, so it is linked by the modulemap.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // I/O core
         .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
@@ -34,6 +36,9 @@ let package = Package(
         // protocols
         .target(name: "SluiceHTTP", dependencies: ["SluiceIO", "COpenSSL"], swiftSettings: strict),
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
+
+        .target(name: "SluiceRedis", dependencies: ["SluiceIO", "CHiredis"], swiftSettings: strict),
+        .testTarget(name: "SluiceRedisTests", dependencies: ["SluiceRedis", "SluiceIO"]),
 
         // LLM semantics (pure)
         .target(name: "SluiceLLM", swiftSettings: strict),
