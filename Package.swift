@@ -49,11 +49,11 @@ let package = Package(
         .testTarget(name: "SluiceSimTests", dependencies: ["SluiceSim", "SluiceIO"]),
 
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "CNghttp2"], swiftSettings: strict),
-        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceSim"]),
+        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
+        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceSim"]),
 
         // programs
-        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim", "CYAML"], swiftSettings: strict),
+        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceRedis", "SluiceSim", "CYAML"], swiftSettings: strict),
         .testTarget(name: "sluiceTests", dependencies: ["sluice", "SluiceGateway"]),
     ]
 )

@@ -1,5 +1,6 @@
 public import SluiceIO
 public import SluiceHTTP
+public import SluiceRedis
 
 /// Everything a worker needs, compiled from the config file: plain values, no YAML.
 ///
@@ -152,6 +153,56 @@ public struct GatewaySettings: Sendable {
         }
     }
 
+    /// The Redis shared by every Sluice process of a deployment (response cache, rate limits).
+    public struct Redis: Sendable {
+        public enum OnFailure: String, Sendable { case open, closed }
+        /// Address resolved and secrets expanded at load time (never on a worker).
+        public var configuration: RedisConfiguration
+        /// `open`: serve without the cache and enforce limits with a local, per-worker limiter
+        /// while Redis is unreachable; `closed`: answer 503 at once.
+        public var onFailure: OnFailure = .open
+        public init(configuration: RedisConfiguration) { self.configuration = configuration }
+    }
+
+    /// API keys and the tenants they belong to. With auth configured, every request needs a
+    /// known key (`Authorization: Bearer …`); the tenant scopes cache entries and rate limits.
+    public struct Auth: Sendable {
+        /// SHA-256 of each accepted key (keys themselves are not kept) and its tenant.
+        public var keys: [[UInt8]: String] = [:]
+        public init() {}
+    }
+
+    /// The response cache (needs `redis`).
+    public struct Cache: Sendable {
+        public enum Scope: String, Sendable { case tenant, shared }
+        public var enabled = false
+        public var ttl: Duration = .seconds(600)
+        /// Larger responses are relayed but not stored.
+        public var maxEntryBytes = 1 << 20
+        /// `tenant`: entries are readable only by the tenant (API key) that stored them.
+        public var scope: Scope = .tenant
+        /// A request with a `seed` counts as deterministic (as well as `temperature: 0`).
+        public var seedIsDeterministic = true
+        public init() {}
+    }
+
+    /// A rate limit: per tenant (`*`: each tenant gets its own bucket), optionally for one model.
+    public struct RateLimitRule: Sendable, Equatable {
+        public var tenant: String
+        public var model: String?
+        public var requestsPerMinute: Int?
+        public var tokensPerMinute: Int?
+        /// Bursts (default: a minute's worth).
+        public var requestBurst: Int?
+        public var tokenBurst: Int?
+        public init(tenant: String, model: String? = nil, requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil) {
+            self.tenant = tenant
+            self.model = model
+            self.requestsPerMinute = requestsPerMinute
+            self.tokensPerMinute = tokensPerMinute
+        }
+    }
+
     public var listen: [Listen]
     /// Models clients may ask for. Empty: pass-through mode (every request goes to the first pool).
     public var models: [Model] = []
@@ -169,6 +220,10 @@ public struct GatewaySettings: Sendable {
     /// One JSON line per request (set at start; a reload keeps the first target).
     public var accessLog: AccessLogTarget = .off
     public var telemetry = Telemetry()
+    public var redis: Redis? = nil
+    public var auth: Auth? = nil
+    public var cache = Cache()
+    public var rateLimits: [RateLimitRule] = []
 
     public init(listen: [Listen], workers: Int, pools: [Pool]) {
         self.listen = listen

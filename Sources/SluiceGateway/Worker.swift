@@ -1,6 +1,7 @@
 import Glibc
 import SluiceIO
 import SluiceHTTP
+import SluiceRedis
 import Synchronization
 
 /// One worker thread's share of the gateway: its event loop, its listeners (SO_REUSEPORT: the
@@ -67,6 +68,35 @@ final class Worker: @unchecked Sendable {
     /// The shared prefix index (the gateway's).
     let prefixIndex: PrefixIndex
 
+    /// This worker's Redis connections (nil without `redis:`), the limiter on them, and the
+    /// local limiter used while Redis is unreachable.
+    private(set) var redis: RedisClient?
+    private(set) var rateLimiter: RateLimiter?
+    var localLimiter: LocalRateLimiter
+    /// Metric slots of admission outcomes, by outcome name.
+    private(set) lazy var cacheSlots: [String: Int] = Dictionary(uniqueKeysWithValues:
+        ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, catalog.schema.series(catalog.cache, [$0])) })
+    private(set) lazy var limitSlots: [String: Int] = Dictionary(uniqueKeysWithValues:
+        ["allowed", "limited", "error", "local"].map { ($0, catalog.schema.series(catalog.rateLimit, [$0])) })
+
+    /// Workers of this process (the local limiter's share of each limit).
+    static func workerCount(_ s: GatewaySettings) -> Int { s.workers > 0 ? s.workers : Threads.availableCPUs }
+
+    /// Opens (or, when the settings changed, reopens) the Redis connections. On the loop.
+    private func connectRedis(_ new: GatewaySettings.Redis?) {
+        let old = redis?.connections.first?.configuration
+        if let o = old, let n = new?.configuration, o.url == n.url, o.address == n.address,
+           o.commandTimeout == n.commandTimeout, o.connectionsPerLoop == n.connectionsPerLoop { return }
+        redis?.close()
+        redis = nil
+        rateLimiter = nil
+        guard let n = new else { return }
+        let client = RedisClient(loop: loop, configuration: n.configuration)
+        client.start()
+        redis = client
+        rateLimiter = RateLimiter(client: client)
+    }
+
     /// Connections open across all workers (shared with the gateway).
     private let connections: SharedCounter
 
@@ -81,6 +111,7 @@ final class Worker: @unchecked Sendable {
         self.modelTable = ModelTable(settings, metrics: metrics)
         self.rng = UInt64.random(in: .min ... .max)
         self.onDrained = onDrained
+        self.localLimiter = LocalRateLimiter(share: Self.workerCount(settings))
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
         pools = settings.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self) }
@@ -122,6 +153,8 @@ final class Worker: @unchecked Sendable {
         var previous: [String: UpstreamPool.Endpoint] = [:]
         for p in pools { for e in p.endpoints { previous[e.config.authority] = e } }
         settings = new
+        connectRedis(new.redis)
+        if Self.workerCount(new) != localLimiter.share { localLimiter = LocalRateLimiter(share: Self.workerCount(new)) }
         modelTable = ModelTable(new, metrics: catalog)
         loadedAt = WallClock.now().seconds
         pools = new.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self, previous: previous) }
@@ -135,6 +168,7 @@ final class Worker: @unchecked Sendable {
     }
 
     func start() throws(SyscallError) {
+        connectRedis(settings.redis)
         for l in settings.listen {
             let listener = try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd, tls: l.tls) }
             listeners.append((l.address, listener))
@@ -216,5 +250,6 @@ final class Worker: @unchecked Sendable {
     func closeAll() {
         for c in Array(clients.values) { c.abort() }
         for p in pools { p.closeAllIdle() }
+        redis?.close()
     }
 }

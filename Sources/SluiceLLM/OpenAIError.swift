@@ -14,6 +14,17 @@ public struct OpenAIError: Error, Sendable, Equatable {
     public var type: String
     public var param: String?
     public var code: String?
+    /// Response fields to send with it (`retry-after`, `x-ratelimit-*`, `www-authenticate`).
+    public var headers: [Header] = []
+
+    public struct Header: Sendable, Equatable {
+        public var name: String
+        public var value: String
+        public init(_ name: String, _ value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
 
     public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
         self.status = status

@@ -71,6 +71,11 @@ public struct RateLimitDecision: Sendable, Equatable {
     /// One per check, in the order given.
     public var results: [RateLimitResult]
 
+    public init(allowed: Bool, results: [RateLimitResult]) {
+        self.allowed = allowed
+        self.results = results
+    }
+
     /// For a 429's `Retry-After`: whole seconds, at least 1; nil when allowed or when the request
     /// can never fit (its cost exceeds a burst: answer that without a retry hint).
     public var retryAfterSeconds: Int? {

@@ -142,17 +142,17 @@ enum SHA1 {
 }
 
 /// Lower-case hex.
-enum Hex {
+public enum Hex {
     static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    static func append(_ bytes: [UInt8], to out: inout [UInt8]) {
+    public static func append(_ bytes: [UInt8], to out: inout [UInt8]) {
         for b in bytes {
             out.append(digits[Int(b >> 4)])
             out.append(digits[Int(b & 15)])
         }
     }
 
-    static func string(_ bytes: [UInt8]) -> String {
+    public static func string(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
         append(bytes, to: &out)
         return String(decoding: out, as: UTF8.self)

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceGateway
+import SluiceRedis
 import Testing
 @testable import sluice
 
@@ -102,7 +103,19 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nworkers: two", "workers: must be an integer"),
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nlisten: [{ address: \"127.0.0.1:9090\" }]\nadmin: { address: \"127.0.0.1:9090\" }", "port 9090 is used twice"),
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nproxy: { via: maybe }", "proxy.via: must be true or false"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: redis://x }", "redis: not supported by this version"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmetrics: { x: 1 }", "metrics: unknown key"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"http://127.0.0.1:6379\" }", "redis.url: not a redis:// URL"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"redis://127.0.0.1:6379\", on_failure: maybe }", "redis.on_failure: must be open or closed"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\ncache: { ttl: 10m }", "cache: needs redis"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nrate_limits: [{ tenant: \"*\", requests_per_minute: 5 }]", "rate_limits: needs redis"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ tenant: \"*\" }]", "rate_limits[0]: needs requests_per_minute or tokens_per_minute"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ requests_per_minute: 0 }]", "rate_limits[0].requests_per_minute: must be between 1"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: k, tenant: a }] }\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ tenant: b, requests_per_minute: 5 }]", "rate_limits[0].tenant: no API key belongs to tenant 'b'"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ tenant: a }] }", "auth.api_keys[0]: needs key or key_sha256"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: \"${env:SLUICE_TEST_UNSET_VARIABLE}\", tenant: a }] }", "environment variable SLUICE_TEST_UNSET_VARIABLE is not set"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: \"${vault:x}\", tenant: a }] }", "must be ${env:NAME} or ${file:/path}"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key_sha256: abc, tenant: a }] }", "must be 64 hex digits"),
+        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: k, tenant: a }, { key: k, tenant: b }] }", "the same key is listed twice"),
         ("pools: [{ name: p, endpoints: [http://a:1] }]\nlogging: { level: debug }", "logging.level: unknown key"),
         ("pools: &x [{ name: p, endpoints: [http://a:1] }]", "anchors are not supported"),
         ("pools: [{ name: p, endpoints: [http://a:1] }\n", "YAML:"),
@@ -110,6 +123,54 @@ import Testing
     func rules(_ yaml: String, _ expected: String) {
         let found = issues(yaml)
         #expect(found.contains { $0.contains(expected) }, "\(found)")
+    }
+
+    /// Redis, auth, cache and limits are read, with secrets from the environment and files
+    /// (only their digests are kept).
+    @Test func servicesAndSecrets() throws {
+        setenv("SLUICE_TEST_TEAM_A_KEY", "sk-team-a", 1)
+        setenv("SLUICE_TEST_REDIS_PASSWORD", "s3cret", 1)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-key-\(getpid())")
+        try "sk-team-b\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let s = try ConfigLoader.load(text: """
+            pools: [{ name: p, endpoints: ["http://127.0.0.1:1"] }]
+            models: [{ name: tiny, pool: p }]
+            redis: { url: "redis://:${env:SLUICE_TEST_REDIS_PASSWORD}@127.0.0.1:6390/2", on_failure: closed, command_timeout: 80ms, connect_timeout: 2s, connections_per_worker: 3 }
+            auth:
+              api_keys:
+                - { key: "${env:SLUICE_TEST_TEAM_A_KEY}", tenant: team-a }
+                - { key: "${file:\(file.path)}", tenant: team-b }
+                - { key_sha256: "\(String(repeating: "ab", count: 32))", tenant: team-c }
+            cache: { ttl: 5m, max_entry_size: 256KiB, scope: shared, seed_is_deterministic: false }
+            rate_limits:
+              - { tenant: team-a, requests_per_minute: 600, tokens_per_minute: 200000, request_burst: 50, token_burst: 10000 }
+              - { tenant: "*", model: tiny, requests_per_minute: 60 }
+            """)
+        let r = try #require(s.redis)
+        #expect(r.onFailure == .closed)
+        #expect(r.configuration.url.password == "s3cret")
+        #expect(r.configuration.url.database == 2)
+        #expect(r.configuration.address.port == 6390)
+        #expect(r.configuration.commandTimeout == .milliseconds(80))
+        #expect(r.configuration.connectTimeout == .seconds(2))
+        #expect(r.configuration.connectionsPerLoop == 3)
+        #expect(!"\(r.configuration)".contains("s3cret"))
+        let keys = try #require(s.auth?.keys)
+        #expect(keys.count == 3)
+        #expect(keys[SHA256.hash(Array("sk-team-a".utf8))] == "team-a")
+        #expect(keys[SHA256.hash(Array("sk-team-b".utf8))] == "team-b")
+        #expect(keys[[UInt8](repeating: 0xab, count: 32)] == "team-c")
+        #expect(s.cache.enabled && s.cache.ttl == .seconds(300) && s.cache.maxEntryBytes == 256 << 10)
+        #expect(s.cache.scope == .shared && !s.cache.seedIsDeterministic)
+        #expect(s.rateLimits.count == 2)
+        #expect(s.rateLimits[0] == {
+            var r = GatewaySettings.RateLimitRule(tenant: "team-a", requestsPerMinute: 600, tokensPerMinute: 200_000)
+            r.requestBurst = 50
+            r.tokenBurst = 10_000
+            return r
+        }())
+        #expect(s.rateLimits[1] == GatewaySettings.RateLimitRule(tenant: "*", model: "tiny", requestsPerMinute: 60))
     }
 
     @Test func allProblemsAreReportedTogether() {
@@ -143,7 +204,12 @@ import Testing
                     "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].routing", "pools[].tls.ca_file",
                     "pools[].tls.server_name", "pools[].tls.verify",
                     "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
-                    "models[].split[].model", "models[].split[].weight", "models[].sticky", "logging.access_log"]
+                    "models[].split[].model", "models[].split[].weight", "models[].sticky", "logging.access_log",
+                    "redis.url", "redis.on_failure", "redis.command_timeout", "redis.connect_timeout", "redis.connections_per_worker",
+                    "auth.api_keys[].key", "auth.api_keys[].key_sha256", "auth.api_keys[].tenant",
+                    "cache.enabled", "cache.ttl", "cache.max_entry_size", "cache.scope", "cache.seed_is_deterministic",
+                    "rate_limits[].tenant", "rate_limits[].model", "rate_limits[].requests_per_minute", "rate_limits[].tokens_per_minute",
+                    "rate_limits[].request_burst", "rate_limits[].token_burst"]
         for k in keys { #expect(doc.contains("`\(k)`"), "\(k) is not documented") }
     }
 }

@@ -290,9 +290,10 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         case .local(let status, let contentType, let body):
             respondLocal(status, contentType: contentType, body: body)
             return
-        case .forward(let pool, let features, let arm):
+        case .forward(let pool, let features, let arm, let ticket):
             x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: features)
             x.arm = arm
+            x.ticket = ticket
             if worker.accessLog != nil {
                 x.requestID = clientRequestID.isEmpty ? hex16(requestID) : String(decoding: bytes.slice(clientRequestID), as: UTF8.self)
                 if let f = features { x.clientModel = String(decoding: bytes[(head.length + Int(f.scanned.model.start))..<(head.length + Int(f.scanned.model.end))], as: UTF8.self) }
@@ -495,6 +496,12 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             h.append(arm.utf8)
             h.append("\r\n")
         }
+        for f in x.responseHeaders {
+            h.append(f.name.utf8)
+            h.append(": ")
+            h.append(f.value.utf8)
+            h.append("\r\n")
+        }
         if !keepAlive { h.append("Connection: close\r\n") }
         h.append("\r\n")
         // Not flushed here: the body bytes of the same upstream read follow, and everything
@@ -584,6 +591,12 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         h.appendDecimal(body.count)
         h.append("\r\nX-Request-Id: ")
         appendRequestID(&h)
+        for f in e.headers {
+            h.append("\r\n")
+            h.append(f.name.utf8)
+            h.append(": ")
+            h.append(f.value.utf8)
+        }
         h.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n")
         body.withUnsafeBytes { h.append($0) }
         out.append(h)

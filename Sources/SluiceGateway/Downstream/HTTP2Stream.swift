@@ -106,9 +106,10 @@ final class HTTP2Stream: Downstream {
         case .local(let status, let contentType, let body):
             respondLocal(status, contentType: contentType, body: body)
             return
-        case .forward(let pool, let features, let arm):
+        case .forward(let pool, let features, let arm, let ticket):
             x = Exchange(client: self, worker: worker, pool: pool, method: m, features: features)
             x.arm = arm
+            x.ticket = ticket
             if worker.accessLog != nil {
                 x.requestID = clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(requestID)
                 if let f = features {
@@ -177,6 +178,7 @@ final class HTTP2Stream: Downstream {
             fields.append((Array("x-request-id".utf8), clientRequestID ?? Array(hex16(requestID).utf8)))
         }
         if let arm = exchange.arm { fields.append((Array("x-sluice-arm".utf8), Array(arm.utf8))) }
+        for f in exchange.responseHeaders { fields.append((Array(f.name.lowercased().utf8), Array(f.value.utf8))) }
         let hasBody = uh.framing != .none && method != Array("HEAD".utf8)
         if !hasBody { ended = true; responseFinished = true }
         connection.submitResponse(self, status: uh.status, headers: fields, hasBody: hasBody)
@@ -265,7 +267,7 @@ final class HTTP2Stream: Downstream {
             (Array("content-type".utf8), Array("application/json".utf8)),
             (Array("content-length".utf8), Array(String(b.count).utf8)),
             (Array("x-request-id".utf8), Array(hex16(requestID).utf8)),
-        ], hasBody: true)
+        ] + e.headers.map { (Array($0.name.lowercased().utf8), Array($0.value.utf8)) }, hasBody: true)
     }
 
     /// nghttp2 asks for up to `length` bytes of DATA: we report how many are ready and write

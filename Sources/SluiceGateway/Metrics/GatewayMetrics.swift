@@ -19,6 +19,8 @@ public final class GatewayMetrics: Sendable {
     let retries: Int
     let connectErrors: Int
     let upstreamRequests: Int
+    let cache: Int
+    let rateLimit: Int
 
     public init() {
         requests = schema.family("sluice_requests_total", help: "Requests answered, by pool and status class (aborted: the client left).",
@@ -37,6 +39,12 @@ public final class GatewayMetrics: Sendable {
                                kind: .counter, labels: ["pool", "type"])
         retries = schema.family("sluice_upstream_retries_total", help: "Requests retried on another endpoint before any response byte.",
                                 kind: .counter, labels: ["pool"])
+        cache = schema.family("sluice_cache_requests_total",
+                              help: "Response-cache outcomes: hit, miss, bypass (not looked up), error (Redis failed), stored, store_error.",
+                              kind: .counter, labels: ["result"])
+        rateLimit = schema.family("sluice_rate_limit_decisions_total",
+                                  help: "Rate-limit decisions: allowed, limited, error (Redis failed), local (allowed by the fallback limiter).",
+                                  kind: .counter, labels: ["result"])
         connectErrors = schema.family("sluice_upstream_errors_total", help: "Upstream connection failures, resets and 5xx answers.",
                                       kind: .counter, labels: ["pool", "endpoint"])
     }

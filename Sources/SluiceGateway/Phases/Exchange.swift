@@ -1,6 +1,7 @@
 import SluiceHTTP
 import SluiceIO
 import SluiceLLM
+import SluiceRedis
 
 /// One request on its way through the gateway: forward to an endpoint of the pool, relay the
 /// response, retry once on a connection failure before any response byte, time out.
@@ -8,7 +9,7 @@ import SluiceLLM
 /// Thread-confined to the worker. The downstream side (an HTTP/1.1 connection today, an HTTP/2
 /// stream later) is reached through ``ClientConnection``'s exchange methods.
 final class Exchange {
-    enum Phase { case connecting, waiting, relaying, done }
+    enum Phase { case admitting, connecting, waiting, relaying, done }
 
     unowned(unsafe) let client: any Downstream
     unowned(unsafe) let worker: Worker
@@ -20,7 +21,7 @@ final class Exchange {
     private(set) var endpoint: UpstreamPool.Endpoint?
     private(set) var upstream: UpstreamConnection?
     private var attempts = 0
-    private(set) var phase = Phase.connecting
+    var phase = Phase.connecting
     /// True once the response head went to the client: from then on an upstream failure can
     /// only cut the client's connection.
     private(set) var responseStarted = false
@@ -35,13 +36,31 @@ final class Exchange {
     /// The split arm the model resolved to (reported in `x-sluice-arm`).
     var arm: String?
     /// Why the endpoint was chosen.
-    private(set) var routeReason = RouteReason.roundRobin
+    var routeReason = RouteReason.roundRobin
     /// The request's id (for the access log) and the model the client named.
     var requestID = ""
     var clientModel: String?
     private var endpointName: String?
     /// Watches the response for tokens and usage (inspected requests with a 2xx answer).
     private(set) var observer: ResponseObserver?
+
+    // Admission (rate limits, response cache); see Admission.swift.
+    var ticket: AdmissionTicket?
+    var admissionsPending = 0
+    var limitResult: Result<RateLimitDecision, RedisError>?
+    var cacheResult: Result<[UInt8]?, RedisError>?
+    var limitOutcome: LimitOutcome?
+    var cacheOutcome: CacheOutcome?
+    /// Limits were charged by the local limiter (Redis was unreachable at admission).
+    var chargedLocally = false
+    /// The response as it will be stored in the cache (entry header, then body bytes).
+    var capture: [UInt8]?
+    var captureHeaderBytes = 0
+    /// Prefix hashes kept across an asynchronous admission (the worker's scratch space is
+    /// reused by the requests inspected meanwhile).
+    private var savedPrefixHashes: [UInt64]?
+    /// Fields added to the response head (rate-limit state, cache result).
+    var responseHeaders: [(name: String, value: String)] = []
 
     init(client: any Downstream, worker: Worker, pool: UpstreamPool, method: HTTPMethod, features: RequestFeatures? = nil) {
         self.features = features
@@ -62,6 +81,19 @@ final class Exchange {
 
     func start() {
         worker.activeExchanges += 1
+        if let t = ticket {
+            if let f = features, f.prefixBlocks > 0 {
+                savedPrefixHashes = Array(worker.inspectScratch.prefixHashes[0..<f.prefixBlocks])
+            }
+            admit(t)
+        } else {
+            attempt(excluding: nil)
+        }
+    }
+
+    /// Admission passed: on to the pool.
+    func forward() {
+        phase = .connecting
         attempt(excluding: nil)
     }
 
@@ -69,6 +101,11 @@ final class Exchange {
         attempts += 1
         // The first attempt routes with the request's prefix hashes (still in the worker's
         // scratch space); a retry only avoids the endpoint that failed.
+        if attempts == 1, let saved = savedPrefixHashes {
+            saved.withUnsafeBufferPointer { h in
+                _ = UnsafeMutableBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<h.count]).initialize(fromContentsOf: h)
+            }
+        }
         let hashes = attempts == 1 && features != nil
             ? UnsafeBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<features!.prefixBlocks])
             : UnsafeBufferPointer(start: nil, count: 0)
@@ -172,6 +209,7 @@ final class Exchange {
             var length: Int? = nil
             if case .length(let n) = head.framing { length = n }
             observer = ResponseObserver(eventStream: eventStream, strip: f.injectedUsage, contentLength: length)
+            if ticket?.cacheStore == true { beginCapture(status: head.status, contentType: head.first(.contentType).map { bytes.slice($0.value) }) }
         }
         phase = .relaying
         responseStarted = true
@@ -186,6 +224,7 @@ final class Exchange {
             var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
             let previous = observer!.lastTokenAt
             observer!.observe(buffer, &rs, now: worker.loop.now)
+            if capture != nil { captureBody(buffer, rs) }
             if let p = previous, let last = observer!.lastTokenAt, last > p {
                 worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.since(p).seconds)
             }
@@ -203,6 +242,7 @@ final class Exchange {
 
     func upstreamComplete() {
         observer?.finishJSON(now: worker.loop.now)
+        if capture != nil { endCapture() }
         finalStatus = upstreamStatus
         let ep = endpoint
         upstream = nil
@@ -287,18 +327,20 @@ final class Exchange {
         }
     }
 
-    private func fail(_ error: ErrorResponse) {
+    func fail(_ error: ErrorResponse) {
         finalStatus = error.status
         finish()
         client.exchangeFailed(error)
     }
 
     /// The status the client ended up with (0: the client went away), for metrics.
-    private var finalStatus = 0
+    var finalStatus = 0
 
-    private func finish() {
+    func finish() {
         guard phase != .done else { return }
         phase = .done
+        capture = nil
+        if ticket != nil { settleTokens() }
         record()
         if timer.isArmed { worker.loop.cancel(timer) }
         worker.activeExchanges -= 1
@@ -338,6 +380,11 @@ extension Exchange {
             line.field("duration_ms", now.since(startedAt).seconds * 1000)
             line.field("route_reason", routeReason.rawValue)
             line.field("attempts", attempts)
+            if let t = ticket {
+                line.field("tenant", t.tenant)
+                line.field("cache", cacheOutcome?.rawValue)
+                line.field("rate_limit", limitOutcome?.rawValue)
+            }
             worker.log(line.finish())
         }
     }

@@ -96,8 +96,9 @@ extension Worker {
     enum Plan {
         case local(status: Int, contentType: String, body: [UInt8])
         case reject(OpenAIError)
-        /// `rewritten` (the caller's buffer) holds the body to send when it had to change.
-        case forward(pool: UpstreamPool, features: RequestFeatures?, arm: String?)
+        /// `rewritten` (the caller's buffer) holds the body to send when it had to change;
+        /// `ticket` says what admission must do first (rate limits, cache), if anything.
+        case forward(pool: UpstreamPool, features: RequestFeatures?, arm: String?, ticket: AdmissionTicket?)
     }
 
     /// Inspect, then resolve the model (when `models:` is configured).
@@ -121,12 +122,26 @@ extension Worker {
         } catch {
             return .reject(error)
         }
+        // Who is asking (API key → tenant): needed for auth, and to scope cache and limits.
+        var tenant = "anonymous"
+        if settings.auth != nil || settings.redis != nil {
+            switch self.tenant(headerNamed: headerNamed) {
+            case .success(let t): tenant = t
+            case .failure(let e): return .reject(e)
+            }
+        }
         let table = modelTable
         guard !table.isEmpty else {
             guard let pool = defaultPool else { return .reject(.unavailable("No pool is configured.")) }
             var f = features
+            var ticket: AdmissionTicket? = nil
+            if let g = f, settings.redis != nil {
+                let name = JSONString.decode(body, g.scanned.model)
+                ticket = admissionTicket(tenant: tenant, features: g, clientModel: name, target: pool.name + "/" + name,
+                                         body: body, headerNamed: headerNamed)
+            }
             if f != nil, let b = rewrittenBody(body, &f!, model: nil) { rewritten = b }
-            return .forward(pool: pool, features: f, arm: nil)
+            return .forward(pool: pool, features: f, arm: nil, ticket: ticket)
         }
         guard var f = features else {
             var p = path
@@ -160,9 +175,16 @@ extension Worker {
             let name = f.scanned.modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
             return .reject(.modelNotFound(name))
         }
+        var ticket: AdmissionTicket? = nil
+        if settings.redis != nil {
+            let name = f.scanned.modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
+            ticket = admissionTicket(tenant: tenant, features: f, clientModel: name,
+                                     target: pools[t.pool].name + "/" + String(decoding: t.upstreamModel, as: UTF8.self),
+                                     body: body, headerNamed: headerNamed)
+        }
         if let b = rewrittenBody(body, &f, model: t.rewriteModel || f.scanned.modelEscaped ? t.upstreamModel : nil) { rewritten = b }
         f.adapter = t.adapter
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
-        return .forward(pool: pools[t.pool], features: f, arm: t.arm)
+        return .forward(pool: pools[t.pool], features: f, arm: t.arm, ticket: ticket)
     }
 }

@@ -19,6 +19,8 @@ enum RouteReason: String {
     case adapter = "adapter_affinity"
     case onlyCandidate = "only_candidate"
     case panic = "no_healthy_endpoint"
+    /// Served from the response cache: no endpoint was picked.
+    case cache = "cache_hit"
 }
 
 /// The pick phase. Reads endpoint state (health, the gateway's in-flight counts, scraped queue

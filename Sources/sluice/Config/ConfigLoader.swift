@@ -2,6 +2,7 @@ import Glibc
 import SluiceGateway
 import SluiceHTTP
 import SluiceIO
+import SluiceRedis
 
 /// One problem in a config file: where (path and line) and what.
 struct ConfigIssue: CustomStringConvertible {
@@ -50,12 +51,9 @@ struct ConfigLoader {
     mutating func settings(_ root: YAMLNode) -> GatewaySettings? {
         var s = GatewaySettings(listen: [], workers: 0, pools: [])
         guard let top = map(root, "(document)") else { return nil }
-        let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models", "logging"]
-        for (key, keyLine, value) in top where !known.contains(key) {
-            _ = value
-            let later = ["redis", "cache", "rate_limits", "auth", "metrics"].contains(key)
-            issue(key, later ? "not supported by this version of Sluice yet" : "unknown key", keyLine)
-        }
+        let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models",
+                     "logging", "redis", "auth", "cache", "rate_limits"]
+        for (key, keyLine, _) in top where !known.contains(key) { issue(key, "unknown key", keyLine) }
         func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
 
         if let l = child("listen") {
@@ -247,6 +245,7 @@ struct ConfigLoader {
                 }
             }
         }
+        services(s: &s, child: child, root: root)
         // Listeners and the admin listener must not collide.
         var ports: [SocketAddress] = s.listen.map(\.address)
         if let a = s.admin { ports.append(a) }
@@ -254,6 +253,167 @@ struct ConfigLoader {
             issue(i < s.listen.count ? "listen[\(i)].address" : "admin.address", "port \(a.port) is used twice", root.line)
         }
         return s
+    }
+
+    /// `redis`, `auth`, `cache`, `rate_limits`.
+    private mutating func services(s: inout GatewaySettings, child: (String) -> YAMLNode?, root: YAMLNode) {
+        if let n = child("redis"), let m = map(n, "redis") {
+            let p = "redis"
+            unknown(m, p, ["url", "on_failure", "command_timeout", "connect_timeout", "connections_per_worker"])
+            if let raw = str(m, p, "url", required: true), let text = secret(raw, "\(p).url", field(m, "url")!.line) {
+                do {
+                    let url = try RedisURL(parsing: text)
+                    do {
+                        var c = try RedisConfiguration(resolving: url)
+                        if let d = durationField(m, p, "command_timeout") { c.commandTimeout = d }
+                        if let d = durationField(m, p, "connect_timeout") { c.connectTimeout = d }
+                        if let v = intField(m, p, "connections_per_worker", min: 1, max: 64) { c.connectionsPerLoop = v }
+                        var r = GatewaySettings.Redis(configuration: c)
+                        if let f = str(m, p, "on_failure") {
+                            if let v = GatewaySettings.Redis.OnFailure(rawValue: f) { r.onFailure = v } else {
+                                issue("\(p).on_failure", "must be open or closed", field(m, "on_failure")!.line)
+                            }
+                        }
+                        s.redis = r
+                    } catch {
+                        issue("\(p).url", "cannot resolve \(url.host): \(error)", field(m, "url")!.line)
+                    }
+                } catch {
+                    // The message names the problem, never the URL (it may hold a password).
+                    issue("\(p).url", error.description, field(m, "url")!.line)
+                }
+            }
+        }
+        if let n = child("auth"), let m = map(n, "auth") {
+            unknown(m, "auth", ["api_keys"])
+            var auth = GatewaySettings.Auth()
+            if let list = field(m, "api_keys") {
+                for (i, item) in seq(list, "auth.api_keys").enumerated() {
+                    let p = "auth.api_keys[\(i)]"
+                    guard let km = map(item, p) else { continue }
+                    unknown(km, p, ["key", "key_sha256", "tenant"])
+                    guard let tenant = str(km, p, "tenant", required: true) else { continue }
+                    if tenant == "*" || tenant.isEmpty { issue("\(p).tenant", "must be a name (not empty, not '*')", item.line) }
+                    var digest: [UInt8]? = nil
+                    if let raw = str(km, p, "key") {
+                        if let key = secret(raw, "\(p).key", field(km, "key")!.line) {
+                            if key.isEmpty { issue("\(p).key", "is empty", field(km, "key")!.line) } else { digest = SHA256.hash(Array(key.utf8)) }
+                        }
+                    } else if let hex = str(km, p, "key_sha256") {
+                        digest = Self.hexBytes(hex)
+                        if digest?.count != 32 { issue("\(p).key_sha256", "must be 64 hex digits (the SHA-256 of the key)", field(km, "key_sha256")!.line); digest = nil }
+                    } else {
+                        issue(p, "needs key or key_sha256", item.line)
+                    }
+                    if let d = digest {
+                        if auth.keys[d] != nil { issue(p, "the same key is listed twice", item.line) }
+                        auth.keys[d] = tenant
+                    }
+                }
+            }
+            if auth.keys.isEmpty { issue("auth.api_keys", "needs at least one key (without auth, remove the section)", n.line) }
+            s.auth = auth
+        }
+        if let n = child("cache"), let m = map(n, "cache") {
+            let p = "cache"
+            unknown(m, p, ["enabled", "ttl", "max_entry_size", "scope", "seed_is_deterministic"])
+            s.cache.enabled = bool(m, p, "enabled") ?? true
+            if let d = durationField(m, p, "ttl") {
+                if d < .milliseconds(1) { issue("\(p).ttl", "must be at least 1ms", field(m, "ttl")!.line) } else { s.cache.ttl = d }
+            }
+            if let v = sizeField(m, p, "max_entry_size", min: 1) { s.cache.maxEntryBytes = v }
+            if let v = str(m, p, "scope") {
+                if let sc = GatewaySettings.Cache.Scope(rawValue: v) { s.cache.scope = sc } else {
+                    issue("\(p).scope", "must be tenant or shared", field(m, "scope")!.line)
+                }
+            }
+            if let v = bool(m, p, "seed_is_deterministic") { s.cache.seedIsDeterministic = v }
+            if s.cache.enabled && s.redis == nil { issue("cache", "needs redis (the cache is kept in Redis)", n.line) }
+        }
+        if let n = child("rate_limits") {
+            for (i, item) in seq(n, "rate_limits").enumerated() {
+                let p = "rate_limits[\(i)]"
+                guard let m = map(item, p) else { continue }
+                unknown(m, p, ["tenant", "model", "requests_per_minute", "tokens_per_minute", "request_burst", "token_burst"])
+                var rule = GatewaySettings.RateLimitRule(tenant: str(m, p, "tenant") ?? "*", model: str(m, p, "model"))
+                rule.requestsPerMinute = intField(m, p, "requests_per_minute", min: 1)
+                rule.tokensPerMinute = intField(m, p, "tokens_per_minute", min: 1)
+                rule.requestBurst = intField(m, p, "request_burst", min: 1)
+                rule.tokenBurst = intField(m, p, "token_burst", min: 1)
+                if rule.requestsPerMinute == nil && rule.tokensPerMinute == nil {
+                    issue(p, "needs requests_per_minute or tokens_per_minute", item.line)
+                }
+                if let model = rule.model, !s.models.isEmpty, !s.models.contains(where: { $0.name == model }) {
+                    issue("\(p).model", "no model named '\(model)'", field(m, "model")!.line)
+                }
+                if s.rateLimits.contains(where: { $0.tenant == rule.tenant && $0.model == rule.model }) {
+                    issue(p, "duplicates an earlier rule for the same tenant and model", item.line)
+                }
+                if rule.tenant != "*", let keys = s.auth?.keys, !keys.values.contains(rule.tenant) {
+                    issue("\(p).tenant", "no API key belongs to tenant '\(rule.tenant)'", field(m, "tenant")?.line ?? item.line)
+                }
+                s.rateLimits.append(rule)
+            }
+            if !s.rateLimits.isEmpty && s.redis == nil { issue("rate_limits", "needs redis (limits are enforced in Redis)", n.line) }
+        }
+    }
+
+    /// Expands secret references in a value: `${env:NAME}` (an environment variable) and
+    /// `${file:/path}` (a file's contents without the trailing newline, as Kubernetes mounts
+    /// Secrets), anywhere in it (`redis://:${env:REDIS_PASSWORD}@redis:6379`); other text is
+    /// literal. Problems name the reference, never a value.
+    private mutating func secret(_ raw: String, _ path: String, _ line: Int) -> String? {
+        var out = ""
+        var rest = Substring(raw)
+        while let dollar = rest.firstIndex(of: "$") {
+            let brace = rest.index(after: dollar)
+            guard brace < rest.endIndex, rest[brace] == "{" else {
+                out += rest[...dollar]
+                rest = rest[brace...]
+                continue
+            }
+            out += rest[..<dollar]
+            guard let close = rest[brace...].firstIndex(of: "}") else {
+                issue(path, "an unterminated ${ reference", line)
+                return nil
+            }
+            let inner = rest[rest.index(after: brace)..<close]
+            if inner.hasPrefix("env:") {
+                let name = String(inner.dropFirst(4))
+                guard let v = getenv(name) else { issue(path, "environment variable \(name) is not set", line); return nil }
+                out += String(cString: v)
+            } else if inner.hasPrefix("file:") {
+                let file = String(inner.dropFirst(5))
+                guard var text = readWholeFile(file) else { issue(path, "cannot read \(file)", line); return nil }
+                while text.last == "\n" || text.last == "\r" { text.removeLast() }
+                out += text
+            } else {
+                issue(path, "a secret reference must be ${env:NAME} or ${file:/path}", line)
+                return nil
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        return out + rest
+    }
+
+    static func hexBytes(_ s: String) -> [UInt8]? {
+        let b = Array(s.lowercased().utf8)
+        guard b.count % 2 == 0 else { return nil }
+        func v(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: c - 48
+            case 97...102: c - 87
+            default: nil
+            }
+        }
+        var out: [UInt8] = []
+        var i = 0
+        while i < b.count {
+            guard let h = v(b[i]), let l = v(b[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
+        return out
     }
 
     private func modelLine(_ models: YAMLNode, _ i: Int) -> Int {
