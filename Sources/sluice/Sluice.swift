@@ -12,6 +12,7 @@ struct Sluice {
 
           serve --config FILE     run the gateway with FILE (YAML; see docs/configuration.md)
           validate FILE           check a config file; exit 1 and list every problem if invalid
+                                  (--offline: don't resolve host names or read secrets)
           demo                    start simulated vLLM servers and the gateway in front of them
           sim --port N --model NAME [--lora NAME]... [--max-loras K] [--kv-tokens N]
               [--block-tokens N] [--seed S]

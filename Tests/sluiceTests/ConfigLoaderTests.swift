@@ -173,6 +173,22 @@ import Testing
         #expect(s.rateLimits[1] == GatewaySettings.RateLimitRule(tenant: "*", model: "tiny", requestsPerMinute: 60))
     }
 
+    /// `validate --offline`: unresolvable hosts and missing secrets are not problems there, and
+    /// are everywhere else.
+    @Test func offlineValidationSkipsDNSAndSecrets() throws {
+        let yaml = """
+            pools: [{ name: p, endpoints: ["http://127.0.0.1:1"] }]
+            redis: { url: "redis://:${file:/nonexistent/sluice-password}@redis.invalid:6379" }
+            auth: { api_keys: [{ key: "${env:SLUICE_TEST_UNSET_A}", tenant: a }, { key: "${env:SLUICE_TEST_UNSET_B}", tenant: b }] }
+            """
+        let s = try ConfigLoader.load(text: yaml, offline: true)
+        #expect(s.redis?.configuration.url.host == "redis.invalid")
+        #expect(s.auth?.keys.count == 2)
+        let found = issues(yaml)
+        #expect(found.contains { $0.contains("cannot read /nonexistent/sluice-password") }, "\(found)")
+        #expect(found.contains { $0.contains("SLUICE_TEST_UNSET_A is not set") }, "\(found)")
+    }
+
     @Test func allProblemsAreReportedTogether() {
         let found = issues("workers: x\npools: [{ name: p }]\nmodels: [{ name: m, pool: q }]\nbogus: 1")
         #expect(found.count == 4, "\(found)")
@@ -185,7 +201,8 @@ import Testing
             .filter { $0.pathExtension == "yaml" }
         #expect(files.count >= 5)
         for f in files {
-            #expect(throws: Never.self, "\(f.lastPathComponent)") { _ = try ConfigLoader.load(path: f.path) }
+            // Offline: the examples name cluster hosts and mounted Secrets.
+            #expect(throws: Never.self, "\(f.lastPathComponent)") { _ = try ConfigLoader.load(path: f.path, offline: true) }
         }
     }
 

@@ -25,15 +25,26 @@ struct ConfigInvalid: Error, CustomStringConvertible {
 /// `GatewaySettings` (one place); docs/configuration.md lists every key.
 struct ConfigLoader {
     private(set) var issues: [ConfigIssue] = []
+    /// Offline (`sluice validate --offline`, for CI pipelines): host names that do not resolve
+    /// here and secrets that are not mounted here are not problems (the values are placeholders).
+    var offline = false
+    private var placeholders = 0
 
-    static func load(path: String) throws -> GatewaySettings {
+    /// A distinct stand-in for a secret that is not available offline (distinct, so two keys
+    /// from two files are not "the same key"; plain, so it fits inside a URL).
+    private mutating func offlinePlaceholder() -> String {
+        placeholders += 1
+        return "offline\(placeholders)"
+    }
+
+    static func load(path: String, offline: Bool = false) throws -> GatewaySettings {
         guard let text = readWholeFile(path) else {
             throw ConfigInvalid(file: path, issues: [ConfigIssue(path: path, message: "cannot read the file", line: 0)])
         }
-        return try load(text: text, file: path)
+        return try load(text: text, file: path, offline: offline)
     }
 
-    static func load(text: String, file: String = "config") throws -> GatewaySettings {
+    static func load(text: String, file: String = "config", offline: Bool = false) throws -> GatewaySettings {
         let root: YAMLNode
         do {
             root = try YAMLNode.parse(text)
@@ -41,6 +52,7 @@ struct ConfigLoader {
             throw ConfigInvalid(file: file, issues: [ConfigIssue(path: "(document)", message: error.description, line: 0)])
         }
         var loader = ConfigLoader()
+        loader.offline = offline
         let s = loader.settings(root)
         if !loader.issues.isEmpty { throw ConfigInvalid(file: file, issues: loader.issues) }
         return s!
@@ -264,7 +276,8 @@ struct ConfigLoader {
                 do {
                     let url = try RedisURL(parsing: text)
                     do {
-                        var c = try RedisConfiguration(resolving: url)
+                        var c = offline ? RedisConfiguration(url: url, address: SocketAddress("127.0.0.1:\(url.port)")!)
+                                        : try RedisConfiguration(resolving: url)
                         if let d = durationField(m, p, "command_timeout") { c.commandTimeout = d }
                         if let d = durationField(m, p, "connect_timeout") { c.connectTimeout = d }
                         if let v = intField(m, p, "connections_per_worker", min: 1, max: 64) { c.connectionsPerLoop = v }
@@ -380,13 +393,21 @@ struct ConfigLoader {
             let inner = rest[rest.index(after: brace)..<close]
             if inner.hasPrefix("env:") {
                 let name = String(inner.dropFirst(4))
-                guard let v = getenv(name) else { issue(path, "environment variable \(name) is not set", line); return nil }
-                out += String(cString: v)
+                if let v = getenv(name) { out += String(cString: v) } else if offline { out += offlinePlaceholder() } else {
+                    issue(path, "environment variable \(name) is not set", line)
+                    return nil
+                }
             } else if inner.hasPrefix("file:") {
                 let file = String(inner.dropFirst(5))
-                guard var text = readWholeFile(file) else { issue(path, "cannot read \(file)", line); return nil }
-                while text.last == "\n" || text.last == "\r" { text.removeLast() }
-                out += text
+                if var text = readWholeFile(file) {
+                    while text.last == "\n" || text.last == "\r" { text.removeLast() }
+                    out += text
+                } else if offline {
+                    out += offlinePlaceholder()
+                } else {
+                    issue(path, "cannot read \(file)", line)
+                    return nil
+                }
             } else {
                 issue(path, "a secret reference must be ${env:NAME} or ${file:/path}", line)
                 return nil
@@ -486,7 +507,10 @@ struct ConfigLoader {
     private mutating func addr(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, required: Bool) -> SocketAddress? {
         guard let s = str(m, p, k, required: required) else { return nil }
         if let a = SocketAddress(s) { return a }
-        if let (host, port) = SocketAddress.split(s), let a = (try? SocketAddress.resolve(host: host, port: port))?.first { return a }
+        if let (host, port) = SocketAddress.split(s) {
+            if offline { return SocketAddress("127.0.0.1:\(port)") }
+            if let a = (try? SocketAddress.resolve(host: host, port: port))?.first { return a }
+        }
         issue("\(p).\(k)", "'\(s)' is not host:port", field(m, k)!.line)
         return nil
     }
