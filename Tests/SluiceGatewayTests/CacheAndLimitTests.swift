@@ -185,6 +185,38 @@ func chat(_ extra: String = "\"temperature\":0", content: String = "hello", mode
         #expect(count.load(ordering: .relaxed) == 2)
     }
 
+    /// Over HTTP/2 (nghttp): the same stream replayed from the cache, and a 429 with its headers.
+    @Test func http2HitsAndLimits() throws {
+        let count = Counter()
+        let up = try TestUpstream(countingModelHandler(count))
+        let redis = try TestRedis()
+        defer { up.stop(); redis.stop() }
+        let (gw, port) = try gateway(up, redis) { s in
+            s.cache.enabled = true
+            s.rateLimits = [.init(tenant: "*", requestsPerMinute: 3)]
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-cache-\(getpid())")
+        try chat("\"temperature\":0,\"stream\":true").write(to: tmp, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let url = "http://127.0.0.1:\(port)/v1/chat/completions"
+        let (s1, first) = try run("nghttp", ["-d", tmp.path, url])
+        #expect(s1 == 0)
+        #expect(first.hasSuffix("data: [DONE]\n\n"))
+        usleep(100_000)
+        let (s2, verbose) = try run("nghttp", ["-v", "-d", tmp.path, url])
+        #expect(s2 == 0)
+        #expect(verbose.contains("x-sluice-cache: hit"))
+        #expect(verbose.contains("x-ratelimit-remaining-requests: 1"))
+        let (_, replay) = try run("nghttp", ["-d", tmp.path, url])
+        #expect(replay == first)
+        #expect(count.load(ordering: .relaxed) == 1)
+        let (_, limited) = try run("nghttp", ["-v", "-d", tmp.path, url])
+        #expect(limited.contains(":status: 429"))
+        #expect(limited.contains("retry-after: "))
+        #expect(limited.contains("\"code\":\"rate_limit_exceeded\""))
+    }
+
     @Test func tenantsNeverShareEntriesAndKeysAreRequired() throws {
         let count = Counter()
         let up = try TestUpstream(countingModelHandler(count))

@@ -145,7 +145,7 @@ def sluice(tmp_path):
             args = [SLUICE, "serve"] + [sub(a) for a in config]
             cfg = None
         else:
-            cfg = tmp_path / "sluice.yaml"
+            cfg = tmp_path / f"sluice-{len(procs)}.yaml"  # one file per process (each watches its own)
             cfg.write_text(sub(config))
             args = [SLUICE, "serve", "--config", str(cfg)]
         env = dict(os.environ, **(extra_env or {}))
