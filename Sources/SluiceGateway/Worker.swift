@@ -129,6 +129,28 @@ final class Worker: @unchecked Sendable {
         return nil
     }
 
+    /// Returns an upstream connection after a complete exchange; it is kept if its endpoint
+    /// has room. A worker operation, not a pool's: after a reload the pool that made the
+    /// connection may be gone, and the connection goes to the endpoint's current object (or
+    /// closes if the endpoint was removed).
+    func checkin(_ c: UpstreamConnection) {
+        guard let ep = currentEndpoint(authority: c.endpoint.config.authority, address: c.endpoint.config.address) else {
+            c.close()
+            return
+        }
+        if draining || ep.idle.count >= settings.upstream.keepalivePerEndpoint {
+            c.close()
+            return
+        }
+        c.becomeIdle(maxIdle: settings.upstream.maxIdleTime, in: ep)
+        ep.idle.append(c)
+    }
+
+    /// Forgets an idle connection that closed.
+    func removeIdle(_ c: UpstreamConnection) {
+        if let i = c.idleIn?.idle.firstIndex(where: { $0 === c }) { c.idleIn?.idle.remove(at: i) }
+    }
+
     /// Switches to new settings (a reload): listeners that went away close, new ones bind,
     /// pools are rebuilt keeping the endpoints (and idle connections) that remain. Requests in
     /// flight keep the pool and settings they started with.

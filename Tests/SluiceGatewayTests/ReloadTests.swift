@@ -42,6 +42,30 @@ import Testing
         }
     }
 
+    /// An idle upstream connection outlives the pool that opened it: after a reload it serves
+    /// the new pool, and returning it to the idle list must not touch the freed old pool (this
+    /// crashed once, found by the 100-rewrite reload test).
+    @Test func idleUpstreamConnectionsSurviveManyReloads() throws {
+        let a = try named("a"), b = try named("b")
+        defer { a.stop(); b.stop() }
+        let (gw, port) = try startGateway([a.endpoint])
+        defer { gw.stop(grace: .seconds(1)) }
+        let c = try TestClient(port: port)
+        for k in 0..<20 {
+            var s = gw.currentSettings
+            s.pools[0].endpoints = k % 2 == 0 ? [a.endpoint, b.endpoint] : [a.endpoint]
+            try gw.apply(s)
+            for _ in 0..<4 {
+                c.send(request("GET", "/"))
+                let r = c.response()
+                #expect(r?.status == 200)
+                if k % 2 == 1 { #expect(r?.text == "a") }
+            }
+        }
+        // Connections to a were reused across the reloads, not reopened per request.
+        #expect(a.acceptedConnections < 20)
+    }
+
     @Test func reloadBindsNewListenersAndClosesRemovedOnes() throws {
         let a = try named("a")
         defer { a.stop() }

@@ -18,7 +18,9 @@ final class UpstreamConnection: EventHandler {
     let transport: Transport
     var fd: Int32 { transport.fd }
     let endpoint: UpstreamPool.Endpoint
-    unowned(unsafe) let pool: UpstreamPool
+    /// The worker (it outlives its connections). Not the pool: a reload replaces pools while
+    /// their connections live on in the new ones.
+    unowned(unsafe) let worker: Worker
     unowned(unsafe) let loop: EventLoop
     private var registration: Registration?
     private(set) var state: State
@@ -43,14 +45,14 @@ final class UpstreamConnection: EventHandler {
     private(set) var readPaused = false
     private var idleTimer: Timer?
 
-    private init(fd: Int32, endpoint: UpstreamPool.Endpoint, pool: UpstreamPool, loop: EventLoop, settings: GatewaySettings) {
+    private init(fd: Int32, endpoint: UpstreamPool.Endpoint, worker: Worker, loop: EventLoop, settings: GatewaySettings) {
         if let tls = endpoint.config.tls {
             transport = Transport(tlsClient: fd, context: tls.context, serverName: tls.serverName)
         } else {
             transport = Transport(plain: fd)
         }
         self.endpoint = endpoint
-        self.pool = pool
+        self.worker = worker
         self.loop = loop
         state = .connecting
         out = OutputQueue(pool: loop.bufferPool)
@@ -60,9 +62,10 @@ final class UpstreamConnection: EventHandler {
         parser = HTTP1HeadParser(kind: .response, limits: HTTP1Limits(maxHeadBytes: 64 << 10, maxHeaderCount: 256, maxRequestLine: 8 << 10))
     }
 
-    static func connect(to endpoint: UpstreamPool.Endpoint, pool: UpstreamPool, loop: EventLoop, settings: GatewaySettings) throws(SyscallError) -> UpstreamConnection {
+    static func connect(to endpoint: UpstreamPool.Endpoint, worker: Worker, settings: GatewaySettings) throws(SyscallError) -> UpstreamConnection {
+        let loop = worker.loop
         let (fd, result) = try TCP.connect(endpoint.config.address)
-        let c = UpstreamConnection(fd: fd, endpoint: endpoint, pool: pool, loop: loop, settings: settings)
+        let c = UpstreamConnection(fd: fd, endpoint: endpoint, worker: worker, loop: loop, settings: settings)
         do {
             c.registration = try loop.register(fd, handler: c)
         } catch {
@@ -127,7 +130,7 @@ final class UpstreamConnection: EventHandler {
 
     private func idleExpired() {
         guard state == .idle else { return }
-        pool.removeIdle(self)
+        worker.removeIdle(self)
         close()
     }
 
@@ -197,7 +200,7 @@ final class UpstreamConnection: EventHandler {
             switch state {
             case .idle:
                 // An idle connection has nothing to say: it is the server closing it.
-                pool.removeIdle(self)
+                worker.removeIdle(self)
                 close()
             case .active:
                 readResponse()
@@ -386,7 +389,7 @@ final class UpstreamConnection: EventHandler {
         let keep = reusable && out.isEmpty && state == .active
         exchange = nil
         if keep {
-            pool.checkin(self)
+            worker.checkin(self)
         } else {
             close()
         }

@@ -79,28 +79,7 @@ final class UpstreamPool {
         while let c = endpoint.idle.popLast() {
             if c.takeFromIdle() { return c }
         }
-        return try UpstreamConnection.connect(to: endpoint, pool: self, loop: worker.loop, settings: worker.settings)
-    }
-
-    /// Returns a connection after a complete exchange; it is kept if the pool has room.
-    func checkin(_ c: UpstreamConnection) {
-        // After a reload the connection's endpoint object may have been replaced; idle
-        // connections go to the current one (or close if the endpoint was removed).
-        guard let ep = worker.currentEndpoint(authority: c.endpoint.config.authority, address: c.endpoint.config.address) else {
-            c.close()
-            return
-        }
-        if worker.draining || ep.idle.count >= worker.settings.upstream.keepalivePerEndpoint {
-            c.close()
-            return
-        }
-        c.becomeIdle(maxIdle: worker.settings.upstream.maxIdleTime, in: ep)
-        ep.idle.append(c)
-    }
-
-    /// Forgets an idle connection that closed.
-    func removeIdle(_ c: UpstreamConnection) {
-        if let i = c.idleIn?.idle.firstIndex(where: { $0 === c }) { c.idleIn?.idle.remove(at: i) }
+        return try UpstreamConnection.connect(to: endpoint, worker: worker, settings: worker.settings)
     }
 
     func closeAllIdle() {
