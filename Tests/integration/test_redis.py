@@ -2,6 +2,7 @@
 driven by the openai SDK: cache hits (plain and streamed), API keys, 429 with OpenAI's headers,
 and no key in the access log."""
 import json
+import urllib.request
 
 import openai
 import pytest
@@ -11,12 +12,14 @@ from conftest import SLUICE, Proc, free_port, have, wait_port
 pytestmark = pytest.mark.skipif(not have("redis-server"), reason="needs redis-server")
 
 KEY_A, KEY_B = "sk-team-a-0123456789", "sk-team-b-9876543210"
+REDIS_PASSWORD = "redis-pass-5550123"
 
 
 @pytest.fixture
 def stack(sluice):
     redis_port, sim_port = free_port(), free_port()
-    redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                  "--requirepass", REDIS_PASSWORD])
     sim = Proc([SLUICE, "sim", "--port", str(sim_port), "--model", "tiny-llama", "--time-scale", "0.01"])
     wait_port(redis_port)
     wait_port(sim_port)
@@ -28,7 +31,7 @@ workers: 1
 logging: {{ access_log: stdout }}
 pools: [{{ name: sim, endpoints: ["http://127.0.0.1:{sim_port}"] }}]
 models: [{{ name: tiny-llama, pool: sim }}]
-redis: {{ url: "redis://127.0.0.1:{redis_port}" }}
+redis: {{ url: "redis://:${{env:TEST_REDIS_PASSWORD}}@127.0.0.1:{redis_port}/3" }}
 auth:
   api_keys:
     - {{ key: "${{env:TEST_KEY_A}}", tenant: team-a }}
@@ -36,7 +39,7 @@ auth:
 cache: {{ enabled: true, ttl: 1m }}
 rate_limits:
   - {{ tenant: team-b, requests_per_minute: 3 }}
-""", extra_env={"TEST_KEY_A": KEY_A, "TEST_KEY_B": KEY_B})
+""", extra_env={"TEST_KEY_A": KEY_A, "TEST_KEY_B": KEY_B, "TEST_REDIS_PASSWORD": REDIS_PASSWORD})
     yield gw
     gw.stop()
     sim.stop()
@@ -91,7 +94,20 @@ def test_sdk_keys_and_limits(stack):
     assert client(stack, KEY_A).chat.completions.create(**ask).choices
     log = stack.output()
     assert '"tenant":"team-b"' in log and '"rate_limit":"limited"' in log
-    assert KEY_A not in log and KEY_B not in log and "sk-wrong" not in log
+    assert KEY_A not in log and KEY_B not in log and "sk-wrong" not in log and REDIS_PASSWORD not in log
+    # The admin view names tenants and Redis, never a key or the password.
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.admin_port}/admin/config", timeout=5) as r:
+        text = r.read().decode()
+    info = json.loads(text)
+    assert info["tenants"] == ["team-a", "team-b"] and info["cache"] is True and info["rate_limits"] == 1
+    assert "/3" in info["redis"] and "on_failure=open" in info["redis"]
+    for secret in (KEY_A, KEY_B, REDIS_PASSWORD):
+        assert secret not in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.admin_port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'sluice_rate_limit_decisions_total{result="limited"} 1' in metrics
+    for secret in (KEY_A, KEY_B, REDIS_PASSWORD):
+        assert secret not in metrics
 
 
 def test_two_processes_share_one_limit(sluice):

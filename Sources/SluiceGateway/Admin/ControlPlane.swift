@@ -97,6 +97,11 @@ final class ControlPlane: @unchecked Sendable {
             w.field("listeners", s.listen.map { $0.address.description + ($0.tls != nil ? " (tls)" : "") })
             w.field("pools", s.pools.map { "\($0.name): \($0.endpoints.count) endpoint(s)" })
             w.field("models", s.models.map(\.name))
+            // Redis by host and database only (the URL's password is redacted); tenants by name.
+            w.field("redis", s.redis.map { "\($0.configuration.url) on_failure=\($0.onFailure.rawValue)" })
+            w.field("tenants", Array(Set((s.auth?.keys ?? [:]).values)).sorted())
+            w.field("cache", s.cache.enabled)
+            w.field("rate_limits", s.rateLimits.count)
             w.endObject()
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: w.bytes)
         case "/admin/endpoints":
