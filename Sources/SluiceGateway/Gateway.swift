@@ -30,6 +30,8 @@ public final class Gateway: @unchecked Sendable {
     private let startedCount = Atomic<Int>(0)
     private let startError = Mutex<SyscallError?>(nil)
     private var control: ControlPlane!
+    /// On-demand LoRA loads, shared by all workers (its HTTP calls run on the control loop).
+    private(set) var adapterLoader: AdapterLoader!
     private let draining = Atomic<Bool>(false)
     private let started = Atomic<Bool>(false)
 
@@ -73,8 +75,13 @@ public final class Gateway: @unchecked Sendable {
         let settings = effective(currentSettings)
         state.withLock { $0.settings = settings }
         let shared = sharedCounters(for: settings)
+        // The control loop exists (not yet running) before the workers, so they can queue work
+        // on it (adapter loads) from their first request.
+        control = try ControlPlane(gateway: self)
+        adapterLoader = AdapterLoader(control: control.loop)
+        let loader = adapterLoader!
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, accessLog: accessLog) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, adapterLoader: loader, accessLog: accessLog) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {
@@ -93,7 +100,6 @@ public final class Gateway: @unchecked Sendable {
             group.join()
             throw e
         }
-        control = try ControlPlane(gateway: self)
         do {
             try control.start(adminAddress: settings.admin)
         } catch {

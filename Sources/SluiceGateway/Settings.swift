@@ -122,6 +122,9 @@ public struct GatewaySettings: Sendable {
         /// Ask model servers for usage on every stream (`stream_options.include_usage`) and
         /// strip that extra chunk from clients that did not ask, so token accounting is exact.
         public var requestUsage = true
+        /// Tell clients why their request went where it did (`x-sluice-route: prefix_hit;
+        /// endpoint=10.0.0.7:8000`). Off by default: it names internal endpoints.
+        public var routeHeader = false
         public init() {}
     }
 

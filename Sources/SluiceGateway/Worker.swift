@@ -67,6 +67,8 @@ final class Worker: @unchecked Sendable {
 
     /// The shared prefix index (the gateway's).
     let prefixIndex: PrefixIndex
+    /// On-demand LoRA loading (the gateway's).
+    let adapterLoader: AdapterLoader
 
     /// This worker's Redis connections (nil without `redis:`), the limiter on them, and the
     /// local limiter used while Redis is unreachable.
@@ -101,10 +103,11 @@ final class Worker: @unchecked Sendable {
     private let connections: SharedCounter
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
-         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
+         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         self.accessLog = accessLog
         self.prefixIndex = prefixIndex
+        self.adapterLoader = adapterLoader
         self.loop = loop
         self.connections = connections
         self.settings = settings

@@ -111,22 +111,6 @@ enum SettingsSource {
     }
 }
 
-func log(_ s: String) {
-    let (sec, ns) = WallClock.now()
-    var tm = tm()
-    var t = time_t(sec)
-    gmtime_r(&t, &tm)
-    let stamp = String(format2(Int(tm.tm_year) + 1900, 4)) + "-" + format2(Int(tm.tm_mon) + 1, 2) + "-" + format2(Int(tm.tm_mday), 2)
-        + "T" + format2(Int(tm.tm_hour), 2) + ":" + format2(Int(tm.tm_min), 2) + ":" + format2(Int(tm.tm_sec), 2)
-        + "." + format2(ns / 1_000_000, 3) + "Z"
-    stderr("\(stamp) sluice: \(s)")
-}
-
-private func format2(_ v: Int, _ width: Int) -> String {
-    let s = String(v)
-    return String(repeating: "0", count: max(0, width - s.count)) + s
-}
-
 /// `250ms`, `10s`, `5m`, `1h`.
 func parseDuration(_ text: String, flag: String) throws(UsageError) -> Duration {
     let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]

@@ -1,3 +1,4 @@
+import SluiceGateway
 import SluiceIO
 import SluiceSim
 

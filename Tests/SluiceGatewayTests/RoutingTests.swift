@@ -74,6 +74,82 @@ final class SimFleet: @unchecked Sendable {
         #expect(fleet.metric(2, "vllm:request_success_total") == 0)
     }
 
+    /// The route reason: an opt-in response header, and always a metric.
+    @Test func routeReasonsAreReportedWhenAskedAndCounted() throws {
+        let a = try TestUpstream(modelEchoHandler("a")), b = try TestUpstream(modelEchoHandler("b"))
+        defer { a.stop(); b.stop() }
+        let admin = freePort()
+        let (gw, port) = try startGateway([a.endpoint, b.endpoint]) {
+            $0.admin = SocketAddress("127.0.0.1:\(admin)")!
+            $0.models = [GatewaySettings.Model(name: "tiny", pool: "default")]
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        let c = try TestClient(port: port)
+        c.send(request("POST", "/v1/chat/completions", body: chatBody("tiny")))
+        #expect(c.response()?.header("x-sluice-route") == nil)
+        var s = gw.currentSettings
+        s.proxy.routeHeader = true
+        try gw.apply(s)
+        for _ in 0..<3 {
+            c.send(request("POST", "/v1/chat/completions", body: chatBody("tiny")))
+            let r = try #require(c.response())
+            let route = try #require(r.header("x-sluice-route"))
+            let server = r.header("x-server") == "a" ? a : b
+            #expect(route.hasSuffix("; endpoint=\(server.endpoint.authority)"))
+            #expect(RouteReason(rawValue: String(route.split(separator: ";")[0])) != nil)
+        }
+        let m = try TestClient(port: admin)
+        m.send(request("GET", "/metrics"))
+        let text = try #require(m.response()).text
+        let counted = text.split(separator: "\n").filter { $0.hasPrefix("sluice_route_decisions_total{pool=\"default\"") }
+            .compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
+        #expect(counted == 4)
+    }
+
+    /// No endpoint has the adapter: the first requests trigger one `load_lora_adapter` call on
+    /// one endpoint (requests arriving meanwhile wait for that same load), then all go there.
+    @Test func adaptersAreLoadedOnDemandOnceUnderConcurrency() throws {
+        var base = SimOptions(); base.timeScale = 0.2
+        let fleet = try SimFleet([base, base, base])
+        defer { fleet.stop() }
+        let (gw, port) = try startGateway(fleet.endpoints, workers: 2) {
+            $0.telemetry.interval = .milliseconds(20)
+            var sql = GatewaySettings.Model(name: "sql", pool: "default", adapter: "sql-lora")
+            sql.adapterPath = "/adapters/sql-lora"
+            $0.models = [GatewaySettings.Model(name: "tiny-llama", pool: "default"), sql]
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        #expect(eventually { fleet.endpoints.allSatisfy { e in gw.registry.runtime(for: e).telemetry.withLock { $0.scrapedAt.nanoseconds != 0 } } })
+        let body = "{\"model\":\"sql\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2}"
+        // Eight requests at once, on eight connections (spread over both workers).
+        let clients = try (0..<8).map { _ in try TestClient(port: port) }
+        for c in clients { c.send(request("POST", "/v1/chat/completions", body: body)) }
+        for c in clients { #expect(c.response()?.status == 200) }
+        #expect(gw.adapterLoader.started.load(ordering: .relaxed) == 1)
+        #expect(gw.adapterLoader.failed.load(ordering: .relaxed) == 0)
+        func listsAdapter(_ i: Int) -> Bool {
+            let c = try! TestClient(port: fleet.ports[i])
+            c.send(request("GET", "/v1/models"))
+            return c.response()!.text.contains("\"id\":\"sql-lora\"")
+        }
+        let holders = (0..<3).filter(listsAdapter)
+        #expect(holders.count == 1)
+        let holder = try #require(holders.first)
+        for _ in 0..<10 {
+            clients[0].send(request("POST", "/v1/chat/completions", body: body))
+            #expect(clients[0].response()?.status == 200)
+        }
+        #expect(fleet.metric(holder, "vllm:request_success_total") == 18)
+        #expect(gw.adapterLoader.started.load(ordering: .relaxed) == 1)
+        // Without an adapter_path there is nothing to load: 503, as before.
+        var s = gw.currentSettings
+        s.models[1].adapter = "other-lora"
+        s.models[1].adapterPath = nil
+        try gw.apply(s)
+        clients[1].send(request("POST", "/v1/chat/completions", body: body))
+        #expect(clients[1].response()?.status == 503)
+    }
+
     /// Groups of requests sharing a long system prompt: with prefix affinity each group's prefix
     /// is prefilled on one server, so the servers' own prefix-cache hit rate is far above round
     /// robin's in the same run.

@@ -215,7 +215,7 @@ import Testing
                     "timeouts.client_header", "timeouts.client_body", "timeouts.idle", "timeouts.upstream_connect",
                     "timeouts.upstream_first_byte", "timeouts.upstream_idle", "timeouts.request", "timeouts.grace", "timeouts.drain_delay",
                     "upstream.keepalive_per_endpoint", "upstream.max_idle_time", "upstream.retries",
-                    "proxy.x_forwarded", "proxy.via", "proxy.request_usage",
+                    "proxy.x_forwarded", "proxy.via", "proxy.request_usage", "proxy.route_header",
                     "health.path", "health.interval", "health.timeout", "health.unhealthy_threshold", "health.eject_base", "health.max_eject",
                     "telemetry.interval", "telemetry.timeout", "telemetry.staleness", "telemetry.metrics_path", "telemetry.models_path",
                     "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].routing", "pools[].tls.ca_file",

@@ -20,6 +20,7 @@ public final class GatewayMetrics: Sendable {
     let connectErrors: Int
     let upstreamRequests: Int
     let cache: Int
+    let routes: Int
     let rateLimit: Int
 
     public init() {
@@ -39,6 +40,9 @@ public final class GatewayMetrics: Sendable {
                                kind: .counter, labels: ["pool", "type"])
         retries = schema.family("sluice_upstream_retries_total", help: "Requests retried on another endpoint before any response byte.",
                                 kind: .counter, labels: ["pool"])
+        routes = schema.family("sluice_route_decisions_total",
+                               help: "Requests by why their endpoint was chosen (prefix_hit, new_prefix, least_loaded, adapter_affinity, round_robin, only_candidate, no_healthy_endpoint, cache_hit).",
+                               kind: .counter, labels: ["pool", "reason"])
         cache = schema.family("sluice_cache_requests_total",
                               help: "Response-cache outcomes: hit, miss, bypass (not looked up), error (Redis failed), stored, store_error.",
                               kind: .counter, labels: ["result"])
@@ -71,6 +75,7 @@ public final class GatewayMetrics: Sendable {
         var inputTokens: Int
         var outputTokens: Int
         var retries: Int
+        var routes: [RouteReason: Int]
     }
 
     func slots(pool: String) -> PoolSlots {
@@ -78,6 +83,7 @@ public final class GatewayMetrics: Sendable {
                   duration: schema.series(duration, [pool]), ttft: schema.series(ttft, [pool]),
                   interToken: schema.series(interToken, [pool]),
                   inputTokens: schema.series(tokens, [pool, "input"]), outputTokens: schema.series(tokens, [pool, "output"]),
-                  retries: schema.series(retries, [pool]))
+                  retries: schema.series(retries, [pool]),
+                  routes: Dictionary(uniqueKeysWithValues: RouteReason.allCases.map { ($0, schema.series(routes, [pool, $0.rawValue])) }))
     }
 }

@@ -297,6 +297,7 @@ extension Exchange {
         let parsed = text.withUnsafeBytes { parser.parse($0, into: head) }
         guard parsed == .complete else { return false }
         responseHeaders.append((name: "x-sluice-cache", value: "hit"))
+        if settings.proxy.routeHeader { responseHeaders.append((name: "x-sluice-route", value: RouteReason.cache.rawValue)) }
         phase = .relaying
         text.withUnsafeBytes { client.writeResponseHead(head, $0, exchange: self) }
         if !l.body.isEmpty {

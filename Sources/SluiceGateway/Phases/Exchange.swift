@@ -59,6 +59,8 @@ final class Exchange {
     /// Prefix hashes kept across an asynchronous admission (the worker's scratch space is
     /// reused by the requests inspected meanwhile).
     private var savedPrefixHashes: [UInt64]?
+    /// An on-demand adapter load was tried for this request (at most once).
+    private var loadedAdapter = false
     /// Fields added to the response head (rate-limit state, cache result).
     var responseHeaders: [(name: String, value: String)] = []
 
@@ -113,6 +115,11 @@ final class Exchange {
                                  index: worker.prefixIndex, excluding: excluding, now: worker.loop.now,
                                  staleness: settings.telemetry.staleness)
         guard let (ep, reason) = picked else {
+            if attempts == 1, !loadedAdapter, let f = features, let adapter = f.adapter, let path = f.adapterPath,
+               let target = Router.loadTarget(pool: pool, adapter: adapter, now: worker.loop.now) {
+                waitForAdapter(adapter, path: path, on: target)
+                return
+            }
             fail(features?.adapter != nil
                  ? .unavailable("No endpoint of pool '\(pool.name)' can serve adapter '\(features!.adapter!)'.")
                  : .unavailable("No endpoints are available in pool '\(pool.name)'."))
@@ -138,6 +145,27 @@ final class Exchange {
         let t = settings.timeouts
         arm(phase == .connecting ? t.upstreamConnect : t.upstreamFirstByte)
         conn.begin(self, requestMethod: method)
+    }
+
+    /// No endpoint has the adapter registered: have it loaded on `target` (or join a load of it
+    /// already in flight), then route again.
+    private func waitForAdapter(_ adapter: String, path: String, on target: UpstreamPool.Endpoint) {
+        loadedAdapter = true
+        if savedPrefixHashes == nil, let f = features, f.prefixBlocks > 0 {
+            savedPrefixHashes = Array(worker.inspectScratch.prefixHashes[0..<f.prefixBlocks])
+        }
+        phase = .admitting
+        worker.adapterLoader.load(adapter: adapter, path: path, endpoint: target.config, runtime: target.runtime,
+                                  loop: worker.loop) { [self] ok in
+            guard phase == .admitting else { return }  // the client left meanwhile
+            guard ok else {
+                fail(.unavailable("Loading LoRA adapter '\(adapter)' failed; try again shortly."))
+                return
+            }
+            phase = .connecting
+            attempts = 0
+            attempt(excluding: nil)
+        }
     }
 
     private func upstreamFailedImmediately() {
@@ -210,6 +238,9 @@ final class Exchange {
             if case .length(let n) = head.framing { length = n }
             observer = ResponseObserver(eventStream: eventStream, strip: f.injectedUsage, contentLength: length)
             if ticket?.cacheStore == true { beginCapture(status: head.status, contentType: head.first(.contentType).map { bytes.slice($0.value) }) }
+        }
+        if settings.proxy.routeHeader {
+            responseHeaders.append((name: "x-sluice-route", value: "\(routeReason.rawValue); endpoint=\(endpointName ?? "-")"))
         }
         phase = .relaying
         responseStarted = true
@@ -353,6 +384,7 @@ extension Exchange {
         let m = worker.metrics
         let slots = pool.slots
         m.add(slots.requests[GatewayMetrics.classIndex(finalStatus)])
+        if let slot = slots.routes[routeReason] { m.add(slot) }
         let now = worker.loop.now
         m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.since(startedAt).seconds)
         if let o = observer {

@@ -14,8 +14,9 @@ struct RequestFeatures {
     var injectedUsage = false
     /// Chained prefix block hashes (in the worker's scratch buffer, valid until the next inspect).
     var prefixBlocks = 0
-    /// The LoRA adapter the resolved model is served by, if any.
+    /// The LoRA adapter the resolved model is served by, if any, and its path on the servers.
     var adapter: String?
+    var adapterPath: String?
 }
 
 /// Per-worker scratch space for the inspect phase, allocated once.
@@ -184,6 +185,7 @@ extension Worker {
         }
         if let b = rewrittenBody(body, &f, model: t.rewriteModel || f.scanned.modelEscaped ? t.upstreamModel : nil) { rewritten = b }
         f.adapter = t.adapter
+        f.adapterPath = t.adapterPath
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
         return .forward(pool: pools[t.pool], features: f, arm: t.arm, ticket: ticket)
     }

@@ -7,6 +7,8 @@ struct ResolvedTarget {
     var pool: Int
     var upstreamModel: [UInt8]
     var adapter: String?
+    /// Where the adapter lives on the model servers (for on-demand loading).
+    var adapterPath: String?
     var arm: String?
     /// The client's model name differs from what the upstream must see: the body is rewritten.
     var rewriteModel: Bool
@@ -101,7 +103,7 @@ struct ModelTable {
         }
         let e = entries[i]
         guard let pool = e.pool else { return nil }
-        return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter, arm: arm,
+        return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter, adapterPath: e.model.adapterPath, arm: arm,
                               rewriteModel: !e.upstream.withUnsafeBytes { $0.elementsEqual(name) },
                               metricSlot: entries[first].requestSlots[arm ?? ""] ?? -1)
     }

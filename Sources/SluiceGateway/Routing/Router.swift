@@ -11,7 +11,7 @@ public enum RoutingPolicy: String, Sendable {
 }
 
 /// Why an endpoint was chosen (metrics and the optional `x-sluice-route` header).
-enum RouteReason: String {
+enum RouteReason: String, CaseIterable {
     case roundRobin = "round_robin"
     case prefixHit = "prefix_hit"
     case rendezvous = "new_prefix"

@@ -104,11 +104,15 @@ final class TelemetryScraper {
         }
         if models && !modelsInFlight.contains(e.authority) {
             modelsInFlight.insert(e.authority)
+            let asked = loop.now
             c.get(settings.telemetry.modelsPath, timeout: timeout) { [unowned self] result in
                 modelsInFlight.remove(e.authority)
                 guard case .success(let resp) = result, resp.status == 200 else { return }
                 let ids = Self.modelIDs(resp.body)
-                rt.telemetry.withLock { $0.adaptersLoaded = ids }
+                rt.telemetry.withLock { t in
+                    // An adapter Sluice loaded after this list was asked for is kept.
+                    t.adaptersLoaded = t.adaptersChangedAt > asked ? Array(Set(ids).union(t.adaptersLoaded)).sorted() : ids
+                }
             }
         }
     }

@@ -74,6 +74,9 @@ public struct EndpointTelemetry: Sendable {
     public var adaptersRunning: [String] = []
     public var adaptersWaiting: [String] = []
     public var adaptersLoaded: [String] = []
+    /// When Sluice itself last registered an adapter there (on-demand loading): a `/v1/models`
+    /// answer requested before that may not list it yet.
+    public var adaptersChangedAt = Instant(nanoseconds: 0)
     /// vLLM's prefix-cache counters (tokens), to report hit rates per endpoint.
     public var prefixCacheHits = 0.0
     public var prefixCacheQueries = 0.0
