@@ -47,8 +47,9 @@ final class Worker: @unchecked Sendable {
     /// Slots of requests Sluice answered itself (no pool).
     private(set) lazy var localSlots: GatewayMetrics.PoolSlots = catalog.slots(pool: "")
 
-    /// Scratch space for the inspect phase (prompt segments, prefix hashes).
+    /// Scratch space for the inspect phase (prompt segments, prefix hashes) and the router.
     let inspectScratch = InspectScratch()
+    let routerScratch = RouterScratch()
 
     /// Access log lines of this iteration, handed to the writer at its end (one lock per batch).
     let accessLog: AccessLog?

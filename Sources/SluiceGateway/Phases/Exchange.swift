@@ -113,7 +113,7 @@ final class Exchange {
             : UnsafeBufferPointer(start: nil, count: 0)
         let picked = Router.pick(pool: pool, features: attempts == 1 ? features : nil, prefixHashes: hashes,
                                  index: worker.prefixIndex, excluding: excluding, now: worker.loop.now,
-                                 staleness: settings.telemetry.staleness)
+                                 staleness: settings.telemetry.staleness, scratch: worker.routerScratch)
         guard let (ep, reason) = picked else {
             if attempts == 1, !loadedAdapter, let f = features, let adapter = f.adapter, let path = f.adapterPath,
                let target = Router.loadTarget(pool: pool, adapter: adapter, now: worker.loop.now) {

@@ -24,18 +24,25 @@ final class PrefixIndex: Sendable {
 
     @inline(__always) private func shard(_ h: UInt64) -> Int { Int(truncatingIfNeeded: (h >> 60) & 15) }
 
-    /// For each endpoint id in `0..<count`, how many leading blocks of `hashes` it owns
-    /// (the contiguous prefix: block i counts only if blocks 0..<i were found on the same endpoint).
-    func match(_ hashes: UnsafeBufferPointer<UInt64>, endpointIDs: [Int]) -> [Int: Int] {
-        var result: [Int: Int] = [:]
-        var current: Int? = nil
-        for (i, h) in hashes.enumerated() {
-            let e = shards[shard(h)].lock.withLock { $0.owner[h]?.endpoint }
-            guard let e, endpointIDs.contains(e) else { break }
-            if i == 0 { current = e } else if current != e { break }
-            result[e, default: 0] += 1
+    /// The endpoint that owns the longest run of leading blocks of `hashes`, and how many:
+    /// block i counts only if blocks 0..<i were found on the same endpoint, so at most one
+    /// endpoint matches. `accepts` says which endpoint ids may match (the candidates).
+    /// Allocation-free: one shard lock per block looked up.
+    func match(_ hashes: UnsafeBufferPointer<UInt64>, accepts: (Int) -> Bool) -> (endpoint: Int, blocks: Int)? {
+        var owner = -1
+        var blocks = 0
+        for h in hashes {
+            let e = shards[shard(h)].lock.withLock { $0.owner[h]?.endpoint ?? -1 }
+            if e < 0 { break }
+            if blocks == 0 {
+                guard accepts(e) else { break }
+                owner = e
+            } else if e != owner {
+                break
+            }
+            blocks += 1
         }
-        return result
+        return blocks > 0 ? (owner, blocks) : nil
     }
 
     /// Records that `endpoint` received these blocks.

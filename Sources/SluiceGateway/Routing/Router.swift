@@ -23,6 +23,21 @@ enum RouteReason: String, CaseIterable {
     case cache = "cache_hit"
 }
 
+/// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
+final class RouterScratch {
+    private var buffer = UnsafeMutableBufferPointer<Router.Candidate>.allocate(capacity: 64)
+
+    func candidates(_ n: Int) -> UnsafeMutableBufferPointer<Router.Candidate> {
+        if buffer.count < n {
+            buffer.deallocate()
+            buffer = .allocate(capacity: max(n, buffer.count * 2))
+        }
+        return buffer
+    }
+
+    deinit { buffer.deallocate() }
+}
+
 /// The pick phase. Reads endpoint state (health, the gateway's in-flight counts, scraped queue
 /// and KV use, adapters) and the shared prefix index; the caller commits the choice.
 enum Router {
@@ -36,83 +51,102 @@ enum Router {
     }
 
     static func pick(pool: UpstreamPool, features: RequestFeatures?, prefixHashes: UnsafeBufferPointer<UInt64>,
-                     index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration) -> (UpstreamPool.Endpoint, RouteReason)? {
+                     index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
+                     scratch: RouterScratch) -> (UpstreamPool.Endpoint, RouteReason)? {
         let eps = pool.endpoints
         if eps.isEmpty { return nil }
         if pool.policy == .roundRobin || features == nil {
             guard let e = pool.pick(excluding: excluding, now: now) else { return nil }
             return (e, .roundRobin)
         }
-        // Filters: admitted (health), not the endpoint that just failed, able to serve the adapter.
-        var cands: [Candidate] = []
-        cands.reserveCapacity(eps.count)
+        // Filters: admitted (health), not the endpoint that just failed, able to serve the
+        // adapter. Candidates go into the worker's scratch space: a decision allocates nothing.
+        let cands = scratch.candidates(eps.count)
+        var n = 0
+        var minLoad = Double.infinity, maxLoad = -Double.infinity
         let adapter = features?.adapter
-        for (i, e) in eps.enumerated() where i != excluding || eps.count == 1 {
+        for i in 0..<eps.count where i != excluding || eps.count == 1 {
+            let e = eps[i]
             guard e.runtime.isAdmitted(at: now) else { continue }
-            let t = e.runtime.telemetry.withLock { $0 }
-            let fresh = t.scrapedAt.nanoseconds != 0 && now.since(t.scrapedAt) <= staleness
-            var adapterScore = 1.0
-            if let a = adapter {
-                // GIE's LoRA affinity: 1 loaded/running, 0.8 a free slot, 0.6 waiting, 0 full.
-                if t.adaptersRunning.contains(a) || t.adaptersLoaded.contains(a) { adapterScore = 1 }
-                else if t.adaptersWaiting.contains(a) { adapterScore = 0.6 }
-                else if !fresh && t.scrapedAt.nanoseconds == 0 { adapterScore = 0.5 }  // not scraped yet
-                else { continue }  // not registered there (a free slot would need on-demand loading, not built yet)
+            // Read what the scores need under the lock; copy no arrays out of it.
+            let view = e.runtime.telemetry.withLock { t -> (fresh: Bool, waiting: Int, kv: Double, adapterScore: Double) in
+                let fresh = t.scrapedAt.nanoseconds != 0 && now.since(t.scrapedAt) <= staleness
+                var adapterScore = 1.0
+                if let a = adapter {
+                    // GIE's LoRA affinity: 1 loaded/running, 0.6 waiting; not registered there:
+                    // filtered out (on-demand loading picks where to register it).
+                    if t.adaptersRunning.contains(a) || t.adaptersLoaded.contains(a) { adapterScore = 1 }
+                    else if t.adaptersWaiting.contains(a) { adapterScore = 0.6 }
+                    else if t.scrapedAt.nanoseconds == 0 { adapterScore = 0.5 }  // not scraped yet
+                    else { adapterScore = -1 }
+                }
+                return (fresh, t.waiting, t.kvUse, adapterScore)
             }
-            let inflight = Double(e.runtime.inflight.load(ordering: .relaxed))
-            let queue = fresh ? Double(t.waiting) : 0
-            cands.append(Candidate(index: i, load: queue + inflight, kv: fresh ? t.kvUse : 0, adapterScore: adapterScore,
-                                   prefix: 0, rendezvous: e.runtime.addressHash))
+            if view.adapterScore < 0 { continue }
+            let load = Double(e.runtime.inflight.load(ordering: .relaxed)) + (view.fresh ? Double(view.waiting) : 0)
+            cands[n] = Candidate(index: i, load: load, kv: view.fresh ? view.kv : 0, adapterScore: view.adapterScore,
+                                 prefix: 0, rendezvous: e.runtime.addressHash)
+            n += 1
+            minLoad = min(minLoad, load)
+            maxLoad = max(maxLoad, load)
         }
-        if cands.isEmpty {
+        if n == 0 {
             // Nothing passes the filters: every endpoint ejected or none has the adapter.
             if adapter == nil, let e = pool.pick(excluding: excluding, now: now) { return (e, .panic) }
             return nil
         }
-        if cands.count == 1 { return (eps[cands[0].index], .onlyCandidate) }
-        let minLoad = cands.map(\.load).min()!
-        let maxLoad = cands.map(\.load).max()!
+        if n == 1 { return (eps[cands[0].index], .onlyCandidate) }
         if pool.policy == .leastLoaded {
-            let best = cands.filter { $0.load == minLoad }.min { $0.rendezvous < $1.rendezvous }!
-            return (eps[best.index], .leastLoaded)
+            var best = -1
+            for k in 0..<n where cands[k].load == minLoad && (best < 0 || cands[k].rendezvous < cands[best].rendezvous) { best = k }
+            return (eps[cands[best].index], .leastLoaded)
         }
-        // Prefix affinity from the shared index.
+        // Prefix affinity from the shared index: at most one endpoint holds the longest run.
         let blocks = prefixHashes.count
         var anyPrefix = false
-        if blocks > 0 {
-            let matched = index.match(prefixHashes, endpointIDs: cands.map { eps[$0.index].runtime.id })
-            for k in cands.indices {
-                let m = matched[eps[cands[k].index].runtime.id] ?? 0
-                cands[k].prefix = Double(m) / Double(blocks)
-                if m > 0 { anyPrefix = true }
+        if blocks > 0, let m = index.match(prefixHashes, accepts: { id in
+            for k in 0..<n where eps[cands[k].index].runtime.id == id { return true }
+            return false
+        }) {
+            for k in 0..<n where eps[cands[k].index].runtime.id == m.endpoint {
+                cands[k].prefix = Double(m.blocks) / Double(blocks)
+                anyPrefix = true
             }
         }
         // Load guard: an endpoint far busier than the least loaded one is not eligible, even
-        // with a cache hit (SGLang's failure: piling onto a busy worker after a miss).
+        // with a cache hit (SGLang's failure: piling onto a busy worker after a miss). The least
+        // loaded one always is.
         let bound = max(minLoad * 2, minLoad + 8)
-        var eligible = cands.filter { $0.load <= bound }
-        if eligible.isEmpty { eligible = cands }
-        var bestScore = -Double.infinity
-        var best = eligible[0]
-        var reason = RouteReason.leastLoaded
         let first = blocks > 0 ? prefixHashes[0] : 0
         // New prefix: rendezvous hashing of its first block over the eligible endpoints, so
         // replicas that share nothing still agree where it goes.
         var rendezvousPick = -1
         if !anyPrefix && blocks > 0 {
-            rendezvousPick = eligible.max { ModelTable.mix($0.rendezvous ^ first) < ModelTable.mix($1.rendezvous ^ first) }!.index
+            var top: UInt64 = 0
+            for k in 0..<n where cands[k].load <= bound {
+                let h = ModelTable.mix(cands[k].rendezvous ^ first)
+                if rendezvousPick < 0 || h > top {
+                    top = h
+                    rendezvousPick = cands[k].index
+                }
+            }
         }
-        for c in eligible {
+        var bestScore = -Double.infinity
+        var best = -1
+        for k in 0..<n where cands[k].load <= bound {
+            let c = cands[k]
             let queueScore = maxLoad > minLoad ? 1 - (c.load - minLoad) / (maxLoad - minLoad) : 1
             var score = 3 * c.prefix + 2 * queueScore + 2 * (1 - c.kv) + 1 * c.adapterScore
             if c.index == rendezvousPick { score += 1.5 }
-            if score > bestScore || (score == bestScore && c.rendezvous > best.rendezvous) {
+            if best < 0 || score > bestScore || (score == bestScore && c.rendezvous > cands[best].rendezvous) {
                 bestScore = score
-                best = c
+                best = k
             }
         }
-        if best.prefix > 0 { reason = .prefixHit } else if best.index == rendezvousPick { reason = .rendezvous }
+        let chosen = cands[best]
+        var reason = RouteReason.leastLoaded
+        if chosen.prefix > 0 { reason = .prefixHit } else if chosen.index == rendezvousPick { reason = .rendezvous }
         else if adapter != nil { reason = .adapter }
-        return (eps[best.index], reason)
+        return (eps[chosen.index], reason)
     }
 }
