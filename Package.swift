@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
         .library(name: "SluiceLLM", targets: ["SluiceLLM"]),
+        .library(name: "SluiceGateway", targets: ["SluiceGateway"]),
     ],
     targets: [
         // C layer

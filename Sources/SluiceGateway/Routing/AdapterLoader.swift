@@ -78,7 +78,7 @@ final class AdapterLoader: @unchecked Sendable {
             }
             if ok {
                 let now = control.now
-                runtime.telemetry.withLock { t in
+                runtime.updateTelemetry { t in
                     if !t.adaptersLoaded.contains(adapter) { t.adaptersLoaded.append(adapter) }
                     t.adaptersChangedAt = now
                 }

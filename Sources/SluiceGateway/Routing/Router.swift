@@ -48,6 +48,8 @@ enum Router {
         var adapterScore: Double
         var prefix: Double
         var rendezvous: UInt64
+        /// The runtime's id (the prefix index's key).
+        var id: Int
     }
 
     static func pick(pool: UpstreamPool, features: RequestFeatures?, prefixHashes: UnsafeBufferPointer<UInt64>,
@@ -65,30 +67,36 @@ enum Router {
         var n = 0
         var minLoad = Double.infinity, maxLoad = -Double.infinity
         let adapter = features?.adapter
-        for i in 0..<eps.count where i != excluding || eps.count == 1 {
-            let e = eps[i]
-            guard e.runtime.isAdmitted(at: now) else { continue }
-            // Read what the scores need under the lock; copy no arrays out of it.
-            let view = e.runtime.telemetry.withLock { t -> (fresh: Bool, waiting: Int, kv: Double, adapterScore: Double) in
-                let fresh = t.scrapedAt.nanoseconds != 0 && now.since(t.scrapedAt) <= staleness
+        let runtimes = pool.runtimes
+        for i in 0..<runtimes.count where i != excluding || runtimes.count == 1 {
+            let candidate = runtimes[i]._withUnsafeGuaranteedRef { rt -> Candidate? in
+                guard rt.isAdmitted(at: now) else { return nil }
+                let scraped = rt.scrapedAtNanos.load(ordering: .relaxed)
+                // A worker's clock is read once per loop iteration, so a scrape may look newer than now.
+                let fresh = scraped != 0 && (now.nanoseconds <= scraped || now.nanoseconds - scraped <= UInt64(max(0, staleness.nanoseconds)))
                 var adapterScore = 1.0
                 if let a = adapter {
                     // GIE's LoRA affinity: 1 loaded/running, 0.6 waiting; not registered there:
-                    // filtered out (on-demand loading picks where to register it).
-                    if t.adaptersRunning.contains(a) || t.adaptersLoaded.contains(a) { adapterScore = 1 }
-                    else if t.adaptersWaiting.contains(a) { adapterScore = 0.6 }
-                    else if t.scrapedAt.nanoseconds == 0 { adapterScore = 0.5 }  // not scraped yet
-                    else { adapterScore = -1 }
+                    // filtered out (on-demand loading picks where to register it). Adapter lists
+                    // are behind the lock (adapter requests only; copied out: none).
+                    adapterScore = rt.telemetry.withLock { t in
+                        if t.adaptersRunning.contains(a) || t.adaptersLoaded.contains(a) { return 1 }
+                        if t.adaptersWaiting.contains(a) { return 0.6 }
+                        return t.scrapedAt.nanoseconds == 0 ? 0.5 : -1  // 0.5: not scraped yet
+                    }
+                    if adapterScore < 0 { return nil }
                 }
-                return (fresh, t.waiting, t.kvUse, adapterScore)
+                let waiting = fresh ? Double(rt.waitingNow.load(ordering: .relaxed)) : 0
+                let load = Double(rt.inflight.load(ordering: .relaxed)) + waiting
+                let kv = fresh ? Double(bitPattern: rt.kvUseBits.load(ordering: .relaxed)) : 0
+                return Candidate(index: i, load: load, kv: kv, adapterScore: adapterScore, prefix: 0, rendezvous: rt.addressHash,
+                                 id: rt.id)
             }
-            if view.adapterScore < 0 { continue }
-            let load = Double(e.runtime.inflight.load(ordering: .relaxed)) + (view.fresh ? Double(view.waiting) : 0)
-            cands[n] = Candidate(index: i, load: load, kv: view.fresh ? view.kv : 0, adapterScore: view.adapterScore,
-                                 prefix: 0, rendezvous: e.runtime.addressHash)
+            guard let c = candidate else { continue }
+            cands[n] = c
             n += 1
-            minLoad = min(minLoad, load)
-            maxLoad = max(maxLoad, load)
+            minLoad = min(minLoad, c.load)
+            maxLoad = max(maxLoad, c.load)
         }
         if n == 0 {
             // Nothing passes the filters: every endpoint ejected or none has the adapter.
@@ -105,10 +113,10 @@ enum Router {
         let blocks = prefixHashes.count
         var anyPrefix = false
         if blocks > 0, let m = index.match(prefixHashes, accepts: { id in
-            for k in 0..<n where eps[cands[k].index].runtime.id == id { return true }
+            for k in 0..<n where cands[k].id == id { return true }
             return false
         }) {
-            for k in 0..<n where eps[cands[k].index].runtime.id == m.endpoint {
+            for k in 0..<n where cands[k].id == m.endpoint {
                 cands[k].prefix = Double(m.blocks) / Double(blocks)
                 anyPrefix = true
             }

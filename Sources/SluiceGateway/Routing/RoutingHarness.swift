@@ -30,7 +30,7 @@ public import SluiceIO
     public func setTelemetry(_ i: Int, waiting: Int = 0, running: Int = 0, kvUse: Double = 0, adapters: [String] = [],
                              age: Duration = .zero) {
         let at = Instant(nanoseconds: loop.now.nanoseconds &- UInt64(max(0, age.nanoseconds)))
-        pool.endpoints[i].runtime.telemetry.withLock { t in
+        pool.endpoints[i].runtime.updateTelemetry { t in
             t.scrapedAt = at
             t.waiting = waiting
             t.running = running

@@ -87,7 +87,7 @@ final class TelemetryScraper {
                         for r in VLLMMetrics.adapterNames(l.running, in: bytes) { running.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
                         for r in VLLMMetrics.adapterNames(l.waiting, in: bytes) { waiting.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
                     }
-                    rt.telemetry.withLock { t in
+                    rt.updateTelemetry { t in
                         t.scrapedAt = now
                         t.waiting = Int(m.requestsWaiting ?? 0)
                         t.running = Int(m.requestsRunning ?? 0)
@@ -109,7 +109,7 @@ final class TelemetryScraper {
                 modelsInFlight.remove(e.authority)
                 guard case .success(let resp) = result, resp.status == 200 else { return }
                 let ids = Self.modelIDs(resp.body)
-                rt.telemetry.withLock { t in
+                rt.updateTelemetry { t in
                     // An adapter Sluice loaded after this list was asked for is kept.
                     t.adaptersLoaded = t.adaptersChangedAt > asked ? Array(Set(ids).union(t.adaptersLoaded)).sorted() : ids
                 }

@@ -24,7 +24,25 @@ public final class EndpointRuntime: Sendable {
     let ejectedUntil = Atomic<UInt64>(0)
     /// How many times it was ejected (for the backoff and the metric).
     let ejections = Atomic<Int>(0)
+    /// The latest scraped state. Read it freely; write it only through ``updateTelemetry(_:)``.
     let telemetry = Mutex<EndpointTelemetry>(EndpointTelemetry())
+    /// The scraped fields every routing decision reads, mirrored into atomics so a decision
+    /// takes no lock per endpoint (locks were most of a decision's cost at 256 endpoints).
+    /// Each is read relaxed: a decision may mix two scrapes, which a heuristic tolerates.
+    let scrapedAtNanos = Atomic<UInt64>(0)
+    let waitingNow = Atomic<Int>(0)
+    let kvUseBits = Atomic<UInt64>(0)
+
+    /// Changes the telemetry and republishes the fields routing reads.
+    func updateTelemetry(_ change: (inout EndpointTelemetry) -> Void) {
+        let (at, waiting, kv) = telemetry.withLock { t in
+            change(&t)
+            return (t.scrapedAt.nanoseconds, t.waiting, t.kvUse)
+        }
+        scrapedAtNanos.store(at, ordering: .relaxed)
+        waitingNow.store(waiting, ordering: .relaxed)
+        kvUseBits.store(kv.bitPattern, ordering: .relaxed)
+    }
 
     public init(authority: String, address: SocketAddress) {
         self.authority = authority
