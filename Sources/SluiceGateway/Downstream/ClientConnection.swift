@@ -544,6 +544,22 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         endExchange()
     }
 
+    /// The stream ends with the error event and a proper last chunk, and the connection closes
+    /// (what follows on it would be unreliable). Without chunked framing the length or the end
+    /// of the connection marks the body, so the only honest signal is a cut.
+    func exchangeEndedWithError(event: [UInt8]) {
+        guard framing == .chunked else { return exchangeAborted() }
+        keepAlive = false
+        var chunk = worker.loop.bufferPool.take(minimumCapacity: event.count + 16)
+        chunk.appendHex(event.count)
+        chunk.append("\r\n")
+        event.withUnsafeBytes { chunk.append($0) }
+        chunk.append("\r\n0\r\n\r\n")
+        out.append(chunk)
+        flush()
+        endExchange()
+    }
+
     /// The response was cut off after its head was sent: all the client can be told is a
     /// closed connection (a truncated chunked body, which HTTP clients detect).
     func exchangeAborted() {

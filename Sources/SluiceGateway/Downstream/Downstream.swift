@@ -18,6 +18,9 @@ protocol Downstream: AnyObject {
     func exchangeCompleted()
     /// The response was cut off after its head went out.
     func exchangeAborted()
+    /// An event stream was cut off upstream: end it with `event` (an SSE error event) if the
+    /// framing allows a clean end, then close; otherwise as ``exchangeAborted()``.
+    func exchangeEndedWithError(event: [UInt8])
     /// Sluice answers itself (nothing was sent to the client yet).
     func exchangeFailed(_ error: ErrorResponse)
 }

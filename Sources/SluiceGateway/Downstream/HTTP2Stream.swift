@@ -212,6 +212,14 @@ final class HTTP2Stream: Downstream {
         connection.resumeData(self)
     }
 
+    /// HTTP/2 ends the stream cleanly after the error event; the connection carries on.
+    func exchangeEndedWithError(event: [UInt8]) {
+        var buf = worker.loop.bufferPool.take(minimumCapacity: event.count)
+        event.withUnsafeBytes { buf.append($0) }
+        body.append(buf)
+        exchangeCompleted()
+    }
+
     func exchangeAborted() {
         exchange = nil
         ended = true

@@ -210,7 +210,7 @@ final class Exchange {
         if responseStarted {
             finalStatus = 504
             finish()
-            client.exchangeAborted()
+            endCutStream("The upstream model server stopped sending.")
         } else {
             fail(.gatewayTimeout(what))
         }
@@ -294,7 +294,7 @@ final class Exchange {
         if responseStarted {
             finalStatus = 502
             finish()
-            client.exchangeAborted()
+            endCutStream("The upstream model server closed the stream before it finished.")
             return
         }
         // Nothing was received: safe to try another endpoint when the connection never
@@ -318,6 +318,14 @@ final class Exchange {
         } else {
             fail(.badGateway("The upstream model server sent an invalid HTTP response."))
         }
+    }
+
+    /// A response cut off after its head went out: an event stream ends with an error event
+    /// (OpenAI's SDKs raise it as an APIError), anything else is cut.
+    private func endCutStream(_ message: String) {
+        guard observer?.sse != nil else { return client.exchangeAborted() }
+        let e = OpenAIError(status: 502, message: message, type: "server_error", code: "upstream_error")
+        client.exchangeEndedWithError(event: Array("data: ".utf8) + e.render() + Array("\n\n".utf8))
     }
 
     /// Passive health: the data path's failures count towards ejecting the endpoint.
