@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "SluiceHTTP", targets: ["SluiceHTTP"]),
         .library(name: "SluiceLLM", targets: ["SluiceLLM"]),
         .library(name: "SluiceGateway", targets: ["SluiceGateway"]),
+        .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
     ],
     targets: [
         // C layer
@@ -53,8 +54,11 @@ let package = Package(
         .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceSim"]),
 
+        // the YAML config: schema, validation, secrets
+        .target(name: "SluiceConfig", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "CYAML"], swiftSettings: strict),
+        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceRedis"]),
+
         // programs
-        .executableTarget(name: "sluice", dependencies: ["SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceRedis", "SluiceSim", "CYAML"], swiftSettings: strict),
-        .testTarget(name: "sluiceTests", dependencies: ["sluice", "SluiceGateway"]),
+        .executableTarget(name: "sluice", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim"], swiftSettings: strict),
     ]
 )

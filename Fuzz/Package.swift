@@ -17,5 +17,6 @@ let package = Package(
         .executableTarget(name: "FuzzRequestScanner", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
         .executableTarget(name: "FuzzSSEScanner", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
         .executableTarget(name: "FuzzPrometheus", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
+        .executableTarget(name: "FuzzConfig", dependencies: ["FuzzDriver", .product(name: "SluiceConfig", package: "sluice")]),
     ]
 )

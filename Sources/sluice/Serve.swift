@@ -1,3 +1,4 @@
+import SluiceConfig
 import Glibc
 import SluiceGateway
 import SluiceHTTP
@@ -68,23 +69,6 @@ enum Serve {
     }
 }
 
-/// `http://host:port` or `https://host:port` (a numeric host, or a name resolved now) → an
-/// endpoint; https verifies the server against `caFile` (or the system store) and its name.
-func parseEndpointURL(_ url: String, caFile: String? = nil) -> GatewaySettings.Endpoint? {
-    let tls = url.hasPrefix("https://")
-    guard url.hasPrefix("http://") || tls else { return nil }
-    var rest = url.dropFirst(tls ? 8 : 7)
-    if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
-    guard let (host, port) = SocketAddress.split(String(rest)) else { return nil }
-    let address = SocketAddress(numericHost: host, port: port) ?? (try? SocketAddress.resolve(host: host, port: port))?.first
-    guard let address else { return nil }
-    var upstreamTLS: UpstreamTLS? = nil
-    if tls {
-        guard let ctx = try? TLSClientContext(caFile: caFile) else { return nil }
-        upstreamTLS = UpstreamTLS(context: ctx, serverName: host)
-    }
-    return GatewaySettings.Endpoint(address: address, authority: String(rest), tls: upstreamTLS)
-}
 
 /// Where the settings come from, and how to reload them.
 enum SettingsSource {
@@ -94,13 +78,13 @@ enum SettingsSource {
     func load() throws -> GatewaySettings {
         switch self {
         case .flags(let s): return s
-        case .file(let path): return try ConfigFile.load(path)
+        case .file(let path): return try ConfigLoader.load(path: path)
         }
     }
 
     func watch(_ gateway: Gateway) -> ConfigReloader? {
         guard case .file(let path) = self else { return nil }
-        return ConfigReloader(path: path, gateway: gateway, load: { try ConfigFile.load(path) }) { result in
+        return ConfigReloader(path: path, gateway: gateway, load: { try ConfigLoader.load(path: path) }) { result in
             switch result {
             case .success(let generation):
                 gateway.configSource.withLock { $0 = (path, fileDigest(path)) }

@@ -1,3 +1,4 @@
+import SluiceConfig
 /// `sluice validate [--offline] FILE`: every problem with its path and line; exit 1 when invalid,
 /// 0 when valid. `--offline` (CI pipelines) does not resolve host names or read secrets.
 enum Validate {

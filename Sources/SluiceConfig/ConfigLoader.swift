@@ -1,21 +1,21 @@
 import Glibc
-import SluiceGateway
+public import SluiceGateway
 import SluiceHTTP
 import SluiceIO
 import SluiceRedis
 
 /// One problem in a config file: where (path and line) and what.
-struct ConfigIssue: CustomStringConvertible {
-    var path: String
-    var message: String
-    var line: Int
-    var description: String { "\(path): \(message) (line \(line))" }
+public struct ConfigIssue: CustomStringConvertible, Sendable {
+    public var path: String
+    public var message: String
+    public var line: Int
+    public var description: String { "\(path): \(message) (line \(line))" }
 }
 
-struct ConfigInvalid: Error, CustomStringConvertible {
-    var file: String
-    var issues: [ConfigIssue]
-    var description: String {
+public struct ConfigInvalid: Error, CustomStringConvertible {
+    public var file: String
+    public var issues: [ConfigIssue]
+    public var description: String {
         "\(file) is invalid:\n" + issues.map { "  " + $0.description }.joined(separator: "\n")
     }
 }
@@ -23,7 +23,7 @@ struct ConfigInvalid: Error, CustomStringConvertible {
 /// Reads the YAML config into gateway settings, collecting every problem (unknown keys, wrong
 /// types, bad values, cross-references) rather than stopping at the first. Defaults are those of
 /// `GatewaySettings` (one place); docs/configuration.md lists every key.
-struct ConfigLoader {
+public struct ConfigLoader {
     private(set) var issues: [ConfigIssue] = []
     /// Offline (`sluice validate --offline`, for CI pipelines): host names that do not resolve
     /// here and secrets that are not mounted here are not problems (the values are placeholders).
@@ -37,14 +37,14 @@ struct ConfigLoader {
         return "offline\(placeholders)"
     }
 
-    static func load(path: String, offline: Bool = false) throws -> GatewaySettings {
+    public static func load(path: String, offline: Bool = false) throws -> GatewaySettings {
         guard let text = readWholeFile(path) else {
             throw ConfigInvalid(file: path, issues: [ConfigIssue(path: path, message: "cannot read the file", line: 0)])
         }
         return try load(text: text, file: path, offline: offline)
     }
 
-    static func load(text: String, file: String = "config", offline: Bool = false) throws -> GatewaySettings {
+    public static func load(text: String, file: String = "config", offline: Bool = false) throws -> GatewaySettings {
         let root: YAMLNode
         do {
             root = try YAMLNode.parse(text)
@@ -555,7 +555,7 @@ struct ConfigLoader {
     }
 
     private func endpoint(_ url: String, caFile: String?, verify: Bool, serverName: String?) -> GatewaySettings.Endpoint? {
-        guard var e = parseEndpointURL(url, caFile: caFile) else { return nil }
+        guard var e = parseEndpointURL(url, caFile: caFile, offline: offline) else { return nil }
         if let tls = e.tls, (!verify || serverName != nil), let ctx = try? TLSClientContext(caFile: caFile, verify: verify) {
             e.tls = UpstreamTLS(context: ctx, serverName: serverName ?? tls.serverName)
         }
@@ -563,7 +563,8 @@ struct ConfigLoader {
     }
 }
 
-func readWholeFile(_ path: String) -> String? {
+/// A whole file as text (nil if it cannot be read).
+public func readWholeFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 { return nil }
     defer { close(fd) }

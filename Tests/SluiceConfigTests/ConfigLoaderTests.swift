@@ -2,7 +2,7 @@ import Foundation
 import SluiceGateway
 import SluiceRedis
 import Testing
-@testable import sluice
+@testable import SluiceConfig
 
 @Suite struct ConfigLoaderTests {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -86,39 +86,39 @@ import Testing
 
     /// Each rule, with the path and line it reports; several problems come back together.
     @Test(arguments: [
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nbogus: 1", "bogus: unknown key (line 2)"),
-        ("pools: [{ name: p, endpoints: [http://a:1], weight: 2 }]", "pools[0].weight: unknown key (line 1)"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nbogus: 1", "bogus: unknown key (line 2)"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], weight: 2 }]", "pools[0].weight: unknown key (line 1)"),
         ("pools: []", "pools: at least one pool is required"),
         ("pools: [{ name: p }]", "pools[0]: needs endpoints or dns"),
         ("pools: [{ name: p, endpoints: [x] }]", "pools[0].endpoints[0]: 'x' is not an http:// or https:// URL"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }, { name: p, endpoints: [http://a:2] }]", "duplicate pool name 'p'"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: m, pool: q }]", "models[0].pool: no pool named 'q' (line 2)"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: m }]", "models[0]: needs a pool or a split"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels:\n  - name: m\n    split: [{ model: x, weight: 1 }]", "models[0].split[0].model: no model named 'x' (line 3)"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels:\n  - name: m\n    split:\n      - { model: m, weight: 0 }", "models[0].split[0].weight: must be > 0 (line 5)"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: a, split: [{model: b}] }, { name: b, split: [{model: a}] }]", "is cyclic"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmodels: [{ name: m, pool: p, sticky: always }]", "must be none, user or header:NAME"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\ntimeouts: { idle: forever }", "timeouts.idle: must be a duration"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nlimits: { max_body_bytes: lots }", "limits.max_body_bytes: must be a size"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nworkers: two", "workers: must be an integer"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nlisten: [{ address: \"127.0.0.1:9090\" }]\nadmin: { address: \"127.0.0.1:9090\" }", "port 9090 is used twice"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nproxy: { via: maybe }", "proxy.via: must be true or false"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nmetrics: { x: 1 }", "metrics: unknown key"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"http://127.0.0.1:6379\" }", "redis.url: not a redis:// URL"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"redis://127.0.0.1:6379\", on_failure: maybe }", "redis.on_failure: must be open or closed"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\ncache: { ttl: 10m }", "cache: needs redis"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nrate_limits: [{ tenant: \"*\", requests_per_minute: 5 }]", "rate_limits: needs redis"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ tenant: \"*\" }]", "rate_limits[0]: needs requests_per_minute or tokens_per_minute"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ requests_per_minute: 0 }]", "rate_limits[0].requests_per_minute: must be between 1"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: k, tenant: a }] }\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ tenant: b, requests_per_minute: 5 }]", "rate_limits[0].tenant: no API key belongs to tenant 'b'"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ tenant: a }] }", "auth.api_keys[0]: needs key or key_sha256"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: \"${env:SLUICE_TEST_UNSET_VARIABLE}\", tenant: a }] }", "environment variable SLUICE_TEST_UNSET_VARIABLE is not set"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: \"${vault:x}\", tenant: a }] }", "must be ${env:NAME} or ${file:/path}"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key_sha256: abc, tenant: a }] }", "must be 64 hex digits"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nauth: { api_keys: [{ key: k, tenant: a }, { key: k, tenant: b }] }", "the same key is listed twice"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }]\nlogging: { level: debug }", "logging.level: unknown key"),
-        ("pools: &x [{ name: p, endpoints: [http://a:1] }]", "anchors are not supported"),
-        ("pools: [{ name: p, endpoints: [http://a:1] }\n", "YAML:"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }, { name: p, endpoints: [http://127.0.0.1:2] }]", "duplicate pool name 'p'"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels: [{ name: m, pool: q }]", "models[0].pool: no pool named 'q' (line 2)"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels: [{ name: m }]", "models[0]: needs a pool or a split"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels:\n  - name: m\n    split: [{ model: x, weight: 1 }]", "models[0].split[0].model: no model named 'x' (line 3)"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels:\n  - name: m\n    split:\n      - { model: m, weight: 0 }", "models[0].split[0].weight: must be > 0 (line 5)"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels: [{ name: a, split: [{model: b}] }, { name: b, split: [{model: a}] }]", "is cyclic"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels: [{ name: m, pool: p, sticky: always }]", "must be none, user or header:NAME"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\ntimeouts: { idle: forever }", "timeouts.idle: must be a duration"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_body_bytes: lots }", "limits.max_body_bytes: must be a size"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nworkers: two", "workers: must be an integer"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlisten: [{ address: \"127.0.0.1:9090\" }]\nadmin: { address: \"127.0.0.1:9090\" }", "port 9090 is used twice"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nproxy: { via: maybe }", "proxy.via: must be true or false"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmetrics: { x: 1 }", "metrics: unknown key"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nredis: { url: \"http://127.0.0.1:6379\" }", "redis.url: not a redis:// URL"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nredis: { url: \"redis://127.0.0.1:6379\", on_failure: maybe }", "redis.on_failure: must be open or closed"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\ncache: { ttl: 10m }", "cache: needs redis"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nrate_limits: [{ tenant: \"*\", requests_per_minute: 5 }]", "rate_limits: needs redis"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ tenant: \"*\" }]", "rate_limits[0]: needs requests_per_minute or tokens_per_minute"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ requests_per_minute: 0 }]", "rate_limits[0].requests_per_minute: must be between 1"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: k, tenant: a }] }\nredis: { url: \"redis://127.0.0.1:6379\" }\nrate_limits: [{ tenant: b, requests_per_minute: 5 }]", "rate_limits[0].tenant: no API key belongs to tenant 'b'"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ tenant: a }] }", "auth.api_keys[0]: needs key or key_sha256"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: \"${env:SLUICE_TEST_UNSET_VARIABLE}\", tenant: a }] }", "environment variable SLUICE_TEST_UNSET_VARIABLE is not set"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: \"${vault:x}\", tenant: a }] }", "must be ${env:NAME} or ${file:/path}"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key_sha256: abc, tenant: a }] }", "must be 64 hex digits"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: k, tenant: a }, { key: k, tenant: b }] }", "the same key is listed twice"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlogging: { level: debug }", "logging.level: unknown key"),
+        ("pools: &x [{ name: p, endpoints: [http://127.0.0.1:1] }]", "anchors are not supported"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }\n", "YAML:"),
     ])
     func rules(_ yaml: String, _ expected: String) {
         let found = issues(yaml)
