@@ -27,3 +27,30 @@ def test_metrics_parse_and_count(nginx_upstream, sluice):
     tokens = {smp.labels["type"]: smp.value for smp in families["sluice_tokens"].samples}
     assert tokens == {"input": 9 * 25, "output": 2 * 25}
     assert families["sluice_workers"].samples[0].value == 2
+
+
+def test_promtool_accepts_a_scrape_taken_under_load(nginx_upstream, sluice, tmp_path):
+    """`promtool check metrics` (Prometheus's own linter) on scrapes taken while wrk drives
+    traffic through two workers; every family, including the per-endpoint re-exports."""
+    import shutil
+    import threading
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing (Debian package prometheus; .ci/setup installs it)"
+    s = sluice(["--listen", "127.0.0.1:PORT", "--admin", "127.0.0.1:ADMIN_PORT", "--workers", "2",
+                "--drain-delay", "0s", "--endpoint", f"http://127.0.0.1:{nginx_upstream}"])
+    lua = tmp_path / "post.lua"
+    lua.write_text('wrk.method = "POST"\nwrk.body = \'{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stream":false}\'\n'
+                   'wrk.headers["Content-Type"] = "application/json"\n')
+    load = subprocess.Popen(["wrk", "-t1", "-c8", "-d3s", "-s", str(lua), f"http://127.0.0.1:{s.port}/v1/chat/completions"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        checked = 0
+        while load.poll() is None and checked < 5:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics", timeout=5).read()
+            r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+            assert r.returncode == 0, (r.stdout + r.stderr).decode()[:2000]
+            checked += 1
+        assert checked >= 2
+    finally:
+        out, _ = load.communicate(timeout=10)
+    assert "requests in" in out

@@ -1,4 +1,4 @@
-public import SluiceIO
+import SluiceIO
 
 /// One routing decision at a time without a network: a worker and a pool of `endpoints` fake
 /// endpoints whose telemetry the caller sets. For table-driven tests of the router and for the
