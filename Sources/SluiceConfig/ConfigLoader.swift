@@ -92,8 +92,9 @@ public struct ConfigLoader {
         }
         if s.listen.isEmpty && child("listen") != nil { issue("listen", "needs at least one address", child("listen")!.line) }
         if let a = child("admin"), let m = map(a, "admin") {
-            unknown(m, "admin", ["address"])
+            unknown(m, "admin", ["address", "metrics"])
             s.admin = addr(m, "admin", "address", required: true)
+            if let v = bool(m, "admin", "metrics") { s.metrics = v }
         } else {
             s.admin = SocketAddress("127.0.0.1:9090")
         }

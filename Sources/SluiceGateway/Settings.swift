@@ -211,6 +211,9 @@ public struct GatewaySettings: Sendable {
     public var models: [Model] = []
     /// The admin listener (health, readiness, metrics, state); nil disables it.
     public var admin: SocketAddress? = nil
+    /// Record and serve Prometheus metrics (off: `/metrics` answers 404 and workers skip the
+    /// recording; for sidecars nobody scrapes, and to measure what metrics cost).
+    public var metrics = true
     public var workers: Int
     /// Accept prior-knowledge HTTP/2 (h2c) on plaintext listeners.
     public var http2 = true

@@ -116,6 +116,7 @@ final class Worker: @unchecked Sendable {
         self.rng = UInt64.random(in: .min ... .max)
         self.onDrained = onDrained
         self.localLimiter = LocalRateLimiter(share: Self.workerCount(settings))
+        self.metrics.enabled = settings.metrics
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
         pools = settings.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self) }
@@ -180,6 +181,7 @@ final class Worker: @unchecked Sendable {
         for p in pools { for e in p.endpoints { previous[e.config.authority] = e } }
         settings = new
         connectRedis(new.redis)
+        metrics.enabled = new.metrics
         if Self.workerCount(new) != localLimiter.share { localLimiter = LocalRateLimiter(share: Self.workerCount(new)) }
         modelTable = ModelTable(new, metrics: catalog)
         loadedAt = WallClock.now().seconds

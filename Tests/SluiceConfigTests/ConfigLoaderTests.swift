@@ -209,7 +209,7 @@ import Testing
     /// docs/configuration.md names every key the loader reads.
     @Test func everyKeyIsDocumented() throws {
         let doc = try String(contentsOf: Self.repo.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
-        let keys = ["listen[].address", "listen[].tls.cert", "listen[].tls.key", "listen[].http2", "admin.address", "workers",
+        let keys = ["listen[].address", "listen[].tls.cert", "listen[].tls.key", "listen[].http2", "admin.address", "admin.metrics", "workers",
                     "limits.max_connections", "limits.max_connections_per_worker", "limits.max_header_bytes", "limits.max_header_count",
                     "limits.max_request_line", "limits.max_body_bytes", "limits.max_concurrent_streams",
                     "timeouts.client_header", "timeouts.client_body", "timeouts.idle", "timeouts.upstream_connect",

@@ -89,6 +89,37 @@ import Testing
 }
 
 @Suite(.serialized) struct MetricsEndpointTests {
+    /// `admin.metrics: false`: /metrics is gone and nothing is recorded; turning it back on by
+    /// reload counts again.
+    @Test func metricsCanBeTurnedOff() throws {
+        let up = try TestUpstream(modelEchoHandler("a"))
+        defer { up.stop() }
+        let admin = freePort()
+        let (gw, port) = try startGateway([up.endpoint]) {
+            $0.admin = SocketAddress("127.0.0.1:\(admin)")!
+            $0.metrics = false
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        let c = try TestClient(port: port)
+        for _ in 0..<3 {
+            c.send(request("POST", "/v1/chat/completions", body: chatBody("tiny")))
+            #expect(c.response()?.status == 200)
+        }
+        func scrape() throws -> TestClient.Response {
+            let m = try TestClient(port: admin)
+            m.send(request("GET", "/metrics"))
+            return try #require(m.response())
+        }
+        #expect(try scrape().status == 404)
+        var s = gw.currentSettings
+        s.metrics = true
+        try gw.apply(s)
+        c.send(request("POST", "/v1/chat/completions", body: chatBody("tiny")))
+        #expect(c.response()?.status == 200)
+        let text = try scrape().text
+        #expect(text.contains("sluice_requests_total{pool=\"default\",code_class=\"2xx\"} 1\n"))
+    }
+
     /// N requests → N counted, by status class and model; histograms count every request; the
     /// workers' shards add up.
     @Test func countersMatchWhatWasSent() throws {

@@ -79,6 +79,8 @@ final class ControlPlane: @unchecked Sendable {
         case "/readyz":
             let (ready, why) = gateway.readiness()
             r.respond(status: ready ? 200 : 503, contentType: "text/plain", ready ? "ready\n" : "not ready: \(why)\n")
+        case "/metrics" where !gateway.currentSettings.metrics:
+            r.respond(status: 404, ErrorResponse.client(404, "Metrics are off (admin.metrics: false).").bodyString)
         case "/metrics":
             r.respond(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metricsText().utf8))
         case "/admin/config":

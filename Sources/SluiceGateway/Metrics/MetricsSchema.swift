@@ -79,6 +79,8 @@ public final class MetricsSchema: Sendable {
 /// costs an add, no atomic and no lock. A scrape copies them on the worker's own loop.
 public final class MetricsShard {
     public private(set) var values: [Double]
+    /// Off (`admin.metrics: false`): recording is skipped; what was recorded stays.
+    public var enabled = true
 
     public init(capacity: Int = 1024) {
         values = Array(repeating: 0, count: capacity)
@@ -91,6 +93,7 @@ public final class MetricsShard {
 
     @inline(__always)
     public func add(_ slot: Int, _ v: Double = 1) {
+        guard enabled else { return }
         ensure(slot + 1)
         values[slot] += v
     }
@@ -99,6 +102,7 @@ public final class MetricsShard {
     /// the exposition makes them cumulative).
     @inline(__always)
     public func observe(_ slot: Int, _ buckets: [Double], _ v: Double) {
+        guard enabled else { return }
         ensure(slot + buckets.count + 2)
         var i = 0
         while i < buckets.count && v > buckets[i] { i += 1 }
