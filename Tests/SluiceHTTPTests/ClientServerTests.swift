@@ -52,6 +52,34 @@ func onLoop(timeout: Double = 5, _ body: @escaping @Sendable (EventLoop, @escapi
         #expect(accepted.load(ordering: .relaxed) == 1)
     }
 
+    /// A peer that answers with more than maxResponseBytes (a broken or hostile /metrics) gets
+    /// the request failed and the connection closed, instead of the whole body buffered.
+    @Test func oversizedResponsesFail() throws {
+        let results = Mutex<[Result<Int, HTTPClientError>]>([])
+        let ok = try onLoop { loop, done in
+            nonisolated(unsafe) let server = try! HTTPServer(address: SocketAddress("127.0.0.1:0")!, loop: loop) { req, r in
+                let n = req.path == "/big" ? 3 << 20 : 1000
+                r.respond(status: 200, headers: [("Content-Type", "application/octet-stream")], body: [UInt8](repeating: 120, count: n))
+            }
+            let client = HTTPClient(address: server.listener.address, loop: loop)
+            client.maxResponseBytes = 1 << 20
+            nonisolated(unsafe) let c = client
+            c.get("/big") { r in
+                results.withLock { $0.append(r.map(\.body.count)) }
+                c.get("/small") { r in
+                    results.withLock { $0.append(r.map(\.body.count)) }
+                    _ = server  // kept alive until the last response
+                    done()
+                }
+            }
+        }
+        #expect(ok)
+        let r = results.withLock { $0 }
+        #expect(r.count == 2)
+        if case .failure(.tooLarge)? = r.first {} else { Issue.record("expected tooLarge, got \(r)") }
+        if case .success(1000)? = r.last {} else { Issue.record("the next request should work, got \(r)") }
+    }
+
     @Test func refusedAndTimedOutRequestsFail() throws {
         let errors = Mutex<[HTTPClientError]>([])
         let ok = try onLoop { loop, done in

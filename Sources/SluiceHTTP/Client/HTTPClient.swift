@@ -19,6 +19,8 @@ public enum HTTPClientError: Error, Equatable, Sendable {
     case closed
     case timeout
     case protocolError
+    /// The response was larger than ``HTTPClient/maxResponseBytes``.
+    case tooLarge
 }
 
 /// A keep-alive HTTP/1.1 client to one server, on one event loop. Requests are sent one at a
@@ -35,6 +37,10 @@ public final class HTTPClient: EventHandler {
     }
 
     public let address: SocketAddress
+    /// Responses (head and body) larger than this fail with `.tooLarge` and the connection
+    /// closes: a control-plane peer (a model server's /metrics) cannot make the gateway buffer
+    /// without bound.
+    public var maxResponseBytes = 16 << 20
     let hostHeader: String
     unowned let loop: EventLoop
     private var fd: Int32 = -1
@@ -146,6 +152,10 @@ public final class HTTPClient: EventHandler {
             case .processed(let n)? where n > 0:
                 inbuf += chunk[0..<n]
                 if inflight != nil && tryComplete(eof: false) { return }
+                if inbuf.count > maxResponseBytes {
+                    if inflight != nil { finish(.failure(.tooLarge), reusable: false) } else { disconnect() }
+                    return
+                }
             case .wouldBlock?:
                 return
             default:
