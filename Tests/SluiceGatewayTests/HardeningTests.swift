@@ -113,6 +113,32 @@ import Testing
         #expect(out.contains("Hel") && out.contains("data: {\"error\":{"))
     }
 
+    /// OpenAI's SDKs hang up as soon as they read `data: [DONE]`, sometimes before the end of
+    /// the HTTP body: that request completed (2xx), it was not aborted.
+    @Test func aClientLeavingAfterDoneCountsAsCompleted() throws {
+        let up = try TestUpstream { _, r in
+            r.startStream(headers: [("Content-Type", "text/event-stream")])
+            r.writeChunk(Array("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n".utf8))
+            let t = Timer { if r.isOpen { r.endStream() } }
+            r.loop.schedule(t, after: .milliseconds(500))  // the body's end comes late
+        }
+        defer { up.stop() }
+        let admin = freePort()
+        let (gw, port) = try startGateway([up.endpoint]) { $0.admin = SocketAddress("127.0.0.1:\(admin)")! }
+        defer { gw.stop(grace: .seconds(1)) }
+        for _ in 0..<2 {
+            let c = try TestClient(port: port)
+            c.send(request("POST", "/v1/chat/completions", body: "{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"))
+            #expect(eventually(2) { _ = c.fill(); return String(decoding: c.buffered, as: UTF8.self).contains("data: [DONE]") })
+        }  // both clients close here, before the upstream ends the body
+        usleep(200_000)
+        let m = try TestClient(port: admin)
+        m.send(request("GET", "/metrics"))
+        let text = try #require(m.response()).text
+        #expect(text.contains("sluice_requests_total{pool=\"default\",code_class=\"2xx\"} 2\n"))
+        #expect(text.contains("sluice_requests_total{pool=\"default\",code_class=\"aborted\"} 0\n"))
+    }
+
     @Test func requestDeadlineBoundsTheWholeExchange() throws {
         let up = try TestUpstream(standardHandler())
         defer { up.stop() }

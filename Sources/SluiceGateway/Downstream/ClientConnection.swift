@@ -281,7 +281,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         _ = bytes
         let plan = worker.plan(method: head.method, path: bytes.slice(head.target),
                                body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]),
-                               headerNamed: { name in self.headerValue(name, bytes) }, rewritten: &upstreamBody)
+                               headerNamed: { name in self.headerValue(name, bytes) },
+                               requestID: { self.clientRequestID.isEmpty ? self.hex16(self.requestID) : String(decoding: bytes.slice(self.clientRequestID), as: UTF8.self) },
+                               rewritten: &upstreamBody)
         let x: Exchange
         switch plan {
         case .reject(let e):

@@ -96,7 +96,9 @@ final class HTTP2Stream: Downstream {
         }
         let m = HTTP1HeadParser.method(method)
         let plan = path.withUnsafeBytes { p in
-            worker.plan(method: m, path: p, body: requestBody.readable, headerNamed: { self.header($0) }, rewritten: &upstreamBody)
+            worker.plan(method: m, path: p, body: requestBody.readable, headerNamed: { self.header($0) },
+                        requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? self.hex16(self.requestID) },
+                        rewritten: &upstreamBody)
         }
         let x: Exchange
         switch plan {

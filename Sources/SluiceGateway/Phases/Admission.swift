@@ -303,6 +303,7 @@ extension Exchange {
         if !l.body.isEmpty {
             var buffer = worker.loop.bufferPool.take(minimumCapacity: l.body.count)
             value.withUnsafeBytes { buffer.append(UnsafeRawBufferPointer(rebasing: $0[l.body])) }
+            bodyBytes = l.body.count
             client.writeResponseBody(buffer, ranges: nil)
         }
         routeReason = .cache

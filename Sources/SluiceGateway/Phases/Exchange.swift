@@ -63,6 +63,8 @@ final class Exchange {
     private var loadedAdapter = false
     /// Fields added to the response head (rate-limit state, cache result).
     var responseHeaders: [(name: String, value: String)] = []
+    /// Response body bytes relayed to the client (the access log's `bytes`).
+    var bodyBytes = 0
 
     init(client: any Downstream, worker: Worker, pool: UpstreamPool, method: HTTPMethod, features: RequestFeatures? = nil) {
         self.features = features
@@ -256,11 +258,13 @@ final class Exchange {
             let previous = observer!.lastTokenAt
             observer!.observe(buffer, &rs, now: worker.loop.now)
             if capture != nil { captureBody(buffer, rs) }
+            for r in rs { bodyBytes += r.1 - r.0 }
             if let p = previous, let last = observer!.lastTokenAt, last > p {
                 worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.since(p).seconds)
             }
             client.writeResponseBody(buffer, ranges: rs)
         } else {
+            if let rs = ranges { for r in rs { bodyBytes += r.1 - r.0 } } else { bodyBytes += buffer.readableBytes }
             client.writeResponseBody(buffer, ranges: ranges)
         }
         if client.isBackpressured { upstream?.pauseReading() }
@@ -350,7 +354,8 @@ final class Exchange {
     /// generating for a client that is gone).
     func clientAborted() {
         guard phase != .done else { return }
-        finalStatus = 0
+        // A client that leaves after `[DONE]` got everything: a completed request, not an abort.
+        finalStatus = observer?.sawDone == true ? upstreamStatus : 0
         releaseUpstream(abort: true)
         finish()
     }
@@ -413,6 +418,7 @@ extension Exchange {
             line.field("pool", pool.name)
             line.field("endpoint", endpointName)
             line.field("status", finalStatus)
+            line.field("bytes", bodyBytes)
             line.field("stream", features.map { $0.stream ? 1 : 0 })
             line.field("prompt_tokens", observer?.usage?.promptTokens)
             line.field("completion_tokens", observer?.usage?.completionTokens)

@@ -104,13 +104,30 @@ extension Worker {
 
     /// Inspect, then resolve the model (when `models:` is configured).
     func plan(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
-              headerNamed: (String) -> UnsafeRawBufferPointer?, rewritten: inout ByteBuffer) -> Plan {
+              headerNamed: (String) -> UnsafeRawBufferPointer?, requestID: () -> String, rewritten: inout ByteBuffer) -> Plan {
+        let started = loop.now
         let plan = makePlan(method: method, path: path, body: body, headerNamed: headerNamed, rewritten: &rewritten)
-        // Requests Sluice answers itself are counted here; forwarded ones when they complete.
+        // Requests Sluice answers itself are counted and logged here; forwarded ones when they
+        // complete (Exchange.record).
+        let status: Int
         switch plan {
-        case .reject(let e): metrics.add(localSlots.requests[GatewayMetrics.classIndex(e.status)])
-        case .local(let status, _, _): metrics.add(localSlots.requests[GatewayMetrics.classIndex(status)])
-        case .forward: break
+        case .reject(let e): status = e.status
+        case .local(let s, _, _): status = s
+        case .forward: return plan
+        }
+        metrics.add(localSlots.requests[GatewayMetrics.classIndex(status)])
+        if accessLog != nil {
+            let (sec, ns) = WallClock.now()
+            var line = AccessLogLine(unixNanos: sec * 1_000_000_000 + ns)
+            line.field("request_id", requestID())
+            line.field("method", String(describing: method))
+            var p = path
+            if let q = p.firstIndex(of: UInt8(ascii: "?")) { p = UnsafeRawBufferPointer(rebasing: p[..<q]) }
+            line.field("path", String(decoding: p.prefix(200), as: UTF8.self))
+            line.field("status", status)
+            line.field("duration_ms", loop.now.since(started).seconds * 1000)
+            line.field("route_reason", "answered_by_gateway")
+            log(line.finish())
         }
         return plan
     }

@@ -14,6 +14,9 @@ struct ResponseObserver {
     var tokenEvents = 0
     var usage: Usage?
     var finishReason: FinishReason?
+    /// The stream's `data: [DONE]` went by: the client has the whole answer, even if it hangs
+    /// up before the end of the HTTP body (OpenAI's SDKs do).
+    var sawDone = false
     /// Non-streaming JSON: bytes seen so far when the body spans reads (copied only then).
     var json: [UInt8] = []
     /// The announced length of a non-streaming body (its Content-Length), if any.
@@ -71,6 +74,7 @@ struct ResponseObserver {
                 }
                 if let u = e.usage { usage = u }
                 if let f = e.finishReason { finishReason = f }
+                if e.isDone { sawDone = true }
                 if strip && e.isUsageOnly && e.start >= base {
                     // Drop this event's bytes: keep what came before it in this range.
                     let s = r.0 + (e.start - base), end = r.0 + (e.end - base)
