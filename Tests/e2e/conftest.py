@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from vllm_e2e import (MODELS, RESULTS, SLUICE, VLLM, VLLM_DIR, Gateway, free_port, vllm_installed,
-                      wait_port)
+from vllm_e2e import (MODELS, RESULTS, SLUICE, VLLM, VLLM_DIR, VLLM_VENV, Gateway, free_port,
+                      vllm_installed, wait_port)
 
 
 def _unavailable(reason):
@@ -29,7 +29,8 @@ def vllm_install():
         if not os.path.exists(script):
             _unavailable(f"vLLM CPU scripts not found at {VLLM_DIR} (set SLUICE_VLLM_CPU_DIR)")
         try:
-            r = subprocess.run([script], capture_output=True, text=True, timeout=1800)
+            r = subprocess.run([script], capture_output=True, text=True, timeout=1800,
+                               env=dict(os.environ, VENV=VLLM_VENV, MODELS=MODELS))
         except subprocess.TimeoutExpired:
             _unavailable("vLLM install.sh did not finish in 30 min")
         if r.returncode != 0 or not vllm_installed():

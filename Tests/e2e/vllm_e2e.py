@@ -15,8 +15,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SLUICE = os.environ.get("SLUICE_BIN") or os.path.join(ROOT, ".build", "release", "sluice")
 # The vLLM scripts (install.sh, serve.sh) and where install.sh puts the venv and the models.
 VLLM_DIR = os.environ.get("SLUICE_VLLM_CPU_DIR") or os.path.abspath(os.path.join(ROOT, "..", "shared", "vllm-cpu"))
-VLLM_VENV = os.environ.get("VENV", "/opt/vllm-cpu/venv")
-MODELS = os.environ.get("MODELS", "/opt/vllm-cpu/models")
+VLLM_VENV = os.environ.get("SLUICE_VLLM_VENV", "/opt/vllm-cpu/venv")
+MODELS = os.environ.get("SLUICE_VLLM_MODELS", "/opt/vllm-cpu/models")
 BASE = "tiny-llama"          # serve.sh's served model name
 
 # Measurements the tests record; conftest prints them in the terminal summary and writes them to
