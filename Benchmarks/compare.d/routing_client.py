@@ -97,9 +97,16 @@ async def request(reader, writer, hostport, path, key, body):
 
 async def user(args, uid, stats, deadline, systems):
     rng = random.Random(args.seed * 1000 + uid)
-    host, port = args.target.split(":")
+    # --target may list several gateways (replicas): each chat goes to one picked at random.
+    targets = args.target.split(",")
+    host, port = targets[0].split(":")
     reader = writer = None
     while time.monotonic() < deadline:
+        if len(targets) > 1:
+            host, port = rng.choice(targets).split(":")
+            if writer is not None:
+                writer.close()
+            reader = writer = None
         group = rng.randrange(args.groups)
         messages = [{"role": "system", "content": systems[group]},
                     {"role": "user", "content": text(rng, args.user_bytes)}]
@@ -112,7 +119,7 @@ async def user(args, uid, stats, deadline, systems):
                 if writer is None:
                     reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 22)
                 status, ttft, answer, tokens = await asyncio.wait_for(
-                    request(reader, writer, args.target, args.path, args.key, body), args.timeout)
+                    request(reader, writer, f"{host}:{port}", args.path, args.key, body), args.timeout)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError):
                 stats["errors"] += 1
                 if writer is not None:
