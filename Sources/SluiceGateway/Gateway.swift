@@ -35,6 +35,12 @@ public final class Gateway: @unchecked Sendable {
     private let draining = Atomic<Bool>(false)
     private let started = Atomic<Bool>(false)
 
+    /// How `dns:` pools are resolved (runs on the control loop). getaddrinfo by default; tests
+    /// set their own before `start()` to control the answers.
+    public var dnsResolver: @Sendable (_ host: String, _ port: UInt16) throws -> [SocketAddress] = { host, port in
+        try SocketAddress.resolve(host: host, port: port)
+    }
+
     /// The settings in force (a reload replaces them).
     public var currentSettings: GatewaySettings { state.withLock { $0.settings } }
     /// Incremented by every applied reload (the first config is generation 1).

@@ -112,3 +112,45 @@ def test_sigterm_finishes_inflight_request_and_exits_zero(py_upstream, sluice):
     t.join(10)
     assert json.loads(out["r"].stdout) == json.loads(FIXED_BODY)
     assert s.p.wait(10) == 0
+
+
+def test_sigterm_drains_twenty_streams(py_upstream, sluice):
+    """Issue 11's drain: SIGTERM while 20 streams run. Readiness fails at once; new connections
+    are still accepted during the drain delay and refused after it; all 20 streams complete; the
+    process exits 0 within the grace period."""
+    from conftest import StreamingHandler
+    StreamingHandler.events, StreamingHandler.gap = 20, 0.1  # each stream lasts ~2 s
+    try:
+        s = sluice(["--listen", "127.0.0.1:PORT", "--admin", "127.0.0.1:ADMIN_PORT", "--workers", "2",
+                    "--drain-delay", "1s", "--grace", "10s", "--endpoint", f"http://127.0.0.1:{py_upstream.server_port}"])
+        streams = [subprocess.Popen(["curl", "-sSN", "-X", "POST", "--data", "{}", f"http://127.0.0.1:{s.port}/v1/stream"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(20)]
+        def started():
+            return sum(1 for path, _, _ in py_upstream.seen if path == "/v1/stream")
+        deadline = time.time() + 5
+        while started() < 20 and time.time() < deadline:
+            time.sleep(0.02)
+        assert started() == 20
+        t0 = time.time()
+        s.p.send_signal(signal.SIGTERM)
+        ready = None
+        while time.time() - t0 < 0.5:
+            ready = curl("-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{s.admin_port}/readyz").stdout
+            if ready == "503":
+                break
+        assert ready == "503", "readiness did not fail at once"
+        # Within the drain delay: still accepting (load balancers are withdrawing the pod).
+        during = curl("-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{s.port}/ok")
+        assert time.time() - t0 < 1.0 and during.stdout == "200"
+        # After it: refused.
+        time.sleep(max(0.0, t0 + 1.4 - time.time()))
+        after = subprocess.run(["curl", "-sS", "-o", "/dev/null", f"http://127.0.0.1:{s.port}/ok"], capture_output=True)
+        assert after.returncode == 7, after  # curl: couldn't connect
+        for p in streams:
+            out, err = p.communicate(timeout=15)
+            assert p.returncode == 0, err
+            assert out.decode().count("data: ") == 21 and out.endswith(b"data: [DONE]\n\n")
+        assert s.p.wait(12) == 0
+        assert time.time() - t0 < 11  # within drain delay + grace
+    finally:
+        StreamingHandler.events, StreamingHandler.gap = 5, 0.1

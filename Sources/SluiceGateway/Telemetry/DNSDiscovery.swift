@@ -36,7 +36,7 @@ final class DNSDiscovery {
     }
 
     private func resolve(pool: String, host: String, port: UInt16) {
-        guard let addresses = try? SocketAddress.resolve(host: host, port: port) else {
+        guard let addresses = try? gateway.dnsResolver(host, port) else {
             // Resolution failed: keep the endpoints we had (a DNS hiccup must not empty a pool).
             return
         }
