@@ -92,7 +92,9 @@ def run_variant(name, policy, replicas, args, work):
     log = open(os.path.join(work, f"{name}.log"), "w")
     try:
         for i, port in enumerate(SIM_PORTS):
-            procs.start([SLUICE, "sim", "--port", str(port), "--model", "tiny-llama", "--seed", str(i + 1)], LOAD_CPU, log)
+            # The workload's chats grow past the simulator's default 2,048-token context.
+            procs.start([SLUICE, "sim", "--port", str(port), "--model", "tiny-llama", "--seed", str(i + 1),
+                         "--max-model-len", "32768"], LOAD_CPU, log)
         for port in SIM_PORTS:
             wait_ready(port)
         targets = []
@@ -119,6 +121,8 @@ pools:
                               "--users", str(args.users), "--duration", str(args.duration)],
                              capture_output=True, text=True, timeout=args.duration + 120)
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        if r.get("first_error"):
+            print(f"{name}: first error: {r['first_error']}", flush=True)
         h1, q1 = cache_counters()
         r["hit_rate"] = (h1 - h0) / max(q1 - q0, 1)
         return r
