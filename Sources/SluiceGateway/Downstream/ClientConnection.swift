@@ -282,7 +282,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         let plan = worker.plan(method: head.method, path: bytes.slice(head.target),
                                body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]),
                                headerNamed: { name in self.headerValue(name, bytes) },
-                               requestID: { self.clientRequestID.isEmpty ? self.hex16(self.requestID) : String(decoding: bytes.slice(self.clientRequestID), as: UTF8.self) },
+                               requestID: { self.clientRequestID.isEmpty ? hex16(self.requestID) : String(decoding: bytes.slice(self.clientRequestID), as: UTF8.self) },
                                rewritten: &upstreamBody)
         let x: Exchange
         switch plan {
@@ -387,7 +387,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             // W3C trace context: start a trace when the client sent none (or a malformed one,
             // which the spec says to restart). Not sampled: Sluice records no spans itself.
             h.append("traceparent: 00-")
-            appendHex64(&h, requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
+            h.appendHex64(requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
             appendRequestID(&h)
             h.append("-")
             appendRequestID(&h)
@@ -430,25 +430,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         return true
     }
 
-    private func appendRequestID(_ h: inout ByteBuffer) { appendHex64(&h, requestID) }
-
-    private func hex16(_ v: UInt64) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
-    }
-
-    private func appendHex64(_ h: inout ByteBuffer, _ value: UInt64) {
-        let hex: StaticString = "0123456789abcdef"
-        var v = value
-        var digits = (UInt64(0), UInt64(0))
-        withUnsafeMutableBytes(of: &digits) { d in
-            for i in (0..<16).reversed() {
-                d[i] = hex.utf8Start[Int(v & 15)]
-                v >>= 4
-            }
-            h.append(UnsafeRawBufferPointer(d))
-        }
-    }
+    private func appendRequestID(_ h: inout ByteBuffer) { h.appendHex64(requestID) }
 
     // MARK: writing the response
 

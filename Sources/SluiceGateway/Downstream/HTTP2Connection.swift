@@ -368,15 +368,12 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
 
     // MARK: stream plumbing
 
-    func submitResponse(_ s: HTTP2Stream, status: Int, headers: [(name: [UInt8], value: [UInt8])], hasBody: Bool) {
-        var all: [(name: [UInt8], value: [UInt8])] = [(Array(":status".utf8), Array(String(status).utf8))]
-        all += headers
-        // nghttp2 copies names and values during submit, so temporary buffers are fine here.
-        let flags = UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)
-        var nvs: [nghttp2_nv] = []
-        nvs.reserveCapacity(all.count)
-        let storage = all.map { ($0.name, $0.value) }
-        withNVs(storage, flags: flags) { nva, count in
+    /// Response fields under construction (reused by every response on this connection).
+    let responseFields = HeaderBlock()
+
+    /// Submits the response whose fields are in ``responseFields`` (`:status` first).
+    func submitResponse(_ s: HTTP2Stream, hasBody: Bool) {
+        responseFields.withNVs { nva, count in
             if hasBody {
                 var provider = nghttp2_data_provider()
                 provider.source.ptr = Unmanaged.passUnretained(s).toOpaque()
@@ -389,7 +386,6 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
                 nghttp2_submit_response(session, s.id, nva, count, nil)
             }
         }
-        _ = nvs
         scheduleSend()
     }
 
@@ -472,25 +468,3 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     }
 }
 
-/// Builds an `nghttp2_nv` array over `pairs` for the duration of `body`.
-func withNVs<R>(_ pairs: [([UInt8], [UInt8])], flags: UInt8, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-    var names = pairs.map { $0.0 }
-    var values = pairs.map { $0.1 }
-    var nvs = [nghttp2_nv](repeating: nghttp2_nv(), count: pairs.count)
-    return names.withUnsafeMutableBufferPointer { nb in
-        values.withUnsafeMutableBufferPointer { vb in
-            // Pin each element's storage: arrays of arrays need per-element pointers.
-            var pinned: [UnsafeMutablePointer<UInt8>] = []
-            for i in 0..<pairs.count {
-                let n = UnsafeMutablePointer<UInt8>.allocate(capacity: max(nb[i].count, 1))
-                n.initialize(from: nb[i], count: nb[i].count)
-                let v = UnsafeMutablePointer<UInt8>.allocate(capacity: max(vb[i].count, 1))
-                v.initialize(from: vb[i], count: vb[i].count)
-                pinned += [n, v]
-                nvs[i] = nghttp2_nv(name: n, value: v, namelen: nb[i].count, valuelen: vb[i].count, flags: flags)
-            }
-            defer { for p in pinned { p.deallocate() } }
-            return nvs.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
-        }
-    }
-}

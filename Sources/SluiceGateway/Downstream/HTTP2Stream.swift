@@ -97,7 +97,7 @@ final class HTTP2Stream: Downstream {
         let m = HTTP1HeadParser.method(method)
         let plan = path.withUnsafeBytes { p in
             worker.plan(method: m, path: p, body: requestBody.readable, headerNamed: { self.header($0) },
-                        requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? self.hex16(self.requestID) },
+                        requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(self.requestID) },
                         rewritten: &upstreamBody)
         }
         let x: Exchange
@@ -143,15 +143,15 @@ final class HTTP2Stream: Downstream {
         }
         if clientRequestID == nil {
             h.append("X-Request-Id: ")
-            h.append(hex16(requestID).utf8)
+            h.appendHex64(requestID)
             h.append("\r\n")
         }
         if !hasTraceparent {
             h.append("traceparent: 00-")
-            h.append(hex16(requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D).utf8)
-            h.append(hex16(requestID).utf8)
+            h.appendHex64(requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
+            h.appendHex64(requestID)
             h.append("-")
-            h.append(hex16(requestID).utf8)
+            h.appendHex64(requestID)
             h.append("-00\r\n")
         }
         let n = upstreamBody.isAllocated ? upstreamBody.readableBytes : requestBody.readableBytes
@@ -168,22 +168,25 @@ final class HTTP2Stream: Downstream {
     // MARK: response
 
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange: Exchange) {
-        var fields: [(name: [UInt8], value: [UInt8])] = []
-        fields.reserveCapacity(uh.count + 2)
+        let f = connection.responseFields
+        f.reset()
+        f.add(":status", decimal: uh.status)
         uh.forEachEndToEndField(in: ub) { i in
-            let f = uh[i]
-            // HTTP/2 field names are lowercase (RFC 9113 §8.2.1).
-            fields.append((ub.slice(f.name).map { ($0 >= 65 && $0 <= 90) ? $0 | 0x20 : $0 }, Array(ub.slice(f.value))))
+            f.add(ub.slice(uh[i].name), ub.slice(uh[i].value))
         }
-        if case .length(let n) = uh.framing { fields.append((Array("content-length".utf8), Array(String(n).utf8))) }
-        if uh.first(.xRequestID) == nil {
-            fields.append((Array("x-request-id".utf8), clientRequestID ?? Array(hex16(requestID).utf8)))
-        }
-        if let arm = exchange.arm { fields.append((Array("x-sluice-arm".utf8), Array(arm.utf8))) }
-        for f in exchange.responseHeaders { fields.append((Array(f.name.lowercased().utf8), Array(f.value.utf8))) }
-        let hasBody = uh.framing != .none && method != Array("HEAD".utf8)
+        if case .length(let n) = uh.framing { f.add("content-length", decimal: n) }
+        if uh.first(.xRequestID) == nil { addRequestID(f) }
+        if let arm = exchange.arm { f.add("x-sluice-arm", arm) }
+        for h in exchange.responseHeaders { f.add(h.name, h.value) }
+        let hasBody = uh.framing != .none && !isHead
         if !hasBody { ended = true; responseFinished = true }
-        connection.submitResponse(self, status: uh.status, headers: fields, hasBody: hasBody)
+        connection.submitResponse(self, hasBody: hasBody)
+    }
+
+    private var isHead: Bool { method.count == 4 && method.elementsEqual("HEAD".utf8) }
+
+    private func addRequestID(_ f: HeaderBlock) {
+        if let id = clientRequestID { id.withUnsafeBytes { f.add("x-request-id", $0) } } else { f.add("x-request-id", hex16: requestID) }
     }
 
     func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
@@ -255,11 +258,13 @@ final class HTTP2Stream: Downstream {
         b.withUnsafeBytes { buf.append($0) }
         if b.count > 0 { body.append(buf) }
         ended = true
-        connection.submitResponse(self, status: status, headers: [
-            (Array("content-type".utf8), Array(contentType.utf8)),
-            (Array("content-length".utf8), Array(String(b.count).utf8)),
-            (Array("x-request-id".utf8), Array(hex16(requestID).utf8)),
-        ], hasBody: b.count > 0)
+        let f = connection.responseFields
+        f.reset()
+        f.add(":status", decimal: status)
+        f.add("content-type", contentType)
+        f.add("content-length", decimal: b.count)
+        addRequestID(f)
+        connection.submitResponse(self, hasBody: b.count > 0)
     }
 
     func respondError(_ e: ErrorResponse) {
@@ -273,11 +278,14 @@ final class HTTP2Stream: Downstream {
         b.withUnsafeBytes { buf.append($0) }
         body.append(buf)
         ended = true
-        connection.submitResponse(self, status: e.status, headers: [
-            (Array("content-type".utf8), Array("application/json".utf8)),
-            (Array("content-length".utf8), Array(String(b.count).utf8)),
-            (Array("x-request-id".utf8), Array(hex16(requestID).utf8)),
-        ] + e.headers.map { (Array($0.name.lowercased().utf8), Array($0.value.utf8)) }, hasBody: true)
+        let f = connection.responseFields
+        f.reset()
+        f.add(":status", decimal: e.status)
+        f.add("content-type", "application/json")
+        f.add("content-length", decimal: b.count)
+        addRequestID(f)
+        for h in e.headers { f.add(h.name, h.value) }
+        connection.submitResponse(self, hasBody: true)
     }
 
     /// nghttp2 asks for up to `length` bytes of DATA: we report how many are ready and write
@@ -319,8 +327,4 @@ final class HTTP2Stream: Downstream {
         upstreamBody.release()
     }
 
-    private func hex16(_ v: UInt64) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
-    }
 }

@@ -37,3 +37,9 @@ struct JSONWriter {
     }
     mutating func value(_ s: String) { separator(); JSON.appendString(s, to: &bytes) }
 }
+
+/// `value` as 16 lowercase hex digits (request ids in logs).
+func hex16(_ value: UInt64) -> String {
+    let s = String(value, radix: 16)
+    return String(repeating: "0", count: 16 - s.count) + s
+}

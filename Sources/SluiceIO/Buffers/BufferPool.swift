@@ -204,6 +204,16 @@ public struct ByteBuffer: ~Copyable {
         writerIndex += ASCII.writeHex(value, to: base + writerIndex)
     }
 
+    /// `value` as exactly 16 lowercase hex digits (request and trace ids).
+    public mutating func appendHex64(_ value: UInt64) {
+        if writableBytes < 16 { reserve(writable: 16) }
+        let digits: StaticString = "0123456789abcdef"
+        for k in 0..<16 {
+            (base + writerIndex + k).storeBytes(of: digits.utf8Start[Int((value >> UInt64(60 - 4 * k)) & 15)], as: UInt8.self)
+        }
+        writerIndex += 16
+    }
+
     /// Moves the readable bytes to the front of the block, making room at the tail.
     @inlinable
     public mutating func compact() {
