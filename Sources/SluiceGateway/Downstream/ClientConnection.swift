@@ -352,12 +352,23 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         var sawHost = false
         var xff = ByteRange.empty
         let forwarded = worker.settings.proxy.xForwarded
+        // With an absolute-form target the Host field is ignored and the target's authority
+        // is sent instead (RFC 9112 §3.2.2).
+        let absoluteAuthority = absoluteFormAuthority(b)
+        if let a = absoluteAuthority, !a.isEmpty {
+            h.append("Host: ")
+            h.append(b.slice(a))
+            h.append("\r\n")
+            sawHost = true
+        }
         head.forEachEndToEndField(in: b) { i in
             let f = head[i]
             switch f.known {
             case .xForwardedFor where forwarded: xff = f.value; return
             case .xForwardedProto where forwarded: return
-            case .host: sawHost = true
+            case .host:
+                if absoluteAuthority != nil && sawHost { return }
+                sawHost = true
             default: break
             }
             h.append(b.slice(ByteRange(Int(f.name.start), Int(f.value.end))))
@@ -405,18 +416,32 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if body.count > 0 { queue.append(borrowing: body) }
     }
 
+    /// The authority of an absolute-form target (`http://host:port/path` → `host:port`), or nil
+    /// for origin-form and `*`. The authority ends at `/`, `?` or `#` (RFC 3986 §3.2).
+    private func absoluteFormAuthority(_ b: UnsafeRawBufferPointer) -> ByteRange? {
+        let t = head.target
+        if b[Int(t.start)] == UInt8(ascii: "/") || b[Int(t.start)] == UInt8(ascii: "*") { return nil }
+        var i = Int(t.start)
+        while i < Int(t.end) && b[i] != UInt8(ascii: ":") { i += 1 }
+        i = min(i + 3, Int(t.end))  // "://"
+        var e = i
+        while e < Int(t.end) && b[e] != UInt8(ascii: "/") && b[e] != UInt8(ascii: "?") && b[e] != UInt8(ascii: "#") { e += 1 }
+        return ByteRange(i, e)
+    }
+
+    /// The target in origin-form: absolute-form loses scheme and authority, and an empty path
+    /// becomes `/` (`http://h?q=1` → `/?q=1`, RFC 9112 §3.2.1).
     private func appendOriginForm(_ h: inout ByteBuffer, _ b: UnsafeRawBufferPointer) {
         let t = head.target
-        // absolute-form → origin-form: drop scheme and authority.
-        if b[Int(t.start)] != UInt8(ascii: "/") && b[Int(t.start)] != UInt8(ascii: "*") {
-            var i = Int(t.start)
-            while i < Int(t.end) && b[i] != UInt8(ascii: ":") { i += 1 }
-            i += 3  // "://"
-            while i < Int(t.end) && b[i] != UInt8(ascii: "/") { i += 1 }
-            if i >= Int(t.end) { h.append("/") } else { h.append(b.slice(ByteRange(i, Int(t.end)))) }
+        guard let authority = absoluteFormAuthority(b) else {
+            h.append(b.slice(t))
             return
         }
-        h.append(b.slice(t))
+        let rest = Int(authority.end)
+        var fragment = rest
+        while fragment < Int(t.end) && b[fragment] != UInt8(ascii: "#") { fragment += 1 }
+        if rest >= fragment || b[rest] != UInt8(ascii: "/") { h.append("/") }
+        if rest < fragment { h.append(b.slice(ByteRange(rest, fragment))) }
     }
 
     /// A `traceparent` of the form `00-<32 hex>-<16 hex>-<2 hex>` (W3C Trace Context §3.2).

@@ -37,6 +37,10 @@ final class UpstreamConnection: EventHandler {
     /// Response bytes received for the current exchange.
     private(set) var received = 0
     private var headDone = false
+    /// Where the head of a chunked response starts in `inbuf`, while it waits for the body bytes
+    /// that came with it to decode: a response whose first chunk is already invalid gets a 502
+    /// instead of a head followed by a cut (-1: no head waiting).
+    private var pendingHeadAt = -1
     private var remaining = 0
     private var canRead = false
     private var peerHungUp = false
@@ -139,6 +143,7 @@ final class UpstreamConnection: EventHandler {
         exchange = x
         received = 0
         headDone = false
+        pendingHeadAt = -1
         readPaused = false
         parser.reset()
         parser.requestMethod = requestMethod
@@ -302,7 +307,11 @@ final class UpstreamConnection: EventHandler {
                         continue
                     }
                     headDone = true
-                    x.upstreamResponseHead(head, inbuf.readable)
+                    if case .chunked = head.framing {
+                        pendingHeadAt = inbuf.readerIndex
+                    } else {
+                        x.upstreamResponseHead(head, inbuf.readable)
+                    }
                     inbuf.readerIndex += head.length
                     if case .length(let n) = head.framing { remaining = n }
                 }
@@ -313,7 +322,10 @@ final class UpstreamConnection: EventHandler {
                 return false
             }
         }
-        if inbuf.readableBytes == 0 { return true }
+        if inbuf.readableBytes == 0 {
+            deliverPendingHead(x)
+            return true
+        }
         switch head.framing {
         case .length:
             let n = inbuf.readableBytes
@@ -363,12 +375,15 @@ final class UpstreamConnection: EventHandler {
                 done = true
                 break decode
             case .error:
-                let started = x.responseStarted
+                // Nothing reached the client yet if the head is still waiting here: a clean 502.
+                let started = x.responseStarted && pendingHeadAt < 0
+                pendingHeadAt = -1
                 close()
                 x.upstreamProtocolError(responseStarted: started)
                 return false
             }
         }
+        deliverPendingHead(x)
         let trailing = bytes.count - pos
         if ranges.isEmpty {
             inbuf.clear()
@@ -380,6 +395,14 @@ final class UpstreamConnection: EventHandler {
             return false
         }
         return true
+    }
+
+    /// Hands a waiting response head to the exchange (its bytes are still in `inbuf`).
+    private func deliverPendingHead(_ x: Exchange) {
+        guard pendingHeadAt >= 0 else { return }
+        let bytes = UnsafeRawBufferPointer(start: inbuf.base + pendingHeadAt, count: head.length)
+        pendingHeadAt = -1
+        x.upstreamResponseHead(head, bytes)
     }
 
     private func finish(reusable: Bool) {

@@ -201,6 +201,9 @@ public struct HTTP1HeadParser: Sendable {
                 // RFC 9112 §6.1: TE in HTTP/1.0 is a sign of smuggling; CL with TE likewise.
                 if head.version == .http10 { return .ambiguousFraming("Transfer-Encoding in HTTP/1.0") }
                 if contentLength != nil { return .ambiguousFraming("both Content-Length and Transfer-Encoding") }
+                // §6.3 (4): chunked not last means the length cannot be known: 400 and close
+                // (a MUST), before §6.1's 501 for a coding we do not implement (a SHOULD).
+                if !chunkedFinal { return .ambiguousFraming("the final transfer coding must be chunked") }
                 if let e = teError { return e }
                 head.framing = .chunked
             } else if let n = contentLength {
