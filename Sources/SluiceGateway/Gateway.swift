@@ -208,21 +208,27 @@ public final class Gateway: @unchecked Sendable {
         return (true, "")
     }
 
-    /// Each worker's metric values, copied on its own loop (a scrape).
-    func metricSnapshots() -> [[Double]] {
+    /// Each worker's metric values, copied on its own loop (a scrape), and each worker's
+    /// event-loop lag: how long the copy task waited in the loop's queue before it ran, which is
+    /// how long any cross-thread work (and, roughly, any ready event) waits there.
+    func metricSnapshots() -> (values: [[Double]], lag: [Double]) {
         let ws = workers.withLock { $0 }
         let results = Mutex<[[Double]]>([])
+        let lags = Mutex<[Double]>(Array(repeating: 0, count: ws.count))
         let done = Atomic<Int>(0)
         for (i, w) in ws.enumerated() {
             guard let w else { done.add(1, ordering: .relaxed); continue }
+            let posted = Instant.now()
             group.loops[i].execute {
+                let waited = Instant.now().since(posted).seconds
                 let v = w.metrics.values
                 results.withLock { $0.append(v) }
+                lags.withLock { $0[i] = waited }
                 done.add(1, ordering: .acquiringAndReleasing)
             }
         }
         while done.load(ordering: .acquiring) < ws.count { usleep(100) }
-        return results.withLock { $0 }
+        return (results.withLock { $0 }, lags.withLock { $0 })
     }
 
     /// Client connections open now.

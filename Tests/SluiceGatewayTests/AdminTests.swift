@@ -147,6 +147,9 @@ import Testing
         #expect(value("sluice_requests_total{pool=\"\",code_class=\"4xx\"}") == 10)
         #expect(value("sluice_model_requests_total{model=\"tiny\",arm=\"\"}") == 30)
         #expect(value("sluice_request_duration_seconds_count{pool=\"main\"}") == 30)
+        #expect(value("sluice_upstream_duration_seconds_count{pool=\"main\"}") == 30)
+        // Each worker's loop answered the scrape's task; an idle loop does so within milliseconds.
+        for w in 0..<2 { #expect((value("sluice_event_loop_lag_seconds{worker=\"\(w)\"}") ?? 1) < 0.5) }
         #expect(value("sluice_tokens_total{pool=\"main\",type=\"input\"}") == 30)
         #expect(value("sluice_upstream_requests_total{pool=\"main\",endpoint=\"\(up.endpoint.authority)\"}") == 30)
         #expect(value("sluice_workers") == 2)

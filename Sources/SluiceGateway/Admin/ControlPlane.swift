@@ -120,7 +120,8 @@ final class ControlPlane: @unchecked Sendable {
     /// A scrape: every worker's values copied on its own loop and summed, plus gauges read now.
     private func metricsText() -> String {
         let catalog = gateway.metrics
-        let values = PrometheusExposition.merge(gateway.metricSnapshots(), slots: catalog.schema.slotCount)
+        let snapshot = gateway.metricSnapshots()
+        let values = PrometheusExposition.merge(snapshot.values, slots: catalog.schema.slotCount)
         let now = Instant.now()
         var inflight: [(labels: [(String, String)], value: Double)] = []
         var up: [(labels: [(String, String)], value: Double)] = []
@@ -158,6 +159,9 @@ final class ControlPlane: @unchecked Sendable {
             PrometheusExposition.Gauge(name: "sluice_config_reload_failures", help: "Config reloads that failed (the previous config stayed).",
                                        samples: [([], Double(gateway.reloadFailures.load(ordering: .relaxed)))]),
             PrometheusExposition.Gauge(name: "sluice_workers", help: "Worker threads.", samples: [([], Double(gateway.workerCount))]),
+            PrometheusExposition.Gauge(name: "sluice_event_loop_lag_seconds",
+                                       help: "How long a task posted to each worker's loop waited before it ran (measured at this scrape).",
+                                       samples: snapshot.lag.enumerated().map { ([("worker", String($0.offset))], $0.element) }),
         ]
         return PrometheusExposition.render(schema: catalog.schema, values: values, gauges: gauges)
     }

@@ -13,6 +13,7 @@ public final class GatewayMetrics: Sendable {
     let requests: Int
     let modelRequests: Int
     let duration: Int
+    let upstreamDuration: Int
     let ttft: Int
     let interToken: Int
     let tokens: Int
@@ -32,6 +33,9 @@ public final class GatewayMetrics: Sendable {
                                          kind: .counter, labels: ["pool", "endpoint"])
         duration = schema.family("sluice_request_duration_seconds", help: "Time from the request to the end of its response.",
                                  kind: .histogram, labels: ["pool"], buckets: Self.latencyBuckets)
+        upstreamDuration = schema.family("sluice_upstream_duration_seconds",
+                                         help: "Time from sending a request to a model server to the end of its response (the last attempt).",
+                                         kind: .histogram, labels: ["pool"], buckets: Self.latencyBuckets)
         ttft = schema.family("sluice_time_to_first_token_seconds", help: "Time from the request to the first generated token.",
                              kind: .histogram, labels: ["pool"], buckets: Self.latencyBuckets)
         interToken = schema.family("sluice_inter_token_latency_seconds", help: "Gaps between streamed token events.",
@@ -70,6 +74,7 @@ public final class GatewayMetrics: Sendable {
     struct PoolSlots {
         var requests: [Int]
         var duration: Int
+        var upstreamDuration: Int
         var ttft: Int
         var interToken: Int
         var inputTokens: Int
@@ -80,7 +85,8 @@ public final class GatewayMetrics: Sendable {
 
     func slots(pool: String) -> PoolSlots {
         PoolSlots(requests: Self.classes.map { schema.series(requests, [pool, $0]) },
-                  duration: schema.series(duration, [pool]), ttft: schema.series(ttft, [pool]),
+                  duration: schema.series(duration, [pool]), upstreamDuration: schema.series(upstreamDuration, [pool]),
+                  ttft: schema.series(ttft, [pool]),
                   interToken: schema.series(interToken, [pool]),
                   inputTokens: schema.series(tokens, [pool, "input"]), outputTokens: schema.series(tokens, [pool, "output"]),
                   retries: schema.series(retries, [pool]),

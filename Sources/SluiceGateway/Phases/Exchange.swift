@@ -65,6 +65,8 @@ final class Exchange {
     var responseHeaders: [(name: String, value: String)] = []
     /// Response body bytes relayed to the client (the access log's `bytes`).
     var bodyBytes = 0
+    /// When the last attempt's request went to its endpoint (nil: never forwarded).
+    private var upstreamStartedAt: Instant?
 
     init(client: any Downstream, worker: Worker, pool: UpstreamPool, method: HTTPMethod, features: RequestFeatures? = nil) {
         self.features = features
@@ -140,6 +142,7 @@ final class Exchange {
             return
         }
         upstream = conn
+        upstreamStartedAt = worker.loop.now
         ep.runtime.inflight.add(1, ordering: .relaxed)
         worker.metrics.add(ep.requestsSlot)
         client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
@@ -400,6 +403,7 @@ extension Exchange {
         if let slot = slots.routes[routeReason] { m.add(slot) }
         let now = worker.loop.now
         m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.since(startedAt).seconds)
+        if let u = upstreamStartedAt { m.observe(slots.upstreamDuration, GatewayMetrics.latencyBuckets, now.since(u).seconds) }
         if let o = observer {
             if let t = o.firstTokenAt { m.observe(slots.ttft, GatewayMetrics.latencyBuckets, t.since(startedAt).seconds) }
             if let u = o.usage {
