@@ -76,11 +76,10 @@ final class Worker: @unchecked Sendable {
     private(set) var redis: RedisClient?
     private(set) var rateLimiter: RateLimiter?
     var localLimiter: LocalRateLimiter
-    /// Metric slots of admission outcomes, by outcome name.
-    private(set) lazy var cacheSlots: [String: Int] = Dictionary(uniqueKeysWithValues:
-        ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, catalog.schema.series(catalog.cache, [$0])) })
-    private(set) lazy var limitSlots: [String: Int] = Dictionary(uniqueKeysWithValues:
-        ["allowed", "limited", "error", "local"].map { ($0, catalog.schema.series(catalog.rateLimit, [$0])) })
+    /// Metric slots of admission outcomes, by outcome name. Registered up front, so every
+    /// outcome is exported (as 0 until it happens) and rate() works from the first scrape.
+    let cacheSlots: [String: Int]
+    let limitSlots: [String: Int]
 
     /// Workers of this process (the local limiter's share of each limit).
     static func workerCount(_ s: GatewaySettings) -> Int { s.workers > 0 ? s.workers : Threads.availableCPUs }
@@ -106,6 +105,10 @@ final class Worker: @unchecked Sendable {
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
          connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
+        cacheSlots = Dictionary(uniqueKeysWithValues:
+            ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, metrics.schema.series(metrics.cache, [$0])) })
+        limitSlots = Dictionary(uniqueKeysWithValues:
+            ["allowed", "limited", "error", "local"].map { ($0, metrics.schema.series(metrics.rateLimit, [$0])) })
         self.accessLog = accessLog
         self.prefixIndex = prefixIndex
         self.adapterLoader = adapterLoader

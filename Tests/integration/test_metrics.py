@@ -54,3 +54,64 @@ def test_promtool_accepts_a_scrape_taken_under_load(nginx_upstream, sluice, tmp_
     finally:
         out, _ = load.communicate(timeout=10)
     assert "requests in" in out
+
+
+def test_grafana_dashboard_matches_the_metrics(sluice):
+    """Every series the dashboard (deploy/grafana) queries exists in a real scrape, with the
+    labels its selectors and `by (...)` clauses use (namespace and pod come from Prometheus)."""
+    import json
+    import os
+    import re
+    import time
+    from conftest import Proc, free_port, wait_port
+    sim_port = free_port()
+    sim = Proc([SLUICE, "sim", "--port", str(sim_port), "--model", "tiny", "--time-scale", "0.01"])
+    wait_port(sim_port)
+    nginx_upstream = sim_port
+    s = sluice(f"""
+listen: [{{ address: "127.0.0.1:PORT" }}]
+admin: {{ address: "127.0.0.1:ADMIN_PORT" }}
+timeouts: {{ drain_delay: 0s }}
+pools: [{{ name: default, endpoints: ["http://127.0.0.1:{nginx_upstream}"] }}]
+models: [{{ name: tiny, pool: default }}]
+""")
+    body = '{"model":"tiny","messages":[{"role":"user","content":"hi"}]}'
+    for _ in range(3):
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "--data", body, f"http://127.0.0.1:{s.port}/v1/chat/completions"], check=True)
+    time.sleep(0.3)  # a few telemetry scrapes of the simulator
+    text = urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics", timeout=5).read().decode()
+    sim.stop()
+    declared = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    labels = {}
+    for line in text.splitlines():
+        m = re.match(r"^(sluice_[a-z_]+)\{([^}]*)\}", line)
+        if m:
+            labels.setdefault(m.group(1), set()).update(k for k in re.findall(r'(\w+)="', m.group(2)))
+    prometheus_labels = {"namespace", "pod", "le"}
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "grafana", "sluice-dashboard.json")
+    exprs = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in ("expr", "definition") and isinstance(v, str):
+                    exprs.append(v)
+                else:
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(json.load(open(root)))
+    assert len(exprs) > 20
+    for e in exprs:
+        used = set()
+        for name, selector in re.findall(r"(sluice_[a-z_]+)(?:\{([^}]*)\})?", e):
+            family = re.sub(r"_(bucket|count|sum)$", "", name)
+            assert family in declared, f"{name} is not exported (in: {e})"
+            have = labels.get(name, set()) | labels.get(family, set()) | prometheus_labels
+            keys = set(re.findall(r"(\w+)\s*=~?", selector or ""))
+            assert keys <= have, f"{name} has no label(s) {keys - have} (in: {e})"
+            used |= have
+        for group in re.findall(r"by \(([^)]*)\)", e):
+            keys = {k.strip() for k in group.split(",")}
+            assert keys <= used, f"by ({group}) uses labels the series lack (in: {e})"
