@@ -24,6 +24,8 @@ def vllm_install():
     """Runs ../shared/vllm-cpu/install.sh once if the venv or the models are missing (install.sh is
     idempotent, but even when everything is there it re-runs pip: ~7 s, so it is skipped then)."""
     t0 = time.time()
+    if not os.path.exists(os.path.join(VLLM_DIR, "serve.sh")):
+        _unavailable(f"vLLM CPU scripts not found at {VLLM_DIR} (../shared/vllm-cpu beside the checkout; or set SLUICE_VLLM_CPU_DIR)")
     if not vllm_installed():
         script = os.path.join(VLLM_DIR, "install.sh")
         if not os.path.exists(script):
