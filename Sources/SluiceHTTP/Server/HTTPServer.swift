@@ -32,26 +32,25 @@ public final class HTTPResponder {
         self.generation = generation
     }
 
-    /// The connection, while it is open and still on this request.
-    private var connection: HTTPServerConnection {
-        // Callers check isOpen first; a closed connection is never written to.
-        weakConnection!
+    /// The connection while it is open and still on this request; a strong reference, so a write
+    /// that fails and closes the connection cannot free it under the caller (it did: the
+    /// simulator crashed when a client left right as a stream ended).
+    private var openConnection: HTTPServerConnection? {
+        guard let c = weakConnection, c.isOpen, c.generation == generation else { return nil }
+        return c
     }
 
     /// False once the client went away; streaming handlers should stop.
-    public var isOpen: Bool {
-        guard let c = weakConnection else { return false }
-        return c.isOpen && c.generation == generation
-    }
+    public var isOpen: Bool { openConnection != nil }
 
     public func respond(status: Int, headers: [(String, String)] = [], body: [UInt8]) {
-        guard !finished, isOpen else { return }
+        guard !finished, let c = openConnection else { return }
         finished = true
         var h = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
         for (k, v) in headers { h += "\(k): \(v)\r\n" }
         h += "Content-Length: \(body.count)\r\n\r\n"
-        connection.write(Array(h.utf8) + body)
-        connection.responseDone()
+        c.write(Array(h.utf8) + body)
+        if c.isOpen { c.responseDone() }
     }
 
     public func respond(status: Int, contentType: String = "application/json", _ body: String) {
@@ -60,24 +59,24 @@ public final class HTTPResponder {
 
     /// Starts a chunked response.
     public func startStream(status: Int = 200, headers: [(String, String)]) {
-        guard !finished, !streaming, isOpen else { return }
+        guard !finished, !streaming, let c = openConnection else { return }
         streaming = true
         var h = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
         for (k, v) in headers { h += "\(k): \(v)\r\n" }
         h += "Transfer-Encoding: chunked\r\n\r\n"
-        connection.write(Array(h.utf8))
+        c.write(Array(h.utf8))
     }
 
     public func writeChunk(_ bytes: [UInt8]) {
-        guard streaming, !finished, isOpen, !bytes.isEmpty else { return }
-        connection.write(Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10])
+        guard streaming, !finished, !bytes.isEmpty, let c = openConnection else { return }
+        c.write(Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10])
     }
 
     public func endStream() {
-        guard streaming, !finished, isOpen else { return }
+        guard streaming, !finished, let c = openConnection else { return }
         finished = true
-        connection.write(Array("0\r\n\r\n".utf8))
-        connection.responseDone()
+        c.write(Array("0\r\n\r\n".utf8))
+        if c.isOpen { c.responseDone() }
     }
 
     /// Closes the connection without (finishing) a response.
