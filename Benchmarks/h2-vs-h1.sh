@@ -8,30 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-200000}"
-WORK="$(mktemp -d /tmp/sluice-h2h1.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+. Benchmarks/lib.sh
+bench_init h2h1
 command -v h2load >/dev/null && command -v nginx >/dev/null || { echo "needs h2load and nginx (bash .ci/setup)"; exit 1; }
 swift build -c release --product sluice >/dev/null
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
-NCPU=$(nproc); OTHER_CPU=$(( NCPU > 1 ? 1 : 0 ))
 UP=18981; PORT=18982
-BODY='{"id":"chatcmpl-1","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/up/nginx.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $WORK/up;
-  server { listen 127.0.0.1:$UP reuseport backlog=4096; keepalive_requests 1000000;
-    location / { client_body_buffer_size 64k; default_type application/json; return 200 '$BODY'; } } }
-NGX
 printf '%s' '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8}' > "$WORK/body.json"
-taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
-taskset -c 0 "$SLUICE" serve --workers 1 --listen "127.0.0.1:$PORT" --endpoint "http://127.0.0.1:$UP" --admin "127.0.0.1:$((PORT + 100))" --drain-delay 0s >"$WORK/sluice.log" 2>&1 & SL=$!; PIDS+=($SL)
-for p in $UP $PORT; do for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done; done
+start_fixed_upstream $UP
+taskset -c "$PROXY_CPU" "$SLUICE" serve --workers 1 --listen "127.0.0.1:$PORT" --endpoint "http://127.0.0.1:$UP" --admin "127.0.0.1:$((PORT + 100))" --drain-delay 0s >"$WORK/sluice.log" 2>&1 & SL=$!; PIDS+=($SL)
+wait_http $UP $PORT
 RUN=0
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {  # name, h2load args...
   local name=$1; shift
   RUN=$((RUN + 1)); local out="$WORK/run$RUN.txt"

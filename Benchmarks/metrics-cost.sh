@@ -7,29 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-5}"; DURATION="${2:-5}"; CONNS="${3:-32}"
-WORK="$(mktemp -d /tmp/sluice-metrics-bench.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+. Benchmarks/lib.sh
+bench_init metrics-bench
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (bash .ci/setup)"; exit 1; }
 swift build -c release --product sluice >/dev/null
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
-NCPU=$(nproc); OTHER_CPU=$(( NCPU > 1 ? 1 : 0 ))
 UP=18941; ON=18942; OFF=18943
-BODY='{"id":"chatcmpl-1","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/up/nginx.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $WORK/up;
-  server { listen 127.0.0.1:$UP reuseport backlog=4096; keepalive_requests 1000000;
-    location / { client_body_buffer_size 64k; default_type application/json; return 200 '$BODY'; } } }
-NGX
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+write_chat_lua "$WORK/post.lua"
 for pair in "$ON true" "$OFF false"; do
   set -- $pair
   cat > "$WORK/$1.yaml" <<YAML
@@ -41,14 +25,11 @@ health: { interval: 0 }
 pools: [{ name: default, endpoints: ["http://127.0.0.1:$UP"] }]
 YAML
 done
-taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
-taskset -c 0 "$SLUICE" serve --config "$WORK/$ON.yaml" >"$WORK/on.log" 2>&1 & ON_PID=$!; PIDS+=($ON_PID)
-taskset -c 0 "$SLUICE" serve --config "$WORK/$OFF.yaml" >"$WORK/off.log" 2>&1 & OFF_PID=$!; PIDS+=($OFF_PID)
-for port in $UP $ON $OFF; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
+start_fixed_upstream $UP
+taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/$ON.yaml" >"$WORK/on.log" 2>&1 & ON_PID=$!; PIDS+=($ON_PID)
+taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/$OFF.yaml" >"$WORK/off.log" 2>&1 & OFF_PID=$!; PIDS+=($OFF_PID)
+wait_http $UP $ON $OFF
 curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(( OFF + 100 ))/metrics" | grep -q 404 || { echo "metrics are not off"; exit 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {  # name port pid
   local before after
   before=$(cpu_ticks "$3")

@@ -11,29 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNS="${2:-32}"
-WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+. Benchmarks/lib.sh
+bench_init bench
 
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (bash .ci/setup)"; exit 1; }
 swift build -c release --product sluice >/dev/null
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
 
-NCPU=$(nproc)
-PROXY_CPU=0
-OTHER_CPU=$(( NCPU > 1 ? 1 : 0 ))
 UP_PORT=18901; SLUICE_PORT=18902; NGINX_PORT=18903
-BODY='{"id":"chatcmpl-1","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
 
-mkdir -p "$WORK/up" "$WORK/px"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/up/nginx.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $WORK/up;
-  server { listen 127.0.0.1:$UP_PORT reuseport backlog=4096; keepalive_requests 1000000;
-    location / { client_body_buffer_size 64k; default_type application/json; return 200 '$BODY'; } } }
-NGX
+mkdir -p "$WORK/px"
 cat > "$WORK/px/nginx.conf" <<NGX
 worker_processes 1; daemon off; pid $WORK/px/nginx.pid; error_log stderr error;
 events { worker_connections 4096; }
@@ -43,23 +30,16 @@ http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
     location / { client_body_buffer_size 64k; proxy_pass http://up; proxy_http_version 1.1;
       proxy_set_header Connection ""; proxy_buffering off; } } }
 NGX
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+write_chat_lua "$WORK/post.lua"
 
-taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+start_fixed_upstream $UP_PORT
 taskset -c "$PROXY_CPU" nginx -c "$WORK/px/nginx.conf" -p "$WORK/px" & PIDS+=($!)
 taskset -c "$PROXY_CPU" "$SLUICE" serve --workers 1 --listen "127.0.0.1:$SLUICE_PORT" --endpoint "http://127.0.0.1:$UP_PORT" >"$WORK/sluice.log" 2>&1 & SLUICE_PID=$!; PIDS+=($SLUICE_PID)
-for port in $UP_PORT $NGINX_PORT $SLUICE_PORT; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
+wait_http $UP_PORT $NGINX_PORT $SLUICE_PORT
 NGINX_PROXY_PID=$(cat "$WORK/px/nginx.pid")
 # nginx's worker is the child of the master; its CPU is what we compare.
 NGINX_WORKER_PID=$(pgrep -P "$NGINX_PROXY_PID" | head -1)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {  # name port pid
   local name=$1 port=$2 pid=${3:-}
   taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null  # warm-up

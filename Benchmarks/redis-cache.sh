@@ -13,10 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-5}"
 CONNS="${2:-16}"
-WORK="$(mktemp -d /tmp/sluice-redis-bench.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+. Benchmarks/lib.sh
+bench_init redis-bench
 
 for tool in wrk nginx redis-server redis-cli curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (bash .ci/setup)"; exit 1; }
@@ -24,26 +22,8 @@ done
 swift build -c release --product sluice >/dev/null
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
 
-NCPU=$(nproc)
-PROXY_CPU=0
-OTHER_CPU=$(( NCPU > 1 ? 1 : 0 ))
 UP_PORT=18931; REDIS_PORT=18932; PROXY_PORT=18933; HIT_PORT=18934; LIMIT_PORT=18935
-BODY='{"id":"chatcmpl-1","object":"chat.completion","model":"tiny","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
-
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/up/nginx.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $WORK/up;
-  server { listen 127.0.0.1:$UP_PORT reuseport backlog=4096; keepalive_requests 1000000;
-    location / { client_body_buffer_size 64k; default_type application/json; return 200 '$BODY'; } } }
-NGX
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
-LUA
+write_chat_lua "$WORK/post.lua" 'wrk.headers["Authorization"] = "Bearer sk-bench"'
 common() {  # port
   cat <<YAML
 listen: [{ address: "127.0.0.1:$1" }]
@@ -59,14 +39,12 @@ common $PROXY_PORT > "$WORK/proxy.yaml"
 { common $LIMIT_PORT; echo "redis: { url: \"redis://127.0.0.1:$REDIS_PORT\" }"
   echo "rate_limits: [{ tenant: \"*\", requests_per_minute: 100000000, tokens_per_minute: 1000000000 }]"; } > "$WORK/limited.yaml"
 
-taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+start_fixed_upstream $UP_PORT
 taskset -c "$OTHER_CPU" redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no --loglevel warning >/dev/null & PIDS+=($!)
 for name in proxy hit limited; do
   taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/$name.yaml" >"$WORK/$name.log" 2>&1 & PIDS+=($!)
 done
-for port in $UP_PORT $PROXY_PORT $HIT_PORT $LIMIT_PORT; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
+wait_http $UP_PORT $PROXY_PORT $HIT_PORT $LIMIT_PORT
 for _ in $(seq 50); do redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # Warm the cache entry and check that the hit path really hits.
