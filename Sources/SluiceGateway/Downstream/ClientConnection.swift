@@ -457,6 +457,16 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func appendRequestID(_ h: inout ByteBuffer) { h.appendHex64(requestID) }
 
+    /// Extra response fields (rate-limit state, cache result, an error's Retry-After), one line each.
+    private func appendFields(_ fields: [ErrorResponse.Header], to h: inout ByteBuffer) {
+        for f in fields {
+            h.append(f.name.utf8)
+            h.append(": ")
+            h.append(f.value.utf8)
+            h.append("\r\n")
+        }
+    }
+
     // MARK: writing the response
 
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange x: Exchange) {
@@ -505,12 +515,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             h.append(arm.utf8)
             h.append("\r\n")
         }
-        for f in x.responseHeaders {
-            h.append(f.name.utf8)
-            h.append(": ")
-            h.append(f.value.utf8)
-            h.append("\r\n")
-        }
+        appendFields(x.responseHeaders, to: &h)
         if !keepAlive { h.append("Connection: close\r\n") }
         h.append("\r\n")
         // Not flushed here: the body bytes of the same upstream read follow, and everything
@@ -616,13 +621,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         h.appendDecimal(body.count)
         h.append("\r\nX-Request-Id: ")
         appendRequestID(&h)
-        for f in e.headers {
-            h.append("\r\n")
-            h.append(f.name.utf8)
-            h.append(": ")
-            h.append(f.value.utf8)
-        }
-        h.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n")
+        h.append("\r\n")
+        appendFields(e.headers, to: &h)
+        h.append(close ? "Connection: close\r\n\r\n" : "\r\n")
         body.withUnsafeBytes { h.append($0) }
         out.append(h)
         if close {

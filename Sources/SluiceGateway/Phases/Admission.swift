@@ -230,7 +230,7 @@ extension Exchange {
                 fail(e)
                 return
             }
-            responseHeaders += headers.map { (name: $0.name, value: $0.value) }
+            responseHeaders += headers
         }
         if t.cacheLookup {
             switch cacheResult {
@@ -260,7 +260,7 @@ extension Exchange {
                 }
             }
             worker.metrics.add(worker.cacheSlots[cacheOutcome!.rawValue]!)
-            responseHeaders.append((name: "x-sluice-cache", value: "miss"))
+            responseHeaders.append(.init("x-sluice-cache", "miss"))
         } else if t.cacheStore {
             cacheOutcome = .bypass
             worker.metrics.add(worker.cacheSlots[CacheOutcome.bypass.rawValue]!)
@@ -296,8 +296,8 @@ extension Exchange {
         parser.requestMethod = method
         let parsed = text.withUnsafeBytes { parser.parse($0, into: head) }
         guard parsed == .complete else { return false }
-        responseHeaders.append((name: "x-sluice-cache", value: "hit"))
-        if settings.proxy.routeHeader { responseHeaders.append((name: "x-sluice-route", value: RouteReason.cache.rawValue)) }
+        responseHeaders.append(.init("x-sluice-cache", "hit"))
+        if settings.proxy.routeHeader { responseHeaders.append(.init("x-sluice-route", RouteReason.cache.rawValue)) }
         phase = .relaying
         text.withUnsafeBytes { client.writeResponseHead(head, $0, exchange: self) }
         if !l.body.isEmpty {

@@ -62,7 +62,8 @@ final class Exchange {
     /// An on-demand adapter load was tried for this request (at most once).
     private var loadedAdapter = false
     /// Fields added to the response head (rate-limit state, cache result).
-    var responseHeaders: [(name: String, value: String)] = []
+    /// (The same type as an error's fields: both are written by the downstream's head writer.)
+    var responseHeaders: [OpenAIError.Header] = []
     /// Response body bytes relayed to the client (the access log's `bytes`).
     var bodyBytes = 0
     /// When the last attempt's request went to its endpoint (nil: never forwarded).
@@ -245,7 +246,7 @@ final class Exchange {
             if ticket?.cacheStore == true { beginCapture(status: head.status, contentType: head.first(.contentType).map { bytes.slice($0.value) }) }
         }
         if settings.proxy.routeHeader {
-            responseHeaders.append((name: "x-sluice-route", value: "\(routeReason.rawValue); endpoint=\(endpointName ?? "-")"))
+            responseHeaders.append(.init("x-sluice-route", "\(routeReason.rawValue); endpoint=\(endpointName ?? "-")"))
         }
         phase = .relaying
         responseStarted = true

@@ -161,3 +161,23 @@ enum Router {
         return (eps[chosen.index], reason)
     }
 }
+
+extension Router {
+    /// Where to load an adapter no endpoint has: among admitted endpoints with a free LoRA slot
+    /// (fewer adapters running than `max_lora`, or not known yet), the least loaded; ties go by
+    /// rendezvous hashing of the adapter name, so replicas that share nothing pick alike.
+    static func loadTarget(pool: UpstreamPool, adapter: String, now: Instant) -> UpstreamPool.Endpoint? {
+        let key = ModelTable.hash(Array(adapter.utf8))
+        var best: (UpstreamPool.Endpoint, Double, UInt64)?
+        for e in pool.endpoints where e.runtime.isAdmitted(at: now) && e.config.tls == nil {
+            let (full, waiting) = e.runtime.telemetry.withLock { t in
+                (t.maxLoras > 0 && t.adaptersRunning.count >= t.maxLoras, t.waiting)
+            }
+            if full { continue }
+            let load = Double(e.runtime.inflight.load(ordering: .relaxed) + waiting)
+            let tie = ModelTable.mix(e.runtime.addressHash ^ key)
+            if best == nil || load < best!.1 || (load == best!.1 && tie > best!.2) { best = (e, load, tie) }
+        }
+        return best?.0
+    }
+}

@@ -99,21 +99,3 @@ final class AdapterLoader: @unchecked Sendable {
         clients.removeAll()
     }
 }
-
-extension Router {
-    /// Where to load an adapter no endpoint has: among admitted endpoints with a free LoRA slot
-    /// (fewer adapters running than `max_lora`, or not known yet), the least loaded; ties go by
-    /// rendezvous hashing of the adapter name, so replicas that share nothing pick alike.
-    static func loadTarget(pool: UpstreamPool, adapter: String, now: Instant) -> UpstreamPool.Endpoint? {
-        let key = ModelTable.hash(Array(adapter.utf8))
-        var best: (UpstreamPool.Endpoint, Double, UInt64)?
-        for e in pool.endpoints where e.runtime.isAdmitted(at: now) && e.config.tls == nil {
-            let t = e.runtime.telemetry.withLock { $0 }
-            if t.maxLoras > 0 && t.adaptersRunning.count >= t.maxLoras { continue }
-            let load = Double(e.runtime.inflight.load(ordering: .relaxed) + t.waiting)
-            let tie = ModelTable.mix(e.runtime.addressHash ^ key)
-            if best == nil || load < best!.1 || (load == best!.1 && tie > best!.2) { best = (e, load, tie) }
-        }
-        return best?.0
-    }
-}
