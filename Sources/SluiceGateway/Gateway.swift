@@ -208,27 +208,38 @@ public final class Gateway: @unchecked Sendable {
         return (true, "")
     }
 
+    /// What a scrape reads from each worker, on the worker's own loop.
+    struct WorkerSnapshot {
+        var lag = 0.0
+        /// Buffer-pool bytes held by connections and requests, and kept free for reuse.
+        var buffersInUse = 0
+        var buffersFree = 0
+    }
+
     /// Each worker's metric values, copied on its own loop (a scrape), and each worker's
-    /// event-loop lag: how long the copy task waited in the loop's queue before it ran, which is
-    /// how long any cross-thread work (and, roughly, any ready event) waits there.
-    func metricSnapshots() -> (values: [[Double]], lag: [Double]) {
+    /// event-loop lag (how long the copy task waited in the loop's queue before it ran, which is
+    /// how long any cross-thread work, and roughly any ready event, waits there) and buffers.
+    func metricSnapshots() -> (values: [[Double]], workers: [WorkerSnapshot]) {
         let ws = workers.withLock { $0 }
         let results = Mutex<[[Double]]>([])
-        let lags = Mutex<[Double]>(Array(repeating: 0, count: ws.count))
+        let snapshots = Mutex<[WorkerSnapshot]>(Array(repeating: WorkerSnapshot(), count: ws.count))
         let done = Atomic<Int>(0)
         for (i, w) in ws.enumerated() {
             guard let w else { done.add(1, ordering: .relaxed); continue }
             let posted = Instant.now()
-            group.loops[i].execute {
+            let loop = group.loops[i]
+            loop.execute {
                 let waited = Instant.now().since(posted).seconds
                 let v = w.metrics.values
+                let pool = loop.bufferPool
+                let snapshot = WorkerSnapshot(lag: waited, buffersInUse: pool.outstandingBytes, buffersFree: pool.freeBytes)
                 results.withLock { $0.append(v) }
-                lags.withLock { $0[i] = waited }
+                snapshots.withLock { $0[i] = snapshot }
                 done.add(1, ordering: .acquiringAndReleasing)
             }
         }
         while done.load(ordering: .acquiring) < ws.count { usleep(100) }
-        return (results.withLock { $0 }, lags.withLock { $0 })
+        return (results.withLock { $0 }, snapshots.withLock { $0 })
     }
 
     /// Client connections open now.

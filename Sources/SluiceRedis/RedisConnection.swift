@@ -365,7 +365,7 @@ public final class RedisConnection: EventHandler, @unchecked Sendable {
         while true {
             let result: IOResult<Int>
             do {
-                result = try Sys.read(fd, readBuffer, readCapacity)
+                result = try Sys.recv(fd, readBuffer, readCapacity)
             } catch {
                 return fail("read: \(error)")
             }

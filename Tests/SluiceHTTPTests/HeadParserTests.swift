@@ -141,6 +141,29 @@ func str(_ bytes: [UInt8], _ r: ByteRange) -> String { String(decoding: bytes[In
         #expect(parse(big, limits: limits).0 == .error(.headerTooLarge))
     }
 
+    /// The field table starts small and grows: exactly `maxHeaderCount` fields (well past the
+    /// initial size) parse in order, one more is refused; a head reused for a smaller message
+    /// keeps working.
+    @Test(arguments: [1, 16, 17, 33, 100])
+    func fieldTableGrowsUpToTheLimit(limit: Int) {
+        let limits = HTTP1Limits(maxHeadBytes: 16 << 10, maxHeaderCount: limit, maxRequestLine: 64)
+        // Field 0 is Host (HTTP/1.1 requires it), then X-F1, X-F2, ...
+        func name(_ i: Int) -> String { i == 0 ? "Host" : "X-F\(i)" }
+        func request(_ n: Int) -> String {
+            "GET / HTTP/1.1\r\n" + (0..<n).map { "\(name($0)): v\($0)\r\n" }.joined() + "\r\n"
+        }
+        let (r, head, bytes) = parse(request(limit), limits: limits)
+        #expect(r == .complete)
+        #expect(head.count == limit)
+        for i in 0..<head.count {
+            #expect(str(bytes, head[i].name) == name(i) && str(bytes, head[i].value) == "v\(i)")
+        }
+        #expect(parse(request(limit + 1), limits: limits).0 == .error(.tooManyHeaders))
+        // Byte by byte too, so growth happens mid-parse.
+        let (r2, head2, _) = parse(request(limit), step: 1, limits: limits)
+        #expect(r2 == .complete && head2.count == limit)
+    }
+
     @Test(arguments: [
         ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", HTTPMethod.get, 200, BodyFraming.length(3), true),
         ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", .get, 200, .chunked, true),

@@ -18,7 +18,7 @@ import Testing
         #expect(pool.allocations == before)
     }
 
-    @Test(arguments: [0, 1, 16 << 10, (16 << 10) + 1, 64 << 10, 300 << 10, 5 << 20])
+    @Test(arguments: [0, 1, 4 << 10, (4 << 10) + 1, 16 << 10, (16 << 10) + 1, 64 << 10, 300 << 10, 5 << 20])
     func sizeClassesRoundUp(_ n: Int) {
         let pool = BufferPool()
         let b = pool.take(minimumCapacity: n)
@@ -83,7 +83,8 @@ import Testing
         #expect(q.pendingBytes == 3 + 5 + 8 + 2)
         #expect(String(decoding: drain(&q), as: UTF8.self) == "5\r\nownedborrowed\r\n")
         #expect(q.pendingBytes == 0)
-        q.releaseArena()
+        let held = q.holdsArena
+        #expect(!held, "a drained queue gives its arena back")
         #expect(pool.outstandingTotal == 0)
     }
 
@@ -99,6 +100,31 @@ import Testing
         #expect(pool.outstandingTotal == 0)
     }
 
+    @Test func arenaIsHeldOnlyWhileFramingWaits() {
+        let pool = BufferPool()
+        var q = OutputQueue(pool: pool)
+        var held = q.holdsArena
+        #expect(!held)
+        q.appendChunkHeader(0x1a)
+        held = q.holdsArena
+        #expect(held && pool.outstandingTotal == 1)
+        q.consume(2)  // "1a" written, "\r\n" still queued in the arena
+        held = q.holdsArena
+        let pending = q.pendingBytes
+        #expect(held && pending == 2)
+        q.consume(2)
+        held = q.holdsArena
+        #expect(!held && pool.outstandingTotal == 0)
+        // The next framing takes a block again, from the free list (no new allocation).
+        let allocations = pool.allocations
+        q.appendChunkHeader(1)
+        held = q.holdsArena
+        #expect(held && pool.allocations == allocations)
+        q.removeAll()
+        held = q.holdsArena
+        #expect(!held && pool.outstandingTotal == 0)
+    }
+
     @Test func arenaRetiresWhenFull() {
         let pool = BufferPool()
         var q = OutputQueue(pool: pool)
@@ -110,7 +136,8 @@ import Testing
         }
         #expect(q.pendingBytes == expected.utf8.count)
         #expect(String(decoding: drain(&q), as: UTF8.self) == expected)
-        q.releaseArena()
+        let held = q.holdsArena
+        #expect(!held, "a drained queue gives its arena back")
         #expect(pool.outstandingTotal == 0)
     }
 

@@ -45,6 +45,34 @@ final class Latch: Sendable {
         while !heap.isEmpty { order.append(heap.popEarliest().deadline.nanoseconds) }
         #expect(order == [5, 10, 20, 30, 50, 60])
     }
+
+    /// Random inserts and removals (seeded): every pop is the smallest remaining key, every
+    /// index a timer holds points at its own entry, and removed timers are never popped.
+    @Test(arguments: [1, 7, 42])
+    func randomInsertsAndRemovalsKeepTheHeapOrdered(seed: UInt64) {
+        var rng = seed
+        func next() -> UInt64 { rng = rng &* 6364136223846793005 &+ 1442695040888963407; return rng >> 33 }
+        var heap = TimerHeap()
+        var live: [Timer] = []
+        for _ in 0..<2000 {
+            if live.isEmpty || next() % 3 != 0 {
+                let t = Timer {}
+                t.deadline = Instant(nanoseconds: next() % 1000)
+                heap.insert(t)
+                live.append(t)
+            } else {
+                let t = live.remove(at: Int(next() % UInt64(live.count)))
+                heap.remove(t)
+                #expect(!t.isArmed)
+            }
+        }
+        for t in live { #expect(heap.key(of: t) == t.deadline.nanoseconds) }
+        #expect(heap.count == live.count)
+        var popped: [UInt64] = []
+        while !heap.isEmpty { popped.append(heap.popEarliest().deadline.nanoseconds) }
+        #expect(popped == live.map(\.deadline.nanoseconds).sorted())
+        #expect(live.allSatisfy { !$0.isArmed })
+    }
 }
 
 @Suite(.serialized) struct EventLoopTests {
@@ -81,6 +109,44 @@ final class Latch: Sendable {
             }
             #expect(latch.wait())
             #expect(fired.withLock { $0 } == [1, 2, 0])
+        }
+    }
+
+    /// Re-arming later leaves the heap entry in place (lazy), yet the timer fires at its new
+    /// deadline and not at the old one; re-arming earlier and cancelling after a push take
+    /// effect at once.
+    @Test func rearmedTimersFireAtTheirLatestDeadline() throws {
+        try withRunningLoop { loop in
+            let latch = Latch()
+            let fired = Mutex<[(Int, UInt64)]>([])
+            nonisolated(unsafe) var keep: [Timer] = []
+            let start = Mutex<UInt64>(0)
+            loop.execute {
+                start.withLock { $0 = loop.now.nanoseconds }
+                func record(_ i: Int) -> Timer {
+                    Timer { fired.withLock { $0.append((i, loop.now.nanoseconds)) }; if i == 3 { latch.open() } }
+                }
+                let pushed = record(0), pulled = record(1), cancelled = record(2), last = record(3)
+                keep = [pushed, pulled, cancelled, last]
+                loop.schedule(pushed, after: .milliseconds(10))
+                loop.schedule(pushed, after: .milliseconds(60))      // later: lazy
+                loop.schedule(pulled, after: .milliseconds(200))
+                loop.schedule(pulled, after: .milliseconds(20))      // earlier: moves now
+                loop.schedule(cancelled, after: .milliseconds(5))
+                loop.schedule(cancelled, after: .milliseconds(30))   // later, then cancelled
+                loop.cancel(cancelled)
+                loop.schedule(last, after: .milliseconds(100))
+                #expect(loop.armedTimers == 3)
+            }
+            #expect(latch.wait())
+            let got = fired.withLock { $0 }
+            let t0 = start.withLock { $0 }
+            #expect(got.map(\.0) == [1, 0, 3], "order \(got.map(\.0))")
+            if got.count == 3 {
+                #expect(got[1].1 - t0 >= 60_000_000, "the pushed timer fired at \((got[1].1 - t0) / 1_000_000) ms")
+                #expect(got[0].1 - t0 < 200_000_000)
+            }
+            _ = keep
         }
     }
 

@@ -26,6 +26,9 @@
 // accept4, pipe2, splice and the affinity calls need _GNU_SOURCE, which Swift's Glibc
 // module is not built with.
 int csluice_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+// recv and sendmsg without glibc's cancellation-point wrappers (see shim.c).
+ssize_t csluice_recv(int fd, void *buf, size_t len);
+ssize_t csluice_sendmsg(int fd, const struct msghdr *msg, int flags);
 int csluice_pipe2(int fds[2], int flags);
 ssize_t csluice_splice(int in, int out, size_t len, unsigned int flags);
 

@@ -161,7 +161,13 @@ final class ControlPlane: @unchecked Sendable {
             PrometheusExposition.Gauge(name: "sluice_workers", help: "Worker threads.", samples: [([], Double(gateway.workerCount))]),
             PrometheusExposition.Gauge(name: "sluice_event_loop_lag_seconds",
                                        help: "How long a task posted to each worker's loop waited before it ran (measured at this scrape).",
-                                       samples: snapshot.lag.enumerated().map { ([("worker", String($0.offset))], $0.element) }),
+                                       samples: snapshot.workers.enumerated().map { ([("worker", String($0.offset))], $0.element.lag) }),
+            PrometheusExposition.Gauge(name: "sluice_buffer_bytes",
+                                       help: "Each worker's I/O buffer memory: held by connections and requests (in_use) or pooled for reuse (free).",
+                                       samples: snapshot.workers.enumerated().flatMap { i, w in
+                                           [([("worker", String(i)), ("state", "in_use")], Double(w.buffersInUse)),
+                                            ([("worker", String(i)), ("state", "free")], Double(w.buffersFree))]
+                                       }),
         ]
         return PrometheusExposition.render(schema: catalog.schema, values: values, gauges: gauges)
     }

@@ -265,7 +265,6 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         state = .closed
         let bytes = Array(inbuf.readable)
         inbuf.release()
-        out.releaseArena()
         bytes.withUnsafeBytes { worker.upgradeToHTTP2(from: self, transport: transport, registration: reg, peer: peer, bytes: $0) }
     }
 
@@ -523,6 +522,15 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         out.append(h)
     }
 
+    func releaseRequest() {
+        // Bytes of a pipelined next request (rare) keep the buffer until that request's turn.
+        guard inbuf.readableBytes == messageEnd else { return }
+        inbuf.release()
+        upstreamBody.release()
+        messageEnd = 0
+        bodyEnd = 0
+    }
+
     func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
         if let ranges {
             var total = 0
@@ -654,8 +662,6 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             setDeadline(worker.loop.now + .seconds(2))
             canRead = true
             readLoop()
-        } else if state == .readingHead {
-            out.releaseArena()
         }
     }
 
@@ -682,7 +688,6 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             registration = nil
         }
         out.removeAll()
-        out.releaseArena()
         inbuf.release()
         upstreamBody.release()
         transport.close()

@@ -9,6 +9,10 @@ protocol Downstream: AnyObject {
     func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint)
     /// The upstream's response head arrived; `bytes` holds the ranges `head` refers to.
     func writeResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer, exchange: Exchange)
+    /// The upstream has written the whole request and begun its response, so no retry can
+    /// resend it: the request's buffers may go back to the pool (a long stream then holds
+    /// none). Request fields are not read after this.
+    func releaseRequest()
     /// Response body bytes: all readable bytes of `buffer`, or the payload `ranges` of it.
     func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?)
     /// Sends what `writeResponseHead`/`writeResponseBody` queued (once per upstream read).

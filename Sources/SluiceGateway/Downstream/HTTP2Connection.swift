@@ -458,7 +458,6 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         if let t = lingerTimer, t.isArmed { worker.loop.cancel(t) }
         if let r = registration { worker.loop.deregister(r); registration = nil }
         out.removeAll()
-        out.releaseArena()
         frames.release()
         inbuf.release()
         transport.close()

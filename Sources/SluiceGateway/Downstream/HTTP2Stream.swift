@@ -15,6 +15,7 @@ final class HTTP2Stream: Downstream {
 
     // Request.
     private var method: [UInt8] = []
+    private var methodKind = HTTPMethod.other
     private var path: [UInt8] = []
     private var authority: [UInt8] = []
     /// Forwardable fields as HTTP/1.1 lines (`name: value\r\n`), ready for the upstream head.
@@ -90,11 +91,12 @@ final class HTTP2Stream: Downstream {
             respondError(.client(400, "Missing :method or :path."))
             return
         }
-        if method == Array("CONNECT".utf8) {
+        let m = HTTP1HeadParser.method(method)
+        methodKind = m
+        if m == .connect {
             respondError(.client(405, "CONNECT is not supported by this gateway."))
             return
         }
-        let m = HTTP1HeadParser.method(method)
         let plan = path.withUnsafeBytes { p in
             worker.plan(method: m, path: p, body: requestBody.readable, headerNamed: { self.header($0) },
                         requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(self.requestID) },
@@ -155,7 +157,7 @@ final class HTTP2Stream: Downstream {
             h.append("-00\r\n")
         }
         let n = upstreamBody.isAllocated ? upstreamBody.readableBytes : requestBody.readableBytes
-        if n > 0 || method == Array("POST".utf8) || method == Array("PUT".utf8) || method == Array("PATCH".utf8) {
+        if n > 0 || methodKind == .post || methodKind == .put || methodKind == .patch {
             h.append("Content-Length: ")
             h.appendDecimal(n)
             h.append("\r\n")
@@ -166,6 +168,11 @@ final class HTTP2Stream: Downstream {
     }
 
     // MARK: response
+
+    func releaseRequest() {
+        requestBody.release()
+        upstreamBody.release()
+    }
 
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange: Exchange) {
         let f = connection.responseFields

@@ -17,7 +17,8 @@ final class Exchange {
     let method: HTTPMethod
     /// The settings the request started with: a reload during the request does not change
     /// its timeouts or retries.
-    let settings: GatewaySettings
+    let generation: SettingsGeneration
+    var settings: GatewaySettings { _read { yield generation.value } }
     private(set) var endpoint: UpstreamPool.Endpoint?
     private(set) var upstream: UpstreamConnection?
     private var attempts = 0
@@ -75,11 +76,11 @@ final class Exchange {
         self.worker = worker
         self.pool = pool
         self.method = method
-        self.settings = worker.settings
+        self.generation = worker.generation
         let now = worker.loop.now
         lastActivity = now
         startedAt = now
-        let t = worker.settings.timeouts.request
+        let t = generation.value.timeouts.request
         requestDeadline = t > .zero ? now + t : Instant(nanoseconds: .max)
         timer = Timer { [unowned self] in self.timerFired() }
     }
@@ -252,6 +253,9 @@ final class Exchange {
         responseStarted = true
         arm(settings.timeouts.upstreamIdle)
         client.writeResponseHead(head, bytes, exchange: self)
+        // An upstream may answer before it read the whole body (a 413, say); then its queue
+        // still borrows the request bytes and they stay until the exchange ends.
+        if upstream?.out.isEmpty == true { client.releaseRequest() }
     }
 
     /// Hands response body bytes to the client: the whole readable part of `buffer`, or the

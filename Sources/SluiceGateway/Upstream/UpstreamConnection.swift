@@ -127,7 +127,6 @@ final class UpstreamConnection: EventHandler {
         state = .idle
         exchange = nil
         inbuf.release()
-        out.releaseArena()
         if idleTimer == nil { idleTimer = Timer { [unowned self] in self.idleExpired() } }
         loop.schedule(idleTimer!, after: maxIdle)
     }
@@ -163,7 +162,6 @@ final class UpstreamConnection: EventHandler {
             registration = nil
         }
         out.removeAll()
-        out.releaseArena()
         inbuf.release()
         transport.close()
         exchange = nil
@@ -353,9 +351,9 @@ final class UpstreamConnection: EventHandler {
         return true
     }
 
-    /// Payload ranges of one read, relative to the block (at most this many per read; more
-    /// ranges than this in one read are relayed in several batches).
-    private var ranges: [(Int, Int)] = { var a = [(Int, Int)](); a.reserveCapacity(64); return a }()
+    /// Payload ranges of one read, relative to the block; grows to the most chunks one read
+    /// has brought and keeps that capacity.
+    private var ranges: [(Int, Int)] = { var a = [(Int, Int)](); a.reserveCapacity(8); return a }()
 
     private func decodeChunks(_ x: Exchange) -> Bool {
         let base = inbuf.readerIndex

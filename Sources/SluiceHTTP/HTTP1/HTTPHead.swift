@@ -50,9 +50,15 @@ public enum HTTPVersion: UInt8, Sendable { case http10, http11 }
 ///
 /// Owned by one connection (one thread); reset by the parser at the start of each message.
 public final class HTTPHead {
+    /// The most fields a head may have (the parser answers `tooManyHeaders` beyond it).
     public let capacity: Int
     public private(set) var count = 0
-    @usableFromInline let fields: UnsafeMutablePointer<HeaderField>
+    /// The table starts small and doubles up to `capacity` when a message needs more, so a
+    /// connection costs a few hundred bytes for the dozen fields typical of API traffic, not
+    /// `capacity` × 20 (which 10,000 open streams would pay in full).
+    @usableFromInline var fields: UnsafeMutablePointer<HeaderField>
+    @usableFromInline var allocated: Int
+    static let initialFields = 16
 
     // Start line.
     public var method: HTTPMethod = .get
@@ -75,7 +81,8 @@ public final class HTTPHead {
 
     public init(capacity: Int) {
         self.capacity = capacity
-        fields = .allocate(capacity: max(capacity, 1))
+        allocated = max(1, min(capacity, Self.initialFields))
+        fields = .allocate(capacity: allocated)
     }
 
     deinit { fields.deallocate() }
@@ -100,7 +107,14 @@ public final class HTTPHead {
 
     /// Adds a field; false when the table is full.
     func append(_ f: HeaderField) -> Bool {
-        if count == capacity { return false }
+        if count == allocated {
+            if count >= capacity { return false }
+            let bigger = UnsafeMutablePointer<HeaderField>.allocate(capacity: min(capacity, allocated * 2))
+            bigger.moveInitialize(from: fields, count: count)
+            fields.deallocate()
+            fields = bigger
+            allocated = min(capacity, allocated * 2)
+        }
         fields[count] = f
         count += 1
         return true

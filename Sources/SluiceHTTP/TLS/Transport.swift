@@ -85,7 +85,7 @@ public final class Transport {
 
     /// Reads into `buffer`: `.processed(0)` is end of stream.
     public func read(_ buffer: UnsafeMutableRawBufferPointer) throws(SyscallError) -> IOResult<Int> {
-        guard let ssl else { return try Sys.read(fd, buffer.baseAddress!, buffer.count) }
+        guard let ssl else { return try Sys.recv(fd, buffer.baseAddress!, buffer.count) }
         let r = SSL_read(ssl, buffer.baseAddress, Int32(min(buffer.count, Int(Int32.max))))
         if r > 0 { return .processed(Int(r)) }
         switch SSL_get_error(ssl, r) {

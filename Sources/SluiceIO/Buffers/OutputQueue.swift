@@ -21,10 +21,13 @@ public struct OutputChunk: ~Copyable {
 
 /// A connection's write queue: gathered into one `sendmsg` per flush (swift-nio's
 /// PendingWritesManager idea). Body bytes are queued where they were read, never copied; small
-/// framing (chunk sizes, CRLFs) goes to a per-queue arena that is recycled whenever the queue
-/// drains.
+/// framing (chunk sizes, CRLFs) goes to a per-queue arena block that goes back to the pool
+/// whenever the queue drains, so a connection that waits (a long SSE stream between events, an
+/// idle keep-alive) holds no block: taking one again is a free-list pop.
 public struct OutputQueue: ~Copyable {
-    @usableFromInline var chunks = Ring<OutputChunk>(capacity: 16)
+    /// Starts small (a response is typically a head and a body) and grows when a read brings
+    /// many chunks; a connection keeps what it grew to.
+    @usableFromInline var chunks = Ring<OutputChunk>(capacity: 4)
     /// The arena block that owns framing bytes; its cursor is kept apart (`arenaBase`,
     /// `arenaUsed`) so appending framing never has to borrow through the optional.
     @usableFromInline var arena: ByteBuffer?
@@ -157,7 +160,7 @@ public struct OutputQueue: ~Copyable {
             left -= c.pointee.count
             _ = chunks.removeFirst()
         }
-        arenaUsed = 0
+        dropArena()
     }
 
     /// Writes as much as the socket accepts. Returns true when the queue is empty afterwards.
@@ -223,16 +226,18 @@ public struct OutputQueue: ~Copyable {
     public mutating func removeAll() {
         chunks.removeAll()
         _pendingBytes = 0
-        arenaUsed = 0
+        dropArena()
     }
 
-    /// Returns the arena block to the pool (idle connections should not hold one).
-    public mutating func releaseArena() {
-        if chunks.isEmpty {
-            arena = nil
-            arenaBase = nil
-            arenaCapacity = 0
-            arenaUsed = 0
-        }
+    /// Whether an arena block is held (only while framing waits to be written).
+    public var holdsArena: Bool { arenaBase != nil }
+
+    /// Returns the arena block to the pool; only called with nothing queued that points into it.
+    @usableFromInline
+    mutating func dropArena() {
+        arena = nil
+        arenaBase = nil
+        arenaCapacity = 0
+        arenaUsed = 0
     }
 }

@@ -141,7 +141,14 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Arms `timer` to fire at `deadline` (moving it if armed).
     public func schedule(_ timer: Timer, at deadline: Instant) {
-        if timer.isArmed { timers.remove(timer) }
+        if timer.isArmed {
+            // Later than it is queued for: only the timer's deadline moves (see Timer).
+            if deadline.nanoseconds >= timers.key(of: timer) {
+                timer.deadline = deadline
+                return
+            }
+            timers.remove(timer)
+        }
         timer.deadline = deadline
         timers.insert(timer)
     }
@@ -256,10 +263,10 @@ public final class EventLoop: @unchecked Sendable {
 
     private func epollTimeout() -> Int32 {
         if !deferred.isEmpty { return 0 }
-        guard let first = timers.earliest else { return -1 }
-        let current = Instant.now()
-        if first.deadline <= current { return 0 }
-        let ns = first.deadline.nanoseconds - current.nanoseconds
+        guard let first = timers.earliestKey else { return -1 }
+        let current = Instant.now().nanoseconds
+        if first <= current { return 0 }
+        let ns = first - current
         // Round up so a timer never fires early; cap to keep the value in range.
         return Int32(min((ns + 999_999) / 1_000_000, 3_600_000))
     }
@@ -267,9 +274,14 @@ public final class EventLoop: @unchecked Sendable {
     private func runTimers() {
         // Timers armed by an action for "now" run in the next iteration, so a zero-delay
         // re-arm cannot starve the loop.
-        let limit = now
-        while let first = timers.earliest, first.deadline <= limit {
+        let limit = now.nanoseconds
+        while let first = timers.earliestKey, first <= limit {
             let t = timers.popEarliest()
+            if t.deadline.nanoseconds > limit {
+                // Pushed back while queued: queue it again for its real deadline.
+                timers.insert(t)
+                continue
+            }
             t.action()
         }
     }

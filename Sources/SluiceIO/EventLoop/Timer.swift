@@ -1,10 +1,13 @@
 /// A one-shot timer owned by one event loop. Create it once (per connection, say) and re-arm
 /// it with ``EventLoop/schedule(_:at:)``; arming an armed timer moves it.
 ///
-/// For timeouts that are pushed back on every bit of activity (idle, read timeouts), prefer
-/// keeping the deadline in the owner and re-arming from the action when the deadline moved:
-/// the heap is then touched once per timeout period instead of once per read.
+/// Moving an armed timer later is free: the heap keeps the entry where it is and, when that
+/// earlier time comes, the loop sees the timer's own deadline has moved and queues it again
+/// (nginx's lazy timer update does the same). Timeouts that are pushed back on activity (idle,
+/// read, a request's phase deadlines) therefore cost no heap work per push. Moving a timer
+/// earlier, or cancelling it, updates the heap at once.
 public final class Timer {
+    /// When the action runs (the heap entry may be earlier, see above).
     public internal(set) var deadline = Instant(nanoseconds: 0)
     @usableFromInline var heapIndex = -1
     @usableFromInline let action: () -> Void
@@ -18,70 +21,99 @@ public final class Timer {
     @inlinable public var isArmed: Bool { heapIndex >= 0 }
 }
 
-/// A binary min-heap of timers keyed by deadline; each timer knows its index so cancel and
-/// re-arm are O(log n) with no stale entries left behind.
+/// A binary min-heap of timers keyed by the time each was queued for; each timer knows its
+/// index so cancel is O(log n) with no stale entries left behind.
+///
+/// Entries hold the key inline (comparisons touch no timer object) and one retain of their
+/// timer for as long as it is queued: sifting moves plain values, with no reference counting
+/// per swap.
 struct TimerHeap {
-    private(set) var items: ContiguousArray<Timer> = []
+    struct Entry {
+        var key: UInt64
+        var timer: Unmanaged<Timer>
+    }
+
+    private(set) var items: ContiguousArray<Entry> = []
 
     var isEmpty: Bool { items.isEmpty }
     var count: Int { items.count }
-    var earliest: Timer? { items.first }
+    /// The earliest queued time, if any (a timer's own deadline may be later).
+    var earliestKey: UInt64? { items.first?.key }
 
+    /// Queues `t` for its current deadline.
     mutating func insert(_ t: Timer) {
         precondition(t.heapIndex < 0)
-        t.heapIndex = items.count
-        items.append(t)
-        siftUp(t.heapIndex)
+        let i = items.count
+        t.heapIndex = i
+        items.append(Entry(key: t.deadline.nanoseconds, timer: .passRetained(t)))
+        siftUp(i)
     }
+
+    /// The time `t` is queued for (it must be queued).
+    func key(of t: Timer) -> UInt64 { items[t.heapIndex].key }
 
     mutating func remove(_ t: Timer) {
         let i = t.heapIndex
-        precondition(i >= 0 && i < items.count && items[i] === t)
+        precondition(i >= 0 && i < items.count && items[i].timer.toOpaque() == Unmanaged.passUnretained(t).toOpaque())
+        removeEntry(at: i).release()
+    }
+
+    /// Removes the earliest entry and returns its timer (the heap's retain passes to the caller).
+    mutating func popEarliest() -> Timer {
+        removeEntry(at: 0).takeRetainedValue()
+    }
+
+    private mutating func removeEntry(at i: Int) -> Unmanaged<Timer> {
+        let removed = items[i].timer
         let last = items.count - 1
         if i != last {
-            items.swapAt(i, last)
-            items[i].heapIndex = i
+            items[i] = items[last]
+            setIndex(i)
         }
         items.removeLast()
-        t.heapIndex = -1
+        removed._withUnsafeGuaranteedRef { $0.heapIndex = -1 }
         if i < items.count {
             siftDown(i)
             siftUp(i)
         }
+        return removed
     }
 
-    mutating func popEarliest() -> Timer {
-        let t = items[0]
-        remove(t)
-        return t
+    @inline(__always)
+    private func setIndex(_ i: Int) {
+        items[i].timer._withUnsafeGuaranteedRef { $0.heapIndex = i }
     }
 
     private mutating func siftUp(_ start: Int) {
         var i = start
+        let e = items[i]
         while i > 0 {
             let parent = (i - 1) >> 1
-            if items[parent].deadline <= items[i].deadline { break }
-            items.swapAt(parent, i)
-            items[parent].heapIndex = parent
-            items[i].heapIndex = i
+            if items[parent].key <= e.key { break }
+            items[i] = items[parent]
+            setIndex(i)
             i = parent
         }
+        items[i] = e
+        setIndex(i)
     }
 
     private mutating func siftDown(_ start: Int) {
         var i = start
+        let e = items[i]
         let n = items.count
         while true {
             let l = 2 * i + 1
             if l >= n { break }
             var m = l
             let r = l + 1
-            if r < n && items[r].deadline < items[l].deadline { m = r }
-            if items[i].deadline <= items[m].deadline { break }
-            items.swapAt(i, m)
-            items[i].heapIndex = i
-            items[m].heapIndex = m
+            if r < n && items[r].key < items[l].key { m = r }
+            if e.key <= items[m].key { break }
+            items[i] = items[m]
+            setIndex(i)
             i = m
         }
+        items[i] = e
+        setIndex(i)
     }
 }
