@@ -229,7 +229,7 @@ public final class Gateway: @unchecked Sendable {
             let posted = Instant.now()
             let loop = group.loops[i]
             loop.execute {
-                let waited = Instant.now().since(posted).seconds
+                let waited = Instant.now().seconds(since: posted)
                 let v = w.metrics.values
                 let pool = loop.bufferPool
                 let snapshot = WorkerSnapshot(lag: waited, buffersInUse: pool.outstandingBytes, buffersFree: pool.freeBytes)

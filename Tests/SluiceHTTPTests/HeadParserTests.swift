@@ -141,6 +141,26 @@ func str(_ bytes: [UInt8], _ r: ByteRange) -> String { String(decoding: bytes[In
         #expect(parse(big, limits: limits).0 == .error(.headerTooLarge))
     }
 
+    /// The eight-bytes-at-a-time value check flags exactly the words holding a control byte
+    /// or DEL: every byte value at every position, then seeded random words.
+    @Test func wordCheckFlagsExactlyControlBytesAndDEL() {
+        func reference(_ w: UInt64) -> Bool {
+            (0..<8).contains { let c = UInt8(truncatingIfNeeded: w >> ($0 * 8)); return c < 0x20 || c == 0x7F }
+        }
+        let filler = UInt64(0x6161_6161_6161_6161)
+        for pos in 0..<8 {
+            for c in 0...255 {
+                let w = filler & ~(0xFF << UInt64(pos * 8)) | UInt64(c) << UInt64(pos * 8)
+                #expect(HTTP1HeadParser.hasControlOrDEL(w) == reference(w), "byte \(c) at \(pos)")
+            }
+        }
+        var rng: UInt64 = 88172645463325252
+        for _ in 0..<100_000 {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+            #expect(HTTP1HeadParser.hasControlOrDEL(rng) == reference(rng))
+        }
+    }
+
     /// The field table starts small and grows: exactly `maxHeaderCount` fields (well past the
     /// initial size) parse in order, one more is refused; a head reused for a smaller message
     /// keeps working.

@@ -142,7 +142,7 @@ final class ControlPlane: @unchecked Sendable {
                     waiting.append((l, Double(t.waiting)))
                     running.append((l, Double(t.running)))
                     kv.append((l, t.kvUse))
-                    age.append((l, now.since(t.scrapedAt).seconds))
+                    age.append((l, now.seconds(since: t.scrapedAt)))
                 }
             }
         }
@@ -191,7 +191,7 @@ final class ControlPlane: @unchecked Sendable {
                 w.field("ejections", rt.ejections.load(ordering: .relaxed))
                 w.field("inflight", rt.inflight.load(ordering: .relaxed))
                 w.beginObject("telemetry")
-                w.field("age_seconds", t.scrapedAt.nanoseconds == 0 ? -1 : now.since(t.scrapedAt).seconds)
+                w.field("age_seconds", t.scrapedAt.nanoseconds == 0 ? -1 : now.seconds(since: t.scrapedAt))
                 w.field("waiting", t.waiting)
                 w.field("running", t.running)
                 w.field("kv_cache_usage", t.kvUse)

@@ -360,6 +360,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             h.append("\r\n")
             sawHost = true
         }
+        var lines = FieldLineCopier()
         head.forEachEndToEndField(in: b) { i in
             let f = head[i]
             switch f.known {
@@ -370,9 +371,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                 sawHost = true
             default: break
             }
-            h.append(b.slice(ByteRange(Int(f.name.start), Int(f.value.end))))
-            h.append("\r\n")
+            lines.add(f, from: b, to: &h)
         }
+        lines.flush(from: b, to: &h)
         if !sawHost {
             h.append("Host: ")
             h.append(endpoint.config.authority.utf8)
@@ -482,11 +483,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         h.append(" ")
         if uh.reason.isEmpty { h.append(StatusText.reason(uh.status)) } else { h.append(ub.slice(uh.reason)) }
         h.append("\r\n")
-        uh.forEachEndToEndField(in: ub) { i in
-            let f = uh[i]
-            h.append(ub.slice(ByteRange(Int(f.name.start), Int(f.value.end))))
-            h.append("\r\n")
-        }
+        var lines = FieldLineCopier()
+        uh.forEachEndToEndField(in: ub) { i in lines.add(uh[i], from: ub, to: &h) }
+        lines.flush(from: ub, to: &h)
         switch uh.framing {
         case .length(let n):
             h.append("Content-Length: ")

@@ -268,7 +268,7 @@ final class Exchange {
             if capture != nil { captureBody(buffer, rs) }
             for r in rs { bodyBytes += r.1 - r.0 }
             if let p = previous, let last = observer!.lastTokenAt, last > p {
-                worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.since(p).seconds)
+                worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
             }
             client.writeResponseBody(buffer, ranges: rs)
         } else {
@@ -407,10 +407,10 @@ extension Exchange {
         m.add(slots.requests[GatewayMetrics.classIndex(finalStatus)])
         if let slot = slots.routes[routeReason] { m.add(slot) }
         let now = worker.loop.now
-        m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.since(startedAt).seconds)
-        if let u = upstreamStartedAt { m.observe(slots.upstreamDuration, GatewayMetrics.latencyBuckets, now.since(u).seconds) }
+        m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.seconds(since: startedAt))
+        if let u = upstreamStartedAt { m.observe(slots.upstreamDuration, GatewayMetrics.latencyBuckets, now.seconds(since: u)) }
         if let o = observer {
-            if let t = o.firstTokenAt { m.observe(slots.ttft, GatewayMetrics.latencyBuckets, t.since(startedAt).seconds) }
+            if let t = o.firstTokenAt { m.observe(slots.ttft, GatewayMetrics.latencyBuckets, t.seconds(since: startedAt)) }
             if let u = o.usage {
                 m.add(slots.inputTokens, Double(u.promptTokens))
                 m.add(slots.outputTokens, Double(u.completionTokens))
@@ -432,7 +432,7 @@ extension Exchange {
             line.field("prompt_tokens", observer?.usage?.promptTokens)
             line.field("completion_tokens", observer?.usage?.completionTokens)
             line.field("ttft_ms", observer?.firstTokenAt.map { $0.since(startedAt).seconds * 1000 })
-            line.field("duration_ms", now.since(startedAt).seconds * 1000)
+            line.field("duration_ms", now.seconds(since: startedAt) * 1000)
             line.field("route_reason", routeReason.rawValue)
             line.field("attempts", attempts)
             if let t = ticket {

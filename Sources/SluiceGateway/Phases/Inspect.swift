@@ -125,7 +125,7 @@ extension Worker {
             if let q = p.firstIndex(of: UInt8(ascii: "?")) { p = UnsafeRawBufferPointer(rebasing: p[..<q]) }
             line.field("path", String(decoding: p.prefix(200), as: UTF8.self))
             line.field("status", status)
-            line.field("duration_ms", loop.now.since(started).seconds * 1000)
+            line.field("duration_ms", loop.now.seconds(since: started) * 1000)
             line.field("route_reason", "answered_by_gateway")
             log(line.finish())
         }

@@ -122,25 +122,31 @@ public struct HTTP1HeadParser: Sendable {
         var closeToken = false
         var keepAliveToken = false
         while i < end - 2 {
-            guard let le = lineEnd(b, i, end) else { return .badSyntax("bare CR or LF") }
             // obs-fold: a line starting with whitespace continues the previous one. Rejected.
             if b[i] == 32 || b[i] == 9 { return .badSyntax("obsolete line folding") }
             var j = i
-            while j < le && CharacterClass.isToken(b[j]) { j += 1 }
-            if j == i || j == le || b[j] != UInt8(ascii: ":") {
-                return j < le && (b[j] == 32 || b[j] == 9)
+            while j < end && CharacterClass.isToken(b[j]) { j += 1 }
+            if j == i || j == end || b[j] != UInt8(ascii: ":") {
+                return j < end && (b[j] == 32 || b[j] == 9)
                     ? .badSyntax("whitespace before colon") : .badSyntax("invalid header name")
             }
             let name = ByteRange(i, j)
             j += 1
+            // The value runs to the first control byte, which must be the CR of CRLF: one pass
+            // both validates it and finds the line end (eight bytes at a time while all are
+            // plain field-value bytes).
+            var le = j
+            while le &+ 8 <= end && !Self.hasControlOrDEL(UnsafeRawPointer(b.baseAddress! + le).loadUnaligned(as: UInt64.self)) {
+                le &+= 8
+            }
+            while le < end && (b[le] >= 0x20 || b[le] == 9) && b[le] != 0x7F { le += 1 }
+            guard le + 1 < end, b[le] == 13, b[le + 1] == 10 else {
+                return le < end && (b[le] == 13 || b[le] == 10)
+                    ? .badSyntax("bare CR or LF") : .badSyntax("invalid character in header value")
+            }
             while j < le && (b[j] == 32 || b[j] == 9) { j += 1 }
             var ve = le
             while ve > j && (b[ve - 1] == 32 || b[ve - 1] == 9) { ve -= 1 }
-            var k = j
-            while k < ve {
-                if !CharacterClass.isFieldValue(b[k]) { return .badSyntax("invalid character in header value") }
-                k += 1
-            }
             let value = ByteRange(j, ve)
             let known = Self.classify(b, name)
             if !head.append(HeaderField(name: name, value: value, known: known)) { return .tooManyHeaders }
@@ -234,6 +240,18 @@ public struct HTTP1HeadParser: Sendable {
     /// The offset of the CR of the CRLF ending the line that starts at `i`; nil when a bare CR
     /// comes first. (Every LF of a complete head was already checked to follow a CR when the
     /// end of the head was found, so looking for the CR is enough.)
+    /// Whether any of the eight bytes (read little-endian) is a control byte (< 0x20, which
+    /// includes HTAB, CR and LF) or DEL: the classic "has a byte less than n" and "has a zero
+    /// byte" word tricks, exact for the existence test that is all this answers.
+    @inline(__always)
+    static func hasControlOrDEL(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let below20 = (w &- ones &* 0x20) & ~w & highs
+        let x = w ^ (ones &* 0x7F)
+        let del = (x &- ones) & ~x & highs
+        return below20 | del != 0
+    }
+
     private func lineEnd(_ b: UnsafeRawBufferPointer, _ i: Int, _ end: Int) -> Int? {
         guard i < end, let p = memchr(b.baseAddress! + i, 13, end - i) else { return nil }
         let cr = UnsafeRawPointer(p) - b.baseAddress!

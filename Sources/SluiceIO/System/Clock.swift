@@ -31,13 +31,31 @@ public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
             ? .nanoseconds(Int64(nanoseconds - earlier.nanoseconds)) : .zero
     }
 
+    /// Seconds from `earlier` to `self` (zero if `earlier` is later): `since(_:).seconds`
+    /// without building a Duration, for metrics recorded per request.
+    @inlinable
+    public func seconds(since earlier: Instant) -> Double {
+        nanoseconds >= earlier.nanoseconds ? Double(nanoseconds - earlier.nanoseconds) / 1e9 : 0
+    }
+
     public var description: String { "Instant(\(nanoseconds)ns)" }
 }
 
 extension Duration {
     /// Whole nanoseconds, saturating.
+    ///
+    /// Timeouts are added to the clock several times per request; `components` divides a
+    /// 128-bit attosecond count in software, so non-negative values are divided here with two
+    /// hardware 128/64-bit divisions instead (the high word first, its remainder then carried
+    /// into the low word's division, which therefore cannot overflow).
     @inlinable
     public var nanoseconds: Int64 {
+        if _high >= 0 {
+            let (q1, r1) = UInt64(_high).quotientAndRemainder(dividingBy: 1_000_000_000)
+            if q1 != 0 { return .max }  // ≥ 2^64 ns
+            let q0 = UInt64(1_000_000_000).dividingFullWidth((high: r1, low: _low)).quotient
+            return q0 > UInt64(Int64.max) ? .max : Int64(q0)
+        }
         let (s, atto) = components
         let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return s < 0 ? .min : .max }

@@ -327,10 +327,10 @@ public final class SimEngine {
             s.generated += 1
             stats.generationTokens += 1
             if let last = s.lastToken {
-                stats.interTokenLatency.observe(t.since(last).seconds)
+                stats.interTokenLatency.observe(t.seconds(since: last))
             } else {
                 s.firstToken = t
-                stats.timeToFirstToken.observe(t.since(s.arrival).seconds)
+                stats.timeToFirstToken.observe(t.seconds(since: s.arrival))
             }
             s.lastToken = t
             events.append(SimEvent(id: id, kind: .token(index: s.generated - 1), time: t))
@@ -390,13 +390,13 @@ public final class SimEngine {
         stats.paramsMaxTokens.observe(Double(s.maxTokens))
         stats.requestPreemptions.observe(Double(s.preemptions))
         stats.prefillComputedTokens.observe(Double(s.prefillComputed))
-        stats.e2eLatency.observe(t.since(s.arrival).seconds)
+        stats.e2eLatency.observe(t.seconds(since: s.arrival))
         let scheduled = s.firstScheduled ?? t
         let first = s.firstToken ?? t
-        stats.queueTime.observe(scheduled.since(s.arrival).seconds)
-        stats.inferenceTime.observe(t.since(scheduled).seconds)
-        stats.prefillTime.observe(first.since(scheduled).seconds)
-        let decode = t.since(first).seconds
+        stats.queueTime.observe(scheduled.seconds(since: s.arrival))
+        stats.inferenceTime.observe(t.seconds(since: scheduled))
+        stats.prefillTime.observe(first.seconds(since: scheduled))
+        let decode = t.seconds(since: first)
         stats.decodeTime.observe(decode)
         stats.timePerOutputToken.observe(s.generated > 1 ? decode / Double(s.generated - 1) : 0)
     }
