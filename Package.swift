@@ -8,7 +8,7 @@ let strict: [SwiftSetting] = [
     // Our event-loop objects are thread-confined and their exclusive access is by construction;
     // the runtime checks cost ~7 % of a proxied request (measured with perf), so they are off in
     // release builds (debug builds and tests keep them).
-    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+    .unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release)),
 ]
 
 let package = Package(

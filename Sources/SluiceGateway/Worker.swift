@@ -154,7 +154,10 @@ final class Worker: @unchecked Sendable {
     /// connection may be gone, and the connection goes to the endpoint's current object (or
     /// closes if the endpoint was removed).
     func checkin(_ c: UpstreamConnection) {
-        guard let ep = currentEndpoint(authority: c.endpoint.config.authority, address: c.endpoint.config.address) else {
+        // Without a reload since the connection was made its endpoint object is the current
+        // one; only then is the search (over every endpoint of every pool) needed.
+        guard let ep = c.endpoint.isCurrent ? c.endpoint
+                : currentEndpoint(authority: c.endpoint.config.authority, address: c.endpoint.config.address) else {
             c.close()
             return
         }
@@ -211,7 +214,10 @@ final class Worker: @unchecked Sendable {
         // The endpoints that remain have new objects holding their idle connections; the old
         // objects must let go of them, or old endpoint → idle connection → old endpoint is a
         // cycle that leaks every connection idle at a reload (found by LeakSanitizer).
-        for e in previous.values { e.idle.removeAll() }
+        for e in previous.values {
+            e.idle.removeAll()
+            e.isCurrent = false
+        }
     }
 
     func start() throws(SyscallError) {

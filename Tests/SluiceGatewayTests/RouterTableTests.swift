@@ -10,6 +10,11 @@ import Testing
     }
     let short = Array("{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}".utf8)
 
+    /// Per-reason metric slots are indexed by `ordinal`, which must be each case's position.
+    @Test func routeReasonOrdinalsArePositions() {
+        for (i, r) in RouteReason.allCases.enumerated() { #expect(r.ordinal == i, "\(r)") }
+    }
+
     func harness(_ n: Int = 4, _ policy: RoutingPolicy = .default, adapter: String? = nil) throws -> RoutingHarness {
         let h = try RoutingHarness(endpoints: n, policy: policy, adapterModel: adapter)
         for i in 0..<n { h.setTelemetry(i) }

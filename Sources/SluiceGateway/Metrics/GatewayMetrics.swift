@@ -80,7 +80,8 @@ public final class GatewayMetrics: Sendable {
         var inputTokens: Int
         var outputTokens: Int
         var retries: Int
-        var routes: [RouteReason: Int]
+        /// By `RouteReason.ordinal`.
+        var routes: [Int]
     }
 
     func slots(pool: String) -> PoolSlots {
@@ -90,6 +91,6 @@ public final class GatewayMetrics: Sendable {
                   interToken: schema.series(interToken, [pool]),
                   inputTokens: schema.series(tokens, [pool, "input"]), outputTokens: schema.series(tokens, [pool, "output"]),
                   retries: schema.series(retries, [pool]),
-                  routes: Dictionary(uniqueKeysWithValues: RouteReason.allCases.map { ($0, schema.series(routes, [pool, $0.rawValue])) }))
+                  routes: RouteReason.allCases.map { schema.series(routes, [pool, $0.rawValue]) })
     }
 }

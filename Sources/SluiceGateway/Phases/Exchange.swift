@@ -262,15 +262,25 @@ final class Exchange {
     /// payload `ranges` (block offsets) of a chunked body.
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
         if observer != nil {
-            var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
             let previous = observer!.lastTokenAt
-            observer!.observe(buffer, &rs, now: worker.loop.now)
-            if capture != nil { captureBody(buffer, rs) }
-            for r in rs { bodyBytes += r.1 - r.0 }
+            let now = worker.loop.now
+            if ranges == nil && observer!.sse == nil {
+                // A JSON body as read (the common non-streaming case): scanned in place,
+                // relayed whole, no range list built.
+                observer!.observeJSON(buffer, buffer.readerIndex, buffer.writerIndex, now: now)
+                if capture != nil { captureBody(buffer, [(buffer.readerIndex, buffer.writerIndex)]) }
+                bodyBytes += buffer.readableBytes
+                client.writeResponseBody(buffer, ranges: nil)
+            } else {
+                var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
+                observer!.observe(buffer, &rs, now: now)
+                if capture != nil { captureBody(buffer, rs) }
+                for r in rs { bodyBytes += r.1 - r.0 }
+                client.writeResponseBody(buffer, ranges: rs)
+            }
             if let p = previous, let last = observer!.lastTokenAt, last > p {
                 worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
             }
-            client.writeResponseBody(buffer, ranges: rs)
         } else {
             if let rs = ranges { for r in rs { bodyBytes += r.1 - r.0 } } else { bodyBytes += buffer.readableBytes }
             client.writeResponseBody(buffer, ranges: ranges)
@@ -405,13 +415,15 @@ extension Exchange {
         let m = worker.metrics
         let slots = pool.slots
         m.add(slots.requests[GatewayMetrics.classIndex(finalStatus)])
-        if let slot = slots.routes[routeReason] { m.add(slot) }
+        m.add(slots.routes[routeReason.ordinal])
         let now = worker.loop.now
         m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.seconds(since: startedAt))
         if let u = upstreamStartedAt { m.observe(slots.upstreamDuration, GatewayMetrics.latencyBuckets, now.seconds(since: u)) }
-        if let o = observer {
-            if let t = o.firstTokenAt { m.observe(slots.ttft, GatewayMetrics.latencyBuckets, t.seconds(since: startedAt)) }
-            if let u = o.usage {
+        if observer != nil {
+            // Read through the optional, not a copy of the observer (its buffers would be
+            // retained and released).
+            if let t = observer!.firstTokenAt { m.observe(slots.ttft, GatewayMetrics.latencyBuckets, t.seconds(since: startedAt)) }
+            if let u = observer!.usage {
                 m.add(slots.inputTokens, Double(u.promptTokens))
                 m.add(slots.outputTokens, Double(u.completionTokens))
             }

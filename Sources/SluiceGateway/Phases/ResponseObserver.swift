@@ -33,11 +33,18 @@ struct ResponseObserver {
     mutating func observe(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {
         if sse != nil {
             observeEvents(buffer, &ranges, now: now)
-        } else if json.isEmpty, ranges.count == 1, let n = jsonLength, ranges[0].1 - ranges[0].0 == n {
-            // The whole JSON body arrived in one read (the usual case): scan it in place.
-            scanJSON(buffer.bytes(ranges[0].0, ranges[0].1), now: now)
         } else {
-            for r in ranges { json.append(contentsOf: buffer.bytes(r.0, r.1)) }
+            for r in ranges { observeJSON(buffer, r.0, r.1, now: now) }
+        }
+    }
+
+    /// JSON body bytes `start..<end` of `buffer` (nothing in them is ever rewritten).
+    mutating func observeJSON(_ buffer: borrowing ByteBuffer, _ start: Int, _ end: Int, now: Instant) {
+        if json.isEmpty, let n = jsonLength, end - start == n {
+            // The whole JSON body arrived in one read (the usual case): scan it in place.
+            scanJSON(buffer.bytes(start, end), now: now)
+        } else {
+            json.append(contentsOf: buffer.bytes(start, end))
         }
     }
 
@@ -58,9 +65,10 @@ struct ResponseObserver {
     }
 
     private mutating func observeEvents(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {
-        var kept: [(Int, Int)] = []
-        var stripped = false
-        for r in ranges {
+        // Built only once an event is stripped (rare: the one usage-only event Sluice asked
+        // for), so relaying events allocates nothing.
+        var kept: [(Int, Int)]? = nil
+        for (index, r) in ranges.enumerated() {
             let chunk = buffer.bytes(r.0, r.1)
             let base = sse!.streamOffset
             var pos = 0
@@ -76,15 +84,16 @@ struct ResponseObserver {
                 if let f = e.finishReason { finishReason = f }
                 if e.isDone { sawDone = true }
                 if strip && e.isUsageOnly && e.start >= base {
-                    // Drop this event's bytes: keep what came before it in this range.
+                    // Drop this event's bytes: keep what came before it in this range (the
+                    // ranges before this one are kept whole).
+                    if kept == nil { kept = Array(ranges[..<index]) }
                     let s = r.0 + (e.start - base), end = r.0 + (e.end - base)
-                    if s > keepFrom { kept.append((keepFrom, s)) }
+                    if s > keepFrom { kept!.append((keepFrom, s)) }
                     keepFrom = end
-                    stripped = true
                 }
             }
-            if keepFrom < r.1 { kept.append((keepFrom, r.1)) }
+            if kept != nil && keepFrom < r.1 { kept!.append((keepFrom, r.1)) }
         }
-        if stripped { ranges = kept }
+        if let kept { ranges = kept }
     }
 }

@@ -21,6 +21,21 @@ enum RouteReason: String, CaseIterable {
     case panic = "no_healthy_endpoint"
     /// Served from the response cache: no endpoint was picked.
     case cache = "cache_hit"
+
+    /// Position in `allCases`: per-reason metric slots are an array indexed by it, so counting a
+    /// decision is an index, not a dictionary lookup (RouterTableTests checks the order).
+    var ordinal: Int {
+        switch self {
+        case .roundRobin: 0
+        case .prefixHit: 1
+        case .rendezvous: 2
+        case .leastLoaded: 3
+        case .adapter: 4
+        case .onlyCandidate: 5
+        case .panic: 6
+        case .cache: 7
+        }
+    }
 }
 
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.

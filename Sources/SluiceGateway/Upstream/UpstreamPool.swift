@@ -16,6 +16,8 @@ final class UpstreamPool {
         /// State shared with other workers and the control loop.
         let runtime: EndpointRuntime
         var idle: [UpstreamConnection] = []
+        /// False once a reload replaced this object (the endpoint may live on in a new one).
+        var isCurrent = true
         /// Metric slots of this endpoint (requests sent, errors).
         var requestsSlot = -1
         var errorsSlot = -1
