@@ -12,7 +12,15 @@ Reported per variant: output tokens/s, TTFT p50/p90 (ms), the servers' own prefi
 (vllm:prefix_cache_hits_total / queries_total) and errors; then the ratios the issue sets targets
 for (default vs rr: ≥ 2× tokens/s, ≤ 1/20 TTFT p90; 3x hit rate ≥ 95 % of default's).
 
+Open loop (--rates r1,r2,...): for each rate, the same seeded Poisson arrivals of chats (rate
+chats/s; --chats in all, or rate × --window seconds of arrivals when --chats is not given) for
+default, rr and ll (the 3x variant is closed-loop only); one table per rate and the two target
+ratios at every rate, met or not. TTFT there is over every request sent (a request never answered
+counts as infinitely late), output tokens/s over first arrival to last completion.
+
 Usage: Benchmarks/routing-quality.py [--duration S] [--users N] [--out FILE.md]
+       Benchmarks/routing-quality.py --rates [r1,r2,...] [--window S | --chats N] [--out FILE.md]
+       (--rates alone: the default sweep, DEFAULT_RATES below)
 Stdlib only; needs the release binary (swift build -c release) and taskset.
 """
 import argparse
@@ -31,6 +39,11 @@ CLIENT = os.path.join(ROOT, "Benchmarks", "compare.d", "routing_client.py")
 SIM_PORTS = [19811 + i for i in range(8)]
 GATEWAY_PORTS = [19831, 19832, 19833]
 NCPU = os.cpu_count() or 1
+# Open-loop sweep (measured on the 2-core reference machine, see Benchmarks/README.md): round robin
+# and least loaded saturate at ~3,200 output tokens/s (~32 chats/s); the default profile holds its
+# TTFT up to ~100 chats/s. 20: round robin well within capacity; 45: ~1.4x past it; 90: ~2.8x
+# past it, Sluice's default still within its own.
+DEFAULT_RATES = "20,45,90"
 PROXY_CPU, LOAD_CPU = "0", ("1" if NCPU > 1 else "0")
 
 
@@ -87,7 +100,7 @@ def cache_counters():
     return hits, queries
 
 
-def run_variant(name, policy, replicas, args, work):
+def run_variant(name, policy, replicas, args, work, rate=None, chats=None):
     procs = Procs()
     log = open(os.path.join(work, f"{name}.log"), "w")
     try:
@@ -117,9 +130,15 @@ pools:
             targets.append(f"127.0.0.1:{port}")
         time.sleep(0.5)  # a few telemetry scrapes
         h0, q0 = cache_counters()
-        out = subprocess.run(["taskset", "-c", LOAD_CPU, sys.executable, CLIENT, "--target", ",".join(targets),
-                              "--users", str(args.users), "--duration", str(args.duration)],
-                             capture_output=True, text=True, timeout=args.duration + 120)
+        if rate is None:
+            out = subprocess.run(["taskset", "-c", LOAD_CPU, sys.executable, CLIENT, "--target", ",".join(targets),
+                                  "--users", str(args.users), "--duration", str(args.duration)],
+                                 capture_output=True, text=True, timeout=args.duration + 120)
+        else:
+            out = subprocess.run(["taskset", "-c", LOAD_CPU, sys.executable, CLIENT, "--target", ",".join(targets),
+                                  "--rate", f"{rate:g}", "--chats", str(chats), "--timeout", f"{args.timeout:g}",
+                                  "--drain", f"{args.drain:g}"],
+                                 capture_output=True, text=True, timeout=chats / rate * 3 + args.drain + 120)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         if r.get("first_error"):
             print(f"{name}: first error: {r['first_error']}", flush=True)
@@ -131,13 +150,97 @@ pools:
         log.close()
 
 
+def ms(v):
+    return "∞ (unanswered)" if v is None else f"{v:.1f}"
+
+
+def open_loop(args, work):
+    """One table per rate: default, rr and ll on the same seeded arrivals; the target ratios."""
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    variants = [("default", "default", 1), ("rr", "round_robin", 1), ("ll", "least_loaded", 1)]
+    labels = {"default": "Sluice default profile", "rr": "Sluice round_robin", "ll": "Sluice least_loaded"}
+    how = f"--chats {args.chats}" if args.chats else f"--window {args.window:g}"
+    lines = [
+        f"# Routing quality at fixed request rates (open loop), {time.strftime('%Y-%m-%d')}",
+        "",
+        f"`Benchmarks/routing-quality.py --rates {args.rates} {how} --timeout {args.timeout:g} --drain {args.drain:g}`: "
+        f"the shared-prefix workload (16 groups of ~3,000-token system prompts, 4-turn chats, streamed, 24 output "
+        f"tokens) over 8 `sluice sim` servers restarted cold per variant; Sluice on CPU {PROXY_CPU}, simulators and "
+        f"client on CPU {LOAD_CPU}. Chats arrive as a seeded Poisson process (the same arrival times and chats for "
+        f"every variant); each chat's turns run one after the other. TTFT is over every request sent: a request "
+        f"never answered (error, timeout, cut by the drain cap) counts as infinitely late. Output tokens/s = output "
+        f"tokens of completed requests / (last completion - first arrival).",
+        "",
+        "How to read it: while a router keeps up, its output tokens/s is the offered load (rate × 4 turns × 24 "
+        "tokens), so that ratio can only exceed 1 at rates past round robin's capacity; TTFT there grows with "
+        "the length of the arrival window (queues grow for as long as arrivals last). The targets are checked at "
+        "every rate, including those where they are not met. The closed-loop run (`--users`) stays the "
+        "reference for the other variants.",
+        "",
+    ]
+    summary = []
+    for rate in rates:
+        chats = args.chats or max(1, round(rate * args.window))
+        results = {}
+        for name, policy, replicas in variants:
+            r = results[name] = run_variant(name, policy, replicas, args, work, rate=rate, chats=chats)
+            print(f"rate {rate:g} {name:8} tokens/s {r['tokens_per_s']:8.1f}  TTFT p50 {ms(r['ttft_p50'])} ms  "
+                  f"p90 {ms(r['ttft_p90'])} ms  hit rate {r['hit_rate']:.3f}  requests {r['requests']}/{r['sent']}  "
+                  f"errors {r['errors']}  unfinished {r['unfinished']}  duration {r['duration'] or 0:.1f} s  "
+                  f"arrival lag p99 {r['arrival_lag_p99_ms'] or 0:.1f} ms", flush=True)
+        lines += [
+            f"## {rate:g} chats/s ({chats} chats, {rate * args.turns_per_chat:g} requests/s offered, "
+            f"arrivals over {results['default']['arrival_span']:.1f} s)",
+            "",
+            "| variant | output tokens/s | TTFT p50 ms | TTFT p90 ms | prefix-cache hit rate | completed / sent "
+            "| errors | unfinished | duration s | client arrival lag p99 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, _, _ in variants:
+            r = results[name]
+            lines.append(f"| {labels[name]} | {r['tokens_per_s']:.1f} | {ms(r['ttft_p50'])} | {ms(r['ttft_p90'])} | "
+                         f"{r['hit_rate']:.3f} | {r['requests']} / {r['sent']} | {r['errors']} | {r['unfinished']} | "
+                         f"{r['duration'] or 0:.1f} | {r['arrival_lag_p99_ms'] or 0:.1f} |")
+        d, rr = results["default"], results["rr"]
+        tps = d["tokens_per_s"] / max(rr["tokens_per_s"], 1e-9)
+        if d["ttft_p90"] is None:
+            p90, p90_text = None, "∞ (default left > 10 % unanswered)"
+        elif rr["ttft_p90"] is None:
+            p90, p90_text = 0.0, "0 (round robin left > 10 % unanswered)"
+        else:
+            p90 = d["ttft_p90"] / max(rr["ttft_p90"], 1e-9)
+            p90_text = f"{p90:.3f}×"
+        p90_met = p90 is not None and p90 <= 0.05
+        line = (f"- {rate:g} chats/s: default vs round robin **{tps:.2f}×** output tokens/s (target ≥ 2×: "
+                f"{'met' if tps >= 2 else 'not met'}), TTFT p90 **{p90_text}** (target ≤ 0.05×: "
+                f"{'met' if p90_met else 'not met'}).")
+        lines += ["", line, ""]
+        summary.append(line)
+    lines += ["## Summary", ""] + summary
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=20)
     ap.add_argument("--users", type=int, default=32)
+    ap.add_argument("--rates", nargs="?", const=DEFAULT_RATES,
+                    help=f"open loop: comma-separated chat arrival rates (chats/s); alone: {DEFAULT_RATES}")
+    ap.add_argument("--chats", type=int, help="open loop: chats per rate (default: rate × --window)")
+    ap.add_argument("--window", type=float, default=12, help="open loop: seconds of arrivals per rate when --chats is not given")
+    ap.add_argument("--timeout", type=float, default=60, help="open loop: per-request timeout, s")
+    ap.add_argument("--drain", type=float, default=120, help="open loop: wait after the last arrival, s")
     ap.add_argument("--out")
     args = ap.parse_args()
+    args.turns_per_chat = 4  # routing_client.py's --turns default
     work = tempfile.mkdtemp(prefix="sluice-routing-")
+    if args.rates:
+        text = open_loop(args, work)
+        print("\n" + text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        return
     variants = [("default", "default", 1), ("rr", "round_robin", 1), ("ll", "least_loaded", 1), ("3x", "default", 3)]
     results = {}
     for name, policy, replicas in variants:

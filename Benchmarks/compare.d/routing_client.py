@@ -7,10 +7,24 @@ seconds: a chat belongs to one of --groups groups that share a long system promp
 per turn (--turns turns). Every request streams (stream_options.include_usage) with
 max_tokens --output-tokens. Seeded, so every router sees the same sequence of chats.
 Prints one JSON line: requests, errors, output tokens/s, TTFT p50/p90 in ms.
+
+Open loop (--rate R --chats N, instead of --users/--duration): N chats arrive as a Poisson process
+of R chats a second (arrival times and chat contents seeded, so every router gets the same
+arrivals and the same chats, whatever its speed); each chat runs its --turns turns one after the
+other on its own connection, as a user would. After the last arrival the client waits for every
+started chat, each request bounded by --timeout and the whole wait by --drain seconds; what is
+still in flight then is cancelled and counted as unfinished. TTFT percentiles are over every
+request sent: one that never got a first token (error, timeout, unfinished) counts as infinitely
+late, and a percentile that lands on one prints as null (ttft_answered_p50/p90 are over the
+answered ones only). Output tokens/s = output tokens of completed requests / (last completion -
+first arrival). Extra fields: rate, chats, sent, unfinished, unsent (turns never sent because
+their chat failed or was cancelled), timeouts, unanswered, duration, arrival lag (how late the
+client started chats: if it is large the client, not the servers, was the bottleneck).
 """
 import argparse
 import asyncio
 import json
+import math
 import random
 import time
 
@@ -27,8 +41,10 @@ def text(rng, nbytes):
     return " ".join(out)
 
 
-async def request(reader, writer, hostport, path, key, body):
-    """Sends one streaming POST on a keep-alive connection; returns (status, ttft_s, content, tokens)."""
+async def request(reader, writer, hostport, path, key, body, on_first=None):
+    """Sends one streaming POST on a keep-alive connection; returns (status, ttft_s, content, tokens).
+    on_first(ttft_s), if given, is called when the first content arrives (open loop: a request
+    that fails later still has a TTFT)."""
     data = json.dumps(body).encode()
     auth = b"authorization: Bearer %s\r\n" % key.encode() if key else b""
     start = time.monotonic()
@@ -67,6 +83,8 @@ async def request(reader, writer, hostport, path, key, body):
                     if piece:
                         if ttft is None:
                             ttft = time.monotonic() - start
+                            if on_first is not None:
+                                on_first(ttft)
                         content.append(piece)
                 usage = obj.get("usage")
                 if usage and usage.get("completion_tokens") is not None:
@@ -142,6 +160,96 @@ async def user(args, uid, stats, deadline, systems):
         writer.close()
 
 
+async def open_chat(args, idx, at, t0, systems, stats, recs):
+    """Open loop: chat `idx` arrives at t0 + `at` and runs its turns one after the other."""
+    rng = random.Random(args.seed * 1_000_003 + idx)
+    targets = args.target.split(",")
+    host, port = (rng.choice(targets) if len(targets) > 1 else targets[0]).split(":")
+    group = rng.randrange(args.groups)
+    first_user = text(rng, args.user_bytes)
+    delay = t0 + at - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    stats["lag"].append(max(0.0, time.monotonic() - (t0 + at)))
+    messages = [{"role": "system", "content": systems[group]}, {"role": "user", "content": first_user}]
+    reader = writer = None
+    sent = 0
+    try:
+        for _ in range(args.turns):
+            body = {"model": args.model, "messages": messages, "max_tokens": args.output_tokens,
+                    "stream": True, "stream_options": {"include_usage": True}, "temperature": 0}
+            rec = {"ttft": None, "state": "in flight"}
+            recs.append(rec)
+            sent += 1
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 22)
+                status, _, answer, tokens = await asyncio.wait_for(
+                    request(reader, writer, f"{host}:{port}", args.path, args.key, body,
+                            on_first=lambda t, rec=rec: rec.__setitem__("ttft", t)), args.timeout)
+            except asyncio.TimeoutError:
+                rec["state"] = "error"
+                stats["errors"] += 1
+                stats["timeouts"] += 1
+                stats.setdefault("first_error", f"timeout after {args.timeout:g} s")
+                return
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+                rec["state"] = "error"
+                stats["errors"] += 1
+                stats.setdefault("first_error", f"{type(e).__name__}: {e}")
+                return
+            if status != 200:
+                rec["state"] = "error"
+                stats["errors"] += 1
+                stats.setdefault("first_error", f"HTTP {status}: {answer}")
+                return
+            rec["state"] = "done"
+            stats["requests"] += 1
+            stats["tokens"] += tokens
+            stats["last_completion"] = max(stats["last_completion"], time.monotonic())
+            messages = messages + [{"role": "assistant", "content": answer},
+                                   {"role": "user", "content": text(rng, args.user_bytes)}]
+    finally:
+        stats["unsent"] += args.turns - sent
+        if writer is not None:
+            writer.close()
+
+
+async def open_loop(args, systems):
+    arng = random.Random(args.seed)
+    offsets, t = [], 0.0
+    for _ in range(args.chats):
+        offsets.append(t)
+        t += arng.expovariate(args.rate)
+    stats = {"requests": 0, "errors": 0, "timeouts": 0, "tokens": 0, "unsent": 0, "lag": [], "last_completion": 0.0}
+    recs = []
+    t0 = time.monotonic() + 0.2  # let every task reach its sleep first
+    tasks = [asyncio.create_task(open_chat(args, i, at, t0, systems, stats, recs)) for i, at in enumerate(offsets)]
+    done, pending = await asyncio.wait(tasks, timeout=max(0.0, t0 + offsets[-1] + args.drain - time.monotonic()))
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+    unfinished = sum(1 for r in recs if r["state"] == "in flight")
+    ttfts = [r["ttft"] if r["ttft"] is not None else math.inf for r in recs]
+    answered = [v for v in ttfts if v != math.inf]
+    duration = max(stats["last_completion"] - t0, 1e-9) if stats["requests"] else None
+    finite = lambda v: None if v is None or v == math.inf else v
+    lag = stats["lag"]
+    return {"requests": stats["requests"], "errors": stats["errors"], "output_tokens": stats["tokens"],
+            "tokens_per_s": stats["tokens"] / duration if duration else 0.0,
+            "ttft_p50": finite(pct(ttfts, 50)), "ttft_p90": finite(pct(ttfts, 90)),
+            "seconds": time.monotonic() - t0, "first_error": stats.get("first_error"),
+            "rate": args.rate, "chats": args.chats, "arrival_span": offsets[-1], "duration": duration,
+            "sent": len(recs), "unfinished": unfinished, "unsent": stats["unsent"], "timeouts": stats["timeouts"],
+            "unanswered": len(ttfts) - len(answered),
+            "ttft_answered_p50": pct(answered, 50), "ttft_answered_p90": pct(answered, 90),
+            "arrival_lag_p99_ms": pct(lag, 99), "arrival_lag_max_ms": max(lag) * 1000 if lag else None}
+
+
 def pct(values, p):
     if not values:
         return None
@@ -164,11 +272,19 @@ async def main():
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rate", type=float, help="open loop: chats started per second (Poisson); needs --chats")
+    p.add_argument("--chats", type=int, help="open loop: chats in total")
+    p.add_argument("--drain", type=float, default=120, help="open loop: seconds to wait after the last arrival")
     args = p.parse_args()
+    if (args.rate is None) != (args.chats is None) or (args.rate is not None and (args.rate <= 0 or args.chats < 1)):
+        p.error("open loop needs both --rate > 0 and --chats >= 1")
     srng = random.Random(args.seed)
     # Each group's prompt starts differently, so prefix hashes differ from the first block on.
     systems = ["You are assistant number %d of team %s. " % (g, srng.choice(WORDS)) + text(srng, args.system_tokens * 4)
                for g in range(args.groups)]
+    if args.rate is not None:
+        print(json.dumps(await open_loop(args, systems)), flush=True)
+        return
     stats = {"requests": 0, "errors": 0, "tokens": 0, "ttft": []}
     start = time.monotonic()
     deadline = start + args.duration

@@ -20,6 +20,10 @@ final class Worker: @unchecked Sendable {
     let loop: EventLoop
     /// The settings in force, as one object per generation (see ``SettingsGeneration``).
     private(set) var generation: SettingsGeneration
+    /// What the inspect phase found for the request being planned (see `Plan.forward`): kept
+    /// here, not in the enum, so the ~300-byte value is copied once into its exchange instead
+    /// of through every enum construction, return and pattern binding on the way.
+    var inspected: RequestFeatures?
     /// Read in place (no copy of the struct): `worker.settings.timeouts.idle` loads one field.
     var settings: GatewaySettings { _read { yield generation.value } }
     /// Listeners by their configured address (which may say port 0 in tests).

@@ -52,6 +52,29 @@ func onLoop(timeout: Double = 5, _ body: @escaping @Sendable (EventLoop, @escapi
         #expect(accepted.load(ordering: .relaxed) == 1)
     }
 
+    /// Accepted connections have Nagle off: a streamed response is a head and then one small
+    /// write per event, and with Nagle the first event would wait for the client's delayed ACK.
+    @Test func acceptedConnectionsHaveNagleOff() throws {
+        let nodelay = Atomic<Int32>(-1)
+        let ok = try onLoop { loop, done in
+            nonisolated(unsafe) var server: HTTPServer!
+            server = try! HTTPServer(address: SocketAddress("127.0.0.1:0")!, loop: loop) { req, r in
+                r.respond(status: 200, contentType: "text/plain", "ok")
+            }
+            nonisolated(unsafe) let c = HTTPClient(address: server.listener.address, loop: loop)
+            c.get("/") { _ in
+                for conn in server.connections.values {
+                    var v: Int32 = 0
+                    var len = socklen_t(MemoryLayout<Int32>.size)
+                    if getsockopt(conn.fd, Int32(IPPROTO_TCP), TCP_NODELAY, &v, &len) == 0 { nodelay.store(v, ordering: .relaxed) }
+                }
+                done()
+            }
+        }
+        #expect(ok)
+        #expect(nodelay.load(ordering: .relaxed) == 1)
+    }
+
     /// A peer that answers with more than maxResponseBytes (a broken or hostile /metrics) gets
     /// the request failed and the connection closed, instead of the whole body buffered.
     @Test func oversizedResponsesFail() throws {

@@ -291,13 +291,14 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         case .local(let status, let contentType, let body):
             respondLocal(status, contentType: contentType, body: body)
             return
-        case .forward(let pool, let features, let arm, let ticket):
-            x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: features)
+        case .forward(let pool, let arm, let ticket):
+            x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: worker.inspected)
+            worker.inspected = nil
             x.arm = arm
             x.ticket = ticket
             if worker.accessLog != nil {
                 x.requestID = clientRequestID.isEmpty ? hex16(requestID) : String(decoding: bytes.slice(clientRequestID), as: UTF8.self)
-                if let f = features { x.clientModel = String(decoding: bytes[(head.length + Int(f.scanned.model.start))..<(head.length + Int(f.scanned.model.end))], as: UTF8.self) }
+                if let f = x.features { x.clientModel = String(decoding: bytes[(head.length + Int(f.scanned.model.start))..<(head.length + Int(f.scanned.model.end))], as: UTF8.self) }
             }
         }
         exchange = x

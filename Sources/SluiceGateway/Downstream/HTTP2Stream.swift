@@ -110,13 +110,14 @@ final class HTTP2Stream: Downstream {
         case .local(let status, let contentType, let body):
             respondLocal(status, contentType: contentType, body: body)
             return
-        case .forward(let pool, let features, let arm, let ticket):
-            x = Exchange(client: self, worker: worker, pool: pool, method: m, features: features)
+        case .forward(let pool, let arm, let ticket):
+            x = Exchange(client: self, worker: worker, pool: pool, method: m, features: worker.inspected)
+            worker.inspected = nil
             x.arm = arm
             x.ticket = ticket
             if worker.accessLog != nil {
                 x.requestID = clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(requestID)
-                if let f = features {
+                if let f = x.features {
                     x.clientModel = String(decoding: requestBody.readable[Int(f.scanned.model.start)..<Int(f.scanned.model.end)], as: UTF8.self)
                 }
             }

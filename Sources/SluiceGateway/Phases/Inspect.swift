@@ -98,8 +98,9 @@ extension Worker {
         case local(status: Int, contentType: String, body: [UInt8])
         case reject(OpenAIError)
         /// `rewritten` (the caller's buffer) holds the body to send when it had to change;
-        /// `ticket` says what admission must do first (rate limits, cache), if anything.
-        case forward(pool: UpstreamPool, features: RequestFeatures?, arm: String?, ticket: AdmissionTicket?)
+        /// `ticket` says what admission must do first (rate limits, cache), if anything. What
+        /// inspection found is in `Worker.inspected` (moved into the exchange by the caller).
+        case forward(pool: UpstreamPool, arm: String?, ticket: AdmissionTicket?)
     }
 
     /// Inspect, then resolve the model (when `models:` is configured).
@@ -134,6 +135,7 @@ extension Worker {
 
     private func makePlan(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
                           headerNamed: (String) -> UnsafeRawBufferPointer?, rewritten: inout ByteBuffer) -> Plan {
+        inspected = nil
         var features: RequestFeatures?
         do {
             features = try inspect(method: method, path: path, body: body)
@@ -159,7 +161,8 @@ extension Worker {
                                          body: body, headerNamed: headerNamed)
             }
             if f != nil, let b = rewrittenBody(body, &f!, model: nil) { rewritten = b }
-            return .forward(pool: pool, features: f, arm: nil, ticket: ticket)
+            inspected = f
+            return .forward(pool: pool, arm: nil, ticket: ticket)
         }
         guard var f = features else {
             var p = path
@@ -204,6 +207,7 @@ extension Worker {
         f.adapter = t.adapter
         f.adapterPath = t.adapterPath
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
-        return .forward(pool: pools[t.pool], features: f, arm: t.arm, ticket: ticket)
+        inspected = f
+        return .forward(pool: pools[t.pool], arm: t.arm, ticket: ticket)
     }
 }

@@ -69,6 +69,10 @@ final class UpstreamConnection: EventHandler {
     static func connect(to endpoint: UpstreamPool.Endpoint, worker: Worker, settings: GatewaySettings) throws(SyscallError) -> UpstreamConnection {
         let loop = worker.loop
         let (fd, result) = try TCP.connect(endpoint.config.address)
+        // A request usually goes out in one write, but a large one the socket takes in parts
+        // must not have its short tail held back for an ACK (nginx sets tcp_nodelay on
+        // upstream keep-alive connections too).
+        TCP.setNoDelay(fd)
         let c = UpstreamConnection(fd: fd, endpoint: endpoint, worker: worker, loop: loop, settings: settings)
         do {
             c.registration = try loop.register(fd, handler: c)
