@@ -542,7 +542,8 @@ def run_hold(port, n, pid, h2=False):
     """Opens n streams through `port` (one HTTP/1.1 connection each, or 100 per HTTP/2 connection),
     returns {established, seconds, rss_kb} (RSS of pid's tree while all are open)."""
     if h2:
-        client = [PY, os.path.join(HERE, "h2_hold_client.py"), "--target", f"127.0.0.1:{port}",
+        py = venv_bin("h2client", "python")  # install.sh: a virtualenv with `h2`
+        client = [py if os.path.exists(py) else PY, os.path.join(HERE, "h2_hold_client.py"), "--target", f"127.0.0.1:{port}",
                   "--key", MASTER_KEY, "--streams", str(n), "--establish-timeout", str(P["hold_timeout"]),
                   "--duration", "300"]
     else:
@@ -1074,7 +1075,9 @@ http {{ access_log off; client_body_temp_path {updir};
                 f"## 2b. Memory with {p['h2_streams']:,} concurrent open SSE streams over HTTP/2", "",
                 ("Clients multiplex 100 streams per cleartext HTTP/2 connection (prior knowledge; nginx and HAProxy "
                  "on an HTTP/2 listener of their own), so the proxy holds ~1 descriptor per stream (its upstream "
-                 "connection) and 10,000 fit under the descriptor limit. Upstream is HTTP/1.1 as before."),
+                 "connection) and 10,000 fit under the descriptor limit. Upstream is HTTP/1.1 as before. "
+                 "The same processes as section 2, right after it: \"RSS idle\" is what each kept from section 2's "
+                 "streams (allocators keep freed memory), so compare \"RSS with streams\"."),
                 "",
                 table(["run", "streams open", "time to open (s)", "RSS idle (MB)", "RSS with streams (MB)",
                        "KB per stream", "RSS ×best"], out["hold_h2"]), "",

@@ -50,5 +50,6 @@ pip_peer sglang   sglang-router   sglang-router &
 pip_peer vllmr    vllm-router     vllm-router &
 pip_peer litellm  "litellm[proxy]" litellm &
 pip_peer guidellm guidellm        guidellm &
+pip_peer h2client h2              h2 &          # the HTTP/2 hold client of section 2b
 wait
 for f in "$CACHE"/status/*; do printf '  %-9s %s\n' "$(basename "$f")" "$(cat "$f")"; done
