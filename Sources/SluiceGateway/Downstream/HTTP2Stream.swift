@@ -173,6 +173,11 @@ final class HTTP2Stream: Downstream {
     func releaseRequest() {
         requestBody.release()
         upstreamBody.release()
+        // The request's fields were only needed to build (and maybe rebuild) the upstream head.
+        path = []
+        authority = []
+        fieldLines = []
+        xff = nil
     }
 
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange: Exchange) {
@@ -191,7 +196,7 @@ final class HTTP2Stream: Downstream {
         connection.submitResponse(self, hasBody: hasBody)
     }
 
-    private var isHead: Bool { method.count == 4 && method.elementsEqual("HEAD".utf8) }
+    private var isHead: Bool { methodKind == .head }
 
     private func addRequestID(_ f: HeaderBlock) {
         if let id = clientRequestID { id.withUnsafeBytes { f.add("x-request-id", $0) } } else { f.add("x-request-id", hex16: requestID) }
