@@ -6,11 +6,14 @@
 #   nginx  : wrk -> nginx (1 worker, keepalive upstreams, access log off) -> upstream
 # The upstream is nginx returning a fixed JSON body (fast, so the proxy is what is measured).
 # Prints requests/s, latency p50/p99 and the proxy's CPU time per request, and Sluice/nginx
-# ratios. Usage: Benchmarks/proxy-overhead.sh [seconds] [connections]
+# ratios. Sluice and nginx run ROUNDS times, alternately (a burst of load from a neighbour hits
+# one run, not one proxy), and the ratios are the medians of the per-round ratios.
+# Usage: Benchmarks/proxy-overhead.sh [seconds] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 CONNS="${2:-32}"
+ROUNDS="${3:-3}"
 . Benchmarks/lib.sh
 bench_init bench
 
@@ -61,7 +64,14 @@ run() {  # name port pid
 echo "proxy overhead: small JSON POST, ${DURATION}s, $CONNS connections, proxy on CPU $PROXY_CPU, wrk+upstream on CPU $OTHER_CPU"
 printf "%-8s %12s %10s %10s %14s\n" run "req/s" p50 p99 "proxy CPU us/req"
 run direct $UP_PORT
-run sluice $SLUICE_PORT $SLUICE_PID
-run nginx $NGINX_PORT "$NGINX_WORKER_PID"
-awk '{rps[$1]=$2; cpu[$1]=$3} END {
-  printf "ratios: throughput sluice/nginx = %.2f (target >= 1.0), CPU per request sluice/nginx = %.2f (target <= 1.0)\n", rps["sluice"]/rps["nginx"], cpu["sluice"]/cpu["nginx"] }' "$WORK/summary"
+for r in $(seq 1 "$ROUNDS"); do
+  run sluice $SLUICE_PORT $SLUICE_PID
+  run nginx $NGINX_PORT "$NGINX_WORKER_PID"
+done
+# Per round: sluice/nginx for throughput and CPU; then the medians.
+awk '$1=="sluice"{s_r[++ns]=$2; s_c[ns]=$3} $1=="nginx"{n_r[++nn]=$2; n_c[nn]=$3}
+  function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  END { for (i = 1; i <= ns; i++) { tr[i] = s_r[i] / n_r[i]; cr[i] = s_c[i] / n_c[i]
+          printf "round %d: throughput sluice/nginx = %.2f, CPU per request sluice/nginx = %.2f\n", i, tr[i], cr[i] }
+        printf "ratios (median of %d rounds): throughput sluice/nginx = %.2f (target >= 1.0), CPU per request sluice/nginx = %.2f (target <= 1.0)\n", ns, median(tr, ns), median(cr, ns) }' "$WORK/summary"
