@@ -10,9 +10,8 @@ cd "$(dirname "$0")/.."
 N="${1:-200000}"
 . Benchmarks/lib.sh
 bench_init h2h1
-command -v h2load >/dev/null && command -v nginx >/dev/null || { echo "needs h2load and nginx (bash .ci/setup)"; exit 1; }
-swift build -c release --product sluice >/dev/null
-SLUICE="$(swift build -c release --show-bin-path)/sluice"
+bench_need h2load nginx
+bench_sluice
 UP=18981; PORT=18982
 printf '%s' '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8}' > "$WORK/body.json"
 start_fixed_upstream $UP

@@ -1,7 +1,8 @@
 # Shared by the Benchmarks/*.sh scripts: a scratch directory removed on exit together with every
 # process started into PIDS, the CPU split (the measured proxy on CPU 0, load generators and
 # upstreams on CPU 1), the fixed-response nginx upstream, a wrk chat POST script, waiting for
-# ports and reading a process's CPU time. Source it from the repository root: `. Benchmarks/lib.sh`.
+# ports, reading a process's CPU time, tool checks and the release build. Source it from the
+# repository root: `. Benchmarks/lib.sh`.
 
 bench_init() {  # name: the scratch directory is /tmp/sluice-NAME.XXXXXX
   WORK="$(mktemp -d "/tmp/sluice-$1.XXXXXX")"
@@ -49,3 +50,13 @@ wait_http() {  # port ...: until each answers HTTP (any status), at most 10 s ea
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # pid: utime + stime, in clock ticks
+
+bench_need() {  # tool ...: stop with a hint unless every tool is installed
+  local t
+  for t in "$@"; do command -v "$t" >/dev/null || { echo "needs $t (bash .ci/setup)"; exit 1; }; done
+}
+
+bench_sluice() {  # builds the release binary and sets SLUICE to its path
+  swift build -c release --product sluice >/dev/null
+  SLUICE="$(swift build -c release --show-bin-path)/sluice"
+}

@@ -9,9 +9,8 @@ cd "$(dirname "$0")/.."
 ROUNDS="${1:-5}"; DURATION="${2:-5}"; CONNS="${3:-32}"
 . Benchmarks/lib.sh
 bench_init metrics-bench
-command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (bash .ci/setup)"; exit 1; }
-swift build -c release --product sluice >/dev/null
-SLUICE="$(swift build -c release --show-bin-path)/sluice"
+bench_need wrk nginx
+bench_sluice
 UP=18941; ON=18942; OFF=18943
 write_chat_lua "$WORK/post.lua"
 for pair in "$ON true" "$OFF false"; do

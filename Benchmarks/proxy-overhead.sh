@@ -17,9 +17,8 @@ ROUNDS="${3:-3}"
 . Benchmarks/lib.sh
 bench_init bench
 
-command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (bash .ci/setup)"; exit 1; }
-swift build -c release --product sluice >/dev/null
-SLUICE="$(swift build -c release --show-bin-path)/sluice"
+bench_need wrk nginx
+bench_sluice
 
 UP_PORT=18901; SLUICE_PORT=18902; NGINX_PORT=18903
 

@@ -16,11 +16,8 @@ CONNS="${2:-16}"
 . Benchmarks/lib.sh
 bench_init redis-bench
 
-for tool in wrk nginx redis-server redis-cli curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (bash .ci/setup)"; exit 1; }
-done
-swift build -c release --product sluice >/dev/null
-SLUICE="$(swift build -c release --show-bin-path)/sluice"
+bench_need wrk nginx redis-server redis-cli curl
+bench_sluice
 
 UP_PORT=18931; REDIS_PORT=18932; PROXY_PORT=18933; HIT_PORT=18934; LIMIT_PORT=18935
 write_chat_lua "$WORK/post.lua" 'wrk.headers["Authorization"] = "Bearer sk-bench"'

@@ -36,6 +36,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLUICE = os.environ.get("SLUICE_BIN") or os.path.join(ROOT, ".build", "release", "sluice")
 CLIENT = os.path.join(ROOT, "Benchmarks", "compare.d", "routing_client.py")
+sys.path.insert(0, os.path.join(ROOT, "Benchmarks", "compare.d"))
+from sim_metrics import prefix_cache_totals  # noqa: E402
 SIM_PORTS = [19811 + i for i in range(8)]
 GATEWAY_PORTS = [19831, 19832, 19833]
 NCPU = os.cpu_count() or 1
@@ -90,13 +92,9 @@ def wait_ready(port, path="/health", tries=200):
 def cache_counters():
     hits = queries = 0.0
     for port in SIM_PORTS:
-        _, data = get(port, "/metrics")
-        for line in data.decode().splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name == "vllm:prefix_cache_hits_total":
-                hits += float(line.rsplit(" ", 1)[1])
-            elif name == "vllm:prefix_cache_queries_total":
-                queries += float(line.rsplit(" ", 1)[1])
+        h, q = prefix_cache_totals(get(port, "/metrics")[1].decode())
+        hits += h
+        queries += q
     return hits, queries
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 import http.client
 
+from sim_metrics import prefix_cache_totals  # beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CACHE = os.environ.get("BENCH_CACHE", os.path.expanduser("~/.cache/sluice-bench"))
@@ -804,12 +806,9 @@ def scrape(ports):
             _, data = http_request(port, "GET", "/metrics")
         except (OSError, http.client.HTTPException):
             continue
-        for line in data.decode(errors="replace").splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name == "vllm:prefix_cache_hits_total":
-                hits += float(line.rsplit(" ", 1)[1])
-            elif name == "vllm:prefix_cache_queries_total":
-                queries += float(line.rsplit(" ", 1)[1])
+        h, q = prefix_cache_totals(data.decode(errors="replace"))
+        hits += h
+        queries += q
     return hits, queries
 
 
