@@ -443,7 +443,7 @@ extension Exchange {
             line.field("stream", features.map { $0.stream ? 1 : 0 })
             line.field("prompt_tokens", observer?.usage?.promptTokens)
             line.field("completion_tokens", observer?.usage?.completionTokens)
-            line.field("ttft_ms", observer?.firstTokenAt.map { $0.since(startedAt).seconds * 1000 })
+            line.field("ttft_ms", observer?.firstTokenAt.map { $0.seconds(since: startedAt) * 1000 })
             line.field("duration_ms", now.seconds(since: startedAt) * 1000)
             line.field("route_reason", routeReason.rawValue)
             line.field("attempts", attempts)
