@@ -48,6 +48,17 @@ class Proc:
         with open(self.log.name, errors="replace") as f:
             return f.read()
 
+    def wait_output(self, *needles, timeout=5.0):
+        """The output once it holds every needle (or as it is at the timeout). The access log
+        is written by its own thread every 100 ms, so a line appears a little after its
+        response."""
+        end = time.time() + timeout
+        while True:
+            text = self.output()
+            if all(n in text for n in needles) or time.time() > end:
+                return text
+            time.sleep(0.05)
+
     def stop(self, sig=signal.SIGTERM, timeout=10):
         if self.p.poll() is None:
             self.p.send_signal(sig)

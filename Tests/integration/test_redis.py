@@ -92,7 +92,7 @@ def test_sdk_keys_and_limits(stack):
     assert int(e.value.response.headers["retry-after"]) >= 1
     # team-a has no limit rule: unaffected.
     assert client(stack, KEY_A).chat.completions.create(**ask).choices
-    log = stack.output()
+    log = stack.wait_output('"tenant":"team-b"', '"rate_limit":"limited"', '"tenant":"team-a"')
     assert '"tenant":"team-b"' in log and '"rate_limit":"limited"' in log
     assert KEY_A not in log and KEY_B not in log and "sk-wrong" not in log and REDIS_PASSWORD not in log
     # The admin view names tenants and Redis, never a key or the password.
