@@ -31,6 +31,9 @@ final class Worker: @unchecked Sendable {
     private(set) var pools: [UpstreamPool] = []
     private var clients: [ObjectIdentifier: any DownstreamConnection] = [:]
     var activeExchanges = 0
+    /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
+    /// per request for the timer). Bounded: beyond it they are freed.
+    var spareExchangeTimers: [ExchangeTimer] = []
     private(set) var draining = false
     private var requestCounter: UInt64 = 0
     private let requestIDSeed: UInt64

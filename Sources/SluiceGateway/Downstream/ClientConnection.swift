@@ -291,10 +291,11 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         case .local(let status, let contentType, let body):
             respondLocal(status, contentType: contentType, body: body)
             return
-        case .forward(let pool, let arm, let ticket):
+        case .forward(let pool, let arm, let adapter, let ticket):
             x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: worker.inspected)
             worker.inspected = nil
             x.arm = arm
+            x.adapter = adapter
             x.ticket = ticket
             if worker.accessLog != nil {
                 x.requestID = clientRequestID.isEmpty ? hex16(requestID) : String(decoding: bytes.slice(clientRequestID), as: UTF8.self)

@@ -110,10 +110,11 @@ final class HTTP2Stream: Downstream {
         case .local(let status, let contentType, let body):
             respondLocal(status, contentType: contentType, body: body)
             return
-        case .forward(let pool, let arm, let ticket):
+        case .forward(let pool, let arm, let adapter, let ticket):
             x = Exchange(client: self, worker: worker, pool: pool, method: m, features: worker.inspected)
             worker.inspected = nil
             x.arm = arm
+            x.adapter = adapter
             x.ticket = ticket
             if worker.accessLog != nil {
                 x.requestID = clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(requestID)

@@ -26,7 +26,9 @@ final class Exchange {
     /// True once the response head went to the client: from then on an upstream failure can
     /// only cut the client's connection.
     private(set) var responseStarted = false
-    private var timer: Timer!
+    /// The phase and request deadlines' timer, from the worker's spares; given back (and nil)
+    /// once the exchange is done.
+    private var timer: ExchangeTimer?
     private let requestDeadline: Instant
     private var phaseDeadline = Instant(nanoseconds: .max)
     private var lastActivity: Instant
@@ -36,6 +38,8 @@ final class Exchange {
     let features: RequestFeatures?
     /// The split arm the model resolved to (reported in `x-sluice-arm`).
     var arm: String?
+    /// The LoRA adapter the model resolved to, if any.
+    var adapter: LoRATarget?
     /// Why the endpoint was chosen.
     var routeReason = RouteReason.roundRobin
     /// The request's id (for the access log) and the model the client named.
@@ -82,7 +86,15 @@ final class Exchange {
         startedAt = now
         let t = generation.value.timeouts.request
         requestDeadline = t > .zero ? now + t : Instant(nanoseconds: .max)
-        timer = Timer { [unowned self] in self.timerFired() }
+        let spare = worker.spareExchangeTimers.popLast() ?? ExchangeTimer()
+        timer = spare
+        spare.exchange = self
+    }
+
+    deinit {
+        // Every path ends in finish(), which cancels and returns the timer; this is the guard
+        // against a path that does not (the queued timer must not outlive its exchange).
+        if let t = timer, t.isArmed { worker.loop.cancel(t) }
     }
 
     // MARK: forwarding
@@ -90,8 +102,8 @@ final class Exchange {
     func start() {
         worker.activeExchanges += 1
         if let t = ticket {
-            if let f = features, f.prefixBlocks > 0 {
-                savedPrefixHashes = Array(worker.inspectScratch.prefixHashes[0..<f.prefixBlocks])
+            if let blocks = features?.prefixBlocks, blocks > 0 {
+                savedPrefixHashes = Array(worker.inspectScratch.prefixHashes[0..<blocks])
             }
             admit(t)
         } else {
@@ -108,26 +120,28 @@ final class Exchange {
     private func attempt(excluding: Int?) {
         attempts += 1
         // The first attempt routes with the request's prefix hashes (still in the worker's
-        // scratch space); a retry only avoids the endpoint that failed.
+        // scratch space); a retry (they may be overwritten by then) routes by load and adapter,
+        // avoiding the endpoint that failed.
         if attempts == 1, let saved = savedPrefixHashes {
             saved.withUnsafeBufferPointer { h in
                 _ = UnsafeMutableBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<h.count]).initialize(fromContentsOf: h)
             }
         }
-        let hashes = attempts == 1 && features != nil
+        let scored = features != nil
+        let hashes = scored && attempts == 1
             ? UnsafeBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<features!.prefixBlocks])
             : UnsafeBufferPointer(start: nil, count: 0)
-        let picked = Router.pick(pool: pool, features: attempts == 1 ? features : nil, prefixHashes: hashes,
+        let picked = Router.pick(pool: pool, scored: scored, adapter: adapter?.name, prefixHashes: hashes,
                                  index: worker.prefixIndex, excluding: excluding, now: worker.loop.now,
                                  staleness: settings.telemetry.staleness, scratch: worker.routerScratch)
         guard let (ep, reason) = picked else {
-            if attempts == 1, !loadedAdapter, let f = features, let adapter = f.adapter, let path = f.adapterPath,
-               let target = Router.loadTarget(pool: pool, adapter: adapter, now: worker.loop.now) {
-                waitForAdapter(adapter, path: path, on: target)
+            if attempts == 1, !loadedAdapter, let a = adapter, let path = a.path,
+               let target = Router.loadTarget(pool: pool, adapter: a.name, now: worker.loop.now) {
+                waitForAdapter(a.name, path: path, on: target)
                 return
             }
-            fail(features?.adapter != nil
-                 ? .unavailable("No endpoint of pool '\(pool.name)' can serve adapter '\(features!.adapter!)'.")
+            fail(adapter != nil
+                 ? .unavailable("No endpoint of pool '\(pool.name)' can serve adapter '\(adapter!.name)'.")
                  : .unavailable("No endpoints are available in pool '\(pool.name)'."))
             return
         }
@@ -158,8 +172,8 @@ final class Exchange {
     /// already in flight), then route again.
     private func waitForAdapter(_ adapter: String, path: String, on target: UpstreamPool.Endpoint) {
         loadedAdapter = true
-        if savedPrefixHashes == nil, let f = features, f.prefixBlocks > 0 {
-            savedPrefixHashes = Array(worker.inspectScratch.prefixHashes[0..<f.prefixBlocks])
+        if savedPrefixHashes == nil, let blocks = features?.prefixBlocks, blocks > 0 {
+            savedPrefixHashes = Array(worker.inspectScratch.prefixHashes[0..<blocks])
         }
         phase = .admitting
         worker.adapterLoader.load(adapter: adapter, path: path, endpoint: target.config, runtime: target.runtime,
@@ -187,13 +201,13 @@ final class Exchange {
         phaseDeadline = d > .zero ? worker.loop.now + d : Instant(nanoseconds: .max)
         let deadline = min(phaseDeadline, requestDeadline)
         // Only move the timer earlier; a later deadline is picked up when it fires.
-        if deadline.nanoseconds != .max && (!timer.isArmed || timer.deadline > deadline) {
+        if deadline.nanoseconds != .max, let timer, !timer.isArmed || timer.deadline > deadline {
             worker.loop.schedule(timer, at: deadline)
         }
     }
 
-    private func timerFired() {
-        guard phase != .done else { return }
+    fileprivate func timerFired() {
+        guard phase != .done, let timer else { return }
         let now = worker.loop.now
         if phase == .relaying && now < requestDeadline {
             // Idle timeout measured from the last byte; re-arm lazily instead of per read.
@@ -236,14 +250,14 @@ final class Exchange {
 
     func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
         upstreamStatus = head.status
-        if let f = features, (200..<300).contains(head.status) {
+        if features != nil, (200..<300).contains(head.status) {
             let eventStream = head.first(.contentType).map { ct in
                 let v = bytes.slice(ct.value)
                 return v.count >= 17 && ASCIICase.equal(v, SluiceHTTP.ByteRange(0, 17), "text/event-stream")
             } ?? false
             var length: Int? = nil
             if case .length(let n) = head.framing { length = n }
-            observer = ResponseObserver(eventStream: eventStream, strip: f.injectedUsage, contentLength: length)
+            observer = ResponseObserver(eventStream: eventStream, strip: features!.injectedUsage, contentLength: length)
             if ticket?.cacheStore == true { beginCapture(status: head.status, contentType: head.first(.contentType).map { bytes.slice($0.value) }) }
         }
         if settings.proxy.routeHeader {
@@ -404,8 +418,23 @@ final class Exchange {
         capture = nil
         if ticket != nil { settleTokens() }
         record()
-        if timer.isArmed { worker.loop.cancel(timer) }
+        if let t = timer {
+            timer = nil
+            if t.isArmed { worker.loop.cancel(t) }
+            t.exchange = nil
+            if worker.spareExchangeTimers.count < 1024 { worker.spareExchangeTimers.append(t) }
+        }
         worker.activeExchanges -= 1
+    }
+}
+
+/// An exchange's timer: fires into the exchange it currently serves (pooled per worker, so it
+/// is re-pointed rather than re-allocated for each request).
+final class ExchangeTimer: Timer {
+    unowned(unsafe) var exchange: Exchange?
+
+    override func fire() {
+        exchange?.timerFired()
     }
 }
 

@@ -3,7 +3,9 @@ import SluiceIO
 import SluiceLLM
 
 /// What the inspect phase learned from an OpenAI request body: enough for routing, metrics and
-/// the relay, kept as plain values (the body itself stays where it was read).
+/// the relay, kept as plain values (the body itself stays where it was read). Trivially
+/// copyable on purpose — no references — so handing it from phase to phase is a plain copy
+/// with no reference counting.
 struct RequestFeatures {
     var endpoint: OpenAIEndpoint
     var scanned: ScannedRequest
@@ -14,9 +16,13 @@ struct RequestFeatures {
     var injectedUsage = false
     /// Chained prefix block hashes (in the worker's scratch buffer, valid until the next inspect).
     var prefixBlocks = 0
-    /// The LoRA adapter the resolved model is served by, if any, and its path on the servers.
-    var adapter: String?
-    var adapterPath: String?
+}
+
+/// The LoRA adapter a resolved model is served by, and where it lives on the model servers
+/// (for on-demand loading).
+struct LoRATarget {
+    var name: String
+    var path: String?
 }
 
 /// Per-worker scratch space for the inspect phase, allocated once.
@@ -100,7 +106,7 @@ extension Worker {
         /// `rewritten` (the caller's buffer) holds the body to send when it had to change;
         /// `ticket` says what admission must do first (rate limits, cache), if anything. What
         /// inspection found is in `Worker.inspected` (moved into the exchange by the caller).
-        case forward(pool: UpstreamPool, arm: String?, ticket: AdmissionTicket?)
+        case forward(pool: UpstreamPool, arm: String?, adapter: LoRATarget?, ticket: AdmissionTicket?)
     }
 
     /// Inspect, then resolve the model (when `models:` is configured).
@@ -162,7 +168,7 @@ extension Worker {
             }
             if f != nil, let b = rewrittenBody(body, &f!, model: nil) { rewritten = b }
             inspected = f
-            return .forward(pool: pool, arm: nil, ticket: ticket)
+            return .forward(pool: pool, arm: nil, adapter: nil, ticket: ticket)
         }
         guard var f = features else {
             var p = path
@@ -204,10 +210,8 @@ extension Worker {
                                      body: body, headerNamed: headerNamed)
         }
         if let b = rewrittenBody(body, &f, model: t.rewriteModel || f.scanned.modelEscaped ? t.upstreamModel : nil) { rewritten = b }
-        f.adapter = t.adapter
-        f.adapterPath = t.adapterPath
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
         inspected = f
-        return .forward(pool: pools[t.pool], arm: t.arm, ticket: ticket)
+        return .forward(pool: pools[t.pool], arm: t.arm, adapter: t.adapter.map { LoRATarget(name: $0, path: t.adapterPath) }, ticket: ticket)
     }
 }

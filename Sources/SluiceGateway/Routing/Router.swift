@@ -67,12 +67,12 @@ enum Router {
         var id: Int
     }
 
-    static func pick(pool: UpstreamPool, features: RequestFeatures?, prefixHashes: UnsafeBufferPointer<UInt64>,
+    static func pick(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
                      index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
                      scratch: RouterScratch) -> (UpstreamPool.Endpoint, RouteReason)? {
         let eps = pool.endpoints
         if eps.isEmpty { return nil }
-        if pool.policy == .roundRobin || features == nil {
+        if pool.policy == .roundRobin || !scored {
             guard let e = pool.pick(excluding: excluding, now: now) else { return nil }
             return (e, .roundRobin)
         }
@@ -81,7 +81,6 @@ enum Router {
         let cands = scratch.candidates(eps.count)
         var n = 0
         var minLoad = Double.infinity, maxLoad = -Double.infinity
-        let adapter = features?.adapter
         let runtimes = pool.runtimes
         for i in 0..<runtimes.count where i != excluding || runtimes.count == 1 {
             let candidate = runtimes[i]._withUnsafeGuaranteedRef { rt -> Candidate? in

@@ -7,6 +7,7 @@ import SluiceIO
     let loop: EventLoop
     let worker: Worker
     private var features: RequestFeatures?
+    private var adapter: String?
 
     public init(endpoints count: Int, policy: RoutingPolicy = .default, adapterModel: String? = nil) throws {
         loop = try EventLoop()
@@ -51,9 +52,9 @@ import SluiceIO
         let f: RequestFeatures? = Self.chatPath.withUnsafeBytes { path in
             body.withUnsafeBytes { b in (try? worker.inspect(method: .post, path: path, body: b)) ?? nil }
         }
-        guard var features = f else { return false }
+        guard let features = f else { return false }
         let model = body.withUnsafeBytes { b in String(decoding: b[Int(features.scanned.model.start)..<Int(features.scanned.model.end)], as: UTF8.self) }
-        if model != "tiny" { features.adapter = model }
+        adapter = model != "tiny" ? model : nil
         self.features = features
         return true
     }
@@ -66,7 +67,7 @@ import SluiceIO
     public func decide(commit: Bool = false) -> (endpoint: Int, reason: String)? {
         let blocks = features?.prefixBlocks ?? 0
         let hashes = UnsafeBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<blocks])
-        guard let (ep, reason) = Router.pick(pool: pool, features: features, prefixHashes: hashes, index: worker.prefixIndex,
+        guard let (ep, reason) = Router.pick(pool: pool, scored: features != nil, adapter: adapter, prefixHashes: hashes, index: worker.prefixIndex,
                                              excluding: nil, now: loop.now, staleness: worker.settings.telemetry.staleness,
                                              scratch: worker.routerScratch) else { return nil }
         if commit && blocks > 0 { worker.prefixIndex.record(hashes, endpoint: ep.runtime.id) }

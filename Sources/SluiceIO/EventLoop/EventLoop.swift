@@ -282,7 +282,7 @@ public final class EventLoop: @unchecked Sendable {
                 timers.insert(t)
                 continue
             }
-            t.action()
+            t.fire()
         }
     }
 

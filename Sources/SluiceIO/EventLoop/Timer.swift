@@ -6,11 +6,15 @@
 /// (nginx's lazy timer update does the same). Timeouts that are pushed back on activity (idle,
 /// read, a request's phase deadlines) therefore cost no heap work per push. Moving a timer
 /// earlier, or cancelling it, updates the heap at once.
-public final class Timer {
+///
+/// Per-request owners subclass it and override ``fire()`` instead of passing a closure: one
+/// allocation instead of two (the timer and the closure's context), and such timers can be
+/// pooled and pointed at their next owner.
+open class Timer {
     /// When the action runs (the heap entry may be earlier, see above).
-    public internal(set) var deadline = Instant(nanoseconds: 0)
-    @usableFromInline var heapIndex = -1
-    @usableFromInline let action: () -> Void
+    public internal(set) final var deadline = Instant(nanoseconds: 0)
+    @usableFromInline final var heapIndex = -1
+    @usableFromInline final let action: (() -> Void)?
 
     /// `action` runs on the loop's thread when the deadline passes. Capture the owner
     /// `unowned` to avoid a cycle.
@@ -18,7 +22,17 @@ public final class Timer {
         self.action = action
     }
 
-    @inlinable public var isArmed: Bool { heapIndex >= 0 }
+    /// For subclasses that override ``fire()``.
+    public init() {
+        self.action = nil
+    }
+
+    /// Runs on the loop's thread when the deadline passes.
+    open func fire() {
+        action?()
+    }
+
+    @inlinable public final var isArmed: Bool { heapIndex >= 0 }
 }
 
 /// A binary min-heap of timers keyed by the time each was queued for; each timer knows its
