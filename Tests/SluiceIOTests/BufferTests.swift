@@ -51,6 +51,36 @@ import Testing
         let text = String(decoding: b.readable, as: UTF8.self)
         #expect(text == "\(v) \(String(v, radix: 16))")
     }
+
+    @Test func hex64IsSixteenLowercaseDigits() {
+        let pool = BufferPool()
+        var values: [UInt64] = [0, 1, 9, 10, 15, 16, 0xABCD_EF01_2345_6789, 0xFEDC_BA98_7654_3210, .max, 1 << 63, 0x0F0F_0F0F_0F0F_0F0F, 0xA0A0_A0A0_A0A0_A0A0]
+        var x: UInt64 = 0x1234_5678
+        for _ in 0..<2000 { x = x &* 6364136223846793005 &+ 1442695040888963407; values.append(x) }
+        // Every nibble value at every position.
+        for k in 0..<16 { for n in 0..<16 { values.append(UInt64(n) << (4 * k)) } }
+        for v in values {
+            var b = pool.take()
+            b.append("<")  // an unaligned start
+            b.appendHex64(v)
+            let hex = String(v, radix: 16)
+            #expect(String(decoding: b.readable, as: UTF8.self) == "<" + String(repeating: "0", count: 16 - hex.count) + hex)
+        }
+    }
+
+    @Test func appendCopiesEveryLengthAtEveryAlignment() {
+        let pool = BufferPool()
+        let source = (0..<64).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        for offset in 0..<8 {
+            for n in 0...40 {
+                var b = pool.take()
+                for _ in 0..<offset { b.append(UInt8(0xEE)) }
+                source.withUnsafeBytes { b.append(UnsafeRawBufferPointer(rebasing: $0[3..<(3 + n)])) }
+                b.append(UInt8(0xDD))
+                #expect(Array(b.readable) == Array(repeating: 0xEE, count: offset) + Array(source[3..<(3 + n)]) + [0xDD], "length \(n) at \(offset)")
+            }
+        }
+    }
 }
 
 @Suite struct OutputQueueTests {

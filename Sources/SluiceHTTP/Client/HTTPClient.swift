@@ -145,12 +145,16 @@ public final class HTTPClient: EventHandler {
     }
 
     private func readAll() {
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while fd >= 0 {
-            let r = chunk.withUnsafeMutableBytes { try? Sys.read(fd, $0.baseAddress!, $0.count) }
+            // Read into uninitialised space (zeroing 64 KiB per read cost more than the read).
+            var r: IOResult<Int>?
+            let chunk = [UInt8](unsafeUninitializedCapacity: 65536) { buf, count in
+                r = try? Sys.read(fd, buf.baseAddress!, buf.count)
+                if case .processed(let n)? = r { count = n } else { count = 0 }
+            }
             switch r {
             case .processed(let n)? where n > 0:
-                inbuf += chunk[0..<n]
+                inbuf += chunk
                 if inflight != nil && tryComplete(eof: false) { return }
                 if inbuf.count > maxResponseBytes {
                     if inflight != nil { finish(.failure(.tooLarge), reusable: false) } else { disconnect() }

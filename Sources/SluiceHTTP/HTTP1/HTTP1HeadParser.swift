@@ -125,6 +125,12 @@ public struct HTTP1HeadParser: Sendable {
             // obs-fold: a line starting with whitespace continues the previous one. Rejected.
             if b[i] == 32 || b[i] == 9 { return .badSyntax("obsolete line folding") }
             var j = i
+            // Letters, digits and '-' eight at a time, then byte by byte to the colon.
+            while j &+ 8 <= end {
+                let n = CharacterClass.alphanumericOrDashPrefix(UnsafeRawPointer(b.baseAddress! + j).loadUnaligned(as: UInt64.self))
+                j &+= n
+                if n < 8 { break }
+            }
             while j < end && CharacterClass.isToken(b[j]) { j += 1 }
             if j == i || j == end || b[j] != UInt8(ascii: ":") {
                 return j < end && (b[j] == 32 || b[j] == 9)

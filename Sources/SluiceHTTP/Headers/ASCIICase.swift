@@ -3,16 +3,40 @@ public enum ASCIICase {
     @inlinable static func lower(_ b: UInt8) -> UInt8 { (b >= 65 && b <= 90) ? b | 0x20 : b }
 
     /// Compares `bytes[range]` with `literal` (which must be lowercase), ignoring ASCII case.
+    /// Eight bytes at a time (the last word overlapping the one before it) when it is that long.
     @inlinable
     public static func equal(_ bytes: UnsafeRawBufferPointer, _ range: ByteRange, _ literal: UnsafeRawBufferPointer) -> Bool {
-        if range.count != literal.count { return false }
-        var i = 0
+        let n = literal.count
+        if range.count != n { return false }
         let s = Int(range.start)
-        while i < literal.count {
+        if n >= 8 {
+            let a = bytes.baseAddress! + s, l = literal.baseAddress!
+            var i = 0
+            while true {
+                if !equal8(a.loadUnaligned(fromByteOffset: i, as: UInt64.self), l.loadUnaligned(fromByteOffset: i, as: UInt64.self)) {
+                    return false
+                }
+                if i + 8 == n { return true }
+                i = min(i + 8, n - 8)
+            }
+        }
+        var i = 0
+        while i < n {
             if lower(bytes[s + i]) != literal[i] { return false }
             i += 1
         }
         return true
+    }
+
+    /// Whether the word `x` equals the lowercase word `l` ignoring ASCII case: where `l` has a
+    /// letter, `x` may have it in either case (x | 0x20 == l exactly then); elsewhere the
+    /// bytes must be equal.
+    @inlinable @inline(__always)
+    static func equal8(_ x: UInt64, _ l: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let low = l & ~highs
+        let letter = (low &+ ones &* (0x80 - 0x61)) & ~(low &+ ones &* (0x80 - 0x7B)) & ~l & highs
+        return x | (letter >> 2) == l
     }
 
     @inlinable

@@ -199,9 +199,27 @@ public struct ByteBuffer: ~Copyable {
     /// Appends bytes, growing if needed.
     @inlinable
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
-        if bytes.count > writableBytes { reserve(writable: bytes.count) }
-        if let src = bytes.baseAddress { (base + writerIndex).copyMemory(from: src, byteCount: bytes.count) }
-        writerIndex += bytes.count
+        let n = bytes.count
+        if n > writableBytes { reserve(writable: n) }
+        if let src = bytes.baseAddress {
+            let dst = base + writerIndex
+            // Heads are built from many short pieces: up to 16 bytes are copied with two
+            // (overlapping) loads and stores instead of a call to memcpy.
+            if n >= 8 && n <= 16 {
+                let head = src.loadUnaligned(as: UInt64.self), tail = src.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+                dst.storeBytes(of: head, as: UInt64.self)
+                dst.storeBytes(of: tail, toByteOffset: n - 8, as: UInt64.self)
+            } else if n >= 4 && n < 8 {
+                let head = src.loadUnaligned(as: UInt32.self), tail = src.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
+                dst.storeBytes(of: head, as: UInt32.self)
+                dst.storeBytes(of: tail, toByteOffset: n - 4, as: UInt32.self)
+            } else if n < 4 {
+                for i in 0..<n { dst.storeBytes(of: src.load(fromByteOffset: i, as: UInt8.self), toByteOffset: i, as: UInt8.self) }
+            } else {
+                dst.copyMemory(from: src, byteCount: n)
+            }
+        }
+        writerIndex += n
     }
 
     @inlinable
@@ -238,11 +256,24 @@ public struct ByteBuffer: ~Copyable {
     /// `value` as exactly 16 lowercase hex digits (request and trace ids).
     public mutating func appendHex64(_ value: UInt64) {
         if writableBytes < 16 { reserve(writable: 16) }
-        let digits: StaticString = "0123456789abcdef"
-        for k in 0..<16 {
-            (base + writerIndex + k).storeBytes(of: digits.utf8Start[Int((value >> UInt64(60 - 4 * k)) & 15)], as: UInt8.self)
-        }
+        let dst = base + writerIndex
+        dst.storeBytes(of: Self.hex8(UInt32(truncatingIfNeeded: value >> 32)), as: UInt64.self)
+        dst.storeBytes(of: Self.hex8(UInt32(truncatingIfNeeded: value)), toByteOffset: 8, as: UInt64.self)
         writerIndex += 16
+    }
+
+    /// The eight lowercase hex digits of `v` as the bytes of a word, most significant digit
+    /// first in memory: each nibble spread to its own byte, then turned into '0'...'9' or
+    /// 'a'...'f' in all eight bytes at once.
+    @inlinable
+    static func hex8(_ v: UInt32) -> UInt64 {
+        var x = UInt64(v)
+        x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF
+        x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF
+        x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F  // byte k holds nibble k (least significant first)
+        let letters = ((x &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101  // 1 where the nibble is >= 10
+        x = x &+ 0x3030_3030_3030_3030 &+ letters &* 0x27  // '0' + n, or 'a' + (n - 10)
+        return UInt64(bigEndian: x)  // most significant digit at the lowest address
     }
 
     /// Moves the readable bytes to the front of the block, making room at the tail.
