@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, Sluice and nginx, counted by valgrind (callgrind):
+# the deterministic side of `proxy-overhead.sh`. CPU time on a shared machine moves by ±10 % from
+# run to run; instruction counts move by well under 1 %, so they show what a hot-path change did.
+# Kernel work (the larger part of a proxy's CPU time: TCP on loopback) is not counted here.
+#
+# Each proxy runs under callgrind twice, for N1 and N2 small chat POSTs (h2load, 8 connections),
+# in front of the fixed-response nginx upstream; the difference of the two totals divided by
+# N2 - N1 is the cost of one request, with start-up and shutdown cancelled out.
+#
+#   bash Benchmarks/instructions.sh [N1] [N2]      (defaults 2000 12000; about a minute)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N1="${1:-2000}"
+N2="${2:-12000}"
+. Benchmarks/lib.sh
+bench_init instructions
+
+bench_need valgrind callgrind_annotate h2load nginx
+bench_sluice
+
+UP_PORT=18911; PORT=18912
+start_fixed_upstream $UP_PORT
+printf '%s' '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}' > "$WORK/body.json"
+mkdir -p "$WORK/px"
+cat > "$WORK/px/nginx.conf" <<NGX
+master_process off; daemon off; worker_processes 1; pid $WORK/px/nginx.pid; error_log stderr error;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$PORT; keepalive_requests 1000000;
+    location / { client_body_buffer_size 64k; proxy_pass http://up; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_buffering off; } } }
+NGX
+wait_http $UP_PORT
+
+count() {  # name n command...: total instructions of the command serving n requests
+  local name=$1 n=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.$n.cg" "$@" >"$WORK/$name.$n.log" 2>&1 & local vp=$!
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  h2load --h1 -n "$n" -c 8 -d "$WORK/body.json" -H 'Content-Type: application/json' \
+    "http://127.0.0.1:$PORT/v1/chat/completions" >"$WORK/$name.$n.h2load"
+  grep -q " $n succeeded" "$WORK/$name.$n.h2load" || { echo "$name: not all $n requests succeeded" >&2; grep "requests:" "$WORK/$name.$n.h2load" >&2; exit 1; }
+  kill -INT $vp; wait $vp || true
+  callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+}
+
+per_request() {  # name command...
+  local name=$1; shift
+  local a b
+  a=$(count "$name" "$N1" "$@")
+  b=$(count "$name" "$N2" "$@")
+  awk -v a="$a" -v b="$b" -v n=$((N2 - N1)) 'BEGIN { printf "%.0f", (b - a) / n }'
+}
+
+echo "user-space instructions per proxied request (valgrind Ir, $N1 and $N2 requests differenced, 8 connections)"
+s=$(per_request sluice "$SLUICE" serve --workers 1 --listen "127.0.0.1:$PORT" --endpoint "http://127.0.0.1:$UP_PORT")
+n=$(per_request nginx nginx -c "$WORK/px/nginx.conf" -p "$WORK/px")
+printf "%-8s %10s\n%-8s %10s\n" sluice "$s" nginx "$n"
+awk -v s="$s" -v n="$n" 'BEGIN { printf "ratio sluice/nginx = %.2f (user space only; Sluice also parses the JSON body, hashes the prompt prefix and routes)\n", s / n }'
