@@ -5,12 +5,12 @@ public enum FinishReason: Sendable, Equatable, Hashable {
     /// The reason named by the raw (unescaped) string contents `bytes`.
     public init(_ bytes: UnsafeRawBufferPointer) {
         switch bytes.count {
-        case 4 where bytes.elementsEqual("stop".utf8): self = .stop
-        case 5 where bytes.elementsEqual("abort".utf8): self = .abort
-        case 6 where bytes.elementsEqual("length".utf8): self = .length
-        case 10 where bytes.elementsEqual("tool_calls".utf8): self = .toolCalls
-        case 13 where bytes.elementsEqual("function_call".utf8): self = .functionCall
-        case 14 where bytes.elementsEqual("content_filter".utf8): self = .contentFilter
+        case 4 where Bytes.equal(bytes, "stop"): self = .stop
+        case 5 where Bytes.equal(bytes, "abort"): self = .abort
+        case 6 where Bytes.equal(bytes, "length"): self = .length
+        case 10 where Bytes.equal(bytes, "tool_calls"): self = .toolCalls
+        case 13 where Bytes.equal(bytes, "function_call"): self = .functionCall
+        case 14 where Bytes.equal(bytes, "content_filter"): self = .contentFilter
         default: self = .other
         }
     }

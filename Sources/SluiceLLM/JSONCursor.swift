@@ -343,29 +343,9 @@ struct JSONCursor {
         return JSONString.equals(UnsafeRawBufferPointer(start: p, count: end), range, escaped: true, literal)
     }
 
-    /// Byte equality of two n-byte runs: words of eight (the last one overlapping the one
-    /// before it) or four, then single bytes.
     @inline(__always)
     func memeq(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
-        if n >= 8 {
-            var i = 0
-            while true {
-                if ra.loadUnaligned(fromByteOffset: i, as: UInt64.self) != rb.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
-                if i + 8 == n { return true }
-                i = min(i + 8, n - 8)
-            }
-        }
-        if n >= 4 {
-            return ra.loadUnaligned(as: UInt32.self) == rb.loadUnaligned(as: UInt32.self)
-                && ra.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) == rb.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
-        }
-        var i = 0
-        while i < n {
-            if a[i] != b[i] { return false }
-            i += 1
-        }
-        return true
+        Bytes.equal(a, b, n)
     }
 }
 

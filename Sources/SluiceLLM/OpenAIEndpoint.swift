@@ -9,21 +9,12 @@ public enum OpenAIEndpoint: Sendable, Equatable {
 
     /// The endpoint for a request path, ignoring a query string; nil for other paths.
     public init?(path: UnsafeRawBufferPointer) {
-        var n = path.count
-        if let q = path.firstIndex(of: UInt8(ascii: "?")) { n = q }
-        let p = UnsafeRawBufferPointer(rebasing: path[0..<n])
+        let p = Bytes.prefix(path, before: UInt8(ascii: "?"))
         // Compared as StaticString bytes: a String's UTF8View comparison costs more than the
         // whole request scan on a small body.
-        if Self.equals(p, "/v1/chat/completions") { self = .chatCompletions }
-        else if Self.equals(p, "/v1/completions") { self = .completions }
-        else if Self.equals(p, "/v1/embeddings") { self = .embeddings }
+        if Bytes.equal(p, "/v1/chat/completions") { self = .chatCompletions }
+        else if Bytes.equal(p, "/v1/completions") { self = .completions }
+        else if Bytes.equal(p, "/v1/embeddings") { self = .embeddings }
         else { return nil }
-    }
-
-    @inline(__always)
-    static func equals(_ p: UnsafeRawBufferPointer, _ s: StaticString) -> Bool {
-        guard p.count == s.utf8CodeUnitCount else { return false }
-        for i in 0..<p.count where p[i] != s.utf8Start[i] { return false }
-        return true
     }
 }

@@ -26,6 +26,33 @@ import Testing
         if let c = BufferPool.classSizes.first(where: { $0 >= n }) { #expect(b.capacity == c) }
     }
 
+    @Test func sizeClassIsTheFirstClassThatFits() {
+        var capacities = Array(0...70_000)
+        for size in BufferPool.classSizes { capacities += [size - 1, size, size + 1] }
+        for shift in 0..<40 { capacities += [(1 << shift) - 1, 1 << shift, (1 << shift) + 1] }
+        for n in capacities {
+            let expected = BufferPool.classSizes.firstIndex { $0 >= n } ?? BufferPool.classSizes.count
+            #expect(BufferPool.sizeClass(for: n) == expected, "capacity \(n)")
+        }
+    }
+
+    @Test func freeListsKeepAtMostTheirLimit() {
+        let pool = BufferPool()
+        var held = (0..<1100).map { _ in pool.takeBlock(minimumCapacity: 100) }
+        #expect(pool.outstandingTotal == 1100 && pool.outstanding[0] == 1100)
+        for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
+        // 1,024 small blocks are kept; the rest went back to malloc.
+        #expect(pool.outstandingTotal == 0)
+        #expect(pool.freeBytes == 1024 * 4096)
+        let before = pool.allocations
+        held = (0..<1024).map { _ in pool.takeBlock(minimumCapacity: 4096) }
+        #expect(pool.allocations == before, "all 1,024 come from the free list")
+        held.append(pool.takeBlock(minimumCapacity: 1))
+        #expect(pool.allocations == before + 1)
+        for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
+        #expect(pool.outstandingTotal == 0)
+    }
+
     @Test func reserveKeepsContentAndRebases() {
         let pool = BufferPool()
         var b = pool.take()

@@ -41,10 +41,7 @@ extension Worker {
     /// malformed JSON or a wrong shape is a 400 naming the problem, before any model server is
     /// bothered. Other requests pass through uninspected (nil).
     func inspect(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer) throws(OpenAIError) -> RequestFeatures? {
-        guard method == .post else { return nil }
-        var p = path
-        if let q = p.firstIndex(of: UInt8(ascii: "?")) { p = UnsafeRawBufferPointer(rebasing: p[..<q]) }
-        guard let endpoint = OpenAIEndpoint(path: p) else { return nil }
+        guard method == .post, let endpoint = OpenAIEndpoint(path: path) else { return nil }
         let scanned: ScannedRequest
         do {
             scanned = try RequestScanner().scan(body, endpoint: endpoint, segments: inspectScratch.segments)
@@ -128,8 +125,7 @@ extension Worker {
             var line = AccessLogLine(unixNanos: sec * 1_000_000_000 + ns)
             line.field("request_id", requestID())
             line.field("method", String(describing: method))
-            var p = path
-            if let q = p.firstIndex(of: UInt8(ascii: "?")) { p = UnsafeRawBufferPointer(rebasing: p[..<q]) }
+            let p = Bytes.prefix(path, before: UInt8(ascii: "?"))
             line.field("path", String(decoding: p.prefix(200), as: UTF8.self))
             line.field("status", status)
             line.field("duration_ms", loop.now.seconds(since: started) * 1000)
@@ -171,8 +167,7 @@ extension Worker {
             return .forward(pool: pool, arm: nil, adapter: nil, ticket: ticket)
         }
         guard var f = features else {
-            var p = path
-            if let q = p.firstIndex(of: UInt8(ascii: "?")) { p = UnsafeRawBufferPointer(rebasing: p[..<q]) }
+            let p = Bytes.prefix(path, before: UInt8(ascii: "?"))
             if method == .get && p.elementsEqual("/v1/models".utf8) {
                 return .local(status: 200, contentType: "application/json", body: table.modelList(created: loadedAt))
             }

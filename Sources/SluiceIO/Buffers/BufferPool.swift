@@ -7,20 +7,31 @@ import Glibc
 /// free list of a class is empty, and free lists are capped so a burst does not pin memory
 /// forever (HAProxy `doc/internals/api/pools.txt` does the same with its pool limits).
 public final class BufferPool {
-    /// Block sizes of the pooled classes; larger requests are allocated exactly and freed on
-    /// release. The 4 KiB class holds what is small and may wait long: a typical API request
-    /// while its response has not started, a rewritten request head, a response head, framing.
-    /// Thousands of requests queued at busy model servers then pin 4 KiB each, not 16.
-    public static let classSizes: [Int] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
+    /// Block sizes of the pooled classes (4 KiB × 4^c); larger requests are allocated exactly
+    /// and freed on release. The 4 KiB class holds what is small and may wait long: a typical
+    /// API request while its response has not started, a rewritten request head, a response
+    /// head, framing. Thousands of requests queued at busy model servers then pin 4 KiB each.
+    public static let classSizes: [Int] = (0..<classCount).map { classSize($0) }
     /// How many free blocks of each class are kept.
-    @usableFromInline
     static let classKeep: [Int] = [1024, 512, 64, 16, 4, 2]
+    @usableFromInline static let classCount = 6
 
-    @usableFromInline
-    var free: [[UnsafeMutableRawPointer]]
+    @inline(__always) @usableFromInline
+    static func classSize(_ c: Int) -> Int { 4096 << (2 * c) }
+
+    // Free lists and counters live in fixed slabs allocated once: taking and returning a block
+    // touches two integers and one slot, with no array uniqueness checks on the way.
+    /// Free blocks, class by class: class c's stack starts at `stackStart[c]`.
+    private let stacks: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let stackStart: UnsafeMutablePointer<Int>
+    private let stackLimit: UnsafeMutablePointer<Int>
+    /// Free blocks per class.
+    private let freeCount: UnsafeMutablePointer<Int>
+    /// Blocks handed out, by class (the last slot counts unpooled blocks).
+    private let handedOut: UnsafeMutablePointer<Int>
 
     /// Blocks currently handed out, by class (the last slot counts unpooled blocks).
-    public private(set) var outstanding: [Int]
+    public var outstanding: [Int] { (0...Self.classCount).map { handedOut[$0] } }
     /// Allocations made because a free list was empty (a test and benchmark signal).
     public private(set) var allocations: Int = 0
     /// Bytes in blocks handed out and not yet returned (exported as a metric: what open
@@ -30,32 +41,51 @@ public final class BufferPool {
     /// Bytes in free blocks kept for reuse.
     public var freeBytes: Int {
         var n = 0
-        for i in free.indices { n += free[i].count * Self.classSizes[i] }
+        for c in 0..<Self.classCount { n += freeCount[c] * Self.classSize(c) }
         return n
     }
 
     public init() {
-        free = Array(repeating: [], count: Self.classSizes.count)
-        outstanding = Array(repeating: 0, count: Self.classSizes.count + 1)
-        for i in free.indices { free[i].reserveCapacity(Self.classKeep[i]) }
+        let total = Self.classKeep.reduce(0, +)
+        stacks = .allocate(capacity: total)
+        stacks.initialize(repeating: nil, count: total)
+        stackStart = .allocate(capacity: Self.classCount)
+        stackLimit = .allocate(capacity: Self.classCount)
+        freeCount = .allocate(capacity: Self.classCount)
+        freeCount.initialize(repeating: 0, count: Self.classCount)
+        handedOut = .allocate(capacity: Self.classCount + 1)
+        handedOut.initialize(repeating: 0, count: Self.classCount + 1)
+        var at = 0
+        for c in 0..<Self.classCount {
+            stackStart[c] = at
+            stackLimit[c] = Self.classKeep[c]
+            at += Self.classKeep[c]
+        }
     }
 
     deinit {
-        for list in free { for p in list { Glibc.free(p) } }
+        for c in 0..<Self.classCount {
+            for i in 0..<freeCount[c] { Glibc.free(stacks[stackStart[c] + i]) }
+        }
+        stacks.deallocate()
+        stackStart.deallocate()
+        stackLimit.deallocate()
+        freeCount.deallocate()
+        handedOut.deallocate()
     }
 
     /// The default block size (the smallest class).
     @inlinable
-    public var blockSize: Int { Self.classSizes[0] }
+    public var blockSize: Int { Self.classSize(0) }
 
-    @usableFromInline
+    /// The smallest class holding `capacity` bytes, or `classCount` when none does.
+    @inline(__always) @usableFromInline
     static func sizeClass(for capacity: Int) -> Int {
-        var i = 0
-        while i < classSizes.count {
-            if capacity <= classSizes[i] { return i }
-            i += 1
-        }
-        return classSizes.count
+        if capacity <= 4096 { return 0 }
+        // Classes grow by 4x: the class is half the bit length of (capacity - 1) / 4 KiB,
+        // rounded up.
+        let bits = Int.bitWidth - ((capacity - 1) >> 12).leadingZeroBitCount
+        return min((bits + 1) >> 1, classCount)
     }
 
     /// A buffer with at least `minimumCapacity` bytes (rounded up to its size class), empty.
@@ -68,16 +98,21 @@ public final class BufferPool {
     @usableFromInline
     func takeBlock(minimumCapacity: Int) -> (UnsafeMutableRawPointer, Int) {
         let c = Self.sizeClass(for: minimumCapacity)
-        outstanding[c] += 1
-        if c == Self.classSizes.count {
+        handedOut[c] += 1
+        if c == Self.classCount {
             allocations += 1
             outstandingBytes += minimumCapacity
             return (Self.allocate(minimumCapacity), minimumCapacity)
         }
-        outstandingBytes += Self.classSizes[c]
-        if let p = free[c].popLast() { return (p, Self.classSizes[c]) }
+        let size = Self.classSize(c)
+        outstandingBytes += size
+        let n = freeCount[c]
+        if n > 0 {
+            freeCount[c] = n - 1
+            return (stacks[stackStart[c] + n - 1]!, size)
+        }
         allocations += 1
-        return (Self.allocate(Self.classSizes[c]), Self.classSizes[c])
+        return (Self.allocate(size), size)
     }
 
     static func allocate(_ n: Int) -> UnsafeMutableRawPointer {
@@ -88,17 +123,22 @@ public final class BufferPool {
     @usableFromInline
     func recycle(_ base: UnsafeMutableRawPointer, capacity: Int) {
         let c = Self.sizeClass(for: capacity)
-        outstanding[c] -= 1
+        handedOut[c] -= 1
         outstandingBytes -= capacity
-        if c < Self.classSizes.count && capacity == Self.classSizes[c] && free[c].count < Self.classKeep[c] {
-            free[c].append(base)
+        if c < Self.classCount && capacity == Self.classSize(c) && freeCount[c] < stackLimit[c] {
+            stacks[stackStart[c] + freeCount[c]] = base
+            freeCount[c] += 1
         } else {
             Glibc.free(base)
         }
     }
 
     /// Blocks handed out and not yet returned.
-    public var outstandingTotal: Int { outstanding.reduce(0, +) }
+    public var outstandingTotal: Int {
+        var n = 0
+        for c in 0...Self.classCount { n += handedOut[c] }
+        return n
+    }
 }
 
 /// A block of bytes with one owner at a time: readable bytes are `readerIndex..<writerIndex`,
