@@ -259,6 +259,30 @@ import SluiceLLM
         #expect(ep("/v1/completions?x=1") == .completions)
         #expect(ep("/v1/embeddings") == .embeddings)
         #expect(ep("/v1/models") == nil)
+        #expect(ep("/v1/chat/completions/") == nil)
+        #expect(ep("/v1/chat/completionz") == nil)
+        #expect(ep("/V1/chat/completions") == nil)
+        #expect(ep("?/v1/embeddings") == nil)
+        #expect(ep("") == nil)
+        #expect(ep("/v1/embeddings?") == .embeddings)
+    }
+
+    @Test func finishReasonsByName() {
+        func reason(_ s: String) -> FinishReason { Array(s.utf8).withUnsafeBytes { FinishReason($0) } }
+        let known: [(String, FinishReason)] = [("stop", .stop), ("abort", .abort), ("length", .length), ("tool_calls", .toolCalls),
+                                               ("function_call", .functionCall), ("content_filter", .contentFilter)]
+        for (name, r) in known {
+            #expect(reason(name) == r)
+            // Any one byte changed, or one missing or added, is another reason.
+            for k in 0..<name.utf8.count {
+                var b = Array(name.utf8)
+                b[k] ^= 0x20
+                #expect(b.withUnsafeBytes { FinishReason($0) } == .other, "\(name) changed at \(k)")
+            }
+            #expect(reason(String(name.dropLast())) == .other)
+            #expect(reason(name + "s") == .other)
+        }
+        #expect(reason("") == .other)
     }
 
     /// Property: random valid chat bodies (random whitespace, escapes, key order, extra fields)
