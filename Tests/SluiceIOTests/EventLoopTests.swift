@@ -150,6 +150,46 @@ final class Latch: Sendable {
         }
     }
 
+    /// Deactivated timers never fire, re-arming one for a later time reuses its heap entry
+    /// (stop/re-arm cycles, as per request, leave the heap as it was), the entry is dropped
+    /// when its time comes, and cancel removes it at once.
+    @Test func deactivatedTimersStayQueuedButNeverFire() throws {
+        try withRunningLoop { loop in
+            let latch = Latch()
+            let fired = Mutex<[Int]>([])
+            nonisolated(unsafe) var keep: [Timer] = []
+            let counts = Mutex<[Int]>([])
+            loop.execute {
+                func record(_ i: Int) -> Timer { Timer { fired.withLock { $0.append(i) }; if i == 3 { latch.open() } } }
+                let cycled = record(0), stopped = record(1), cancelled = record(2), last = record(3)
+                keep = [cycled, stopped, cancelled, last]
+                loop.schedule(cycled, after: .milliseconds(10))
+                for k in 0..<100 {
+                    loop.deactivate(cycled)
+                    #expect(!cycled.isArmed)
+                    loop.schedule(cycled, after: .milliseconds(Int64(10 + k)))
+                }
+                counts.withLock { $0.append(loop.armedTimers) }      // 1: one entry for 101 arms
+                loop.schedule(stopped, after: .milliseconds(5))
+                loop.deactivate(stopped)                              // stays queued, never fires
+                loop.schedule(cancelled, after: .milliseconds(5))
+                loop.cancel(cancelled)                                // gone at once
+                counts.withLock { $0.append(loop.armedTimers) }      // 2
+                loop.schedule(last, after: .milliseconds(150))
+            }
+            #expect(latch.wait())
+            #expect(fired.withLock { $0 } == [0, 3])
+            #expect(counts.withLock { $0 } == [1, 2])
+            // Everything fired or was dropped: the heap is empty.
+            let left = Mutex(-1)
+            let done = Latch()
+            loop.execute { left.withLock { $0 = loop.armedTimers }; done.open() }
+            #expect(done.wait())
+            #expect(left.withLock { $0 } == 0)
+            _ = keep
+        }
+    }
+
     /// A descriptor closed and reused inside one epoll batch must not receive the old
     /// registration's events: the generation in the event data tells them apart.
     @Test func staleEventsDoNotReachAReusedSlot() throws {

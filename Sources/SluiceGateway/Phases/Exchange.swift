@@ -92,9 +92,9 @@ final class Exchange {
     }
 
     deinit {
-        // Every path ends in finish(), which cancels and returns the timer; this is the guard
+        // Every path ends in finish(), which stops and returns the timer; this is the guard
         // against a path that does not (the queued timer must not outlive its exchange).
-        if let t = timer, t.isArmed { worker.loop.cancel(t) }
+        if let t = timer { worker.loop.cancel(t) }
     }
 
     // MARK: forwarding
@@ -420,9 +420,14 @@ final class Exchange {
         record()
         if let t = timer {
             timer = nil
-            if t.isArmed { worker.loop.cancel(t) }
             t.exchange = nil
-            if worker.spareExchangeTimers.count < 1024 { worker.spareExchangeTimers.append(t) }
+            if worker.spareExchangeTimers.count < 1024 {
+                // Its heap entry stays for the next exchange to re-arm for free.
+                worker.loop.deactivate(t)
+                worker.spareExchangeTimers.append(t)
+            } else {
+                worker.loop.cancel(t)
+            }
         }
         worker.activeExchanges -= 1
     }

@@ -115,7 +115,8 @@ final class UpstreamConnection: EventHandler {
     func takeFromIdle() -> Bool {
         guard state == .idle else { return false }
         idleIn = nil
-        if let t = idleTimer { loop.cancel(t) }
+        // Re-armed when the connection is idle again: no heap work per request.
+        if let t = idleTimer { loop.deactivate(t) }
         state = .active
         return true
     }

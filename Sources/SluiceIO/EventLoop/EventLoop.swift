@@ -141,7 +141,8 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Arms `timer` to fire at `deadline` (moving it if armed).
     public func schedule(_ timer: Timer, at deadline: Instant) {
-        if timer.isArmed {
+        timer.active = true
+        if timer.isQueued {
             // Later than it is queued for: only the timer's deadline moves (see Timer).
             if deadline.nanoseconds >= timers.key(of: timer) {
                 timer.deadline = deadline
@@ -158,10 +159,21 @@ public final class EventLoop: @unchecked Sendable {
         schedule(timer, at: now + delay)
     }
 
+    /// Stops `timer` and removes its heap entry: for owners going away.
     public func cancel(_ timer: Timer) {
-        if timer.isArmed { timers.remove(timer) }
+        timer.active = false
+        if timer.isQueued { timers.remove(timer) }
     }
 
+    /// Stops `timer` without touching the heap: its entry is dropped when its time comes, and
+    /// arming it again for a time no earlier than that entry is free. For timers stopped and
+    /// re-armed per request; an owner going away should ``cancel(_:)`` instead, so dead
+    /// entries do not pile up.
+    public func deactivate(_ timer: Timer) {
+        timer.active = false
+    }
+
+    /// Entries in the timer heap (armed timers, and deactivated ones not yet dropped).
     public var armedTimers: Int { timers.count }
 
     // MARK: tasks
@@ -277,11 +289,13 @@ public final class EventLoop: @unchecked Sendable {
         let limit = now.nanoseconds
         while let first = timers.earliestKey, first <= limit {
             let t = timers.popEarliest()
+            if !t.active { continue }  // deactivated: dropped now
             if t.deadline.nanoseconds > limit {
                 // Pushed back while queued: queue it again for its real deadline.
                 timers.insert(t)
                 continue
             }
+            t.active = false
             t.fire()
         }
     }

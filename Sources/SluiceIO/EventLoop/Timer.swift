@@ -5,7 +5,10 @@
 /// earlier time comes, the loop sees the timer's own deadline has moved and queues it again
 /// (nginx's lazy timer update does the same). Timeouts that are pushed back on activity (idle,
 /// read, a request's phase deadlines) therefore cost no heap work per push. Moving a timer
-/// earlier, or cancelling it, updates the heap at once.
+/// earlier, or cancelling it, updates the heap at once. Deactivating it (``EventLoop/deactivate(_:)``)
+/// does not: the entry stays queued and is dropped when its time comes, so a timer that is
+/// stopped and re-armed for every request (a pooled connection's idle timeout, an exchange's
+/// deadlines) costs no heap work per request at all.
 ///
 /// Per-request owners subclass it and override ``fire()`` instead of passing a closure: one
 /// allocation instead of two (the timer and the closure's context), and such timers can be
@@ -14,6 +17,8 @@ open class Timer {
     /// When the action runs (the heap entry may be earlier, see above).
     public internal(set) final var deadline = Instant(nanoseconds: 0)
     @usableFromInline final var heapIndex = -1
+    /// Will fire: armed and neither fired, cancelled nor deactivated since.
+    @usableFromInline final var active = false
     @usableFromInline final let action: (() -> Void)?
 
     /// `action` runs on the loop's thread when the deadline passes. Capture the owner
@@ -32,7 +37,10 @@ open class Timer {
         action?()
     }
 
-    @inlinable public final var isArmed: Bool { heapIndex >= 0 }
+    /// Will fire at ``deadline``.
+    @inlinable public final var isArmed: Bool { active }
+    /// Has an entry in the loop's heap (possibly a deactivated one waiting to be dropped).
+    final var isQueued: Bool { heapIndex >= 0 }
 }
 
 /// A binary min-heap of timers keyed by the time each was queued for; each timer knows its
