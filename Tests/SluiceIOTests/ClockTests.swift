@@ -21,6 +21,9 @@ import Testing
     ])
     func nanosecondsMatchTheComponents(_ d: Duration) {
         #expect(d.nanoseconds == reference(d), "\(d)")
+        #expect(d.isPositive == (d > .zero), "\(d)")
+        let negated = Duration.zero - d
+        #expect(negated.isPositive == (negated > .zero), "\(negated)")
     }
 
     @Test func nanosecondsMatchOnAnySeededSample() {
@@ -31,6 +34,7 @@ import Testing
             let atto = Int64(next() % 1_000_000_000_000_000_000)
             let d = Duration(secondsComponent: secs, attosecondsComponent: atto)
             #expect(d.nanoseconds == reference(d), "\(secs) s \(atto) as")
+            #expect(d.isPositive == (d > .zero), "\(secs) s \(atto) as")
         }
     }
 

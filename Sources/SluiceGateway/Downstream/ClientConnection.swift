@@ -22,6 +22,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     let transport: Transport
     var fd: Int32 { transport.fd }
     unowned(unsafe) let worker: Worker
+    /// The worker's loop, held here so that reaching it costs no retain of the worker's field.
+    unowned(unsafe) let loop: EventLoop
     private var registration: Registration?
     private(set) var state = State.readingHead
     private var inbuf: ByteBuffer
@@ -55,7 +57,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         self.transport = transport
         let fd = transport.fd
         self.worker = worker
-        let pool = worker.loop.bufferPool
+        self.loop = worker.loop
+        let pool = loop.bufferPool
         inbuf = ByteBuffer(emptyIn: pool)
         upstreamBody = ByteBuffer(emptyIn: pool)
         out = OutputQueue(pool: pool)
@@ -67,7 +70,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     func start() throws(SyscallError) {
         TCP.setNoDelay(fd)
-        registration = try worker.loop.register(fd, handler: self)
+        registration = try loop.register(fd, handler: self)
         if !transport.handshakeDone {
             state = .handshaking
             schedule(worker.settings.timeouts.clientHeader)
@@ -149,7 +152,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                 close()
                 return
             case .processed(let n):
-                if inbuf.readableBytes == 0 && state == .readingHead { requestStarted = worker.loop.now; armHeaderTimeout() }
+                if inbuf.readableBytes == 0 && state == .readingHead { requestStarted = loop.now; armHeaderTimeout() }
                 // A short read drained the socket: skip the read that would only say EAGAIN
                 // (edge-triggered epoll reports the next arrival). nginx does the same.
                 if n < inbuf.writableBytes && !peerHungUp { canRead = false }
@@ -259,7 +262,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func upgradeToHTTP2() {
         disarm()
-        if timer.isArmed { worker.loop.cancel(timer) }
+        if timer.isArmed { loop.cancel(timer) }
         let reg = registration
         registration = nil
         state = .closed
@@ -320,7 +323,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     /// Answers the request from Sluice itself (the model list, health) and goes on.
     private func respondLocal(_ status: Int, contentType: String, body: [UInt8]) {
-        var h = worker.loop.bufferPool.take(minimumCapacity: body.count + 256)
+        var h = loop.bufferPool.take(minimumCapacity: body.count + 256)
         h.append("HTTP/1.1 ")
         h.appendDecimal(status)
         h.append(" ")
@@ -345,7 +348,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     /// framed by Content-Length), then the body borrowed from where it was read.
     func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint) {
         let b = inbuf.readable
-        var h = worker.loop.bufferPool.take(minimumCapacity: head.length + 512)
+        var h = loop.bufferPool.take(minimumCapacity: head.length + 512)
         h.append(b.slice(head.methodRange))
         h.append(" ")
         appendOriginForm(&h, b)
@@ -479,7 +482,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         case .chunked, .untilClose: framing = head.version == .http11 ? .chunked : .untilClose
         }
         if framing == .untilClose || worker.draining { keepAlive = false }
-        var h = worker.loop.bufferPool.take(minimumCapacity: uh.length + 256)
+        var h = loop.bufferPool.take(minimumCapacity: uh.length + 256)
         h.append("HTTP/1.1 ")
         h.appendDecimal(uh.status)
         h.append(" ")
@@ -573,7 +576,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     func exchangeEndedWithError(event: [UInt8]) {
         guard framing == .chunked else { return exchangeAborted() }
         keepAlive = false
-        var chunk = worker.loop.bufferPool.take(minimumCapacity: event.count + 16)
+        var chunk = loop.bufferPool.take(minimumCapacity: event.count + 16)
         chunk.appendHex(event.count)
         chunk.append("\r\n")
         event.withUnsafeBytes { chunk.append($0) }
@@ -612,7 +615,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         if inbuf.readableBytes == 0 { inbuf.release() }
         parser.reset()
         state = .readingHead
-        if inbuf.readableBytes > 0 { requestStarted = worker.loop.now; armHeaderTimeout() } else { armIdle() }
+        if inbuf.readableBytes > 0 { requestStarted = loop.now; armHeaderTimeout() } else { armIdle() }
         process()
         if state == .readingHead || state == .readingBody { readLoop() }
     }
@@ -621,7 +624,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func respondError(_ e: ErrorResponse, close: Bool) {
         let body = e.body()
-        var h = worker.loop.bufferPool.take(minimumCapacity: body.count + 256)
+        var h = loop.bufferPool.take(minimumCapacity: body.count + 256)
         h.append("HTTP/1.1 ")
         h.appendDecimal(e.status)
         h.append(" ")
@@ -639,7 +642,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             keepAlive = false
             state = .closing
             // Bound how long a client that does not read its error may hold the connection.
-            setDeadline(worker.loop.now + .seconds(5))
+            setDeadline(loop.now + .seconds(5))
         }
         flush()
     }
@@ -660,7 +663,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             // the response the client has not read yet.
             transport.shutdownWrite()
             state = .lingering
-            setDeadline(worker.loop.now + .seconds(2))
+            setDeadline(loop.now + .seconds(2))
             canRead = true
             readLoop()
         }
@@ -683,9 +686,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         }
         state = .closed
         disarm()
-        if timer.isArmed { worker.loop.cancel(timer) }
+        if timer.isArmed { loop.cancel(timer) }
         if let r = registration {
-            worker.loop.deregister(r)
+            loop.deregister(r)
             registration = nil
         }
         out.removeAll()
@@ -706,13 +709,13 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func armHeaderTimeout() {
         let t = worker.settings.timeouts.clientHeader
-        if t > .zero { setDeadline(requestStarted + t) } else { disarm() }
+        if t.isPositive { setDeadline(requestStarted + t) } else { disarm() }
     }
 
     private func armBodyTimeout() { schedule(worker.settings.timeouts.clientBody) }
 
     private func schedule(_ d: Duration) {
-        if d > .zero { setDeadline(worker.loop.now + d) } else { disarm() }
+        if d.isPositive { setDeadline(loop.now + d) } else { disarm() }
     }
 
     /// Moves the connection's single deadline. The timer is only re-armed when the deadline
@@ -721,7 +724,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     /// request.
     private func setDeadline(_ d: Instant) {
         deadline = d
-        if !timer.isArmed || timer.deadline > d { worker.loop.schedule(timer, at: d) }
+        if !timer.isArmed || timer.deadline > d { loop.schedule(timer, at: d) }
     }
 
     private func disarm() {
@@ -729,9 +732,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     }
 
     private func timerFired() {
-        if worker.loop.now < deadline {
+        if loop.now < deadline {
             // The deadline moved later since the timer was armed.
-            if deadline.nanoseconds != .max { worker.loop.schedule(timer, at: deadline) }
+            if deadline.nanoseconds != .max { loop.schedule(timer, at: deadline) }
             return
         }
         switch state {

@@ -418,7 +418,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
 
     private func armIdle() {
         let t = worker.settings.timeouts.idle
-        if t > .zero { worker.loop.schedule(idleTimer, after: t) }
+        if t.isPositive { worker.loop.schedule(idleTimer, after: t) }
     }
 
     private func idleExpired() {

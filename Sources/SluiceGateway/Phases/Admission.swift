@@ -301,7 +301,7 @@ extension Exchange {
         phase = .relaying
         text.withUnsafeBytes { client.writeResponseHead(head, $0, exchange: self) }
         if !l.body.isEmpty {
-            var buffer = worker.loop.bufferPool.take(minimumCapacity: l.body.count)
+            var buffer = loop.bufferPool.take(minimumCapacity: l.body.count)
             value.withUnsafeBytes { buffer.append(UnsafeRawBufferPointer(rebasing: $0[l.body])) }
             bodyBytes = l.body.count
             client.writeResponseBody(buffer, ranges: nil)

@@ -13,6 +13,8 @@ final class Exchange {
 
     unowned(unsafe) let client: any Downstream
     unowned(unsafe) let worker: Worker
+    /// The worker's loop, held here so that reaching it costs no retain of the worker's field.
+    unowned(unsafe) let loop: EventLoop
     let pool: UpstreamPool
     let method: HTTPMethod
     /// The settings the request started with: a reload during the request does not change
@@ -78,14 +80,15 @@ final class Exchange {
         self.features = features
         self.client = client
         self.worker = worker
+        self.loop = worker.loop
         self.pool = pool
         self.method = method
         self.generation = worker.generation
-        let now = worker.loop.now
+        let now = loop.now
         lastActivity = now
         startedAt = now
         let t = generation.value.timeouts.request
-        requestDeadline = t > .zero ? now + t : Instant(nanoseconds: .max)
+        requestDeadline = t.isPositive ? now + t : Instant(nanoseconds: .max)
         let spare = worker.spareExchangeTimers.popLast() ?? ExchangeTimer()
         timer = spare
         spare.exchange = self
@@ -94,7 +97,7 @@ final class Exchange {
     deinit {
         // Every path ends in finish(), which stops and returns the timer; this is the guard
         // against a path that does not (the queued timer must not outlive its exchange).
-        if let t = timer { worker.loop.cancel(t) }
+        if let t = timer { loop.cancel(t) }
     }
 
     // MARK: forwarding
@@ -132,11 +135,11 @@ final class Exchange {
             ? UnsafeBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<features!.prefixBlocks])
             : UnsafeBufferPointer(start: nil, count: 0)
         let picked = Router.pick(pool: pool, scored: scored, adapter: adapter?.name, prefixHashes: hashes,
-                                 index: worker.prefixIndex, excluding: excluding, now: worker.loop.now,
+                                 index: worker.prefixIndex, excluding: excluding, now: loop.now,
                                  staleness: settings.telemetry.staleness, scratch: worker.routerScratch)
         guard let (ep, reason) = picked else {
             if attempts == 1, !loadedAdapter, let a = adapter, let path = a.path,
-               let target = Router.loadTarget(pool: pool, adapter: a.name, now: worker.loop.now) {
+               let target = Router.loadTarget(pool: pool, adapter: a.name, now: loop.now) {
                 waitForAdapter(a.name, path: path, on: target)
                 return
             }
@@ -158,7 +161,7 @@ final class Exchange {
             return
         }
         upstream = conn
-        upstreamStartedAt = worker.loop.now
+        upstreamStartedAt = loop.now
         ep.runtime.inflight.add(1, ordering: .relaxed)
         worker.metrics.add(ep.requestsSlot)
         client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
@@ -177,7 +180,7 @@ final class Exchange {
         }
         phase = .admitting
         worker.adapterLoader.load(adapter: adapter, path: path, endpoint: target.config, runtime: target.runtime,
-                                  loop: worker.loop) { [self] ok in
+                                  loop: loop) { [self] ok in
             guard phase == .admitting else { return }  // the client left meanwhile
             guard ok else {
                 fail(.unavailable("Loading LoRA adapter '\(adapter)' failed; try again shortly."))
@@ -198,28 +201,28 @@ final class Exchange {
     }
 
     private func arm(_ d: Duration) {
-        phaseDeadline = d > .zero ? worker.loop.now + d : Instant(nanoseconds: .max)
+        phaseDeadline = d.isPositive ? loop.now + d : Instant(nanoseconds: .max)
         let deadline = min(phaseDeadline, requestDeadline)
         // Only move the timer earlier; a later deadline is picked up when it fires.
         if deadline.nanoseconds != .max, let timer, !timer.isArmed || timer.deadline > deadline {
-            worker.loop.schedule(timer, at: deadline)
+            loop.schedule(timer, at: deadline)
         }
     }
 
     fileprivate func timerFired() {
         guard phase != .done, let timer else { return }
-        let now = worker.loop.now
+        let now = loop.now
         if phase == .relaying && now < requestDeadline {
             // Idle timeout measured from the last byte; re-arm lazily instead of per read.
             let idle = settings.timeouts.upstreamIdle
             let due = lastActivity + idle
-            if idle > .zero && due > now {
-                worker.loop.schedule(timer, at: min(due, requestDeadline))
+            if idle.isPositive && due > now {
+                loop.schedule(timer, at: min(due, requestDeadline))
                 return
             }
         }
         if phaseDeadline > now && requestDeadline > now {
-            worker.loop.schedule(timer, at: min(phaseDeadline, requestDeadline))
+            loop.schedule(timer, at: min(phaseDeadline, requestDeadline))
             return
         }
         let what: String = switch phase {
@@ -245,7 +248,7 @@ final class Exchange {
     }
 
     func upstreamActivity() {
-        lastActivity = worker.loop.now
+        lastActivity = loop.now
     }
 
     func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
@@ -277,7 +280,7 @@ final class Exchange {
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
         if observer != nil {
             let previous = observer!.lastTokenAt
-            let now = worker.loop.now
+            let now = loop.now
             if ranges == nil && observer!.sse == nil {
                 // A JSON body as read (the common non-streaming case): scanned in place,
                 // relayed whole, no range list built.
@@ -308,7 +311,7 @@ final class Exchange {
     }
 
     func upstreamComplete() {
-        observer?.finishJSON(now: worker.loop.now)
+        observer?.finishJSON(now: loop.now)
         if capture != nil { endCapture() }
         finalStatus = upstreamStatus
         let ep = endpoint
@@ -368,7 +371,7 @@ final class Exchange {
     private func recordFailure(_ ep: UpstreamPool.Endpoint) {
         worker.metrics.add(ep.errorsSlot)
         let h = settings.health
-        ep.runtime.recordFailure(at: worker.loop.now, threshold: h.unhealthyThreshold, base: h.ejectBase, maxBackoff: h.maxEject)
+        ep.runtime.recordFailure(at: loop.now, threshold: h.unhealthyThreshold, base: h.ejectBase, maxBackoff: h.maxEject)
     }
 
     private func retryOrFail(excluding failed: Int?, _ error: ErrorResponse) {
@@ -423,10 +426,10 @@ final class Exchange {
             t.exchange = nil
             if worker.spareExchangeTimers.count < 1024 {
                 // Its heap entry stays for the next exchange to re-arm for free.
-                worker.loop.deactivate(t)
+                loop.deactivate(t)
                 worker.spareExchangeTimers.append(t)
             } else {
-                worker.loop.cancel(t)
+                loop.cancel(t)
             }
         }
         worker.activeExchanges -= 1
@@ -450,7 +453,7 @@ extension Exchange {
         let slots = pool.slots
         m.add(slots.requests[GatewayMetrics.classIndex(finalStatus)])
         m.add(slots.routes[routeReason.ordinal])
-        let now = worker.loop.now
+        let now = loop.now
         m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.seconds(since: startedAt))
         if let u = upstreamStartedAt { m.observe(slots.upstreamDuration, GatewayMetrics.latencyBuckets, now.seconds(since: u)) }
         if observer != nil {

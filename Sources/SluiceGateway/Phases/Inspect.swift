@@ -114,6 +114,7 @@ extension Worker {
         // Requests Sluice answers itself are counted and logged here; forwarded ones when they
         // complete (Exchange.record).
         let status: Int
+        if case .forward = plan {} else { inspected = nil }
         switch plan {
         case .reject(let e): status = e.status
         case .local(let s, _, _): status = s
@@ -137,11 +138,12 @@ extension Worker {
 
     private func makePlan(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
                           headerNamed: (String) -> UnsafeRawBufferPointer?, rewritten: inout ByteBuffer) -> Plan {
-        inspected = nil
-        var features: RequestFeatures?
+        // What inspection finds is built and amended in place in `inspected` (a few hundred
+        // bytes: not copied from phase to phase).
         do {
-            features = try inspect(method: method, path: path, body: body)
+            inspected = try inspect(method: method, path: path, body: body)
         } catch {
+            inspected = nil
             return .reject(error)
         }
         // Who is asking (API key → tenant): needed for auth, and to scope cache and limits.
@@ -155,18 +157,16 @@ extension Worker {
         let table = modelTable
         guard !table.isEmpty else {
             guard let pool = defaultPool else { return .reject(.unavailable("No pool is configured.")) }
-            var f = features
             var ticket: AdmissionTicket? = nil
-            if let g = f, settings.redis != nil {
-                let name = JSONString.decode(body, g.scanned.model)
-                ticket = admissionTicket(tenant: tenant, features: g, clientModel: name, target: pool.name + "/" + name,
+            if inspected != nil, settings.redis != nil {
+                let name = JSONString.decode(body, inspected!.scanned.model)
+                ticket = admissionTicket(tenant: tenant, features: inspected!, clientModel: name, target: pool.name + "/" + name,
                                          body: body, headerNamed: headerNamed)
             }
-            if f != nil, let b = rewrittenBody(body, &f!, model: nil) { rewritten = b }
-            inspected = f
+            if inspected != nil, let b = rewrittenBody(body, &inspected!, model: nil) { rewritten = b }
             return .forward(pool: pool, arm: nil, adapter: nil, ticket: ticket)
         }
-        guard var f = features else {
+        guard inspected != nil else {
             let p = Bytes.prefix(path, before: UInt8(ascii: "?"))
             if method == .get && p.elementsEqual("/v1/models".utf8) {
                 return .local(status: 200, contentType: "application/json", body: table.modelList(created: loadedAt))
@@ -177,16 +177,17 @@ extension Worker {
             return .reject(.client(404, "Unknown request path; this gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models.",
                                    code: "not_found"))
         }
-        let raw = UnsafeRawBufferPointer(rebasing: body[Int(f.scanned.model.start)..<Int(f.scanned.model.end)])
+        let model = inspected!.scanned.model, modelEscaped = inspected!.scanned.modelEscaped, user = inspected!.scanned.user
+        let raw = UnsafeRawBufferPointer(rebasing: body[Int(model.start)..<Int(model.end)])
         var decoded: [UInt8] = []
-        if f.scanned.modelEscaped { decoded = Array(JSONString.decode(body, f.scanned.model).utf8) }
+        if modelEscaped { decoded = Array(JSONString.decode(body, model).utf8) }
         let resolved = decoded.withUnsafeBytes { d -> ResolvedTarget? in
-            let name = f.scanned.modelEscaped ? d : raw
+            let name = modelEscaped ? d : raw
             return table.resolve(name, stickyKey: { sticky in
                 switch sticky {
                 case .none: return nil
                 case .user:
-                    guard let u = f.scanned.user else { return nil }
+                    guard let u = user else { return nil }
                     return ModelTable.hash(UnsafeRawBufferPointer(rebasing: body[Int(u.start)..<Int(u.end)]))
                 case .header(let name):
                     return headerNamed(name).map { ModelTable.hash($0) }
@@ -194,19 +195,18 @@ extension Worker {
             }, random: { self.nextRandom() })
         }
         guard let t = resolved else {
-            let name = f.scanned.modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
+            let name = modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
             return .reject(.modelNotFound(name))
         }
         var ticket: AdmissionTicket? = nil
         if settings.redis != nil {
-            let name = f.scanned.modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
-            ticket = admissionTicket(tenant: tenant, features: f, clientModel: name,
+            let name = modelEscaped ? String(decoding: decoded, as: UTF8.self) : String(decoding: raw, as: UTF8.self)
+            ticket = admissionTicket(tenant: tenant, features: inspected!, clientModel: name,
                                      target: pools[t.pool].name + "/" + String(decoding: t.upstreamModel, as: UTF8.self),
                                      body: body, headerNamed: headerNamed)
         }
-        if let b = rewrittenBody(body, &f, model: t.rewriteModel || f.scanned.modelEscaped ? t.upstreamModel : nil) { rewritten = b }
+        if let b = rewrittenBody(body, &inspected!, model: t.rewriteModel || modelEscaped ? t.upstreamModel : nil) { rewritten = b }
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
-        inspected = f
         return .forward(pool: pools[t.pool], arm: t.arm, adapter: t.adapter.map { LoRATarget(name: $0, path: t.adapterPath) }, ticket: ticket)
     }
 }

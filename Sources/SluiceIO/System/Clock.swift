@@ -42,6 +42,11 @@ public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
 }
 
 extension Duration {
+    /// Greater than zero. The standard library's `>` is not inlinable (a call and the zero
+    /// constant's getter, twice per request for each timeout armed).
+    @inlinable
+    public var isPositive: Bool { _high > 0 || (_high == 0 && _low != 0) }
+
     /// Whole nanoseconds, saturating.
     ///
     /// Timeouts are added to the clock several times per request; `components` divides a
