@@ -74,6 +74,53 @@ final class SimFleet: @unchecked Sendable {
         #expect(fleet.metric(2, "vllm:request_success_total") == 0)
     }
 
+    /// A retry after a failure keeps the adapter filter: it goes to another endpoint that serves
+    /// the adapter, never to one that does not (where the request would fail as an unknown model).
+    @Test func retriesOfAdapterRequestsStayOnEndpointsWithTheAdapter() throws {
+        var base = SimOptions(); base.timeScale = 0.2
+        var withAdapter = base; withAdapter.loras = ["sql-lora"]
+        let fleet = try SimFleet([base, withAdapter])
+        defer { fleet.stop() }
+        // An endpoint that lists the adapter and resets every second chat request: the one that
+        // arrives on a reused keep-alive connection, which the gateway retries.
+        let posts = Mutex(0)
+        let flaky = try TestUpstream { req, r in
+            switch (req.method, req.path) {
+            case ("GET", "/v1/models"):
+                r.respond(status: 200, #"{"object":"list","data":[{"id":"tiny-llama","object":"model"},{"id":"sql-lora","object":"model","parent":"tiny-llama"}]}"#)
+            case ("GET", "/metrics"):
+                r.respond(status: 200, contentType: "text/plain", "vllm:num_requests_running{model_name=\"tiny-llama\"} 0\n")
+            case ("POST", _):
+                let n = posts.withLock { $0 += 1; return $0 }
+                if n % 2 == 0 { r.closeConnection(reset: true); return }
+                r.respond(status: 200, #"{"id":"x","object":"chat.completion","model":"sql","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#)
+            default:
+                r.respond(status: 404, "{}")
+            }
+        }
+        defer { flaky.stop() }
+        let (gw, port) = try startGateway([fleet.endpoints[0], flaky.endpoint, fleet.endpoints[1]]) {
+            $0.telemetry.interval = .milliseconds(20)
+            $0.health.unhealthyThreshold = 1000  // keep the flaky endpoint in rotation
+            $0.models = [GatewaySettings.Model(name: "tiny-llama", pool: "default"),
+                         GatewaySettings.Model(name: "sql", pool: "default", adapter: "sql-lora")]
+        }
+        defer { gw.stop(grace: .seconds(1)) }
+        for e in [flaky.endpoint, fleet.endpoints[1]] {
+            #expect(eventually { gw.registry.runtime(for: e).telemetry.withLock { $0.adaptersLoaded.contains("sql-lora") } })
+        }
+        #expect(eventually { gw.registry.runtime(for: fleet.endpoints[0]).telemetry.withLock { $0.scrapedAt.nanoseconds != 0 } })
+        let c = try TestClient(port: port)
+        for i in 0..<40 {
+            // Different prompts, so that prefix affinity spreads them over both adapter endpoints.
+            c.send(request("POST", "/v1/chat/completions", body: "{\"model\":\"sql\",\"messages\":[{\"role\":\"user\",\"content\":\"question \(i) \(String(repeating: "x", count: i * 7))\"}],\"max_tokens\":2}"))
+            #expect(c.response()?.status == 200, "request \(i)")
+        }
+        let resets = posts.withLock { $0 } / 2
+        #expect(resets >= 3, "the flaky endpoint must have caused retries (it got \(posts.withLock { $0 }) requests)")
+        #expect(fleet.metric(0, "vllm:request_success_total") == 0)
+    }
+
     /// The route reason: an opt-in response header, and always a metric.
     @Test func routeReasonsAreReportedWhenAskedAndCounted() throws {
         let a = try TestUpstream(modelEchoHandler("a")), b = try TestUpstream(modelEchoHandler("b"))

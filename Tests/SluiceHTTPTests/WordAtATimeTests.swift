@@ -38,6 +38,20 @@ import Testing
         }
     }
 
+    @Test func lineFeedsMarksExactlyTheLFBytes() {
+        for v in 0...255 {
+            for k in 0..<8 {
+                for filler: UInt8 in [0x0D, 0x0B, 0x8A, 0x41, 0x00, 0xFF] {
+                    var bytes = [UInt8](repeating: filler, count: 8)
+                    bytes[k] = UInt8(v)
+                    let m = HTTP1HeadParser.lineFeeds(Self.word(bytes))
+                    let expected = bytes.enumerated().reduce(UInt64(0)) { $0 | ($1.element == 10 ? UInt64(0x80) << (8 * UInt64($1.offset)) : 0) }
+                    #expect(m == expected, "byte \(v) at \(k) among \(filler)")
+                }
+            }
+        }
+    }
+
     static func referenceEqual(_ a: [UInt8], _ literal: [UInt8]) -> Bool {
         a.count == literal.count && zip(a, literal).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
     }

@@ -79,6 +79,19 @@ import Testing
         #expect(text == "\(v) \(String(v, radix: 16))")
     }
 
+    @Test func decimalsOfEveryMagnitudeAndSign() {
+        var values: [Int] = [0, Int.max, Int.min, Int.min + 1, -1]
+        var p = 1
+        for _ in 0..<18 { values += [p - 1, p, p + 1, -(p - 1), -p, -(p + 1)]; p *= 10 }
+        var x: UInt64 = 99
+        for _ in 0..<2000 { x = x &* 6364136223846793005 &+ 1442695040888963407; values.append(Int(bitPattern: UInt(x)) >> Int(x % 64)) }
+        var out = [UInt8](repeating: 0, count: 32)
+        for v in values {
+            let n = out.withUnsafeMutableBytes { ASCII.writeDecimal(v, to: $0.baseAddress!) }
+            #expect(String(decoding: out[0..<n], as: UTF8.self) == String(v))
+        }
+    }
+
     @Test func hex64IsSixteenLowercaseDigits() {
         let pool = BufferPool()
         var values: [UInt64] = [0, 1, 9, 10, 15, 16, 0xABCD_EF01_2345_6789, 0xFEDC_BA98_7654_3210, .max, 1 << 63, 0x0F0F_0F0F_0F0F_0F0F, 0xA0A0_A0A0_A0A0_A0A0]

@@ -6,7 +6,9 @@ import SluiceRedis
 /// What the admission phase must do for a request before it is forwarded: rate limits to check
 /// and charge, and a response-cache key to look up and store under. Built by `plan()` while the
 /// body is at hand; nil when none of it applies, so a gateway without Redis pays nothing.
-struct AdmissionTicket {
+final class AdmissionTicket {
+    // A class, so that the plan and the exchange pass one reference around rather than this
+    // whole record (through enum payloads, optionals and copies) for every request.
     var tenant: String
     var limits: [RateLimitCheck] = []
     /// The limits reported in `x-ratelimit-*-requests` / `-tokens` (the first of each kind).
@@ -19,6 +21,10 @@ struct AdmissionTicket {
     var cacheKey: [UInt8]?
     var cacheLookup = false
     var cacheStore = false
+
+    init(tenant: String) {
+        self.tenant = tenant
+    }
 }
 
 /// How a request fared in admission (metrics and the access log).
@@ -71,7 +77,7 @@ extension Worker {
     func admissionTicket(tenant: String, features f: RequestFeatures, clientModel: String, target: String,
                          body: UnsafeRawBufferPointer, headerNamed: (String) -> UnsafeRawBufferPointer?) -> AdmissionTicket? {
         guard settings.redis != nil else { return nil }
-        var t = AdmissionTicket(tenant: tenant)
+        let t = AdmissionTicket(tenant: tenant)
         let n = max(1, f.scanned.n ?? 1)
         let prompt = (f.scanned.promptBytes + 3) / 4
         t.tokenEstimate = f.endpoint == .embeddings ? prompt : prompt + (f.scanned.maxTokens ?? 0) * n
@@ -196,7 +202,7 @@ extension Exchange {
 
     private func admissionStepDone() {
         admissionsPending -= 1
-        guard admissionsPending == 0, phase == .admitting, var t = ticket else { return }
+        guard admissionsPending == 0, phase == .admitting, let t = ticket else { return }
         let failClosed = worker.settings.redis?.onFailure == .closed
         // Rate limits first: a limited request is not served, not even from the cache.
         if !t.limits.isEmpty {
@@ -244,7 +250,6 @@ extension Exchange {
                             RateLimitCheck(key: t.limits[$0].key, limit: t.limits[$0].limit, cost: -t.tokenEstimate)
                         }, locally: chargedLocally)
                         t.tokenLimitIndices = []
-                        ticket = t
                     }
                     return
                 }

@@ -4,19 +4,22 @@ public enum ASCII {
     @inlinable
     public static func writeDecimal(_ value: Int, to p: UnsafeMutableRawPointer) -> Int {
         var v = value.magnitude
-        var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch
-        return withUnsafeMutableBytes(of: &tmp) { t -> Int in
-            var i = 24
-            repeat {
-                i -= 1
-                t[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-                v /= 10
-            } while v > 0
-            if value < 0 { i -= 1; t[i] = UInt8(ascii: "-") }
-            let n = 24 - i
-            p.copyMemory(from: t.baseAddress! + i, byteCount: n)
-            return n
+        var out = p
+        if value < 0 {
+            out.storeBytes(of: UInt8(ascii: "-"), as: UInt8.self)
+            out += 1
         }
+        // Count the digits, then write them from the last one back: no scratch, no copy.
+        var digits = 1
+        var rest = v
+        while rest >= 10 { rest /= 10; digits += 1 }
+        var i = digits
+        repeat {
+            i -= 1
+            out.storeBytes(of: UInt8(truncatingIfNeeded: v % 10) &+ 48, toByteOffset: i, as: UInt8.self)
+            v /= 10
+        } while i > 0
+        return digits + (value < 0 ? 1 : 0)
     }
 
     /// Writes a non-negative `value` in lowercase hexadecimal at `p`; returns the byte count.

@@ -68,7 +68,10 @@ public final class EventLoop: @unchecked Sendable {
     /// Iterations run so far (tests and lag metrics).
     public private(set) var iterations: UInt64 = 0
     /// The longest time one iteration spent handling events and timers (event-loop lag).
-    public private(set) var maxBusy: Duration = .zero
+    public var maxBusy: Duration { .nanoseconds(Int64(truncatingIfNeeded: maxBusyNanos)) }
+    /// Kept in integer nanoseconds: compared every iteration, and the standard library's
+    /// Duration comparison is a call.
+    private var maxBusyNanos: UInt64 = 0
 
     public init(index: Int = 0) throws(SyscallError) {
         self.index = index
@@ -261,15 +264,15 @@ public final class EventLoop: @unchecked Sendable {
             }
             runTimers()
             runDeferred()
-            let busy = Instant.now().since(started)
-            if busy > maxBusy { maxBusy = busy }
+            let busy = Instant.now().nanoseconds &- started.nanoseconds
+            if busy > maxBusyNanos { maxBusyNanos = busy }
         }
     }
 
     /// Resets ``maxBusy`` and returns what it was (the lag gauge reads it periodically).
     public func takeMaxBusy() -> Duration {
         let m = maxBusy
-        maxBusy = .zero
+        maxBusyNanos = 0
         return m
     }
 
