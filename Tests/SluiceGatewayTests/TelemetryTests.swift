@@ -3,6 +3,7 @@ import Glibc
 @testable import SluiceGateway
 import SluiceHTTP
 import SluiceIO
+import Synchronization
 import Testing
 
 @Suite(.serialized) struct TelemetryTests {
@@ -54,6 +55,39 @@ import Testing
         let r = try #require(c.response())
         #expect(r.text.contains("\"waiting\":7"))
         #expect(r.text.contains("\"adapters_running\":[\"a1\",\"a2\"]"))
+    }
+
+    /// An endpoint that is not a vLLM server (here: /metrics answers something else) is scraped
+    /// ever less often, and at full rate again once its metrics are vLLM's.
+    @Test func scrapesBackOffWhileAnEndpointHasNoVLLMMetrics() throws {
+        let scrapes = Mutex(0)
+        let serveMetrics = Atomic<Bool>(false)
+        let up = try TestUpstream { req, r in
+            switch req.path {
+            case "/metrics":
+                scrapes.withLock { $0 += 1 }
+                if serveMetrics.load(ordering: .acquiring) {
+                    r.respond(status: 200, contentType: "text/plain; version=0.0.4", Self.metrics)
+                } else {
+                    r.respond(status: 200, #"{"id":"chatcmpl-1","object":"chat.completion"}"#)
+                }
+            default: r.respond(status: 404, "{}")
+            }
+        }
+        defer { up.stop() }
+        let (gw, _) = try startGateway([up.endpoint]) { $0.telemetry.interval = .milliseconds(10) }
+        defer { gw.stop(grace: .seconds(1)) }
+        usleep(1_500_000)
+        // Every 10 ms would be ~150; doubling pauses (20, 40, ... ms, at most 2 s) leave ~7.
+        let unrecognised = scrapes.withLock { $0 }
+        #expect(unrecognised >= 3 && unrecognised <= 12, "\(unrecognised) scrapes in 1.5 s")
+        // Real metrics appear: picked up within the longest pause, then scraped at full rate.
+        serveMetrics.store(true, ordering: .releasing)
+        let rt = gw.registry.runtime(for: up.endpoint)
+        #expect(eventually(4) { rt.telemetry.withLock { $0.waiting == 7 } })
+        let before = scrapes.withLock { $0 }
+        usleep(500_000)
+        #expect(scrapes.withLock { $0 } - before >= 20, "full rate again after a good scrape")
     }
 
     @Test func modelListParsing() {

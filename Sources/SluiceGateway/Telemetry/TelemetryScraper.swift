@@ -10,7 +10,19 @@ import SluiceLLM
 /// One keep-alive client per endpoint; a scrape still in flight when the next is due is skipped
 /// (a slow server gets fewer scrapes, not a pile of them). Failed scrapes leave the old values,
 /// whose age (`scrapedAt`) routing compares with the staleness bound.
+///
+/// An endpoint whose scrape fails or is not vLLM's metrics (a server that is down, or not a model
+/// server at all) is scraped less and less often: the pause doubles from one interval up to
+/// ``maxBackoff``, and the first good scrape ends it. Scraping a plain HTTP upstream every 50 ms
+/// forever cost a few milliseconds of CPU per second for nothing.
 final class TelemetryScraper {
+    /// The longest pause after failed scrapes: how stale a restarted server's telemetry can be.
+    static let maxBackoff = Duration.seconds(2)
+    private struct Backoff {
+        var failures = 0
+        var resumeAt = Instant(nanoseconds: 0)
+    }
+    private var backoff: [String: Backoff] = [:]
     unowned let gateway: Gateway
     unowned let loop: EventLoop
     private var clients: [String: HTTPClient] = [:]
@@ -60,7 +72,18 @@ final class TelemetryScraper {
         for (k, c) in clients where !live.contains(k) {
             c.close()
             clients.removeValue(forKey: k)
+            backoff.removeValue(forKey: k)
         }
+    }
+
+    /// A scrape of `authority` failed or was not vLLM's: pause it for twice as long as last time.
+    private func failed(_ authority: String, interval: Duration) {
+        var b = backoff[authority] ?? Backoff()
+        b.failures += 1
+        var pause = interval
+        for _ in 0..<min(b.failures, 16) where pause < Self.maxBackoff { pause = pause * 2 }
+        b.resumeAt = loop.now + min(pause, Self.maxBackoff)
+        backoff[authority] = b
     }
 
     private func client(for e: GatewaySettings.Endpoint) -> HTTPClient {
@@ -71,17 +94,20 @@ final class TelemetryScraper {
     }
 
     private func scrape(_ e: GatewaySettings.Endpoint, settings: GatewaySettings, models: Bool) {
+        if let b = backoff[e.authority], loop.now < b.resumeAt { return }
         let rt = gateway.registry.runtime(for: e)
         let c = client(for: e)
         let timeout = settings.telemetry.timeout
+        let interval = settings.telemetry.interval
         if !inFlight.contains(e.authority) {
             inFlight.insert(e.authority)
             c.get(settings.telemetry.metricsPath, timeout: timeout) { [unowned self] result in
                 inFlight.remove(e.authority)
-                guard case .success(let resp) = result, resp.status == 200 else { return }
+                guard case .success(let resp) = result, resp.status == 200 else { return failed(e.authority, interval: interval) }
                 let now = Instant.now()
-                resp.body.withUnsafeBytes { bytes in
-                    guard let m = try? VLLMMetrics.extract(bytes) else { return }
+                let recognised = resp.body.withUnsafeBytes { bytes -> Bool in
+                    guard let m = try? VLLMMetrics.extract(bytes),
+                          m.requestsRunning != nil || m.requestsWaiting != nil || m.kvCacheUsage != nil else { return false }
                     var running: [String] = [], waiting: [String] = []
                     if let l = m.lora {
                         for r in VLLMMetrics.adapterNames(l.running, in: bytes) { running.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
@@ -99,7 +125,9 @@ final class TelemetryScraper {
                         t.prefixCacheHits = m.prefixCacheHits ?? 0
                         t.prefixCacheQueries = m.prefixCacheQueries ?? 0
                     }
+                    return true
                 }
+                if recognised { backoff[e.authority] = nil } else { failed(e.authority, interval: interval) }
             }
         }
         if models && !modelsInFlight.contains(e.authority) {
