@@ -338,15 +338,11 @@ struct JSONCursor {
         if !escaped {
             let n = literal.utf8CodeUnitCount
             guard range.count == n else { return false }
-            return memeq(p + range.start, literal.utf8Start, n)
+            return Bytes.equal(p + range.start, literal.utf8Start, n)
         }
         return JSONString.equals(UnsafeRawBufferPointer(start: p, count: end), range, escaped: true, literal)
     }
 
-    @inline(__always)
-    func memeq(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        Bytes.equal(a, b, n)
-    }
 }
 
 /// Word-at-a-time byte tests (the classic "has zero byte" bit tricks, exact for "any byte").

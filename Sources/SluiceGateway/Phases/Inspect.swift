@@ -18,13 +18,6 @@ struct RequestFeatures {
     var prefixBlocks = 0
 }
 
-/// The LoRA adapter a resolved model is served by, and where it lives on the model servers
-/// (for on-demand loading).
-struct LoRATarget {
-    var name: String
-    var path: String?
-}
-
 /// Per-worker scratch space for the inspect phase, allocated once.
 final class InspectScratch {
     let segments = UnsafeMutableBufferPointer<PromptSegment>.allocate(capacity: 1024)
@@ -207,6 +200,6 @@ extension Worker {
         }
         if let b = rewrittenBody(body, &inspected!, model: t.rewriteModel || modelEscaped ? t.upstreamModel : nil) { rewritten = b }
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
-        return .forward(pool: pools[t.pool], arm: t.arm, adapter: t.adapter.map { LoRATarget(name: $0, path: t.adapterPath) }, ticket: ticket)
+        return .forward(pool: pools[t.pool], arm: t.arm, adapter: t.adapter, ticket: ticket)
     }
 }

@@ -6,14 +6,19 @@ import SluiceLLM
 struct ResolvedTarget {
     var pool: Int
     var upstreamModel: [UInt8]
-    var adapter: String?
-    /// Where the adapter lives on the model servers (for on-demand loading).
-    var adapterPath: String?
+    var adapter: LoRATarget?
     var arm: String?
     /// The client's model name differs from what the upstream must see: the body is rewritten.
     var rewriteModel: Bool
     /// The `sluice_model_requests_total` slot (model asked for, arm chosen).
     var metricSlot: Int
+}
+
+/// The LoRA adapter a resolved model is served by, and where it lives on the model servers
+/// (for on-demand loading).
+struct LoRATarget {
+    var name: String
+    var path: String?
 }
 
 /// The `models:` section compiled for lookups without allocation: names as bytes, splits as
@@ -103,7 +108,7 @@ struct ModelTable {
         }
         let e = entries[i]
         guard let pool = e.pool else { return nil }
-        return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter, adapterPath: e.model.adapterPath, arm: arm,
+        return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter.map { LoRATarget(name: $0, path: e.model.adapterPath) }, arm: arm,
                               rewriteModel: !e.upstream.withUnsafeBytes { $0.elementsEqual(name) },
                               metricSlot: entries[first].requestSlots[arm ?? ""] ?? -1)
     }

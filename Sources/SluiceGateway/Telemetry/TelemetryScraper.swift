@@ -19,8 +19,8 @@ final class TelemetryScraper {
     /// The longest pause after failed scrapes: how stale a restarted server's telemetry can be.
     static let maxBackoff = Duration.seconds(2)
     private struct Backoff {
-        var failures = 0
-        var resumeAt = Instant(nanoseconds: 0)
+        var pause: Duration
+        var resumeAt: Instant
     }
     private var backoff: [String: Backoff] = [:]
     unowned let gateway: Gateway
@@ -78,12 +78,8 @@ final class TelemetryScraper {
 
     /// A scrape of `authority` failed or was not vLLM's: pause it for twice as long as last time.
     private func failed(_ authority: String, interval: Duration) {
-        var b = backoff[authority] ?? Backoff()
-        b.failures += 1
-        var pause = interval
-        for _ in 0..<min(b.failures, 16) where pause < Self.maxBackoff { pause = pause * 2 }
-        b.resumeAt = loop.now + min(pause, Self.maxBackoff)
-        backoff[authority] = b
+        let pause = min((backoff[authority]?.pause ?? interval) * 2, Self.maxBackoff)
+        backoff[authority] = Backoff(pause: pause, resumeAt: loop.now + pause)
     }
 
     private func client(for e: GatewaySettings.Endpoint) -> HTTPClient {

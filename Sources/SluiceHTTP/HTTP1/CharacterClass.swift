@@ -39,14 +39,21 @@ enum CharacterClass {
         let folded = low | (ones &* 0x20)  // 'A'...'Z' -> 'a'...'z'; digits and '-' keep 0x20
         let letter = (folded &+ ones &* (0x80 - 0x61)) & ~(folded &+ ones &* (0x80 - 0x7B))
         let digit = (low &+ ones &* (0x80 - 0x30)) & ~(low &+ ones &* (0x80 - 0x3A))
-        let dashX = low ^ (ones &* 0x2D)
-        let dash = ~((dashX & ~highs) &+ ~highs) & highs  // high bit set where the byte was 0x2D
+        let dash = zeroBytes(low ^ (ones &* 0x2D))  // high bit set where the byte was 0x2D
         // `folded` maps 0x40 ('@'), 0x5B...0x5F and 0x60, 0x7B...0x7F only to non-letters, and
         // never maps a non-letter onto a letter, except that it cannot tell 'A'...'Z' from
         // 'a'...'z' (both letters): exact.
         let good = (letter | digit | dash) & ~w & highs
         let bad = ~good & highs
         return bad == 0 ? 8 : bad.trailingZeroBitCount >> 3
+    }
+
+    /// The high bit of every zero byte of `x`, and nothing else (the carry-free form of the
+    /// "has zero byte" test, exact per byte).
+    @inline(__always) @usableFromInline
+    static func zeroBytes(_ x: UInt64) -> UInt64 {
+        let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+        return ~(((x & low7) &+ low7) | x | low7)
     }
 
     /// Bytes allowed in a request-target: visible ASCII (no spaces, controls or obs-text).

@@ -118,13 +118,10 @@ public struct HTTP1HeadParser: Sendable {
         return nil
     }
 
-    /// The high bit of every byte of the little-endian word `w` that is LF (exact: the
-    /// "has zero byte" test on `w ^ 0x0A…` with the carry-free form).
+    /// The high bit of every byte of the little-endian word `w` that is LF.
     @inline(__always)
     static func lineFeeds(_ w: UInt64) -> UInt64 {
-        let x = w ^ 0x0A0A_0A0A_0A0A_0A0A
-        let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
-        return ~(((x & low7) &+ low7) | x | low7)
+        CharacterClass.zeroBytes(w ^ 0x0A0A_0A0A_0A0A_0A0A)
     }
 
     // MARK: parsing a complete head
