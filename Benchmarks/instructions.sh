@@ -9,10 +9,20 @@
 # N2 - N1 is the cost of one request, with start-up and shutdown cancelled out.
 #
 #   bash Benchmarks/instructions.sh [N1] [N2]      (defaults 2000 12000; about a minute)
+#   bash Benchmarks/instructions.sh --big [N1] [N2]
+#       compare's section 3 body instead: a 220 KB chat prompt (defaults 300 1300; about a minute);
+#       both proxies then take bodies that size (nginx as compare configures it: a 512 KiB body
+#       buffer, request buffering off)
+#   bash Benchmarks/instructions.sh --body FILE [N1] [N2]     any request body (same nginx setup)
+# KEEP=DIR keeps the callgrind profiles there (callgrind_annotate DIR/sluice.N2.cg: where they go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N1="${1:-2000}"
-N2="${2:-12000}"
+BODY=""
+case "${1:-}" in
+  --big) BODY=big; shift ;;
+  --body) BODY="$2"; shift 2 ;;
+esac
+if [ -n "$BODY" ]; then N1="${1:-300}"; N2="${2:-1300}"; else N1="${1:-2000}"; N2="${2:-12000}"; fi
 . Benchmarks/lib.sh
 bench_init instructions
 
@@ -21,7 +31,18 @@ bench_sluice
 
 UP_PORT=18911; PORT=18912
 start_fixed_upstream $UP_PORT
-printf '%s' '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}' > "$WORK/body.json"
+NGX_BODY="client_body_buffer_size 64k;"
+if [ "$BODY" = big ]; then  # the body of Benchmarks/compare.d/compare.py section_large_prompts
+  python3 -c 'import json, sys
+filler = ("The quick brown fox jumps over the lazy dog. " * 5000)[:220 * 1024]
+json.dump({"model": "tiny", "messages": [{"role": "system", "content": filler},
+                                         {"role": "user", "content": "Summarize."}], "max_tokens": 8}, sys.stdout)' > "$WORK/body.json"
+elif [ -n "$BODY" ]; then
+  cp "$BODY" "$WORK/body.json"
+else
+  printf '%s' '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}' > "$WORK/body.json"
+fi
+if [ -n "$BODY" ]; then NGX_BODY="client_max_body_size 16m; client_body_buffer_size 512k; proxy_request_buffering off;"; fi
 mkdir -p "$WORK/px"
 cat > "$WORK/px/nginx.conf" <<NGX
 master_process off; daemon off; worker_processes 1; pid $WORK/px/nginx.pid; error_log stderr error;
@@ -29,7 +50,7 @@ events { worker_connections 1024; }
 http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$PORT; keepalive_requests 1000000;
-    location / { client_body_buffer_size 64k; proxy_pass http://up; proxy_http_version 1.1;
+    location / { $NGX_BODY proxy_pass http://up; proxy_http_version 1.1;
       proxy_set_header Connection ""; proxy_buffering off; } } }
 NGX
 wait_http $UP_PORT
@@ -42,6 +63,7 @@ count() {  # name n command...: total instructions of the command serving n requ
     "http://127.0.0.1:$PORT/v1/chat/completions" >"$WORK/$name.$n.h2load"
   grep -q " $n succeeded" "$WORK/$name.$n.h2load" || { echo "$name: not all $n requests succeeded" >&2; grep "requests:" "$WORK/$name.$n.h2load" >&2; exit 1; }
   kill -INT $vp; wait $vp || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$WORK/$name.$n.cg" "$KEEP/"; fi
   callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
 
@@ -53,7 +75,7 @@ per_request() {  # name command...
   awk -v a="$a" -v b="$b" -v n=$((N2 - N1)) 'BEGIN { printf "%.0f", (b - a) / n }'
 }
 
-echo "user-space instructions per proxied request (valgrind Ir, $N1 and $N2 requests differenced, 8 connections)"
+echo "user-space instructions per proxied request (valgrind Ir, $N1 and $N2 requests differenced, 8 connections, $(wc -c < "$WORK/body.json")-byte body)"
 s=$(per_request sluice "$SLUICE" serve --workers 1 --listen "127.0.0.1:$PORT" --endpoint "http://127.0.0.1:$UP_PORT")
 n=$(per_request nginx nginx -c "$WORK/px/nginx.conf" -p "$WORK/px")
 printf "%-8s %10s\n%-8s %10s\n" sluice "$s" nginx "$n"
