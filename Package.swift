@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SluiceLLM", targets: ["SluiceLLM"]),
         .library(name: "SluiceGateway", targets: ["SluiceGateway"]),
         .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
+        .library(name: "SluiceRouting", targets: ["SluiceRouting"]),
     ],
     targets: [
         // C layer
@@ -46,17 +47,21 @@ let package = Package(
         .target(name: "SluiceLLM", swiftSettings: strict),
         .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM"]),
 
+        // routing decisions (pure): filters, scorers, pickers, profiles, the prefix index
+        .target(name: "SluiceRouting", swiftSettings: strict),
+        .testTarget(name: "SluiceRoutingTests", dependencies: ["SluiceRouting"]),
+
         // the simulated vLLM server
         .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
         .testTarget(name: "SluiceSimTests", dependencies: ["SluiceSim", "SluiceIO"]),
 
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
-        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceSim"]),
+        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
+        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim"]),
 
         // the YAML config: schema, validation, secrets
-        .target(name: "SluiceConfig", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "CYAML"], swiftSettings: strict),
-        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceRedis"]),
+        .target(name: "SluiceConfig", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "CYAML"], swiftSettings: strict),
+        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceRedis", "SluiceRouting"]),
 
         // programs
         .executableTarget(name: "sluice", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim"], swiftSettings: strict),

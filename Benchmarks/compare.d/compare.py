@@ -835,7 +835,7 @@ def start_sims():
 def section_routing(peers):
     """Section 4: the shared-prefix workload over 8 simulated vLLM servers."""
     ok, why = sim_available()
-    routers = [("sluice", "sluice", "default profile (prefix 3, queue 2, kv 2, lora 1, inflight 1)"),
+    routers = [("sluice", "sluice", "default profile (prefix 10, home 1, queue 1, kv 1, lora 1)"),
                ("sluice-rr", "sluice", "round_robin"),
                ("sglang-router", "sglang-router", "cache_aware"),
                ("vllm-router", "vllm-router", "cache_aware")]

@@ -3,6 +3,7 @@ public import SluiceGateway
 import SluiceHTTP
 import SluiceIO
 import SluiceRedis
+import SluiceRouting
 
 /// One problem in a config file: where (path and line) and what.
 public struct ConfigIssue: CustomStringConvertible, Sendable {
@@ -194,11 +195,7 @@ public struct ConfigLoader {
                     }
                 }
                 if let d = durationField(m, p, "dns_interval") { pool.dnsInterval = d }
-                if let r = str(m, p, "routing") {
-                    if let policy = RoutingPolicy(rawValue: r) { pool.routing = policy } else {
-                        issue("\(p).routing", "must be default, round_robin or least_loaded", field(m, "routing")!.line)
-                    }
-                }
+                if let r = field(m, "routing") { routing(r, "\(p).routing", into: &pool) }
                 if field(m, "endpoints") == nil && pool.dns == nil { issue(p, "needs endpoints or dns", item.line) }
                 if field(m, "endpoints") != nil && pool.dns != nil { issue(p, "has both endpoints and dns; choose one", item.line) }
                 s.pools.append(pool)
@@ -442,6 +439,50 @@ public struct ConfigLoader {
     private func modelLine(_ models: YAMLNode, _ i: Int) -> Int {
         if case .sequence(let items, _) = models, i < items.count { return items[i].line }
         return models.line
+    }
+
+    /// `pools[].routing`: a policy name, or a mapping with the policy and the default
+    /// profile's parts (scorer weights, the load guard, hard limits).
+    private mutating func routing(_ node: YAMLNode, _ p: String, into pool: inout GatewaySettings.Pool) {
+        if case .scalar(let name, let line, _) = node {
+            if let policy = RoutingPolicy(rawValue: name) { pool.routing = policy } else {
+                issue(p, "must be default, round_robin or least_loaded (or a mapping with policy and weights)", line)
+            }
+            return
+        }
+        guard let m = map(node, p) else { return }
+        unknown(m, p, ["policy", "weights", "load_guard", "max_waiting", "max_kv_use"])
+        if let name = str(m, p, "policy") {
+            if let policy = RoutingPolicy(rawValue: name) { pool.routing = policy } else {
+                issue("\(p).policy", "must be default, round_robin or least_loaded", field(m, "policy")!.line)
+            }
+        }
+        var weights: [String: Double] = [:]
+        if let w = field(m, "weights"), let wm = map(w, "\(p).weights") {
+            let names = RoutingProfile.defaultWeights.map(\.0)
+            for (k, line, _) in wm {
+                guard names.contains(k) else {
+                    issue("\(p).weights.\(k)", "unknown scorer (one of \(names.joined(separator: ", ")))", line)
+                    continue
+                }
+                guard let v = number(wm, "\(p).weights", k) else { continue }
+                if v < 0 { issue("\(p).weights.\(k)", "must be >= 0", line) } else { weights[k] = v }
+            }
+        }
+        var loadGuard = LoadGuardFilter()
+        if let g = field(m, "load_guard"), let gm = map(g, "\(p).load_guard") {
+            unknown(gm, "\(p).load_guard", ["factor", "slack"])
+            if let f = number(gm, "\(p).load_guard", "factor") {
+                if f < 1 { issue("\(p).load_guard.factor", "must be >= 1", field(gm, "factor")!.line) } else { loadGuard.factor = f }
+            }
+            if let sl = intField(gm, "\(p).load_guard", "slack", min: 0) { loadGuard.slack = sl }
+        }
+        var saturation = SaturationFilter()
+        if let w = intField(m, p, "max_waiting", min: 0) { saturation.maxWaiting = w }
+        if let kv = number(m, p, "max_kv_use") {
+            if kv <= 0 || kv > 1 { issue("\(p).max_kv_use", "must be > 0 and <= 1", field(m, "max_kv_use")!.line) } else { saturation.maxKVUse = kv }
+        }
+        pool.profile = .standard(weights: weights, guard: loadGuard, saturation: saturation)
     }
 
     // MARK: typed readers

@@ -1,5 +1,6 @@
 import Glibc
 public import SluiceIO
+import SluiceRouting
 public import Synchronization
 
 /// The gateway: N worker loops serving the configured listeners.

@@ -1,6 +1,7 @@
 public import SluiceIO
 public import SluiceHTTP
 public import SluiceRedis
+public import SluiceRouting
 
 /// Everything a worker needs, compiled from the config file: plain values, no YAML.
 ///
@@ -43,6 +44,8 @@ public struct GatewaySettings: Sendable {
         public var dnsInterval: Duration = .seconds(5)
         /// How an endpoint is picked for each request.
         public var routing: RoutingPolicy = .default
+        /// The filters, weighted scorers and picker of the `default` policy.
+        public var profile: RoutingProfile = .standard()
         public init(name: String, endpoints: [Endpoint], dns: (host: String, port: UInt16)? = nil) {
             self.name = name
             self.endpoints = endpoints

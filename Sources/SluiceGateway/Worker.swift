@@ -2,6 +2,7 @@ import Glibc
 import SluiceIO
 import SluiceHTTP
 import SluiceRedis
+import SluiceRouting
 import Synchronization
 
 /// The settings of one config generation as one object. A request keeps the generation it
@@ -52,12 +53,12 @@ final class Worker: @unchecked Sendable {
     private(set) var modelTable: ModelTable
     /// Unix time the settings were loaded (the `created` of Sluice's model list).
     private(set) var loadedAt = WallClock.now().seconds
-    private var rng: UInt64
+    /// The worker's own seeded generator: split arms, routing tie breaks.
+    var random: SplitMix64
 
-    /// A uniform draw in [0, 1) from the worker's own generator (split arms, tie breaks).
+    /// A uniform draw in [0, 1) (split arms).
     func nextRandom() -> Double {
-        rng = ModelTable.mix(rng)
-        return Double(rng >> 11) / Double(1 << 53)
+        Double(random.next() >> 11) / Double(1 << 53)
     }
 
     /// This worker's metric values (written only here; scrapes copy them on this loop).
@@ -135,7 +136,7 @@ final class Worker: @unchecked Sendable {
         self.connections = connections
         self.generation = SettingsGeneration(settings)
         self.modelTable = ModelTable(settings, metrics: metrics)
-        self.rng = UInt64.random(in: .min ... .max)
+        self.random = SplitMix64(seed: UInt64.random(in: .min ... .max))
         self.onDrained = onDrained
         self.localLimiter = LocalRateLimiter(share: Self.workerCount(settings))
         self.metrics.enabled = settings.metrics

@@ -1,6 +1,7 @@
 import Foundation
 import SluiceGateway
 import SluiceRedis
+import SluiceRouting
 import Testing
 @testable import SluiceConfig
 
@@ -84,6 +85,33 @@ import Testing
         #expect(s.models[2].split.map(\.model) == ["m1", "m2"] && s.models[2].sticky == .header("x-user"))
     }
 
+    /// `pools[].routing` as a mapping composes the default profile: weights by scorer name, the
+    /// load guard, hard limits; what is not given keeps its default.
+    @Test func routingProfilesComeFromConfig() throws {
+        let s = try ConfigLoader.load(text: """
+            pools:
+              - name: a
+                endpoints: [http://127.0.0.1:1]
+                routing:
+                  weights: { prefix_affinity: 4, inflight: 2.5 }
+                  load_guard: { factor: 1.5, slack: 3 }
+                  max_waiting: 16
+                  max_kv_use: 0.95
+              - { name: b, endpoints: [http://127.0.0.1:2], routing: { policy: least_loaded } }
+            """)
+        let p = s.pools[0].profile
+        let weights = Dictionary(uniqueKeysWithValues: p.scorers.map { ($0.scorer.name, $0.weight) })
+        #expect(weights == ["prefix_affinity": 4, "prefix_home": 1, "queue_depth": 1, "kv_use": 1, "lora_affinity": 1, "inflight": 2.5])
+        #expect(p.filters.map(\.name) == ["health", "adapter", "saturation", "load_guard"])
+        let guardFilter = try #require(p.filters.last as? LoadGuardFilter)
+        #expect(guardFilter.factor == 1.5 && guardFilter.slack == 3)
+        let saturation = try #require(p.filters[2] as? SaturationFilter)
+        #expect(saturation.maxWaiting == 16 && saturation.maxKVUse == 0.95)
+        #expect(s.pools[0].routing == .default && s.pools[1].routing == .leastLoaded)
+        // Without a mapping: the standard profile.
+        #expect(s.pools[1].profile.scorers.map(\.weight) == RoutingProfile.defaultWeights.map(\.1))
+    }
+
     /// Each rule, with the path and line it reports; several problems come back together.
     @Test(arguments: [
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nbogus: 1", "bogus: unknown key (line 2)"),
@@ -118,6 +146,14 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: k, tenant: a }, { key: k, tenant: b }] }", "the same key is listed twice"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlogging: { level: debug }", "logging.level: unknown key"),
         ("pools: &x [{ name: p, endpoints: [http://127.0.0.1:1] }]", "anchors are not supported"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: fastest }]", "pools[0].routing: must be default, round_robin or least_loaded"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { policy: fastest } }]", "pools[0].routing.policy: must be default"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { weights: { luck: 1 } } }]", "pools[0].routing.weights.luck: unknown scorer"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { weights: { kv_use: -1 } } }]", "pools[0].routing.weights.kv_use: must be >= 0"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { load_guard: { factor: 0.5 } } }]", "load_guard.factor: must be >= 1"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { max_kv_use: 1.5 } }]", "max_kv_use: must be > 0 and <= 1"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { max_waiting: -1 } }]", "max_waiting: must be between 0"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { pick: best } }]", "pools[0].routing.pick: unknown key"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }\n", "YAML:"),
     ])
     func rules(_ yaml: String, _ expected: String) {
@@ -219,6 +255,10 @@ import Testing
                     "health.path", "health.interval", "health.timeout", "health.unhealthy_threshold", "health.eject_base", "health.max_eject",
                     "telemetry.interval", "telemetry.timeout", "telemetry.staleness", "telemetry.metrics_path", "telemetry.models_path",
                     "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].routing", "pools[].tls.ca_file",
+                    "pools[].routing.policy", "pools[].routing.weights.prefix_affinity", "pools[].routing.weights.prefix_home",
+                    "pools[].routing.weights.queue_depth", "pools[].routing.weights.kv_use", "pools[].routing.weights.lora_affinity",
+                    "pools[].routing.weights.inflight", "pools[].routing.load_guard.factor", "pools[].routing.load_guard.slack",
+                    "pools[].routing.max_waiting", "pools[].routing.max_kv_use",
                     "pools[].tls.server_name", "pools[].tls.verify",
                     "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
                     "models[].split[].model", "models[].split[].weight", "models[].sticky", "logging.access_log",

@@ -3,6 +3,7 @@ import Glibc
 @testable import SluiceGateway
 import SluiceHTTP
 import SluiceIO
+import SluiceRouting
 import Testing
 
 /// An upstream that answers with the `model` it was sent.
@@ -102,7 +103,7 @@ func chatBody(_ model: String, user: String? = nil) -> String {
         s.models = [GatewaySettings.Model(name: "v1", pool: "p"), GatewaySettings.Model(name: "v2", pool: "p"), chat]
         let table = ModelTable(s)
         var rng: UInt64 = 42
-        func random() -> Double { rng = ModelTable.mix(rng); return Double(rng >> 11) / Double(1 << 53) }
+        func random() -> Double { rng = SplitMix64.mix(rng); return Double(rng >> 11) / Double(1 << 53) }
         func arm(_ t: ModelTable, key: UInt64?) -> String {
             Array("chat".utf8).withUnsafeBytes { t.resolve($0, stickyKey: { _ in key }, random: random)!.arm! }
         }

@@ -1,4 +1,5 @@
 @testable @_spi(Benchmarks) import SluiceGateway
+import SluiceRouting
 import Testing
 
 /// The router decision by decision, on fake endpoints whose telemetry each case sets: exact
@@ -9,11 +10,6 @@ import Testing
         Array("{\"model\":\"\(model)\",\"messages\":[{\"role\":\"system\",\"content\":\"\(String(repeating: system + " ", count: 40))\"},{\"role\":\"user\",\"content\":\"\(question)\"}]}".utf8)
     }
     let short = Array("{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}".utf8)
-
-    /// Per-reason metric slots are indexed by `ordinal`, which must be each case's position.
-    @Test func routeReasonOrdinalsArePositions() {
-        for (i, r) in RouteReason.allCases.enumerated() { #expect(r.ordinal == i, "\(r)") }
-    }
 
     func harness(_ n: Int = 4, _ policy: RoutingPolicy = .default, adapter: String? = nil) throws -> RoutingHarness {
         let h = try RoutingHarness(endpoints: n, policy: policy, adapterModel: adapter)
@@ -121,9 +117,11 @@ import Testing
         let ll = try harness(4, .leastLoaded)
         for (i, n) in [3, 1, 1, 2].enumerated() { ll.setInflight(i, n) }
         ll.prepare(body("delta"))
-        let d = try #require(ll.decide())
-        #expect([1, 2].contains(d.endpoint) && d.reason == "least_loaded")
-        #expect(ll.decide()!.endpoint == d.endpoint)  // ties broken the same way every time
+        // Ties are broken at random from the worker's seeded generator: both least loaded
+        // endpoints get picks, no other does.
+        let spread = Set((0..<32).map { _ in ll.decide()!.endpoint })
+        #expect(spread == [1, 2])
+        #expect(ll.decide()?.reason == "least_loaded")
         let rr = try harness(4, .roundRobin)
         rr.prepare(body("delta"))
         let picks = (0..<8).map { _ in rr.decide()!.endpoint }

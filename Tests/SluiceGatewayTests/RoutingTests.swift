@@ -4,6 +4,7 @@ import Glibc
 import SluiceIO
 import SluiceSim
 import Synchronization
+import SluiceRouting
 import Testing
 
 /// Simulated vLLM servers on one loop thread, for routing tests.
@@ -227,20 +228,5 @@ final class SimFleet: @unchecked Sendable {
         let roundRobin = try hitRate(.roundRobin)
         #expect(affinity > 0.8, "prefix affinity hit rate \(affinity)")
         #expect(affinity > roundRobin * 2, "affinity \(affinity) vs round robin \(roundRobin)")
-    }
-
-    @Test func prefixIndexMatchesContiguousPrefixes() {
-        let index = PrefixIndex(capacityBlocks: 1024)
-        let a: [UInt64] = [1, 2, 3, 4], b: [UInt64] = [1, 2, 9]
-        a.withUnsafeBufferPointer { index.record($0, endpoint: 7) }
-        b.withUnsafeBufferPointer { #expect(index.match($0, accepts: { [7, 8].contains($0) })! == (7, 2)) }
-        a.withUnsafeBufferPointer { #expect(index.match($0, accepts: { $0 == 7 })! == (7, 4)) }
-        a.withUnsafeBufferPointer { #expect(index.match($0, accepts: { $0 == 8 }) == nil) }
-        // A different owner after the first block ends the run.
-        let c: [UInt64] = [1, 2, 50, 3]
-        [UInt64(50)].withUnsafeBufferPointer { index.record($0, endpoint: 8) }
-        c.withUnsafeBufferPointer { #expect(index.match($0, accepts: { _ in true })! == (7, 2)) }
-        index.remove(endpoint: 7)
-        a.withUnsafeBufferPointer { #expect(index.match($0, accepts: { $0 == 7 }) == nil) }
     }
 }

@@ -1,3 +1,4 @@
+import SluiceRouting
 
 /// Sluice's metric families (Prometheus names with a `sluice_` prefix, base units, `_total` for
 /// counters; token and latency names follow the OpenTelemetry GenAI conventions where they fit).

@@ -1,5 +1,6 @@
 import SluiceHTTP
 import SluiceIO
+import SluiceRouting
 import SluiceLLM
 import SluiceRedis
 

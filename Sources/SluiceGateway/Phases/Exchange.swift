@@ -1,5 +1,6 @@
 import SluiceHTTP
 import SluiceIO
+import SluiceRouting
 import SluiceLLM
 import SluiceRedis
 
@@ -136,7 +137,8 @@ final class Exchange {
             : UnsafeBufferPointer(start: nil, count: 0)
         let picked = Router.pick(pool: pool, scored: scored, adapter: adapter?.name, prefixHashes: hashes,
                                  index: worker.prefixIndex, excluding: excluding, now: loop.now,
-                                 staleness: settings.telemetry.staleness, scratch: worker.routerScratch)
+                                 staleness: settings.telemetry.staleness, scratch: worker.routerScratch,
+                                 random: &worker.random)
         guard let (ep, reason) = picked else {
             if attempts == 1, !loadedAdapter, let a = adapter, let path = a.path,
                let target = Router.loadTarget(pool: pool, adapter: a.name, now: loop.now) {

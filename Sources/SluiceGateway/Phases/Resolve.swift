@@ -1,5 +1,6 @@
 import Glibc
 import SluiceLLM
+import SluiceRouting
 
 /// Where a model name leads: the pool, the `model` to send upstream, the adapter, and the split
 /// arm that was chosen (if the name was a split).
@@ -86,7 +87,7 @@ struct ModelTable {
                 var best = Double.infinity
                 var chosen = e.arms[0].entry
                 for a in e.arms where a.weight > 0 {
-                    let h = Self.mix(key ^ Self.hash(entries[a.entry].name))
+                    let h = SplitMix64.mix(key ^ Self.hash(entries[a.entry].name))
                     let u = (Double(h >> 11) + 0.5) / Double(1 << 53)
                     let score = -Self.ln(u) / a.weight
                     if score < best { best = score; chosen = a.entry }
@@ -121,14 +122,7 @@ struct ModelTable {
     static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return mix(h)
-    }
-
-    static func mix(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        return SplitMix64.mix(h)
     }
 
     static func ln(_ x: Double) -> Double { log(x) }

@@ -1,4 +1,5 @@
 import SluiceIO
+public import SluiceRouting
 
 /// One routing decision at a time without a network: a worker and a pool of `endpoints` fake
 /// endpoints whose telemetry the caller sets. For table-driven tests of the router and for the
@@ -9,7 +10,8 @@ import SluiceIO
     private var features: RequestFeatures?
     private var adapter: String?
 
-    public init(endpoints count: Int, policy: RoutingPolicy = .default, adapterModel: String? = nil) throws {
+    public init(endpoints count: Int, policy: RoutingPolicy = .default, profile: RoutingProfile = .standard(),
+                adapterModel: String? = nil, seed: UInt64 = 1) throws {
         loop = try EventLoop()
         let endpoints = (0..<count).map { i -> GatewaySettings.Endpoint in
             let a = "10.\(i / 256 % 256).\(i % 256).1:8000"
@@ -17,19 +19,21 @@ import SluiceIO
         }
         var pool = GatewaySettings.Pool(name: "bench", endpoints: endpoints)
         pool.routing = policy
+        pool.profile = profile
         var s = GatewaySettings(listen: [], workers: 1, pools: [pool])
         s.models = [GatewaySettings.Model(name: "tiny", pool: "bench")]
         if let a = adapterModel { s.models.append(GatewaySettings.Model(name: a, pool: "bench", adapter: a)) }
         worker = Worker(loop: loop, settings: s, shared: ["bench": SharedCounter()], registry: EndpointRegistry(),
                         connections: SharedCounter(), metrics: GatewayMetrics(), prefixIndex: PrefixIndex(),
                         adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
+        worker.random = SplitMix64(seed: seed)
     }
 
     var pool: UpstreamPool { worker.pools[0] }
 
     /// The endpoint's scraped state, as of `age` ago.
     public func setTelemetry(_ i: Int, waiting: Int = 0, running: Int = 0, kvUse: Double = 0, adapters: [String] = [],
-                             age: Duration = .zero) {
+                             adaptersRunning: [String] = [], maxLoras: Int = 0, age: Duration = .zero) {
         let at = Instant(nanoseconds: loop.now.nanoseconds &- UInt64(max(0, age.nanoseconds)))
         pool.endpoints[i].runtime.updateTelemetry { t in
             t.scrapedAt = at
@@ -37,6 +41,8 @@ import SluiceIO
             t.running = running
             t.kvUse = kvUse
             t.adaptersLoaded = adapters
+            t.adaptersRunning = adaptersRunning
+            t.maxLoras = maxLoras
         }
     }
 
@@ -69,7 +75,7 @@ import SluiceIO
         let hashes = UnsafeBufferPointer(rebasing: worker.inspectScratch.prefixHashes[0..<blocks])
         guard let (ep, reason) = Router.pick(pool: pool, scored: features != nil, adapter: adapter, prefixHashes: hashes, index: worker.prefixIndex,
                                              excluding: nil, now: loop.now, staleness: worker.settings.telemetry.staleness,
-                                             scratch: worker.routerScratch) else { return nil }
+                                             scratch: worker.routerScratch, random: &worker.random) else { return nil }
         if commit && blocks > 0 { worker.prefixIndex.record(hashes, endpoint: ep.runtime.id) }
         return (ep.index, reason.rawValue)
     }

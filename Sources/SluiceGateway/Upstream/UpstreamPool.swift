@@ -1,4 +1,5 @@
 import SluiceIO
+import SluiceRouting
 import Synchronization
 
 /// A counter shared by all workers (round-robin position of a pool).
@@ -37,6 +38,8 @@ final class UpstreamPool {
     /// of a decision at 256 endpoints.
     let runtimes: [Unmanaged<EndpointRuntime>]
     let policy: RoutingPolicy
+    /// What decides for `default` and `least_loaded` pools.
+    let profile: RoutingProfile
     /// Metric slots of this pool (resolved once).
     let slots: GatewayMetrics.PoolSlots
     let roundRobin: SharedCounter
@@ -48,6 +51,7 @@ final class UpstreamPool {
          previous: [String: Endpoint] = [:]) {
         name = config.name
         policy = config.routing
+        profile = config.routing == .leastLoaded ? .leastLoaded : config.profile
         endpoints = config.endpoints.enumerated().map { i, e in
             if let old = previous[e.authority], old.config.address == e.address {
                 return Endpoint(index: i, config: e, runtime: old.runtime, idle: old.idle)

@@ -1,0 +1,62 @@
+/// One endpoint as a routing decision sees it: a snapshot the gateway fills from what it knows
+/// (health, its own in-flight count, scraped telemetry, the prefix index) before each decision.
+/// Filters drop candidates, scorers add to ``score``, the picker takes one.
+public struct Candidate: Sendable, Equatable {
+    /// Position in the pool: what the decision returns.
+    public var index: Int
+    /// The endpoint's process-unique id: the prefix index's key.
+    public var id: Int
+    /// Not ejected by health checks or passive failures.
+    public var admitted: Bool
+    /// Requests the gateway itself has in flight there (exact, real time).
+    public var inflight: Int
+    /// vLLM's `num_requests_waiting` from the latest scrape (0 when the scrape is stale).
+    public var waiting: Int
+    /// vLLM's KV-cache use in [0, 1] from the latest scrape (0 when stale).
+    public var kvUse: Double
+    /// Whether and how the endpoint can serve the requested LoRA adapter.
+    public var adapter: AdapterState
+    /// A hash of the endpoint's address, the same on every replica (rendezvous hashing).
+    public var homeHash: UInt64
+    /// Leading prompt blocks the prefix index says were sent there (filled by ``PrefixIndex/match(_:into:count:)``).
+    public var prefixBlocks: Int
+    /// The weighted sum of the scorers' scores (the profile resets it per decision).
+    public var score: Double
+
+    public init(index: Int, id: Int, admitted: Bool = true, inflight: Int = 0, waiting: Int = 0, kvUse: Double = 0,
+                adapter: AdapterState = .notRequested, homeHash: UInt64, prefixBlocks: Int = 0) {
+        self.index = index
+        self.id = id
+        self.admitted = admitted
+        self.inflight = inflight
+        self.waiting = waiting
+        self.kvUse = kvUse
+        self.adapter = adapter
+        self.homeHash = homeHash
+        self.prefixBlocks = prefixBlocks
+        score = 0
+    }
+
+    /// Queue depth as the gateway sees it: its own requests in flight there plus the server's
+    /// waiting queue (the scrape lags by up to an interval; the in-flight count does not).
+    @inline(__always) public var load: Int { inflight + waiting }
+}
+
+/// What an endpoint can do for the requested LoRA adapter, from its scraped
+/// `vllm:lora_requests_info` (running, waiting, `max_lora`) and `/v1/models` (registered).
+public enum AdapterState: Sendable, Equatable {
+    /// The request names no adapter.
+    case notRequested
+    /// The adapter is in a slot now (requests for it are running).
+    case running
+    /// Registered and not running, with a free slot to run it in.
+    case registeredSlotFree
+    /// Requests for it are waiting (for a slot).
+    case waiting
+    /// Registered, but every slot holds another adapter.
+    case registeredSlotsFull
+    /// The endpoint has not been scraped yet: it may have the adapter.
+    case unknown
+    /// Not registered there: the endpoint cannot serve the request.
+    case absent
+}
