@@ -121,18 +121,8 @@ struct JSONCursor {
         let start = pos
         var escaped = false
         while true {
-            // Eight bytes at a time while none is special: '"', '\\', a control byte or non-ASCII.
-            while pos &+ 8 <= end {
-                let w = UInt64(littleEndian: UnsafeRawPointer(p + pos).loadUnaligned(as: UInt64.self))
-                let m = SWAR.stringSpecialMask(w)
-                if m != 0 {
-                    // The lowest flagged byte is exact (borrows only propagate upwards), so jump
-                    // straight to it instead of re-testing the word byte by byte.
-                    pos &+= m.trailingZeroBitCount &>> 3
-                    break
-                }
-                pos &+= 8
-            }
+            // Straight to the next byte that needs a look: '"', '\\', a control byte or non-ASCII.
+            pos = SWAR.firstStringSpecial(p, from: pos, end: end)
             guard pos < end else { throw .syntax(.unexpectedEnd, at: end) }
             let c = p[pos]
             if c == UInt8(ascii: "\"") {
