@@ -120,12 +120,14 @@ async def user(args, uid, stats, deadline, systems):
     host, port = targets[0].split(":")
     reader = writer = None
     while time.monotonic() < deadline:
+        group = rng.randrange(args.groups)
         if len(targets) > 1:
-            host, port = rng.choice(targets).split(":")
+            # --pin: the static-affinity oracle, each group on one target (group mod targets).
+            pick = targets[group % len(targets)] if args.pin else rng.choice(targets)
+            host, port = pick.split(":")
             if writer is not None:
                 writer.close()
             reader = writer = None
-        group = rng.randrange(args.groups)
         messages = [{"role": "system", "content": systems[group]},
                     {"role": "user", "content": text(rng, args.user_bytes)}]
         for turn in range(args.turns):
@@ -283,6 +285,8 @@ async def main():
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--pin", action="store_true",
+                   help="closed loop: send each chat to target number (group mod targets) instead of one at random")
     p.add_argument("--rate", type=float, help="open loop: chats started per second (Poisson); needs --chats")
     p.add_argument("--chats", type=int, help="open loop: chats in total")
     p.add_argument("--drain", type=float, default=120, help="open loop: seconds to wait after the last arrival")
