@@ -80,6 +80,15 @@ public struct PrefixHasher: Sendable {
         UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
     }
 
+    /// The pair sum of one 64-byte block (the default size): ``absorb``'s pair loop unrolled, so
+    /// the position keys are constants (in the loop, the compiler kept them in vector registers
+    /// and moved every product between those and the multiplier).
+    @inline(__always)
+    static func block64(_ p: UnsafeRawPointer) -> UInt64 {
+        pairTerm(load(p), load(p + 8), 0) &+ pairTerm(load(p + 16), load(p + 24), 1)
+            &+ pairTerm(load(p + 32), load(p + 40), 2) &+ pairTerm(load(p + 48), load(p + 56), 3)
+    }
+
     /// Adds one complete pair; emits a hash when the block is full. Returns false when `out` is full.
     @inline(__always)
     mutating func absorbPair(_ a: UInt64, _ b: UInt64, _ out: UnsafeMutableBufferPointer<UInt64>) -> Bool {
@@ -116,7 +125,31 @@ public struct PrefixHasher: Sendable {
             carry = (0, 0)
             if !absorbPair(a, b, out) { return false }
         }
-        // 2. Whole blocks straight from memory (the hot loop), then single pairs.
+        // 2. Whole blocks straight from memory (the hot loop), then single pairs. Blocks of the
+        //    default size go through a loop of their own, with the chain in a register and the
+        //    position keys as constants (``block64``): ~50 instructions a block instead of ~150
+        //    (a 220 KB prompt hashes 256 blocks). A block begun by an earlier segment (a chat
+        //    role and the text after it) is finished pair by pair first.
+        while pair != 0 && n >= 16 {
+            if !absorbPair(Self.load(p), Self.load(p + 8), out) { return false }
+            p += 16
+            n -= 16
+        }
+        if pair == 0 && pairsPerBlock == 4 && n >= 64 {
+            var c = chain
+            var k = blockCount
+            let limit = min(out.count, k + n / 64)
+            while k < limit {
+                c = Self.chainBlock(Self.block64(p), c, 64)
+                out[k] = c
+                k += 1
+                p += 64
+            }
+            n -= (k - blockCount) * 64
+            chain = c
+            blockCount = k
+            if blockCount == out.count { return false }
+        }
         while n >= 16 {
             if pair == 0 && n >= blockSize {
                 var s: UInt64 = 0

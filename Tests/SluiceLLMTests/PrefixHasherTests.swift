@@ -51,6 +51,22 @@ import SluiceLLM
         #expect(Self.hash(t, cuts: [1, 17, 100, 101, 102, 999], blockSize: blockSize) == Self.reference(t, seed: 1, blockSize: blockSize))
     }
 
+    /// Any bytes (not just text), cut anywhere, under every cap: the default block size has a
+    /// loop of its own (whole blocks, entered after a block begun by an earlier segment is
+    /// finished), which must agree with the reference wherever it starts and stops.
+    @Test(arguments: [16, 64, 128])
+    func anyBytesAnyCutsAnyCap(_ blockSize: Int) {
+        var rng = TestRNG(seed: 21)
+        let t = (0..<3000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let whole = Self.reference(t, seed: 9, blockSize: blockSize)
+        for round in 0..<200 {
+            let cuts = (0..<Int.random(in: 0...12, using: &rng)).map { _ in Int.random(in: 0...t.count, using: &rng) }
+            let cap = round < 50 ? round : Int.random(in: 0...whole.count + 2, using: &rng)
+            #expect(Self.hash(t, cuts: cuts, seed: 9, blockSize: blockSize, max: cap) == Array(whole.prefix(cap)),
+                    "cuts \(cuts.sorted()), cap \(cap)")
+        }
+    }
+
     @Test(arguments: [0, 1, 15, 16, 63, 64, 65, 127, 128, 1000])
     func onlyFullBlocks(_ n: Int) {
         #expect(Self.hash(Self.text(n), cuts: []).count == n / 64)
