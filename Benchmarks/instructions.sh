@@ -61,7 +61,9 @@ count() {  # name n command...: total instructions of the command serving n requ
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
   h2load --h1 -n "$n" -c 8 -d "$WORK/body.json" -H 'Content-Type: application/json' \
     "http://127.0.0.1:$PORT/v1/chat/completions" >"$WORK/$name.$n.h2load"
-  grep -q " $n succeeded" "$WORK/$name.$n.h2load" || { echo "$name: not all $n requests succeeded" >&2; grep "requests:" "$WORK/$name.$n.h2load" >&2; exit 1; }
+  # A failed run ends the script: inside $(...) set -e does not apply, and a missing count once
+  # printed 0 (nginx answering some 220 KB requests with errors) and left valgrind running.
+  grep -q " $n succeeded" "$WORK/$name.$n.h2load" || { echo "$name: not all $n requests succeeded" >&2; grep "requests:" "$WORK/$name.$n.h2load" >&2; kill -9 $vp; exit 1; }
   kill -INT $vp; wait $vp || true
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$WORK/$name.$n.cg" "$KEEP/"; fi
   callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
@@ -70,8 +72,8 @@ count() {  # name n command...: total instructions of the command serving n requ
 per_request() {  # name command...
   local name=$1; shift
   local a b
-  a=$(count "$name" "$N1" "$@")
-  b=$(count "$name" "$N2" "$@")
+  a=$(count "$name" "$N1" "$@") || exit 1
+  b=$(count "$name" "$N2" "$@") || exit 1
   awk -v a="$a" -v b="$b" -v n=$((N2 - N1)) 'BEGIN { printf "%.0f", (b - a) / n }'
 }
 
