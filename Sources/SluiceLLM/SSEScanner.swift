@@ -84,14 +84,7 @@ public struct SSEScanner: Sendable {
                 lastWasCR = false
                 atLineStart = false
                 sawField = true
-                // Skip to the next line end (SWAR: eight bytes per step while there is none).
-                i += 1
-                while i &+ 8 <= n {
-                    let w = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
-                    if SWAR.hasByte(w, 0x0A) || SWAR.hasByte(w, 0x0D) { break }
-                    i &+= 8
-                }
-                while i < n && base[i] != 0x0A && base[i] != 0x0D { i += 1 }
+                i = Self.lineEnd(base, from: i + 1, end: n)
             }
         }
         finishChunk(chunk, from: from)
@@ -134,15 +127,30 @@ public struct SSEScanner: Sendable {
         return e
     }
 
+    /// The offset of the first CR or LF in `from..<end` of `base`, or `end`: eight bytes a step
+    /// while there is none (a vLLM event is one `data:` line of a few hundred bytes, scanned once
+    /// to delimit the event and once to read it).
+    @inline(__always)
+    static func lineEnd(_ base: UnsafePointer<UInt8>, from: Int, end n: Int) -> Int {
+        var i = from
+        while i &+ 8 <= n {
+            let w = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+            if SWAR.hasByte(w, 0x0A) || SWAR.hasByte(w, 0x0D) { break }
+            i &+= 8
+        }
+        while i < n && base[i] != 0x0A && base[i] != 0x0D { i += 1 }
+        return i
+    }
+
     /// Reads the fields of one complete event (`bytes` from its first byte to past its blank line).
     static func inspect(_ bytes: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
         var data = ByteRange(start: 0, end: 0)
         var i = 0
         let n = bytes.count
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
         while i < n {
             // One line: i..<lineEnd.
-            var lineEnd = i
-            while lineEnd < n && bytes[lineEnd] != 0x0A && bytes[lineEnd] != 0x0D { lineEnd += 1 }
+            let lineEnd = Self.lineEnd(base, from: i, end: n)
             if lineEnd - i >= 4 && bytes[i] == UInt8(ascii: "d") && bytes[i + 1] == UInt8(ascii: "a")
                 && bytes[i + 2] == UInt8(ascii: "t") && bytes[i + 3] == UInt8(ascii: "a")
                 && (lineEnd - i == 4 || bytes[i + 4] == UInt8(ascii: ":"))
@@ -160,7 +168,7 @@ public struct SSEScanner: Sendable {
             return
         }
         let payload = data.bytes(in: bytes)
-        if payload.elementsEqual("[DONE]".utf8) {
+        if Bytes.equal(payload, "[DONE]") {
             e.isDone = true
         } else if let r = ResponseScanner.scan(payload) {
             e.payload = r
