@@ -58,3 +58,19 @@ import Testing
         for t in 0..<4 { #expect(match(index, [UInt64(t * 1000 + 499)], candidates(4)) == (0..<4).map { $0 == t ? 1 : 0 }) }
     }
 }
+
+@Suite struct BlockKeyTests {
+    /// Keys that differ only in their high bits (or only in their low bits) still spread over
+    /// buckets, and the spread depends on the table's seed.
+    @Test func keysDifferingInOneRegionSpreadOverBuckets() {
+        for shift in [0, 20, 40, 52] {
+            var buckets = Set<Int>()
+            for i in UInt64(0)..<4096 { buckets.insert(PrefixIndex.BlockKey(i << shift)._rawHashValue(seed: 12345) & 4095) }
+            #expect(buckets.count > 2000, "shift \(shift): \(buckets.count) of 4096 buckets")
+        }
+        // A different seed, a different spread; equal keys hash alike.
+        let a = PrefixIndex.BlockKey(77)
+        #expect(a._rawHashValue(seed: 1) == PrefixIndex.BlockKey(77)._rawHashValue(seed: 1))
+        #expect(a._rawHashValue(seed: 1) != a._rawHashValue(seed: 2))
+    }
+}

@@ -9,7 +9,7 @@ import Synchronization
 /// Bounded: 16 shards, each a map with clock-style eviction of its least recently touched
 /// entries once full. Shards are locked only to look up or record one block (a dictionary
 /// operation): short, and spread over shards by hash.
-public final class PrefixIndex: Sendable {
+public final class PrefixIndex: @unchecked Sendable {  // shards: each behind its own Mutex, never reallocated
     public static let ownersPerBlock = 4
 
     /// The endpoints holding one block (-1: free slot) and when each was last sent it.
@@ -22,25 +22,64 @@ public final class PrefixIndex: Sendable {
             for s in 0..<4 where ids[s] == id { return s }
             return nil
         }
+
+        /// `id` was sent the block at `now`: refreshed if it is an owner, else it takes a free
+        /// slot or the one of the owner sent it longest ago (ticks compared as distances from now).
+        mutating func record(_ id: Int32, at now: UInt32) {
+            var slot = self.slot(of: id) ?? self.slot(of: -1)
+            if slot == nil {
+                var oldest = 0
+                for t in 1..<4 where now &- ticks[t] > now &- ticks[oldest] { oldest = t }
+                slot = oldest
+            }
+            ids[slot!] = id
+            ticks[slot!] = now
+            touched = now
+        }
+    }
+
+    /// A block hash as a dictionary key. Block hashes are already uniform 64-bit values, so the
+    /// key skips SipHash (~90 instructions a lookup: most of the index's cost for a long prompt,
+    /// whose 256 blocks are looked up and recorded) for SplitMix's finaliser of the value XOR the
+    /// dictionary's per-process random seed. Prompt text is the tenants', and PrefixHasher is not
+    /// secret: without the seed in the mix, crafted prompts could aim their blocks at one bucket
+    /// of the shared index.
+    struct BlockKey: Hashable, Sendable {
+        let value: UInt64
+        init(_ value: UInt64) { self.value = value }
+        func hash(into hasher: inout Hasher) { hasher.combine(value) }
+        func _rawHashValue(seed: Int) -> Int {
+            Int(truncatingIfNeeded: SplitMix64.mix(value ^ UInt64(bitPattern: Int64(seed))))
+        }
     }
 
     struct Shard: Sendable {
-        var owners: [UInt64: Owners] = [:]
+        var owners: [BlockKey: Owners] = [:]
         var tick: UInt32 = 0
     }
 
-    final class Box: Sendable { let lock = Mutex(Shard()) }
-    private let shards: [Box]
+    /// The 16 shards, in one allocation: reaching one is pointer arithmetic, with none of the
+    /// reference counting an array of boxes costs per block looked up (~100 instructions per
+    /// block for 256 blocks of a long prompt, looked up and recorded).
+    private let shards: UnsafeMutablePointer<Mutex<Shard>>
     public let capacityPerShard: Int
 
     public init(capacityBlocks: Int = 1 << 20) {
         capacityPerShard = max(64, capacityBlocks / 16)
-        shards = (0..<16).map { _ in Box() }
+        shards = .allocate(capacity: 16)
+        for i in 0..<16 { (shards + i).initialize(to: Mutex(Shard())) }
     }
 
-    @inline(__always) private func shard(_ h: UInt64) -> Box { shards[Int(truncatingIfNeeded: (h >> 60) & 15)] }
+    deinit {
+        shards.deinitialize(count: 16)
+        shards.deallocate()
+    }
 
-    private func owners(_ h: UInt64) -> Owners? { shard(h).lock.withLock { $0.owners[h] } }
+    @inline(__always) private func shard(_ h: UInt64) -> UnsafeMutablePointer<Mutex<Shard>> {
+        shards + Int(truncatingIfNeeded: (h >> 60) & 15)
+    }
+
+    private func owners(_ h: UInt64) -> Owners? { shard(h).pointee.withLock { $0.owners[BlockKey(h)] } }
 
     /// Sets each candidate's `prefixBlocks` to the length of the run of leading blocks of
     /// `hashes` recorded for it (0 for the others). Allocation-free: one shard lock per block
@@ -74,28 +113,19 @@ public final class PrefixIndex: Sendable {
         for s in 0..<4 where alive[s] >= 0 { c[Int(alive[s])].prefixBlocks = i }
     }
 
-    /// Records that `endpoint` was sent these blocks.
+    /// Records that `endpoint` was sent these blocks: one dictionary access per block, the
+    /// owners changed in place.
     public func record(_ hashes: UnsafeBufferPointer<UInt64>, endpoint: Int) {
         let id = Int32(truncatingIfNeeded: endpoint)
+        let capacity = capacityPerShard
         for h in hashes {
-            shard(h).lock.withLock { s in
+            shard(h).pointee.withLock { s in
                 s.tick &+= 1
                 let now = s.tick
-                var o = s.owners[h] ?? Owners()
-                var slot = o.slot(of: id) ?? o.slot(of: -1)
-                if slot == nil {
-                    // Replace the owner sent this block longest ago (ticks compared as distances from now).
-                    var oldest = 0
-                    for t in 1..<4 where now &- o.ticks[t] > now &- o.ticks[oldest] { oldest = t }
-                    slot = oldest
-                }
-                o.ids[slot!] = id
-                o.ticks[slot!] = now
-                o.touched = now
-                s.owners[h] = o
-                if s.owners.count > capacityPerShard {
+                s.owners[BlockKey(h), default: Owners()].record(id, at: now)
+                if s.owners.count > capacity {
                     // Evict the least recently touched eighth in one go, so eviction is amortised.
-                    let keep = UInt32(capacityPerShard - capacityPerShard / 8)
+                    let keep = UInt32(capacity - capacity / 8)
                     s.owners = s.owners.filter { now &- $0.value.touched < keep }
                 }
             }
@@ -103,5 +133,5 @@ public final class PrefixIndex: Sendable {
     }
 
     /// Blocks indexed (for tests and the admin view).
-    public var count: Int { shards.reduce(0) { n, b in n + b.lock.withLock { $0.owners.count } } }
+    public var count: Int { (0..<16).reduce(0) { n, i in n + (shards + i).pointee.withLock { $0.owners.count } } }
 }
