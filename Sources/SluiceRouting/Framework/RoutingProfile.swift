@@ -12,19 +12,18 @@ public struct RoutingProfile: Sendable {
         }
     }
 
-    public var filters: [any RoutingFilter]
-    public var scorers: [Weighted]
-    public var picker: any RoutingPicker
+    public let filters: [any RoutingFilter]
+    public let scorers: [Weighted]
+    public let picker: any RoutingPicker
+    /// Whether a scorer reads prefix blocks (otherwise the caller need not look them up).
+    /// Worked out once here: a type check per scorer per decision is not free.
+    public let usesPrefix: Bool
 
     public init(filters: [any RoutingFilter], scorers: [Weighted], picker: any RoutingPicker = BestScorePicker()) {
         self.filters = filters
         self.scorers = scorers
         self.picker = picker
-    }
-
-    /// Whether a scorer reads prefix blocks (otherwise the caller need not look them up).
-    public var usesPrefix: Bool {
-        scorers.contains { $0.weight != 0 && ($0.scorer is PrefixAffinityScorer || $0.scorer is PrefixHomeScorer) }
+        usesPrefix = scorers.contains { $0.weight != 0 && ($0.scorer is PrefixAffinityScorer || $0.scorer is PrefixHomeScorer) }
     }
 
     /// The chosen candidate's position in `c` (its `index` is the pool position) and why, or nil
