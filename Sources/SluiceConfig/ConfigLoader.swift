@@ -459,7 +459,7 @@ public struct ConfigLoader {
         }
         var weights: [String: Double] = [:]
         if let w = field(m, "weights"), let wm = map(w, "\(p).weights") {
-            let names = RoutingProfile.defaultWeights.map(\.0)
+            let names = RoutingProfile.defaultScorers.map(\.scorer.name)
             for (k, line, _) in wm {
                 guard names.contains(k) else {
                     issue("\(p).weights.\(k)", "unknown scorer (one of \(names.joined(separator: ", ")))", line)

@@ -57,9 +57,7 @@ final class Worker: @unchecked Sendable {
     var random: SplitMix64
 
     /// A uniform draw in [0, 1) (split arms).
-    func nextRandom() -> Double {
-        Double(random.next() >> 11) / Double(1 << 53)
-    }
+    func nextRandom() -> Double { random.nextUnit() }
 
     /// This worker's metric values (written only here; scrapes copy them on this loop).
     let metrics = MetricsShard()

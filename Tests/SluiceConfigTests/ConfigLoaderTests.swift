@@ -109,7 +109,7 @@ import Testing
         #expect(saturation.maxWaiting == 16 && saturation.maxKVUse == 0.95)
         #expect(s.pools[0].routing == .default && s.pools[1].routing == .leastLoaded)
         // Without a mapping: the standard profile.
-        #expect(s.pools[1].profile.scorers.map(\.weight) == RoutingProfile.defaultWeights.map(\.1))
+        #expect(s.pools[1].profile.scorers.map(\.weight) == RoutingProfile.defaultScorers.map(\.weight))
     }
 
     /// Each rule, with the path and line it reports; several problems come back together.

@@ -102,8 +102,8 @@ func chatBody(_ model: String, user: String? = nil) -> String {
         chat.sticky = .user
         s.models = [GatewaySettings.Model(name: "v1", pool: "p"), GatewaySettings.Model(name: "v2", pool: "p"), chat]
         let table = ModelTable(s)
-        var rng: UInt64 = 42
-        func random() -> Double { rng = SplitMix64.mix(rng); return Double(rng >> 11) / Double(1 << 53) }
+        var rng = SplitMix64(seed: 42)
+        func random() -> Double { rng.nextUnit() }
         func arm(_ t: ModelTable, key: UInt64?) -> String {
             Array("chat".utf8).withUnsafeBytes { t.resolve($0, stickyKey: { _ in key }, random: random)!.arm! }
         }

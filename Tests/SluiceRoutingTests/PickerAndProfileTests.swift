@@ -92,3 +92,20 @@ import Testing
         for (i, r) in RouteReason.allCases.enumerated() { #expect(r.ordinal == i, "\(r)") }
     }
 }
+
+@Suite struct SplitMix64Tests {
+    @Test func unitDrawsAreInRangeUniformAndSeeded() {
+        var a = SplitMix64(seed: 5), b = SplitMix64(seed: 5)
+        var sum = 0.0
+        var below = 0
+        for _ in 0..<10_000 {
+            let x = a.nextUnit()
+            #expect(x >= 0 && x < 1)
+            #expect(x == b.nextUnit())
+            sum += x
+            if x < 0.1 { below += 1 }
+        }
+        #expect(abs(sum / 10_000 - 0.5) < 0.02)
+        #expect(abs(below - 1000) < 120)
+    }
+}

@@ -48,7 +48,7 @@ public struct RoutingProfile: Sendable {
 }
 
 extension RoutingProfile {
-    /// The weights of the default profile, by scorer name. Prefix affinity dominates: a miss
+    /// The default profile's scorers and weights (config overrides by scorer name). Prefix affinity dominates: a miss
     /// costs a prefill of the whole uncached prompt (tens of ms for a few thousand tokens) and
     /// slows every request batched with it, while one more request in a queue costs a few ms;
     /// the load guard, not the queue score, is what moves traffic off a busy holder. The home
@@ -58,22 +58,10 @@ extension RoutingProfile {
     /// weights (prefix 3, queue 2, KV 2) with the home at 3 gave TTFT p90 10.9 ms and servers
     /// loaded 2.0-4.3 M prompt tokens each; these give 9.6-9.9 ms with 2.9-3.8 M (direct
     /// routing with every prefix pinned to one server: 8.9 ms), hit rate 0.967.
-    public static let defaultWeights: [(String, Double)] = [
-        ("prefix_affinity", 10), ("prefix_home", 1), ("queue_depth", 1), ("kv_use", 1), ("lora_affinity", 1), ("inflight", 0),
+    public static let defaultScorers: [Weighted] = [
+        Weighted(PrefixAffinityScorer(), 10), Weighted(PrefixHomeScorer(), 1), Weighted(QueueDepthScorer(), 1),
+        Weighted(KVUseScorer(), 1), Weighted(LoRAAffinityScorer(), 1), Weighted(InflightLoadScorer(), 0),
     ]
-
-    /// Every scorer by its config name.
-    public static func scorer(named name: String) -> (any RoutingScorer)? {
-        switch name {
-        case "prefix_affinity": PrefixAffinityScorer()
-        case "prefix_home": PrefixHomeScorer()
-        case "queue_depth": QueueDepthScorer()
-        case "kv_use": KVUseScorer()
-        case "lora_affinity": LoRAAffinityScorer()
-        case "inflight": InflightLoadScorer()
-        default: nil
-        }
-    }
 
     /// `default`: health and adapter filters, optional hard limits, the load guard; the weighted
     /// scorers above (`weights` overrides them by name); best score.
@@ -82,7 +70,7 @@ extension RoutingProfile {
         var filters: [any RoutingFilter] = [HealthFilter(), AdapterFilter()]
         if saturation.maxWaiting > 0 || saturation.maxKVUse < 1 { filters.append(saturation) }
         filters.append(loadGuard)
-        let scorers = defaultWeights.map { name, w in Weighted(scorer(named: name)!, weights[name] ?? w) }
+        let scorers = defaultScorers.map { Weighted($0.scorer, weights[$0.scorer.name] ?? $0.weight) }
         return RoutingProfile(filters: filters, scorers: scorers)
     }
 

@@ -6,6 +6,23 @@ public protocol RoutingScorer: Sendable {
     func score(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext, weight: Double)
 }
 
+extension RoutingScorer {
+    /// Adds `weight × (1 − (v − least) / (most − least))` to each candidate, `v = value(candidate)`:
+    /// 1 for the least, 0 for the most, scaled over the candidates' range (the Gateway API
+    /// Inference Extension's load scaling); `weight` for all when they are equal.
+    @inline(__always)
+    func addScaledInverse(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, least: Int, most: Int, weight: Double,
+                          _ value: (Candidate) -> Int) {
+        let range = most - least
+        guard range > 0 else {
+            for k in 0..<count { c[k].score += weight }
+            return
+        }
+        let scale = weight / Double(range)
+        for k in 0..<count { c[k].score += weight - Double(value(c[k]) - least) * scale }
+    }
+}
+
 /// What scorers share about one decision, computed once over the candidates that passed the
 /// filters.
 public struct DecisionContext: Sendable, Equatable {

@@ -10,6 +10,11 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return Self.mix(state &- 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// A uniform draw in [0, 1): the top 53 bits of the next value.
+    public mutating func nextUnit() -> Double {
+        Double(next() >> 11) / Double(1 << 53)
+    }
+
     /// SplitMix's finaliser: a bijective 64-bit mix, also the rendezvous weight of
     /// (endpoint, key) pairs.
     @inline(__always) public static func mix(_ x: UInt64) -> UInt64 {

@@ -5,12 +5,6 @@ public struct InflightLoadScorer: RoutingScorer {
     public var name: String { "inflight" }
     public init() {}
     public func score(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext, weight: Double) {
-        let range = context.maxInflight - context.minInflight
-        guard range > 0 else {
-            for k in 0..<count { c[k].score += weight }
-            return
-        }
-        let scale = weight / Double(range)
-        for k in 0..<count { c[k].score += weight - Double(c[k].inflight - context.minInflight) * scale }
+        addScaledInverse(c, count: count, least: context.minInflight, most: context.maxInflight, weight: weight) { $0.inflight }
     }
 }

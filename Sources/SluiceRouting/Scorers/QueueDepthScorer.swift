@@ -5,12 +5,6 @@ public struct QueueDepthScorer: RoutingScorer {
     public var name: String { "queue_depth" }
     public init() {}
     public func score(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext, weight: Double) {
-        let range = context.maxLoad - context.minLoad
-        guard range > 0 else {
-            for k in 0..<count { c[k].score += weight }
-            return
-        }
-        let scale = weight / Double(range)
-        for k in 0..<count { c[k].score += weight - Double(c[k].load - context.minLoad) * scale }
+        addScaledInverse(c, count: count, least: context.minLoad, most: context.maxLoad, weight: weight) { $0.load }
     }
 }
