@@ -50,6 +50,7 @@ wait_http() {  # port ...: until each answers HTTP (any status), at most 10 s ea
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # pid: utime + stime, in clock ticks
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }  # pid: CPU time of all its threads, ns
 
 bench_need() {  # tool ...: stop with a hint unless every tool is installed
   local t

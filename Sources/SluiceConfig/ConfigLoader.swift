@@ -131,11 +131,12 @@ public struct ConfigLoader {
             if let v = intField(m, p, "retries", min: 0, max: 10) { s.upstream.retries = v }
         }
         if let n = child("proxy"), let m = map(n, "proxy") {
-            unknown(m, "proxy", ["x_forwarded", "via", "request_usage", "route_header"])
+            unknown(m, "proxy", ["x_forwarded", "via", "request_usage", "route_header", "body_low_water"])
             if let v = bool(m, "proxy", "x_forwarded") { s.proxy.xForwarded = v }
             if let v = bool(m, "proxy", "via") { s.proxy.via = v }
             if let v = bool(m, "proxy", "request_usage") { s.proxy.requestUsage = v }
             if let v = bool(m, "proxy", "route_header") { s.proxy.routeHeader = v }
+            if let v = sizeField(m, "proxy", "body_low_water", min: 0) { s.proxy.bodyLowWater = v }
         }
         if let n = child("health"), let m = map(n, "health") {
             let p = "health"

@@ -128,6 +128,10 @@ public struct GatewaySettings: Sendable {
         /// Tell clients why their request went where it did (`x-sluice-route: prefix_hit;
         /// endpoint=10.0.0.7:8000`). Off by default: it names internal endpoints.
         public var routeHeader = false
+        /// A request body still missing at least this many bytes is read once all of them have
+        /// arrived (the socket's receive low-water mark, SO_RCVLOWAT), not segment by segment;
+        /// 0 reads as bytes arrive. Saves the wakeups and reads of uploads that trickle in.
+        public var bodyLowWater = 32 * 1024
         public init() {}
     }
 

@@ -44,6 +44,7 @@ import Testing
         #expect(s.timeouts.upstreamFirstByte == d.timeouts.upstreamFirstByte)
         #expect(s.timeouts.drainDelay == d.timeouts.drainDelay)
         #expect(s.telemetry.interval == d.telemetry.interval)
+        #expect(s.proxy.bodyLowWater == 32 * 1024)
         #expect(s.models.isEmpty)
     }
 
@@ -57,7 +58,7 @@ import Testing
             timeouts: { client_header: 1s, client_body: 2s, idle: 3s, upstream_connect: 4s, upstream_first_byte: 5s,
                         upstream_idle: 6s, request: 7s, grace: 8s, drain_delay: 9s }
             upstream: { keepalive_per_endpoint: 11, max_idle_time: 12s, retries: 2 }
-            proxy: { x_forwarded: false, via: true, request_usage: false }
+            proxy: { x_forwarded: false, via: true, request_usage: false, body_low_water: 0 }
             health: { path: /ready, interval: 13s, timeout: 14s, unhealthy_threshold: 4, eject_base: 2s, max_eject: 60s }
             telemetry: { interval: 100ms, timeout: 200ms, staleness: 300ms, metrics_path: /m, models_path: /mm }
             pools:
@@ -75,7 +76,7 @@ import Testing
         #expect(s.limits.maxConcurrentStreams == 7)
         #expect(s.timeouts.clientHeader == .seconds(1) && s.timeouts.drainDelay == .seconds(9) && s.timeouts.request == .seconds(7))
         #expect(s.upstream.keepalivePerEndpoint == 11 && s.upstream.maxIdleTime == .seconds(12) && s.upstream.retries == 2)
-        #expect(!s.proxy.xForwarded && s.proxy.via && !s.proxy.requestUsage)
+        #expect(!s.proxy.xForwarded && s.proxy.via && !s.proxy.requestUsage && s.proxy.bodyLowWater == 0)
         #expect(s.health.path == "/ready" && s.health.unhealthyThreshold == 4 && s.health.maxEject == .seconds(60))
         #expect(s.telemetry.interval == .milliseconds(100) && s.telemetry.metricsPath == "/m" && s.telemetry.modelsPath == "/mm")
         #expect(s.pools.map(\.name) == ["a", "b"] && s.pools[0].endpoints.count == 2)
@@ -131,6 +132,7 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nworkers: two", "workers: must be an integer"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlisten: [{ address: \"127.0.0.1:9090\" }]\nadmin: { address: \"127.0.0.1:9090\" }", "port 9090 is used twice"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nproxy: { via: maybe }", "proxy.via: must be true or false"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nproxy: { body_low_water: -1 }", "proxy.body_low_water: must be"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmetrics: { x: 1 }", "metrics: unknown key"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nredis: { url: \"http://127.0.0.1:6379\" }", "redis.url: not a redis:// URL"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nredis: { url: \"redis://127.0.0.1:6379\", on_failure: maybe }", "redis.on_failure: must be open or closed"),
@@ -251,7 +253,7 @@ import Testing
                     "timeouts.client_header", "timeouts.client_body", "timeouts.idle", "timeouts.upstream_connect",
                     "timeouts.upstream_first_byte", "timeouts.upstream_idle", "timeouts.request", "timeouts.grace", "timeouts.drain_delay",
                     "upstream.keepalive_per_endpoint", "upstream.max_idle_time", "upstream.retries",
-                    "proxy.x_forwarded", "proxy.via", "proxy.request_usage", "proxy.route_header",
+                    "proxy.x_forwarded", "proxy.via", "proxy.request_usage", "proxy.route_header", "proxy.body_low_water",
                     "health.path", "health.interval", "health.timeout", "health.unhealthy_threshold", "health.eject_base", "health.max_eject",
                     "telemetry.interval", "telemetry.timeout", "telemetry.staleness", "telemetry.metrics_path", "telemetry.models_path",
                     "pools[].name", "pools[].endpoints", "pools[].dns", "pools[].dns_interval", "pools[].routing", "pools[].tls.ca_file",

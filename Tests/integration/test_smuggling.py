@@ -24,6 +24,7 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -342,7 +343,7 @@ pools: [{{ name: p, endpoints: ["http://127.0.0.1:{up.port}"] }}]
 """)
     p = Proc([SLUICE, "serve", "--config", cfg])
     wait_port(port)
-    p.port, p.upstream = port, up
+    p.port, p.upstream, p.admin = port, up, admin
     yield p
     p.stop(signal.SIGTERM)
     up.close()
@@ -962,3 +963,105 @@ pools: [{{ name: p, endpoints: ["http://127.0.0.1:{up.port}"] }}]
         assert up.seen[1][0] != up.seen[0][0], up.seen
     finally:
         up.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Large bodies arriving in pieces. While the rest of a large body is on its way, Sluice asks the
+# kernel to report the socket readable only once all of it has arrived (SO_RCVLOWAT). A mark set
+# too high, or left set after the body, would stall the connection until a timeout; these cases
+# would then fail on time, not on bytes.
+
+BIG = bytes(range(256)) * 1200  # 307,200 bytes, every byte value: forwarded as is (not JSON)
+
+
+def big_head(path, n=len(BIG)):
+    return b"POST " + path + b" HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % n
+
+
+def timed_response(c):
+    t = time.monotonic()
+    r = c.response()
+    return r, time.monotonic() - t
+
+
+def test_large_body_arriving_in_pieces_is_forwarded_at_once(gw):
+    c = RawClient(gw.port)
+    pieces = [big_head(b"/big") + BIG[:1000], BIG[1000:101000], BIG[101000:250000], BIG[250000:]]
+    for p in pieces[:-1]:
+        c.send(p)
+        time.sleep(0.15)
+    c.send(pieces[-1])
+    r, waited = timed_response(c)
+    assert r is not None and r.status == 200 and r.json()["path"] == "/big", r
+    assert waited < 1.0, f"the response came {waited:.2f} s after the last byte of the body"
+    # Keep-alive: a small request sent after a pause must wake the connection at once (the mark
+    # is back to one byte).
+    time.sleep(0.2)
+    c.send(b"GET /after HTTP/1.1\r\n" + H + b"\r\n")
+    r, waited = timed_response(c)
+    assert r is not None and r.status == 200 and r.json()["path"] == "/after", r
+    assert waited < 1.0, f"a small request after a large body waited {waited:.2f} s"
+    c.close()
+    settle(gw.upstream, 0.05)
+    assert [(q.method, q.target, q.body) for q in gw.upstream.requests] == [("POST", "/big", BIG), ("GET", "/after", b"")]
+
+
+def test_second_large_body_on_the_connection_arrives_in_pieces(gw):
+    # The first body complete, the second cut short in the same write, its rest later: the mark
+    # is set again for the second request, for what it still lacks.
+    c = RawClient(gw.port)
+    second = BIG[::-1]
+    c.send(big_head(b"/one") + BIG + big_head(b"/two") + second[:5000])
+    r, _ = timed_response(c)
+    assert r is not None and r.status == 200 and r.json()["path"] == "/one", r
+    time.sleep(0.15)
+    c.send(second[5000:200000])
+    time.sleep(0.15)
+    c.send(second[200000:])
+    r, waited = timed_response(c)
+    assert r is not None and r.status == 200 and r.json()["path"] == "/two", r
+    assert waited < 1.0, f"the second response came {waited:.2f} s after its body"
+    c.close()
+    settle(gw.upstream, 0.05)
+    assert [(q.target, q.body) for q in gw.upstream.requests] == [("/one", BIG), ("/two", second)]
+
+
+def test_large_body_short_of_its_length_times_out(gw):
+    # The socket is never reported readable (the rest never comes): the body timeout (2 s here)
+    # still answers 408 and closes, and nothing reaches the upstream.
+    c = RawClient(gw.port, timeout=5.0)
+    t = time.monotonic()
+    c.send(big_head(b"/short") + BIG[:50000])
+    r = c.response()
+    waited = time.monotonic() - t
+    assert_openai_error(r, 408)
+    assert 1.5 < waited < 4.0, waited
+    assert c.closed()
+    c.close()
+    settle(gw.upstream)
+    assert gw.upstream.requests == []
+
+
+def client_connections(gw):
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin}/metrics", timeout=2) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("sluice_client_connections "):
+                return float(line.split()[1])
+    raise AssertionError("sluice_client_connections is not exported")
+
+
+def test_client_leaving_mid_body_is_noticed_at_once(gw):
+    # A hang-up is reported whatever the mark: the connection is closed long before the body
+    # timeout, and nothing reaches the upstream.
+    before = client_connections(gw)
+    c = RawClient(gw.port)
+    c.send(big_head(b"/gone") + BIG[:50000])
+    time.sleep(0.2)
+    assert client_connections(gw) == before + 1
+    c.close()
+    deadline = time.monotonic() + 1.0
+    while client_connections(gw) > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client_connections(gw) == before, "the connection outlived its client by more than 1 s"
+    settle(gw.upstream)
+    assert gw.upstream.requests == []

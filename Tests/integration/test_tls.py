@@ -1,8 +1,14 @@
 """Issue 8 over TLS with real clients: a test CA signs the listener's certificate; curl --http2 and
 the openai SDK on httpx.Client(http2=True) negotiate h2 by ALPN and are served, streaming and not;
-an HTTP/1.1-only client on the same port gets HTTP/1.1; h2load drives h2 over TLS."""
+an HTTP/1.1-only client on the same port gets HTTP/1.1; h2load drives h2 over TLS; large request
+bodies over HTTP/1.1 and TLS arrive whole and at once, however they are cut."""
+import http.client
+import json
 import shutil
+import socket
+import ssl
 import subprocess
+import time
 
 import httpx
 import openai
@@ -84,3 +90,99 @@ def test_h2load_over_tls(tls_demo):
                        capture_output=True, text=True, timeout=60)
     assert "2000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout[-2000:]
     assert "Application protocol: h2" in r.stdout
+
+
+# A prompt far over the simulated model's 2,048-token context: the simulator answers 400 naming
+# the prompt's token count, which shows the whole body reached it.
+BIG_CHAT = json.dumps({"model": "tiny-llama", "max_tokens": 4,
+                       "messages": [{"role": "user", "content": "The quick brown fox. " * 15000}]}).encode()
+
+
+@pytest.mark.parametrize("cut", ["one write", "pieces"])
+def test_large_bodies_over_tls_arrive_whole_and_at_once(tls_demo, cut):
+    # Over TLS a read returns one record (16 KiB) however much more is waiting, and the socket's
+    # low-water mark must leave room for a record OpenSSL holds half read: either mistake stalls
+    # a request until a timeout, not every time, so several go over one connection.
+    port, ca = tls_demo
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                       context=ssl.create_default_context(cafile=ca))
+    for i in range(6):
+        conn.putrequest("POST", "/v1/chat/completions")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(BIG_CHAT)))
+        conn.endheaders()
+        if cut == "one write":
+            conn.send(BIG_CHAT)
+        else:
+            for a, b in [(0, 1000), (1000, 150000), (150000, len(BIG_CHAT))]:
+                conn.send(BIG_CHAT[a:b])
+                time.sleep(0.05)
+        t = time.monotonic()
+        r = conn.getresponse()
+        body = r.read()
+        waited = time.monotonic() - t
+        assert r.status == 400 and b"maximum context length" in body, (i, r.status, body[:300])
+        assert waited < 2.0, f"request {i}: the response came {waited:.2f} s after the body"
+    conn.request("GET", "/v1/models")
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["data"][0]["id"] == "tiny-llama"
+    conn.close()
+
+
+class CutTLSClient:
+    """TLS over memory BIOs: the request is encrypted first, then its ciphertext is sent cut
+    wherever the test says — inside a record, too, which no ordinary client can be made to do."""
+
+    def __init__(self, port, ca):
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ssl.create_default_context(cafile=ca).wrap_bio(self.inc, self.out, server_hostname="127.0.0.1")
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                self.inc.write(self.sock.recv(65536))
+        self.sock.sendall(self.out.read())
+
+    def encrypt(self, data):
+        self.tls.write(data)
+        return self.out.read()
+
+    def response(self):
+        """(status, body) of the next response (Content-Length framed)."""
+        buf = b""
+        while True:
+            try:
+                buf += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = self.sock.recv(65536)
+                assert data, "the connection closed before the response"
+                self.inc.write(data)
+                continue
+            if b"\r\n\r\n" in buf:
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                n = int([h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0])
+                if len(rest) >= n:
+                    return int(head.split(b" ")[1]), rest[:n]
+
+
+def test_large_body_cut_inside_a_tls_record(tls_demo):
+    # The head, then half of the body's first record: OpenSSL holds that half when the socket
+    # runs dry, so the socket will receive less ciphertext than the body has plaintext left. A
+    # low-water mark of the plaintext still missing would never be reached.
+    port, ca = tls_demo
+    c = CutTLSClient(port, ca)
+    head = c.encrypt(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(BIG_CHAT))
+    body = c.encrypt(BIG_CHAT)
+    c.sock.sendall(head + body[:8000])
+    time.sleep(0.2)
+    c.sock.sendall(body[8000:])
+    t = time.monotonic()
+    status, answer = c.response()
+    waited = time.monotonic() - t
+    assert status == 400 and b"maximum context length" in answer, (status, answer[:300])
+    assert waited < 2.0, f"the response came {waited:.2f} s after the body"
+    c.sock.close()

@@ -52,6 +52,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     private var upstreamBody: ByteBuffer
     /// The peer shut down its write side (reads must continue until EOF).
     private var peerHungUp = false
+    /// The socket's receive low-water mark while waiting for the rest of a large body (0: the
+    /// kernel's default of one byte).
+    private var readLowWater = 0
 
     init(transport: Transport, worker: Worker) {
         self.transport = transport
@@ -146,6 +149,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             switch r {
             case .wouldBlock:
                 canRead = false
+                if state == .readingBody { awaitBody() }
             case .processed(0):
                 // EOF: between requests it is a normal close; mid-request the client gave up.
                 canRead = false
@@ -154,12 +158,33 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
             case .processed(let n):
                 if inbuf.readableBytes == 0 && state == .readingHead { requestStarted = loop.now; armHeaderTimeout() }
                 // A short read drained the socket: skip the read that would only say EAGAIN
-                // (edge-triggered epoll reports the next arrival). nginx does the same.
-                if n < inbuf.writableBytes && !peerHungUp { canRead = false }
+                // (edge-triggered epoll reports the next arrival). nginx does the same. Not
+                // over TLS, where a read returns one record and says nothing about the rest.
+                if n < inbuf.writableBytes && !peerHungUp && transport.shortReadDrains { canRead = false }
                 inbuf.writerIndex += n
                 process()
+                if !canRead && state == .readingBody { awaitBody() }
             }
         }
+    }
+
+    /// Waiting for the rest of a large body: asks the kernel (SO_RCVLOWAT) to report the socket
+    /// readable only once all of it is there, instead of at every segment. The body is then
+    /// read in one go and scanned and forwarded while it is still in the cache, and the wakeups,
+    /// reads and window updates of the segments in between are saved. The kernel may still wake
+    /// us early (memory pressure, a closing window, its own cap on the mark): the mark is then
+    /// set again for what is still missing, or dropped when that is little, never left above it.
+    private func awaitBody() {
+        guard case .length(let n) = head.framing else { return }
+        let mark = min(transport.lowWaterMark(forPlaintext: head.length + n - inbuf.readableBytes), Int(Int32.max))
+        let minimum = worker.settings.proxy.bodyLowWater
+        setReadLowWater(minimum > 0 && mark >= minimum ? mark : 0)
+    }
+
+    /// Sets the socket's receive low-water mark (0: the default, one byte).
+    private func setReadLowWater(_ mark: Int) {
+        guard mark != readLowWater else { return }
+        if (try? Sys.setOption(fd, SOL_SOCKET, SO_RCVLOWAT, Int32(max(mark, 1)))) != nil { readLowWater = mark }
     }
 
     /// Advances the request state machine over the buffered bytes.
@@ -273,6 +298,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func startExchange() {
         requestsServed += 1
+        setReadLowWater(0)
         state = .proxying
         disarm()
         keepAlive = head.keepAlive && !worker.draining

@@ -270,7 +270,7 @@ final class UpstreamConnection: EventHandler {
                 return
             case .processed(let n):
                 // A short read drained the socket (see ClientConnection.readLoop).
-                let drained = n < inbuf.writableBytes && !peerHungUp
+                let drained = n < inbuf.writableBytes && !peerHungUp && transport.shortReadDrains
                 inbuf.writerIndex += n
                 received += n
                 x.upstreamActivity()

@@ -57,6 +57,26 @@ public final class Transport {
 
     public var isTLS: Bool { ssl != nil }
 
+    /// Whether a read that returned fewer bytes than asked for drained the socket, so the next
+    /// read would only say "would block": true for plain TCP (recv takes all that is queued, up
+    /// to the buffer), false for TLS, where SSL_read returns at most one record however much is
+    /// still waiting. Edge-triggered readers may stop at a short read only when this is true;
+    /// otherwise they read until "would block" or wait for an edge that has already passed.
+    public var shortReadDrains: Bool { ssl == nil }
+
+    /// The receive low-water mark (SO_RCVLOWAT) that wakes the reader once `plaintext` more
+    /// bytes can be read, and never later. Plain TCP: exactly that. TLS: what the socket is
+    /// sure to receive for them — records only add bytes, but up to one record's worth (16 KiB
+    /// of plaintext) may already sit, partly read, in OpenSSL's buffer; 0 when that leaves
+    /// nothing worth waiting for.
+    public func lowWaterMark(forPlaintext plaintext: Int) -> Int {
+        guard ssl != nil else { return plaintext }
+        return max(0, plaintext - Self.maxRecordPlaintext - 1024)
+    }
+
+    /// The most plaintext one TLS record carries (RFC 8446 §5.1).
+    static let maxRecordPlaintext = 16 << 10
+
     /// Advances the TLS handshake.
     public func handshake() -> HandshakeResult {
         guard let ssl, !handshakeDone else { return .done }
