@@ -37,6 +37,8 @@ PROXY_CPU = "0"
 LOAD_CPU = "1" if NCPU > 1 else "0"
 
 UP_JSON, UP_SSE = 19001, 19002
+# Behind UP_JSON: what it asks for the fixed answer once it has read a large body.
+UP_ANSWER = 19009
 PORTS = {"sluice": 19101, "nginx": 19102, "haproxy": 19103, "envoy": 19104, "sglang-router": 19105,
          "vllm-router": 19106, "litellm": 19107}
 PEERS = ["sluice", "nginx", "haproxy", "envoy", "sglang-router", "vllm-router", "litellm"]
@@ -51,10 +53,10 @@ def h2_port(name):
 
 PROFILES = {
     "quick": dict(duration=4, warmup=1, json_conns=[8, 64], stream_conns=[16, 128], stream_events=16,
-                  stream_interval_ms=20, hold_streams=2000, h2_streams=2000, hold_timeout=40, big_conns=[20, 150], big_duration=4,
+                  stream_interval_ms=20, hold_streams=2000, h2_streams=2000, hold_timeout=40, big_runs=[(20, 0), (150, 0), (150, 4)], big_duration=4,
                   route_duration=20, route_users=32, guidellm_seconds=15),
     "full": dict(duration=10, warmup=2, json_conns=[8, 32, 256], stream_conns=[16, 64, 256], stream_events=16,
-                 stream_interval_ms=20, hold_streams=9500, h2_streams=10000, hold_timeout=120, big_conns=[20, 150], big_duration=10,
+                 stream_interval_ms=20, hold_streams=9500, h2_streams=10000, hold_timeout=120, big_runs=[(20, 0), (150, 0), (150, 4)], big_duration=10,
                  route_duration=60, route_users=48, guidellm_seconds=60),
 }
 
@@ -497,11 +499,14 @@ def stop_all(started):
 
 # ---------------------------------------------------------------- load generators
 
-def wrk_script(body_expr, name):
+def wrk_script(body_expr, name, think_ms=0):
+    """A wrk script POSTing `body_expr`; with `think_ms`, each connection pauses that long after a
+    response before its next request (wrk's delay())."""
     path = os.path.join(WORK, name)
     with open(path, "w") as f:
         f.write(f"""wrk.method = "POST"
 wrk.body = {body_expr}
+{f"function delay() return {think_ms} end" if think_ms else ""}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {MASTER_KEY}"
 done = function(summary, latency, requests)
@@ -716,10 +721,11 @@ def section_large_prompts(peers, started):
     with open(body_path, "w") as f:
         json.dump({"model": "tiny", "messages": [{"role": "system", "content": filler},
                                                  {"role": "user", "content": "Summarize."}], "max_tokens": 8}, f)
-    script = wrk_script(f'io.open("{body_path}"):read("*a")', "big.lua")
     rows = []
     with BuildLock("3 large prompts"):
-        for conns in P["big_conns"]:
+        for conns, think in P["big_runs"]:
+            script = wrk_script(f'io.open("{body_path}"):read("*a")', f"big-{think}.lua", think)
+            label = f"{conns} + {think} ms think" if think else conns
             results = {"direct": run_wrk(UP_JSON, conns, P["big_duration"], script, None)}
             for name in peers:
                 p, why = started[name]
@@ -728,15 +734,15 @@ def section_large_prompts(peers, started):
                     continue
                 results[name] = run_wrk(PORTS[name], conns, P["big_duration"], script, p.pid)
                 r = results[name]
-                log(f"3 c={conns} {name} {r.get('rps', 0):.0f} req/s p50 {r.get('p50', 0):.2f} ms {r.get('error', '')}")
+                log(f"3 c={label} {name} {r.get('rps', 0):.0f} req/s p50 {r.get('p50', 0):.2f} ms {r.get('error', '')}")
             d = results["direct"]
             bcpu = best(results[n].get("cpu_us") for n in results if n != "direct")
             for name, r in results.items():
                 if "why" in r or "error" in r:
-                    rows.append([name, conns, f"not run: {r.get('why') or r.get('error')}"] + [""] * 6)
+                    rows.append([name, label, f"not run: {r.get('why') or r.get('error')}"] + [""] * 6)
                     continue
                 errs = r.get("non2xx", 0) + r.get("errors", 0)
-                rows.append([name, conns, fmt(r["rps"]), f"{fmt(r['p50'], 2)} / {fmt(r['p99'], 2)}",
+                rows.append([name, label, fmt(r["rps"]), f"{fmt(r['p50'], 2)} / {fmt(r['p99'], 2)}",
                              f"{fmt(r['p50'] - d['p50'], 2)} / {fmt(r['p99'] - d['p99'], 2)}" if name != "direct" else "-",
                              f"{r['rps'] / d['rps']:.2f}" if d.get("rps") else "-",
                              fmt(r.get("cpu_us"), 0) if name != "direct" else "-",
@@ -1033,9 +1039,21 @@ def main():
         f.write(f"""worker_processes 1; daemon off; pid {updir}/nginx.pid; error_log stderr error;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 20000; }}
-http {{ access_log off; client_body_temp_path {updir};
+http {{ access_log off; client_body_temp_path {updir}; proxy_temp_path {updir};
+  upstream answer {{ server 127.0.0.1:{UP_ANSWER}; keepalive 1024; keepalive_requests 1000000; }}
   server {{ listen 127.0.0.1:{UP_JSON} reuseport backlog=4096; keepalive_requests 1000000;
     client_max_body_size 16m; client_body_buffer_size 512k;
+    location / {{ default_type application/json;
+      # A body of 1,000 bytes or more is read whole before the answer, as a model server reads
+      # a prompt: answering before it has arrived would have proxies that stream bodies
+      # through (nginx) cut the connection under the rest of the upload (errors, latency
+      # spikes). Small ones come with the head; they are answered at once.
+      if ($http_content_length ~ "^[0-9]{{4,}}$") {{ rewrite ^ /read-whole-body last; }}
+      return 200 '{BODY_JSON}'; }}
+    location = /read-whole-body {{ internal; proxy_pass http://answer/;
+      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass_request_body off;
+      proxy_set_header Content-Length ""; }} }}
+  server {{ listen 127.0.0.1:{UP_ANSWER} backlog=4096; keepalive_requests 1000000;
     location / {{ default_type application/json; return 200 '{BODY_JSON}'; }} }} }}
 """)
     PROCS.start("upstream-json", ["nginx", "-c", os.path.join(updir, "nginx.conf"), "-p", updir], cpu=LOAD_CPU,
