@@ -7,8 +7,8 @@ import Synchronization
 /// scorers can balance among them without a miss.
 ///
 /// Bounded: 16 shards, each a map with clock-style eviction of its least recently touched
-/// entries once full. Shards are locked only to look up or record one block (a dictionary
-/// operation): short, and spread over shards by hash.
+/// entries once full. Locks are short and spread over shards by hash: a lookup locks a shard
+/// per block; recording a prompt locks each shard once for the blocks of it that fall there.
 public final class PrefixIndex: @unchecked Sendable {  // shards: each behind its own Mutex, never reallocated
     public static let ownersPerBlock = 4
 
@@ -75,8 +75,10 @@ public final class PrefixIndex: @unchecked Sendable {  // shards: each behind it
         shards.deallocate()
     }
 
+    @inline(__always) private static func shardIndex(_ h: UInt64) -> Int { Int(truncatingIfNeeded: h >> 60) }
+
     @inline(__always) private func shard(_ h: UInt64) -> UnsafeMutablePointer<Mutex<Shard>> {
-        shards + Int(truncatingIfNeeded: (h >> 60) & 15)
+        shards + Self.shardIndex(h)
     }
 
     private func owners(_ h: UInt64) -> Owners? { shard(h).pointee.withLock { $0.owners[BlockKey(h)] } }
@@ -114,19 +116,47 @@ public final class PrefixIndex: @unchecked Sendable {  // shards: each behind it
     }
 
     /// Records that `endpoint` was sent these blocks: one dictionary access per block, the
-    /// owners changed in place.
+    /// owners changed in place, each shard locked once (``withShardsLocked``).
     public func record(_ hashes: UnsafeBufferPointer<UInt64>, endpoint: Int) {
         let id = Int32(truncatingIfNeeded: endpoint)
         let capacity = capacityPerShard
-        for h in hashes {
-            shard(h).pointee.withLock { s in
-                s.tick &+= 1
-                let now = s.tick
-                s.owners[BlockKey(h), default: Owners()].record(id, at: now)
-                if s.owners.count > capacity {
+        withShardsLocked(hashes) { sh, positions in
+            for p in positions {
+                sh.tick &+= 1
+                let now = sh.tick
+                sh.owners[BlockKey(hashes[Int(p)]), default: Owners()].record(id, at: now)
+                if sh.owners.count > capacity {
                     // Evict the least recently touched eighth in one go, so eviction is amortised.
                     let keep = UInt32(capacity - capacity / 8)
-                    s.owners = s.owners.filter { now &- $0.value.touched < keep }
+                    sh.owners = sh.owners.filter { now &- $0.value.touched < keep }
+                }
+            }
+        }
+    }
+
+    /// Calls `body` once for each shard holding any of `hashes`, with the shard locked and the
+    /// positions in `hashes` of its blocks, in their order: one lock per shard instead of one per
+    /// block (a long prompt's 256 blocks fall in all 16 shards, and taking and releasing a lock
+    /// per block cost more than the dictionary work). The blocks are grouped by a counting sort
+    /// of their positions, on the stack.
+    private func withShardsLocked(_ hashes: UnsafeBufferPointer<UInt64>, _ body: (inout Shard, UnsafeBufferPointer<Int32>) -> Void) {
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: hashes.count) { order in
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: 33) { counts in
+                // bound[s]..<bound[s + 1]: shard s's run of `order`; cursor[s]: where its next goes.
+                let bound = UnsafeMutableBufferPointer(rebasing: counts[0..<17])
+                let cursor = UnsafeMutableBufferPointer(rebasing: counts[17..<33])
+                bound.initialize(repeating: 0)
+                for h in hashes { bound[Self.shardIndex(h) + 1] += 1 }
+                for s in 1...16 { bound[s] += bound[s - 1] }
+                for s in 0..<16 { cursor[s] = bound[s] }
+                for (k, h) in hashes.enumerated() {
+                    let s = Self.shardIndex(h)
+                    order[cursor[s]] = Int32(truncatingIfNeeded: k)
+                    cursor[s] += 1
+                }
+                for s in 0..<16 where bound[s] < bound[s + 1] {
+                    let positions = UnsafeBufferPointer(rebasing: order[bound[s]..<bound[s + 1]])
+                    (shards + s).pointee.withLock { body(&$0, positions) }
                 }
             }
         }
