@@ -75,7 +75,11 @@ enum Router {
         if prefixHashes.count > 0 && profile.usesPrefix {
             request.promptBlocks = prefixHashes.count
             request.firstBlock = prefixHashes[0]
-            index.match(prefixHashes, into: cands, count: n)
+            // With one candidate there is nothing to choose (no filter reads prefix matches),
+            // so the index is not asked: a sidecar in front of one model server, or a pool down
+            // to one endpoint, skips a lookup per prompt block. What it is sent is still
+            // recorded, for when the pool grows.
+            if n > 1 { index.match(prefixHashes, into: cands, count: n) }
         }
         guard let (position, reason) = profile.decide(cands, count: n, request: request, random: &random) else {
             // Nothing passes the filters: every endpoint ejected, or none has the adapter.
