@@ -1,8 +1,8 @@
 # Shared by the Benchmarks/*.sh scripts: a scratch directory removed on exit together with every
 # process started into PIDS, the CPU split (the measured proxy on CPU 0, load generators and
-# upstreams on CPU 1), the fixed-response nginx upstream, a wrk chat POST script, waiting for
-# ports, reading a process's CPU time, tool checks and the release build. Source it from the
-# repository root: `. Benchmarks/lib.sh`.
+# upstreams on CPU 1), the fixed-response nginx upstreams (one answers at once, one reads the body
+# first), a wrk chat POST script, waiting for ports, reading a process's CPU time, tool checks and
+# the release build. Source it from the repository root: `. Benchmarks/lib.sh`.
 
 bench_init() {  # name: the scratch directory is /tmp/sluice-NAME.XXXXXX
   WORK="$(mktemp -d "/tmp/sluice-$1.XXXXXX")"
@@ -31,6 +31,26 @@ http { access_log off; client_body_temp_path $WORK/up;
     location / { client_body_buffer_size 64k; default_type application/json; return 200 '$FIXED_BODY'; } } }
 NGX
   taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+}
+
+start_reading_upstream() {  # port: like start_fixed_upstream, but a body is read whole first
+  # As a model server reads a prompt before it answers: an upstream that answered at once would
+  # have proxies that stream bodies through (nginx) cut the connection under the rest of an
+  # upload. The body is buffered by proxying to a second server block (port + 10) without it.
+  mkdir -p "$WORK/up-read"
+  cat > "$WORK/up-read/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/up-read/nginx.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $WORK/up-read; proxy_temp_path $WORK/up-read;
+  upstream fixed { server 127.0.0.1:$(( $1 + 10 )); keepalive 256; }
+  server { listen 127.0.0.1:$1 backlog=4096; keepalive_requests 1000000;
+    client_max_body_size 16m; client_body_buffer_size 512k;
+    location / { proxy_pass http://fixed; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass_request_body off; proxy_set_header Content-Length ""; } }
+  server { listen 127.0.0.1:$(( $1 + 10 )); keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '$FIXED_BODY'; } } }
+NGX
+  taskset -c "$OTHER_CPU" nginx -c "$WORK/up-read/nginx.conf" -p "$WORK/up-read" & PIDS+=($!)
 }
 
 write_chat_lua() {  # file [line ...]: a wrk script POSTing a small chat request, plus the lines

@@ -39,20 +39,7 @@ http { access_log off; client_body_temp_path $WORK/ngx; proxy_temp_path $WORK/ng
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_buffering off; proxy_request_buffering off; } } }
 NGX
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $WORK/up/nginx.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $WORK/up; proxy_temp_path $WORK/up;
-  upstream fixed { server 127.0.0.1:$(( UP + 10 )); keepalive 256; }
-  server { listen 127.0.0.1:$UP backlog=4096; keepalive_requests 1000000;
-    client_max_body_size 16m; client_body_buffer_size 512k;
-    location / { proxy_pass http://fixed; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_pass_request_body off; proxy_set_header Content-Length ""; } }
-  server { listen 127.0.0.1:$(( UP + 10 )); keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '$FIXED_BODY'; } } }
-NGX
-taskset -c "$OTHER_CPU" nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+start_reading_upstream $UP
 taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/$ON.yaml" >"$WORK/on.log" 2>&1 & ON_PID=$!; PIDS+=($ON_PID)
 taskset -c "$PROXY_CPU" "$SLUICE" serve --config "$WORK/$OFF.yaml" >"$WORK/off.log" 2>&1 & OFF_PID=$!; PIDS+=($OFF_PID)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/ngx/nginx.conf" -p "$WORK/ngx" 2>"$WORK/ngx.log" & NGX_PID=$!; PIDS+=($NGX_PID)

@@ -66,9 +66,10 @@ public final class Transport {
 
     /// The receive low-water mark (SO_RCVLOWAT) that wakes the reader once `plaintext` more
     /// bytes can be read, and never later. Plain TCP: exactly that. TLS: what the socket is
-    /// sure to receive for them — records only add bytes, but up to one record's worth (16 KiB
-    /// of plaintext) may already sit, partly read, in OpenSSL's buffer; 0 when that leaves
-    /// nothing worth waiting for.
+    /// sure to receive for them — records only add bytes, but one record may already sit, partly
+    /// read, in OpenSSL's buffer: up to 16 KiB of its plaintext and its header, tag and padding
+    /// (under 300 bytes, RFC 8446 §5.2), hence the 1 KiB on top; 0 when that leaves nothing
+    /// worth waiting for.
     public func lowWaterMark(forPlaintext plaintext: Int) -> Int {
         guard ssl != nil else { return plaintext }
         return max(0, plaintext - Self.maxRecordPlaintext - 1024)
