@@ -25,7 +25,7 @@ public final class Gateway: @unchecked Sendable {
     private let counters = Mutex<[String: SharedCounter]>([:])
     /// Endpoint state shared by workers and the control loop, kept across reloads.
     public let registry = EndpointRegistry()
-    private let group: WorkerGroup
+    let group: WorkerGroup
     private let workers = Mutex<[Worker?]>([])
     private let drainedCount = Atomic<Int>(0)
     private let startedCount = Atomic<Int>(0)

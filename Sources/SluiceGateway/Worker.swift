@@ -138,6 +138,7 @@ final class Worker: @unchecked Sendable {
         self.onDrained = onDrained
         self.localLimiter = LocalRateLimiter(share: Self.workerCount(settings))
         self.metrics.enabled = settings.metrics
+        loop.bufferPool.spareLimit = settings.limits.spareBufferBytes
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
         pools = settings.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self) }
@@ -206,6 +207,7 @@ final class Worker: @unchecked Sendable {
         generation = SettingsGeneration(new)
         connectRedis(new.redis)
         metrics.enabled = new.metrics
+        loop.bufferPool.spareLimit = new.limits.spareBufferBytes
         if Self.workerCount(new) != localLimiter.share { localLimiter = LocalRateLimiter(share: Self.workerCount(new)) }
         modelTable = ModelTable(new, metrics: catalog)
         loadedAt = WallClock.now().seconds

@@ -57,3 +57,30 @@ import Testing
         #expect(held.inUse == 4 << 10, "bytes held by one request awaiting its response: \(held.inUse)")
     }
 }
+
+/// After a burst of large requests the worker keeps their blocks for reuse, up to
+/// `limits.spare_buffer_bytes` beyond the floors, and gives back what then goes unused.
+@Suite struct SpareBufferTests {
+    @Test func aBurstsBlocksAreKeptUpToTheLimitAndThenGivenBack() throws {
+        let up = try TestUpstream(standardHandler())
+        defer { up.stop() }
+        let (gw, port) = try startGateway([up.endpoint]) { $0.limits.spareBufferBytes = 1 << 20 }
+        defer { gw.stop(grace: .seconds(1)) }
+        let block = 256 << 10, floor = 16 * block
+        func free() -> Int { gw.metricSnapshots().workers.reduce(0) { $0 + $1.buffersFree } }
+        // 24 bodies of 200 KB wait together for /slow's answer (500 ms): each holds a 256 KiB
+        // block until the response starts.
+        let body = "{\"prompt\":\"" + String(repeating: "x", count: 200_000) + "\"}"
+        let clients = try (0..<24).map { _ in try TestClient(port: port) }
+        for c in clients { c.send(request("POST", "/slow", body: body)) }
+        for c in clients { #expect(c.response(method: .post)?.status == 200) }
+        // 16 blocks are the floor; of the 8 over it, 1 MiB (4) stays spare and the rest went.
+        // (Small blocks of heads and responses are well under the slack.)
+        let kept = free()
+        #expect(kept >= floor + (1 << 20) && kept < floor + (1 << 20) + block, "free after the burst: \(kept)")
+        // Trimmed every 50 ms from now on: the spare blocks sat unused, so they go.
+        for loop in gw.group.loops { loop.execute { loop.poolTrimInterval = .milliseconds(50) } }
+        #expect(eventually(5) { free() < floor + block }, "free after trimming: \(free())")
+        #expect(free() >= floor, "the floor stays")
+    }
+}

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import Testing
 @testable import SluiceIO
 
@@ -36,21 +37,148 @@ import Testing
         }
     }
 
-    @Test func freeListsKeepAtMostTheirLimit() {
+    @Test func freeListsKeepTheFloorAndSpareUpToTheLimit() {
         let pool = BufferPool()
+        pool.spareLimit = 10 * 4096
         var held = (0..<1100).map { _ in pool.takeBlock(minimumCapacity: 100) }
         #expect(pool.outstandingTotal == 1100 && pool.outstanding[0] == 1100)
         for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
-        // 1,024 small blocks are kept; the rest went back to malloc.
+        // The floor of 1,024 small blocks and 10 spare ones are kept; the rest went back to malloc.
         #expect(pool.outstandingTotal == 0)
-        #expect(pool.freeBytes == 1024 * 4096)
+        #expect(pool.freeBlocks[0] == 1034 && pool.spareBytes == 10 * 4096)
+        #expect(pool.freeBytes == 1034 * 4096)
         let before = pool.allocations
-        held = (0..<1024).map { _ in pool.takeBlock(minimumCapacity: 4096) }
-        #expect(pool.allocations == before, "all 1,024 come from the free list")
+        held = (0..<1034).map { _ in pool.takeBlock(minimumCapacity: 4096) }
+        #expect(pool.allocations == before, "all 1,034 come from the free list")
+        #expect(pool.spareBytes == 0)
         held.append(pool.takeBlock(minimumCapacity: 1))
         #expect(pool.allocations == before + 1)
         for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
-        #expect(pool.outstandingTotal == 0)
+        #expect(pool.outstandingTotal == 0 && pool.freeBlocks[0] == 1034)
+    }
+
+    /// Takes `n` blocks of `size` and returns them in the order taken; returns their addresses.
+    @discardableResult
+    func cycle(_ pool: BufferPool, _ n: Int, size: Int) -> [UnsafeMutableRawPointer] {
+        let held = (0..<n).map { _ in pool.takeBlock(minimumCapacity: size) }
+        for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
+        return held.map(\.0)
+    }
+
+    @Test func trimGivesBackHalfOfWhatSatUnusedEachTime() {
+        let pool = BufferPool()
+        cycle(pool, 1064, size: 4096)
+        #expect(pool.spareBytes == 40 * 4096)
+        // The first trim sees blocks that were in use since the pool began: nothing sat unused
+        // through a whole period yet. Then half of the idle spare goes each time, rounded up.
+        var released: [Int] = []
+        for _ in 0..<8 { released.append(pool.trim() / 4096) }
+        #expect(released == [0, 20, 10, 5, 3, 1, 1, 0])
+        #expect(pool.spareBytes == 0 && pool.freeBlocks[0] == 1024, "the floor stays")
+    }
+
+    @Test func blocksUsedSinceTheLastTrimAreKept() {
+        let pool = BufferPool()
+        cycle(pool, 1064, size: 4096)
+        pool.trim()
+        // 30 of the 1,064 free blocks are taken and returned: 1,034 sat unused, 10 of them spare.
+        cycle(pool, 30, size: 4096)
+        #expect(pool.trim() == 5 * 4096)
+        // A load that uses every spare block between trims keeps them all.
+        for _ in 0..<3 {
+            cycle(pool, 1059, size: 4096)
+            #expect(pool.trim() == 0)
+        }
+        #expect(pool.freeBlocks[0] == 1059)
+    }
+
+    @Test func trimLetsTheColdestBlocksGo() {
+        let pool = BufferPool()
+        let order = cycle(pool, 1064, size: 4096)  // returned in this order: order[0] is coldest
+        pool.trim()
+        #expect(pool.trim() == 20 * 4096)
+        let kept = Set((0..<1044).map { _ in pool.takeBlock(minimumCapacity: 4096).0 })
+        let given = Set(order[..<20])
+        #expect(kept.count == 1044 && kept.intersection(given).isEmpty, "the 20 returned first are the ones given back")
+        for p in kept { pool.recycle(p, capacity: 4096) }
+    }
+
+    @Test func aLowerLimitIsMetAtTheNextTrimLargestBlocksFirst() {
+        let pool = BufferPool()
+        cycle(pool, 16 + 20, size: 256 << 10)
+        cycle(pool, 1024 + 40, size: 4096)
+        #expect(pool.spareBytes == 20 * (256 << 10) + 40 * 4096)
+        pool.spareLimit = 2 * (256 << 10) + 40 * 4096
+        #expect(pool.trim() == 18 * (256 << 10))
+        #expect(pool.freeBlocks[3] == 18 && pool.freeBlocks[0] == 1064)
+        pool.spareLimit = 0
+        pool.trim()
+        #expect(pool.spareBytes == 0 && pool.freeBlocks[3] == 16 && pool.freeBlocks[0] == 1024)
+    }
+
+    /// Large blocks are mapped from the kernel, so trimming them lowers the process's resident
+    /// memory (a malloc arena would keep what is not at its top).
+    @Test func trimmedLargeBlocksLeaveResidentMemory() throws {
+        func residentBytes() -> Int {
+            guard let f = fopen("/proc/self/statm", "r") else { return -1 }
+            defer { fclose(f) }
+            var size = 0, resident = 0
+            _ = withUnsafeMutablePointer(to: &size) { s in withUnsafeMutablePointer(to: &resident) { r in
+                withVaList([s, r]) { vfscanf(f, "%ld %ld", $0) } } }
+            return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+        }
+        // Were the blocks malloc'ed, this would make glibc serve them from its arena (freeing a
+        // mapped chunk raises its mmap threshold), and the small allocations between them would
+        // keep the arena from shrinking: the test fails then.
+        free(malloc(1 << 20))
+        let pool = BufferPool()
+        var pins: [UnsafeMutableRawPointer?] = []
+        let blocks = (0..<(4 + 64)).map { _ in
+            defer { pins.append(malloc(64)) }
+            return pool.takeBlock(minimumCapacity: 1 << 20)
+        }
+        defer { for p in pins { free(p) } }
+        for (base, capacity) in blocks { memset(base, 1, capacity) }  // touch every page
+        for (base, capacity) in blocks { pool.recycle(base, capacity: capacity) }
+        let before = residentBytes()
+        pool.spareLimit = 0
+        #expect(pool.trim() == 64 << 20)
+        let after = residentBytes()
+        // Other tests run alongside and allocate too: most of the 64 MiB must be gone.
+        #expect(before - after > 48 << 20, "resident \(before >> 20) MiB -> \(after >> 20) MiB")
+    }
+
+    @Test func theLoopTrimsWhileThereIsSpareAndThenStops() throws {
+        let loop = try EventLoop()
+        loop.poolTrimInterval = .milliseconds(20)
+        let t = Threads.spawn(name: "test-loop") { loop.run() }
+        defer { loop.stop(); Threads.join(t) }
+        let state = Mutex<(spare: Int, timers: Int)>((-1, -1))
+        func probe(_ body: @escaping @Sendable (EventLoop) -> Void = { _ in }) -> (spare: Int, timers: Int) {
+            let latch = Latch()
+            loop.execute {
+                body(loop)
+                state.withLock { $0 = (loop.bufferPool.spareBytes, loop.armedTimers) }
+                latch.open()
+            }
+            #expect(latch.wait())
+            return state.withLock { $0 }
+        }
+        let burst = probe { loop in
+            let held = (0..<(16 + 40)).map { _ in loop.bufferPool.takeBlock(minimumCapacity: 256 << 10) }
+            for (base, capacity) in held { loop.bufferPool.recycle(base, capacity: capacity) }
+        }
+        #expect(burst.spare == 40 * (256 << 10))
+        // Halving 40 blocks takes 7 trims after the first: well under a second at 20 ms.
+        let deadline = Instant.now() + .seconds(5)
+        var now = probe()
+        while now.spare > 0 && Instant.now() < deadline {
+            usleep(20_000)
+            now = probe()
+        }
+        #expect(now.spare == 0)
+        usleep(100_000)
+        #expect(probe().timers == 0, "no trim timer is left armed on an idle loop")
     }
 
     @Test func reserveKeepsContentAndRebases() {

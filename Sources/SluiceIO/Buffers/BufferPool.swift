@@ -3,30 +3,51 @@ import Glibc
 /// A worker's pool of byte blocks in a few size classes.
 ///
 /// Thread-confined: a pool and every ``ByteBuffer`` taken from it belong to one event loop's
-/// thread. Taking and returning a block is an array push/pop; memory is only allocated when the
-/// free list of a class is empty, and free lists are capped so a burst does not pin memory
-/// forever (HAProxy `doc/internals/api/pools.txt` does the same with its pool limits).
+/// thread. Taking and returning a block is a stack pop/push; memory is only allocated when the
+/// free list of a class is empty.
+///
+/// How much stays free follows demand. Each class keeps a floor of blocks however long they sit
+/// unused (``classFloor``); above it the pool keeps every returned block up to ``spareLimit``
+/// bytes, so a steady load of large requests (150 connections each sending a 220 KB prompt) is
+/// served from the pool instead of faulting fresh pages in for every body. Spare blocks that
+/// stayed unused since the last ``trim()`` are given back, half of them each time, coldest first
+/// (the event loop trims once a second while there are any), so the memory of a burst goes back
+/// to the system within seconds of the burst. The same idea as a malloc decaying its dirty pages
+/// (jemalloc's `dirty_decay_ms`); a fixed cap per class either pinned a burst's memory forever
+/// or, at the old fixed cap (16 blocks of 256 KiB), had 150 connections sending 220 KB prompts
+/// page-fault 5-10 times per request.
 public final class BufferPool {
     /// Block sizes of the pooled classes (4 KiB × 4^c); larger requests are allocated exactly
     /// and freed on release. The 4 KiB class holds what is small and may wait long: a typical
     /// API request while its response has not started, a rewritten request head, a response
     /// head, framing. Thousands of requests queued at busy model servers then pin 4 KiB each.
     public static let classSizes: [Int] = (0..<classCount).map { classSize($0) }
-    /// How many free blocks of each class are kept.
-    static let classKeep: [Int] = [1024, 512, 64, 16, 4, 2]
+    /// Free blocks of each class kept however long they are unused.
+    static let classFloor: [Int] = [1024, 512, 64, 16, 4, 2]
     @usableFromInline static let classCount = 6
+    /// Blocks from this size up are mapped from the kernel (mmap) and unmapped when let go, so
+    /// letting go returns their memory; a malloc arena returns memory only from its top.
+    static let mapThreshold = 64 << 10
 
     @inline(__always) @usableFromInline
     static func classSize(_ c: Int) -> Int { 4096 << (2 * c) }
 
-    // Free lists and counters live in fixed slabs allocated once: taking and returning a block
-    // touches two integers and one slot, with no array uniqueness checks on the way.
-    /// Free blocks, class by class: class c's stack starts at `stackStart[c]`.
-    private let stacks: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-    private let stackStart: UnsafeMutablePointer<Int>
-    private let stackLimit: UnsafeMutablePointer<Int>
+    /// Bytes of free blocks kept above the floors (`limits.spare_buffer_bytes`); 0 keeps the
+    /// floors only. Lowering it takes effect at the next ``trim()``.
+    public var spareLimit: Int = 64 << 20
+    /// Bytes of free blocks above the floors now.
+    public private(set) var spareBytes = 0
+
+    // Free lists and counters live in slabs allocated up front (a class's stack grows when its
+    // spare blocks outnumber its slots): taking and returning a block touches two integers and
+    // one slot, with no array uniqueness checks on the way.
+    /// Each class's free blocks, coldest first (the top of the stack was used last).
+    private let stacks: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutableRawPointer>>
+    private let stackCapacity: UnsafeMutablePointer<Int>
     /// Free blocks per class.
     private let freeCount: UnsafeMutablePointer<Int>
+    /// The fewest free blocks each class had since the last trim: that many sat unused all along.
+    private let leastFree: UnsafeMutablePointer<Int>
     /// Blocks handed out, by class (the last slot counts unpooled blocks).
     private let handedOut: UnsafeMutablePointer<Int>
 
@@ -45,32 +66,33 @@ public final class BufferPool {
         return n
     }
 
+    /// Free blocks of each class now (tests).
+    public var freeBlocks: [Int] { (0..<Self.classCount).map { freeCount[$0] } }
+
     public init() {
-        let total = Self.classKeep.reduce(0, +)
-        stacks = .allocate(capacity: total)
-        stacks.initialize(repeating: nil, count: total)
-        stackStart = .allocate(capacity: Self.classCount)
-        stackLimit = .allocate(capacity: Self.classCount)
+        stacks = .allocate(capacity: Self.classCount)
+        stackCapacity = .allocate(capacity: Self.classCount)
         freeCount = .allocate(capacity: Self.classCount)
         freeCount.initialize(repeating: 0, count: Self.classCount)
+        leastFree = .allocate(capacity: Self.classCount)
+        leastFree.initialize(repeating: 0, count: Self.classCount)
         handedOut = .allocate(capacity: Self.classCount + 1)
         handedOut.initialize(repeating: 0, count: Self.classCount + 1)
-        var at = 0
         for c in 0..<Self.classCount {
-            stackStart[c] = at
-            stackLimit[c] = Self.classKeep[c]
-            at += Self.classKeep[c]
+            stackCapacity[c] = 2 * Self.classFloor[c]
+            stacks[c] = .allocate(capacity: stackCapacity[c])
         }
     }
 
     deinit {
         for c in 0..<Self.classCount {
-            for i in 0..<freeCount[c] { Glibc.free(stacks[stackStart[c] + i]) }
+            for i in 0..<freeCount[c] { Self.deallocate(stacks[c][i], Self.classSize(c)) }
+            stacks[c].deallocate()
         }
         stacks.deallocate()
-        stackStart.deallocate()
-        stackLimit.deallocate()
+        stackCapacity.deallocate()
         freeCount.deallocate()
+        leastFree.deallocate()
         handedOut.deallocate()
     }
 
@@ -109,15 +131,12 @@ public final class BufferPool {
         let n = freeCount[c]
         if n > 0 {
             freeCount[c] = n - 1
-            return (stacks[stackStart[c] + n - 1]!, size)
+            if n > Self.classFloor[c] { spareBytes -= size }
+            if n - 1 < leastFree[c] { leastFree[c] = n - 1 }
+            return (stacks[c][n - 1], size)
         }
         allocations += 1
         return (Self.allocate(size), size)
-    }
-
-    static func allocate(_ n: Int) -> UnsafeMutableRawPointer {
-        guard let p = malloc(n) else { fatalError("out of memory allocating \(n) bytes") }
-        return p
     }
 
     @usableFromInline
@@ -125,12 +144,72 @@ public final class BufferPool {
         let c = Self.sizeClass(for: capacity)
         handedOut[c] -= 1
         outstandingBytes -= capacity
-        if c < Self.classCount && capacity == Self.classSize(c) && freeCount[c] < stackLimit[c] {
-            stacks[stackStart[c] + freeCount[c]] = base
-            freeCount[c] += 1
-        } else {
-            Glibc.free(base)
+        if c < Self.classCount && capacity == Self.classSize(c) {
+            let n = freeCount[c]
+            if n < Self.classFloor[c] || spareBytes + capacity <= spareLimit {
+                if n >= Self.classFloor[c] { spareBytes += capacity }
+                if n == stackCapacity[c] { growStack(c) }
+                stacks[c][n] = base
+                freeCount[c] = n + 1
+                return
+            }
         }
+        Self.deallocate(base, capacity)
+    }
+
+    private func growStack(_ c: Int) {
+        let grown = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: 2 * stackCapacity[c])
+        grown.moveInitialize(from: stacks[c], count: freeCount[c])
+        stacks[c].deallocate()
+        stacks[c] = grown
+        stackCapacity[c] *= 2
+    }
+
+    /// Gives back the spare blocks that sat unused since the last trim (half of them, rounded
+    /// up, coldest first), and then any spare bytes over ``spareLimit`` (largest blocks first).
+    /// Returns the bytes given back.
+    @discardableResult
+    public func trim() -> Int {
+        var released = 0
+        for c in 0..<Self.classCount {
+            let idle = min(leastFree[c], freeCount[c]) - Self.classFloor[c]
+            if idle > 0 { released += release((idle + 1) / 2, of: c) }
+        }
+        var c = Self.classCount - 1
+        while spareBytes > spareLimit && c >= 0 {
+            let size = Self.classSize(c)
+            let over = (spareBytes - spareLimit + size - 1) / size
+            released += release(min(over, max(0, freeCount[c] - Self.classFloor[c])), of: c)
+            c -= 1
+        }
+        for c in 0..<Self.classCount { leastFree[c] = freeCount[c] }
+        return released
+    }
+
+    /// Frees the `n` coldest free blocks of class `c` (the bottom of its stack).
+    private func release(_ n: Int, of c: Int) -> Int {
+        if n <= 0 { return 0 }
+        let size = Self.classSize(c)
+        let stack = stacks[c]
+        for i in 0..<n { Self.deallocate(stack[i], size) }
+        UnsafeMutableRawPointer(stack).copyMemory(from: stack + n, byteCount: (freeCount[c] - n) * MemoryLayout<UnsafeMutableRawPointer>.stride)
+        freeCount[c] -= n
+        spareBytes -= n * size
+        return n * size
+    }
+
+    static func allocate(_ n: Int) -> UnsafeMutableRawPointer {
+        if n >= mapThreshold {
+            let p = mmap(nil, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            guard let p, p != MAP_FAILED else { fatalError("out of memory mapping \(n) bytes") }
+            return p
+        }
+        guard let p = malloc(n) else { fatalError("out of memory allocating \(n) bytes") }
+        return p
+    }
+
+    static func deallocate(_ p: UnsafeMutableRawPointer, _ n: Int) {
+        if n >= mapThreshold { munmap(p, n) } else { Glibc.free(p) }
     }
 
     /// Blocks handed out and not yet returned.

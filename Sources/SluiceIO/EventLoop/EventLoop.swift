@@ -65,6 +65,10 @@ public final class EventLoop: @unchecked Sendable {
     public let index: Int
     /// The worker's buffer pool.
     public let bufferPool = BufferPool()
+    /// How often the pool gives back spare blocks that went unused (see ``BufferPool/trim()``);
+    /// armed only while it holds any, so an idle loop is not woken for it.
+    public var poolTrimInterval: Duration = .seconds(1)
+    private lazy var poolTrim = Timer { [unowned self] in self.bufferPool.trim() }
     /// Iterations run so far (tests and lag metrics).
     public private(set) var iterations: UInt64 = 0
     /// The longest time one iteration spent handling events and timers (event-loop lag).
@@ -264,6 +268,7 @@ public final class EventLoop: @unchecked Sendable {
             }
             runTimers()
             runDeferred()
+            if bufferPool.spareBytes > 0 && !poolTrim.active { schedule(poolTrim, after: poolTrimInterval) }
             let busy = Instant.now().nanoseconds &- started.nanoseconds
             if busy > maxBusyNanos { maxBusyNanos = busy }
         }
