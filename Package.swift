@@ -26,6 +26,9 @@ let package = Package(
     targets: [
         // C layer
         .target(name: "CSluiceLinux"),
+        // wider vector loops than the Swift build's baseline, chosen at run time; DWARF 4 debug
+        // info because valgrind 3.19 (Benchmarks/instructions.sh) cannot read clang's DWARF 5 here
+        .target(name: "CSluiceSIMD", cSettings: [.unsafeFlags(["-gdwarf-4"])]),
         .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
@@ -44,8 +47,8 @@ let package = Package(
         .testTarget(name: "SluiceRedisTests", dependencies: ["SluiceRedis", "SluiceIO"]),
 
         // LLM semantics (pure)
-        .target(name: "SluiceLLM", swiftSettings: strict),
-        .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM"]),
+        .target(name: "SluiceLLM", dependencies: ["CSluiceSIMD"], swiftSettings: strict),
+        .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM", "CSluiceSIMD"]),
 
         // routing decisions (pure): filters, scorers, pickers, profiles, the prefix index
         .target(name: "SluiceRouting", swiftSettings: strict),

@@ -1,3 +1,5 @@
+internal import CSluiceSIMD
+
 extension SWAR {
     /// Whether a JSON string scan must look at byte `c` by itself: '"', '\\', a control byte
     /// (below 0x20) or a non-ASCII byte (0x80 and above). The definition ``firstStringSpecial``
@@ -36,6 +38,19 @@ extension SWAR {
         tail(p, from: skipPlainBlocks(p, from: from, end: end), end: end)
     }
 
+    /// Whether ``skipPlainBlocks(_:from:end:)`` runs in 32-byte vectors (AVX2) on this CPU.
+    static let hasAVX2 = csluice_has_avx2() != 0
+
+    /// Skips whole 64-byte blocks of `from..<end` that hold no special byte; returns the start of
+    /// the first block that does, or of the last, incomplete one. In 32-byte vectors where the
+    /// CPU has them (~0.25 instructions per byte, a 220 KB prompt's scan ~5 -> ~3 µs), else in
+    /// 16-byte ones (``skipPlainBlocks16(_:from:end:)``).
+    @inline(__always) @usableFromInline
+    static func skipPlainBlocks(_ p: UnsafePointer<UInt8>, from: Int, end: Int) -> Int {
+        if hasAVX2 { return csluice_skip_plain_blocks_avx2(p, from, end) }
+        return skipPlainBlocks16(p, from: from, end: end)
+    }
+
     /// Words, then single bytes.
     @inline(__always) @usableFromInline
     static func tail(_ p: UnsafePointer<UInt8>, from: Int, end: Int) -> Int {
@@ -55,13 +70,12 @@ extension SWAR {
         stringSpecialMask(UInt64(littleEndian: UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)))
     }
 
-    /// Skips whole 64-byte blocks of `from..<end` that hold no special byte; returns the start of
-    /// the first block that does, or of the last, incomplete one.
+    /// ``skipPlainBlocks(_:from:end:)`` in the baseline vectors of every target.
     ///
     /// Four 16-byte vectors a round, two compares each (``special(_:)``), one test for all four:
     /// ~0.6 instructions per byte on x86-64 (SSE2), against ~2.3 by words.
     @inline(__always) @usableFromInline
-    static func skipPlainBlocks(_ p: UnsafePointer<UInt8>, from: Int, end: Int) -> Int {
+    static func skipPlainBlocks16(_ p: UnsafePointer<UInt8>, from: Int, end: Int) -> Int {
         var i = from
         let raw = UnsafeRawPointer(p)
         while i &+ 64 <= end {

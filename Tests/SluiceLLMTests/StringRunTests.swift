@@ -1,3 +1,4 @@
+import CSluiceSIMD
 import Testing
 
 @testable import SluiceLLM
@@ -63,9 +64,11 @@ import Testing
         }
     }
 
-    /// The vector loop alone: whole plain 64-byte blocks skipped, a block with a special byte
-    /// (anywhere in it) or an incomplete one never.
-    @Test func plainBlocks() {
+    /// The vector loops alone, 16-byte and (where the CPU has it) 32-byte: whole plain 64-byte
+    /// blocks skipped, a block with a special byte (anywhere in it) or an incomplete one never.
+    @Test(arguments: [false, true])
+    func plainBlocks(wide: Bool) {
+        if wide && !SWAR.hasAVX2 { return }
         var rng = TestRNG(seed: 5)
         for n in [0, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 200] {
             for from in [0, 1, 7] where from <= n {
@@ -74,7 +77,9 @@ import Testing
                     if let k { bytes[k] = [0x22, 0x5C, 0x1F, 0x80, 0xFF, 0x00][Int(rng.next() % 6)] }
                     let first = Self.reference(bytes, from: from, end: n)
                     let expected = from + min((first - from) / 64, (n - from) / 64) * 64
-                    let got = bytes.withUnsafeBufferPointer { SWAR.skipPlainBlocks($0.baseAddress!, from: from, end: n) }
+                    let got = bytes.withUnsafeBufferPointer {
+                        wide ? csluice_skip_plain_blocks_avx2($0.baseAddress!, from, n) : SWAR.skipPlainBlocks16($0.baseAddress!, from: from, end: n)
+                    }
                     #expect(got == expected, "n \(n), from \(from), special at \(String(describing: k))")
                 }
             }

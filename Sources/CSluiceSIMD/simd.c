@@ -1,0 +1,46 @@
+#include "CSluiceSIMD.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+int csluice_has_avx2(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    // OSXSAVE (the OS manages extended state) and AVX, then XCR0 must enable XMM and YMM state.
+    if (!(c & bit_OSXSAVE) || !(c & bit_AVX)) return 0;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b & bit_AVX2) != 0;
+}
+
+// A special byte, in two compares as in SWAR.special: '\\' by equality, and the rest by one
+// signed compare of v ^ 0x02 with 0x21 (the XOR turns '"' into 0x20 and keeps control bytes
+// below 0x20 and bytes >= 0x80 negative; every other printable byte stays at 0x21 or above).
+__attribute__((target("avx2")))
+static inline __m256i special(__m256i v) {
+    const __m256i flip = _mm256_set1_epi8(0x02), bound = _mm256_set1_epi8(0x21), backslash = _mm256_set1_epi8('\\');
+    return _mm256_or_si256(_mm256_cmpgt_epi8(bound, _mm256_xor_si256(v, flip)), _mm256_cmpeq_epi8(v, backslash));
+}
+
+__attribute__((target("avx2")))
+long csluice_skip_plain_blocks_avx2(const unsigned char *p, long from, long end) {
+    long i = from;
+    while (i + 64 <= end) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(p + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(p + i + 32));
+        __m256i m = _mm256_or_si256(special(a), special(b));
+        if (!_mm256_testz_si256(m, m)) break;
+        i += 64;
+    }
+    return i;
+}
+
+#else
+
+int csluice_has_avx2(void) { return 0; }
+long csluice_skip_plain_blocks_avx2(const unsigned char *p, long from, long end) { (void)p; (void)end; return from; }
+
+#endif
