@@ -27,6 +27,25 @@ import Testing
         #expect(match(index, [1, 2, 3], Array(cs[1...])) == [2, 0, 0])
     }
 
+    /// A long prompt: the first 16 blocks are kept, then every 4th; a match is known to the last
+    /// kept block before the prompts part (the hashes chain, so a kept block stands for all before it).
+    @Test func longPromptsKeepEveryFourthBlockPastTheFirstSixteen() {
+        let index = PrefixIndex()
+        let prompt = (UInt64(0)..<256).map { $0 &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
+        record(index, prompt, 100)
+        #expect(index.count == 16 + 60)
+        let cs = candidates(2)
+        for parting in [0, 1, 5, 15, 16, 17, 18, 19, 20, 21, 99, 100, 101, 102, 103, 254, 255, 256] {
+            // The same first `parting` blocks, then different ones (as chained hashes are).
+            let other = Array(prompt[0..<parting]) + (UInt64(parting)..<256).map { $0 &+ 0xDEAD_0000 }
+            let expected = parting <= 16 ? parting : 16 + (parting - 16) / 4 * 4
+            #expect(match(index, other, cs) == [expected, 0], "parting at block \(parting)")
+        }
+        // A shorter prompt that is a prefix of the recorded one matches to its last kept block.
+        #expect(match(index, Array(prompt[0..<18]), cs) == [16, 0])
+        #expect(match(index, Array(prompt[0..<20]), cs) == [20, 0])
+    }
+
     @Test func aBlockKeepsItsFourMostRecentOwners() {
         let index = PrefixIndex()
         let cs = candidates(6)
