@@ -30,7 +30,7 @@ public final class Gateway: @unchecked Sendable {
     private let drainedCount = Atomic<Int>(0)
     private let startedCount = Atomic<Int>(0)
     private let startError = Mutex<SyscallError?>(nil)
-    private var control: ControlPlane!
+    private(set) var control: ControlPlane!
     /// On-demand LoRA loads, shared by all workers (its HTTP calls run on the control loop).
     private(set) var adapterLoader: AdapterLoader!
     private let draining = Atomic<Bool>(false)

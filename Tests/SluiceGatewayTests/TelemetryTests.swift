@@ -81,6 +81,10 @@ import Testing
         // Every 10 ms would be ~150; doubling pauses (20, 40, ... ms, at most 2 s) leave ~7.
         let unrecognised = scrapes.withLock { $0 }
         #expect(unrecognised >= 3 && unrecognised <= 12, "\(unrecognised) scrapes in 1.5 s")
+        // And the scraper's timer sleeps through the pauses instead of firing every 10 ms to find
+        // nothing due (~150 firings).
+        let ticks = gw.control.telemetryTicks
+        #expect(ticks >= unrecognised && ticks <= 2 * unrecognised + 2, "\(ticks) timer firings in 1.5 s")
         // Real metrics appear: picked up within the longest pause, then scraped at full rate.
         serveMetrics.store(true, ordering: .releasing)
         let rt = gw.registry.runtime(for: up.endpoint)

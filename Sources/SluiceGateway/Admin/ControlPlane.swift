@@ -15,6 +15,8 @@ final class ControlPlane: @unchecked Sendable {
     private var healthTimer: Timer?
     private var dns: DNSDiscovery?
     private var telemetry: TelemetryScraper?
+    /// Telemetry timer firings so far (tests). `telemetry` is set before `start` returns.
+    var telemetryTicks: Int { telemetry?.ticks.load(ordering: .relaxed) ?? 0 }
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
