@@ -70,7 +70,7 @@ import Testing
     func plainBlocks(wide: Bool) {
         if wide && !SWAR.hasAVX2 { return }
         var rng = TestRNG(seed: 5)
-        for n in [0, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 200] {
+        for n in [0, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 200, 255, 256, 257, 320] {
             for from in [0, 1, 7] where from <= n {
                 for k in (from..<n).map({ Optional($0) }) + [nil] {
                     var bytes = (0..<n).map { _ in Self.plain[Int(rng.next() % UInt64(Self.plain.count))] }
