@@ -61,8 +61,8 @@ public struct GatewaySettings: Sendable {
         public var maxBodyBytes = 32 << 20
         /// HTTP/2 streams a client may have open at once on one connection.
         public var maxConcurrentStreams = 128
-        /// Free buffer memory each worker keeps for reuse beyond a small floor per block size;
-        /// what goes unused is given back to the system within seconds (see BufferPool).
+        /// Free buffer memory in large blocks (64 KiB and up) each worker keeps for reuse beyond a
+        /// small floor per block size; what goes unused is given back within seconds (BufferPool).
         public var spareBufferBytes = 64 << 20
         public init() {}
     }

@@ -37,24 +37,41 @@ import Testing
         }
     }
 
-    @Test func freeListsKeepTheFloorAndSpareUpToTheLimit() {
+    @Test func smallClassesKeepTheirFloorOnly() {
         let pool = BufferPool()
-        pool.spareLimit = 10 * 4096
         var held = (0..<1100).map { _ in pool.takeBlock(minimumCapacity: 100) }
         #expect(pool.outstandingTotal == 1100 && pool.outstanding[0] == 1100)
         for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
-        // The floor of 1,024 small blocks and 10 spare ones are kept; the rest went back to malloc.
+        // 1,024 small blocks are kept; the rest went back to malloc, which reuses them.
         #expect(pool.outstandingTotal == 0)
-        #expect(pool.freeBlocks[0] == 1034 && pool.spareBytes == 10 * 4096)
-        #expect(pool.freeBytes == 1034 * 4096)
+        #expect(pool.freeBlocks[0] == 1024 && pool.spareBytes == 0)
+        #expect(pool.freeBytes == 1024 * 4096)
         let before = pool.allocations
-        held = (0..<1034).map { _ in pool.takeBlock(minimumCapacity: 4096) }
-        #expect(pool.allocations == before, "all 1,034 come from the free list")
-        #expect(pool.spareBytes == 0)
+        held = (0..<1024).map { _ in pool.takeBlock(minimumCapacity: 4096) }
+        #expect(pool.allocations == before, "all 1,024 come from the free list")
         held.append(pool.takeBlock(minimumCapacity: 1))
         #expect(pool.allocations == before + 1)
         for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
-        #expect(pool.outstandingTotal == 0 && pool.freeBlocks[0] == 1034)
+        #expect(pool.outstandingTotal == 0)
+    }
+
+    static let big = 256 << 10  // class 3: a floor of 16
+
+    @Test func mappedClassesKeepTheFloorAndSpareUpToTheLimit() {
+        let pool = BufferPool()
+        pool.spareLimit = 10 * Self.big
+        var held = (0..<40).map { _ in pool.takeBlock(minimumCapacity: Self.big) }
+        for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
+        // The floor of 16 and 10 spare ones are kept; the rest were unmapped.
+        #expect(pool.freeBlocks[3] == 26 && pool.spareBytes == 10 * Self.big)
+        let before = pool.allocations
+        held = (0..<26).map { _ in pool.takeBlock(minimumCapacity: Self.big) }
+        #expect(pool.allocations == before, "all 26 come from the free list")
+        #expect(pool.spareBytes == 0)
+        held.append(pool.takeBlock(minimumCapacity: Self.big))
+        #expect(pool.allocations == before + 1)
+        for (base, capacity) in held { pool.recycle(base, capacity: capacity) }
+        #expect(pool.outstandingTotal == 0 && pool.freeBlocks[3] == 26)
     }
 
     /// Takes `n` blocks of `size` and returns them in the order taken; returns their addresses.
@@ -67,53 +84,54 @@ import Testing
 
     @Test func trimGivesBackHalfOfWhatSatUnusedEachTime() {
         let pool = BufferPool()
-        cycle(pool, 1064, size: 4096)
-        #expect(pool.spareBytes == 40 * 4096)
+        cycle(pool, 16 + 40, size: Self.big)
+        #expect(pool.spareBytes == 40 * Self.big)
         // The first trim sees blocks that were in use since the pool began: nothing sat unused
         // through a whole period yet. Then half of the idle spare goes each time, rounded up.
         var released: [Int] = []
-        for _ in 0..<8 { released.append(pool.trim() / 4096) }
+        for _ in 0..<8 { released.append(pool.trim() / Self.big) }
         #expect(released == [0, 20, 10, 5, 3, 1, 1, 0])
-        #expect(pool.spareBytes == 0 && pool.freeBlocks[0] == 1024, "the floor stays")
+        #expect(pool.spareBytes == 0 && pool.freeBlocks[3] == 16, "the floor stays")
     }
 
     @Test func blocksUsedSinceTheLastTrimAreKept() {
         let pool = BufferPool()
-        cycle(pool, 1064, size: 4096)
+        cycle(pool, 16 + 40, size: Self.big)
         pool.trim()
-        // 30 of the 1,064 free blocks are taken and returned: 1,034 sat unused, 10 of them spare.
-        cycle(pool, 30, size: 4096)
-        #expect(pool.trim() == 5 * 4096)
+        // 30 of the 56 free blocks are taken and returned: 26 sat unused, 10 of them spare.
+        cycle(pool, 30, size: Self.big)
+        #expect(pool.trim() == 5 * Self.big)
         // A load that uses every spare block between trims keeps them all.
         for _ in 0..<3 {
-            cycle(pool, 1059, size: 4096)
+            cycle(pool, 51, size: Self.big)
             #expect(pool.trim() == 0)
         }
-        #expect(pool.freeBlocks[0] == 1059)
+        #expect(pool.freeBlocks[3] == 51)
     }
 
     @Test func trimLetsTheColdestBlocksGo() {
         let pool = BufferPool()
-        let order = cycle(pool, 1064, size: 4096)  // returned in this order: order[0] is coldest
+        let order = cycle(pool, 16 + 40, size: Self.big)  // returned in this order: order[0] is coldest
         pool.trim()
-        #expect(pool.trim() == 20 * 4096)
-        let kept = Set((0..<1044).map { _ in pool.takeBlock(minimumCapacity: 4096).0 })
+        #expect(pool.trim() == 20 * Self.big)
+        let kept = Set((0..<36).map { _ in pool.takeBlock(minimumCapacity: Self.big).0 })
         let given = Set(order[..<20])
-        #expect(kept.count == 1044 && kept.intersection(given).isEmpty, "the 20 returned first are the ones given back")
-        for p in kept { pool.recycle(p, capacity: 4096) }
+        #expect(kept.count == 36 && kept.intersection(given).isEmpty, "the 20 returned first are the ones given back")
+        for p in kept { pool.recycle(p, capacity: Self.big) }
     }
 
     @Test func aLowerLimitIsMetAtTheNextTrimLargestBlocksFirst() {
         let pool = BufferPool()
-        cycle(pool, 16 + 20, size: 256 << 10)
-        cycle(pool, 1024 + 40, size: 4096)
-        #expect(pool.spareBytes == 20 * (256 << 10) + 40 * 4096)
-        pool.spareLimit = 2 * (256 << 10) + 40 * 4096
-        #expect(pool.trim() == 18 * (256 << 10))
-        #expect(pool.freeBlocks[3] == 18 && pool.freeBlocks[0] == 1064)
+        let small = 64 << 10  // class 2: a floor of 64
+        cycle(pool, 16 + 20, size: Self.big)
+        cycle(pool, 64 + 40, size: small)
+        #expect(pool.spareBytes == 20 * Self.big + 40 * small)
+        pool.spareLimit = 2 * Self.big + 40 * small
+        #expect(pool.trim() == 18 * Self.big)
+        #expect(pool.freeBlocks[3] == 18 && pool.freeBlocks[2] == 104)
         pool.spareLimit = 0
         pool.trim()
-        #expect(pool.spareBytes == 0 && pool.freeBlocks[3] == 16 && pool.freeBlocks[0] == 1024)
+        #expect(pool.spareBytes == 0 && pool.freeBlocks[3] == 16 && pool.freeBlocks[2] == 64)
     }
 
     /// Large blocks are mapped from the kernel, so trimming them lowers the process's resident
