@@ -43,9 +43,9 @@ public final class BufferPool {
     /// Bytes of free blocks above the floors now.
     public private(set) var spareBytes = 0
 
-    // Free lists and counters live in slabs allocated up front (a class's stack grows when its
-    // spare blocks outnumber its slots): taking and returning a block touches two integers and
-    // one slot, with no array uniqueness checks on the way.
+    // Free lists and counters live in slabs allocated up front, one slot per floor block (only
+    // the mapped classes hold more, and their stacks double when they do): taking and returning
+    // a block touches two integers and one slot, with no array uniqueness checks on the way.
     /// Each class's free blocks, coldest first (the top of the stack was used last).
     private let stacks: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutableRawPointer>>
     private let stackCapacity: UnsafeMutablePointer<Int>
@@ -84,7 +84,7 @@ public final class BufferPool {
         handedOut = .allocate(capacity: Self.classCount + 1)
         handedOut.initialize(repeating: 0, count: Self.classCount + 1)
         for c in 0..<Self.classCount {
-            stackCapacity[c] = 2 * Self.classFloor[c]
+            stackCapacity[c] = Self.classFloor[c]
             stacks[c] = .allocate(capacity: stackCapacity[c])
         }
     }
