@@ -52,11 +52,11 @@ def h2_port(name):
     return PORTS[name] + H2_PORT_OFFSET.get(name, 0)
 
 PROFILES = {
-    "quick": dict(duration=4, warmup=1, json_conns=[8, 64], stream_conns=[16, 128], stream_events=16,
+    "quick": dict(reps=1, duration=4, warmup=1, json_conns=[8, 64], stream_conns=[16, 128], stream_events=16,
                   stream_interval_ms=20, hold_streams=2000, h2_streams=2000, hold_timeout=40, big_runs=[(20, 0), (150, 0), (150, 4)], big_duration=4,
                   route_duration=20, route_users=32, guidellm_seconds=15),
-    "full": dict(duration=10, warmup=2, json_conns=[8, 32, 256], stream_conns=[16, 64, 256], stream_events=16,
-                 stream_interval_ms=20, hold_streams=9500, h2_streams=10000, hold_timeout=120, big_runs=[(20, 0), (150, 0), (150, 4)], big_duration=10,
+    "full": dict(reps=5, duration=6, warmup=1, json_conns=[8, 32, 256], stream_conns=[16, 64, 256], stream_events=16,
+                 stream_interval_ms=20, hold_streams=9500, h2_streams=10000, hold_timeout=120, big_runs=[(20, 0), (150, 0), (150, 4)], big_duration=6,
                  route_duration=60, route_users=48, guidellm_seconds=60),
 }
 
@@ -64,6 +64,15 @@ BODY_JSON = ('{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":
              '"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],'
              '"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}')
 SMALL_POST = '{"model":"tiny","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":8,"temperature":0}'
+
+
+# A load point's first run measures every peer once; the direct run and the proxies whose CPU per
+# request came within this multiple of the best are then measured again, P["reps"] times in all
+# (in rotating order), and the tables give each one's medians. The others are 1.5x or more off the
+# best: one run places them, repeating them would only make the run longer.
+CONTENDER_WITHIN = 1.5
+# Counts that add up over repetitions rather than being one run's measurement.
+SUMMED = ("non2xx", "errors", "requests", "streams", "events")
 
 
 def log(msg):
@@ -618,28 +627,102 @@ def best(values):
     return min(v) if v else None
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def combine(samples):
+    """One load point's result for one peer from its repetitions: the median of every measured
+    value over the runs that worked, counts summed, the CPU range kept ("cpu_min"/"cpu_max") and
+    how many runs there were and how many failed. A peer whose every run failed keeps the first
+    failure."""
+    ok = [r for r in samples if "error" not in r and "why" not in r]
+    if not ok:
+        return samples[0]
+    res = {}
+    for key in ok[0]:
+        vals = [r[key] for r in ok if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        if len(vals) != len(ok):
+            res[key] = ok[0][key]
+        elif key in SUMMED:
+            res[key] = sum(vals)
+        else:
+            res[key] = median(vals)
+    cpus = [r["cpu_us"] for r in ok if r.get("cpu_us") is not None]
+    if cpus:
+        res["cpu_min"], res["cpu_max"] = min(cpus), max(cpus)
+    res["runs"] = len(samples)
+    res["failed_runs"] = len(samples) - len(ok)
+    return res
+
+
+def measure_point(what, peers, started, run):
+    """Measures one load point: `run(name)` for "direct" and every started peer (one after the
+    other, the order of `peers`), then the direct run and the contenders again until each has
+    P["reps"] runs, rotating the order each round so no proxy always runs right after the same
+    one. Returns {name: combined result} ("why" for peers that are not running)."""
+    samples, results = {}, {}
+    for name in ["direct"] + peers:
+        p, why = started[name] if name != "direct" else (True, None)
+        if p is None:
+            results[name] = {"why": why}
+            continue
+        samples[name] = [run(name)]
+        log(f"{what} {name}: {brief(samples[name][-1])}")
+    first_cpu = {n: s[0].get("cpu_us") for n, s in samples.items() if n != "direct" and "error" not in s[0]}
+    b = best(first_cpu.values())
+    again = ["direct"] + [n for n, c in first_cpu.items() if b and c and c <= CONTENDER_WITHIN * b]
+    for rep in range(1, P["reps"]):
+        k = rep % len(again)
+        for name in again[k:] + again[:k]:
+            samples[name].append(run(name))
+            log(f"{what} {name} (run {rep + 1}/{P['reps']}): {brief(samples[name][-1])}")
+    for name in ["direct"] + peers:
+        if name in samples:
+            results[name] = combine(samples[name])
+    return results
+
+
+def brief(r):
+    if "error" in r:
+        return f"failed: {r['error']}"
+    rate = f"{r['rps']:.0f} req/s" if "rps" in r else f"{r.get('sps', 0):.0f} streams/s"
+    cpu = f", cpu {r['cpu_us']:.1f} us" if r.get("cpu_us") is not None else ""
+    return f"{rate}, p50 {r.get('p50') or 0:.2f} ms{cpu}"
+
+
+def cpu_cell(r, nd):
+    """A proxy's median CPU per request, with the range when it was measured more than once."""
+    if r.get("cpu_us") is None:
+        return "-"
+    if r.get("runs", 1) > 1 and "cpu_min" in r:
+        return f"{fmt(r['cpu_us'], nd)} ({fmt(r['cpu_min'], nd)}–{fmt(r['cpu_max'], nd)})"
+    return fmt(r["cpu_us"], nd)
+
+
+def errors_cell(r, count):
+    parts = [str(count)] if count else []
+    if r.get("failed_runs"):
+        parts.append(f"{r['failed_runs']} of {r['runs']} runs failed")
+    return "; ".join(parts)
+
+
 # ---------------------------------------------------------------- sections
 
 def section_overhead(peers):
     """Section 1: small non-streaming POSTs (wrk) and streaming responses (per-event latency)."""
     rows_json, rows_sse = [], []
-    notes = []
     small = wrk_script(json.dumps(SMALL_POST), "small.lua")
     # JSON phase
     started = start_all("json", [UP_JSON], SMALL_POST, peers)
     with BuildLock("1a proxy overhead, JSON"):
         for conns in P["json_conns"]:
-            results = {"direct": run_wrk(UP_JSON, conns, P["duration"], small, None)}
-            log(f"1a c={conns} direct {results['direct'].get('rps', 0):.0f} req/s")
-            for name in peers:
-                p, why = started[name]
-                if p is None:
-                    results[name] = {"why": why}
-                    continue
-                results[name] = run_wrk(PORTS[name], conns, P["duration"], small, p.pid)
-                r = results[name]
-                log(f"1a c={conns} {name} {r.get('rps', 0):.0f} req/s cpu {r.get('cpu_us', 0):.1f} us/req {r.get('error', '')}")
-            rows_json += overhead_rows(conns, results, "cpu_us", "rps")
+            results = measure_point(f"1a c={conns}", peers, started, lambda name: run_wrk(
+                UP_JSON if name == "direct" else PORTS[name], conns, P["duration"], small,
+                None if name == "direct" else started[name][0].pid))
+            rows_json += overhead_rows(conns, results)
     # Large prompts reuse the JSON-phase processes (section 3).
     big = section_large_prompts(peers, started)
     stop_all(started)
@@ -648,15 +731,9 @@ def section_overhead(peers):
     started = start_all("sse", [UP_SSE], sse_probe, peers)
     with BuildLock("1b proxy overhead, streaming"):
         for conns in P["stream_conns"]:
-            results = {"direct": run_stream(UP_SSE, conns, P["duration"], None)}
-            for name in peers:
-                p, why = started[name]
-                if p is None:
-                    results[name] = {"why": why}
-                    continue
-                results[name] = run_stream(PORTS[name], conns, P["duration"], p.pid)
-                r = results[name]
-                log(f"1b c={conns} {name} {r.get('sps', 0):.0f} streams/s p50 {r.get('p50') or 0:.2f} ms cpu {r.get('cpu_us') or 0:.0f} us/stream {r.get('error', '')}")
+            results = measure_point(f"1b c={conns}", peers, started, lambda name: run_stream(
+                UP_SSE if name == "direct" else PORTS[name], conns, P["duration"],
+                None if name == "direct" else started[name][0].pid))
             rows_sse += stream_rows(conns, results)
     hold = section_hold(peers, started)
     hold_h2 = section_hold(peers, started, h2=True)
@@ -664,10 +741,10 @@ def section_overhead(peers):
     return rows_json, rows_sse, big, hold, hold_h2
 
 
-def overhead_rows(conns, results, cpu_key, rate_key):
+def overhead_rows(conns, results):
     d = results["direct"]
-    bcpu = best(results[n].get(cpu_key) for n in results if n != "direct")
-    brate = max([results[n].get(rate_key) or 0 for n in results if n != "direct"] or [0])
+    bcpu = best(results[n].get("cpu_us") for n in results if n != "direct")
+    brate = max([results[n].get("rps") or 0 for n in results if n != "direct"] or [0])
     rows = []
     for name, r in results.items():
         if "why" in r:
@@ -677,16 +754,16 @@ def overhead_rows(conns, results, cpu_key, rate_key):
             rows.append([name, conns, f"failed: {r['error']}"] + [""] * 8)
             continue
         errs = r.get("non2xx", 0) + r.get("errors", 0)
-        rate = r.get(rate_key)
+        rate = r.get("rps")
         rows.append([
             name, conns, fmt(rate),
-            f"{rate / d[rate_key]:.2f}" if d.get(rate_key) else "-",
+            f"{rate / d['rps']:.2f}" if d.get("rps") else "-",
             f"{rate / brate:.2f}" if brate and name != "direct" else "-",
             f"{fmt(r['p50'], 2)} / {fmt(r['p99'], 2)} / {fmt(r['p999'], 2)}",
             fmt(r["p50"] - d["p50"], 2) if name != "direct" and "p50" in d else "-",
-            fmt(r.get(cpu_key), 1) if name != "direct" else "-",
-            f"{r[cpu_key] / bcpu:.2f}" if name != "direct" and r.get(cpu_key) and bcpu else "-",
-            str(errs) if errs else "",
+            cpu_cell(r, 1) if name != "direct" else "-",
+            f"{r['cpu_us'] / bcpu:.2f}" if name != "direct" and r.get("cpu_us") and bcpu else "-",
+            errors_cell(r, errs),
         ])
     return rows
 
@@ -707,9 +784,9 @@ def stream_rows(conns, results):
             f"{fmt(r['p50'], 2)} / {fmt(r['p99'], 2)} / {fmt(r['p999'], 2)}",
             f"{fmt(r['p50'] - d['p50'], 2)} / {fmt(r['p99'] - d['p99'], 2)}" if name != "direct" and d.get("p50") is not None else "-",
             f"{r['sps'] / d['sps']:.2f}" if d.get("sps") else "-",
-            fmt(r.get("cpu_us"), 0) if name != "direct" else "-",
+            cpu_cell(r, 0) if name != "direct" else "-",
             f"{r['cpu_us'] / bcpu:.2f}" if name != "direct" and r.get("cpu_us") and bcpu else "-",
-            str(r["errors"]) if r.get("errors") else "",
+            errors_cell(r, r.get("errors", 0)),
         ])
     return rows
 
@@ -726,15 +803,9 @@ def section_large_prompts(peers, started):
         for conns, think in P["big_runs"]:
             script = wrk_script(f'io.open("{body_path}"):read("*a")', f"big-{think}.lua", think)
             label = f"{conns} + {think} ms think" if think else conns
-            results = {"direct": run_wrk(UP_JSON, conns, P["big_duration"], script, None)}
-            for name in peers:
-                p, why = started[name]
-                if p is None:
-                    results[name] = {"why": why}
-                    continue
-                results[name] = run_wrk(PORTS[name], conns, P["big_duration"], script, p.pid)
-                r = results[name]
-                log(f"3 c={label} {name} {r.get('rps', 0):.0f} req/s p50 {r.get('p50', 0):.2f} ms {r.get('error', '')}")
+            results = measure_point(f"3 c={label}", peers, started, lambda name: run_wrk(
+                UP_JSON if name == "direct" else PORTS[name], conns, P["big_duration"], script,
+                None if name == "direct" else started[name][0].pid))
             d = results["direct"]
             bcpu = best(results[n].get("cpu_us") for n in results if n != "direct")
             for name, r in results.items():
@@ -745,9 +816,9 @@ def section_large_prompts(peers, started):
                 rows.append([name, label, fmt(r["rps"]), f"{fmt(r['p50'], 2)} / {fmt(r['p99'], 2)}",
                              f"{fmt(r['p50'] - d['p50'], 2)} / {fmt(r['p99'] - d['p99'], 2)}" if name != "direct" else "-",
                              f"{r['rps'] / d['rps']:.2f}" if d.get("rps") else "-",
-                             fmt(r.get("cpu_us"), 0) if name != "direct" else "-",
+                             cpu_cell(r, 0) if name != "direct" else "-",
                              f"{r['cpu_us'] / bcpu:.2f}" if name != "direct" and r.get("cpu_us") and bcpu else "-",
-                             str(errs) if errs else ""])
+                             errors_cell(r, errs)])
     return rows
 
 
@@ -1011,9 +1082,13 @@ def main():
     ap.add_argument("--sections", default="1,2,3,4,g", help="comma-separated subset of 1,2,3,4,g (2 and 3 need 1's processes, so they run with it)")
     ap.add_argument("--sluice", default=os.path.join(ROOT, ".build", "release", "sluice"))
     ap.add_argument("--out", default=os.path.join(ROOT, "Benchmarks", "results"))
+    ap.add_argument("--reps", type=int, help="runs per proxy and load point in sections 1 and 3 for the direct run "
+                    f"and the proxies within {CONTENDER_WITHIN}x of the best CPU (default: 1 with --quick, 5 in the full run)")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
-    P = PROFILES[mode]
+    P = dict(PROFILES[mode])
+    if args.reps:
+        P["reps"] = max(1, args.reps)
     WARMUP = P["warmup"]
     SLUICE = os.path.abspath(args.sluice)
     peers = [p for p in args.peers.split(",") if p in PEERS]
@@ -1086,7 +1161,11 @@ http {{ access_log off; client_body_temp_path {updir}; proxy_temp_path {updir};
                f"{s}: {'held' if h else 'NOT held (leaked by another process; measured anyway)'} {t:.0f} s, load average at start {l}"
                for s, t, h, l in LOCK_TIMES) + ".", "",
            "Only ratios within this run mean anything (shared, noisy machine). `×direct` = fraction of the no-proxy run, "
-           "`×best` = multiple of the best proxy in the same row group (1.00 is the best).", "",
+           "`×best` = multiple of the best proxy in the same row group (1.00 is the best)." + (
+               f" Sections 1 and 3: every proxy runs once per load point; the direct run and the proxies whose CPU per "
+               f"request came within {CONTENDER_WITHIN}× of the best then run again, {p['reps']} times in all, in rotating "
+               "order, and their cells are the medians of those runs, with the CPU range (min–max) in brackets."
+               if p["reps"] > 1 else ""), "",
            "## Versions", "", table(["tool", "version"], list(versions().items())), ""]
     if "json" in out:
         doc += [f"## 1a. Proxy overhead: small chat POST (wrk, {p['duration']} s per run, latency in ms)", "",
