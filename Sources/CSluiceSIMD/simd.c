@@ -56,3 +56,22 @@ int csluice_has_avx2(void) { return 0; }
 long csluice_skip_plain_blocks_avx2(const unsigned char *p, long from, long end) { (void)p; (void)end; return from; }
 
 #endif
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+long csluice_line_end(const unsigned char *p, long from, long end) {
+    long i = from;
+#if defined(__SSE2__)
+    const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+    while (i + 16 <= end) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        int m = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)));
+        if (m) return i + __builtin_ctz((unsigned)m);
+        i += 16;
+    }
+#endif
+    while (i < end && p[i] != '\n' && p[i] != '\r') i++;
+    return i;
+}

@@ -1,3 +1,5 @@
+internal import CSluiceSIMD
+
 /// An incremental scanner for a `text/event-stream` body fed in arbitrary chunks.
 ///
 /// Feed each chunk until it reports `.needMore`, then feed the next chunk:
@@ -45,6 +47,12 @@ public struct SSEScanner: Sendable {
     /// Copy of the open event's bytes from earlier chunks (`eventStart..<streamOffset`), unless too big.
     var pending: [UInt8] = []
     var pendingOverflow = false
+    /// The open event's `data:` lines as ``next(_:from:)`` delimited them: how many, and the value
+    /// of the last one (absolute offsets). Used when the event lies within one chunk, so that its
+    /// bytes are not scanned for lines a second time; an event that spans chunks is read from
+    /// its copy by ``inspect(_:_:)``.
+    var dataLines = 0
+    var dataValue = ByteRange(start: 0, end: 0)
 
     public init(maxEventBytes: Int = 64 << 10) {
         self.maxEventBytes = maxEventBytes
@@ -82,9 +90,14 @@ public struct SSEScanner: Sendable {
                 }
             } else {
                 lastWasCR = false
+                let lineStart = i
+                i = Self.lineEnd(base, from: i + 1, end: n)
+                if atLineStart, let v = Self.dataValue(base, lineStart, i) {
+                    dataLines += 1
+                    dataValue = ByteRange(start: streamOffset + v.start, end: streamOffset + v.end)
+                }
                 atLineStart = false
                 sawField = true
-                i = Self.lineEnd(base, from: i + 1, end: n)
             }
         }
         finishChunk(chunk, from: from)
@@ -111,8 +124,12 @@ public struct SSEScanner: Sendable {
     mutating func complete(_ chunk: UnsafeRawBufferPointer, end: Int) -> SSEEvent {
         var e = SSEEvent(start: eventStart, end: streamOffset + end)
         if eventStart >= streamOffset {
-            let bytes = UnsafeRawBufferPointer(rebasing: chunk[(eventStart - streamOffset)..<end])
-            Self.inspect(bytes, &e)
+            // Every line of the event was delimited in this chunk: its data lines are known.
+            e.dataLines = dataLines
+            let value = dataLines == 1
+                ? UnsafeRawBufferPointer(rebasing: chunk[(dataValue.start - streamOffset)..<(dataValue.end - streamOffset)])
+                : UnsafeRawBufferPointer(start: nil, count: 0)
+            Self.read(value, &e)
         } else if pendingOverflow || pending.count + end > maxEventBytes {
             e.inspected = false
         } else {
@@ -121,28 +138,36 @@ public struct SSEScanner: Sendable {
         }
         pending.removeAll(keepingCapacity: true)
         pendingOverflow = false
+        dataLines = 0
+        dataValue = ByteRange(start: 0, end: 0)
         eventStart = streamOffset + end
         atLineStart = true
         sawField = false
         return e
     }
 
-    /// The offset of the first CR or LF in `from..<end` of `base`, or `end`: eight bytes a step
-    /// while there is none (a vLLM event is one `data:` line of a few hundred bytes, scanned once
-    /// to delimit the event and once to read it).
+    /// The offset of the first CR or LF in `from..<end` of `base`, or `end`, sixteen bytes a step
+    /// (a vLLM event is one `data:` line of a few hundred bytes).
     @inline(__always)
     static func lineEnd(_ base: UnsafePointer<UInt8>, from: Int, end n: Int) -> Int {
-        var i = from
-        while i &+ 8 <= n {
-            let w = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
-            if SWAR.hasByte(w, 0x0A) || SWAR.hasByte(w, 0x0D) { break }
-            i &+= 8
-        }
-        while i < n && base[i] != 0x0A && base[i] != 0x0D { i += 1 }
-        return i
+        csluice_line_end(base, from, n)
     }
 
-    /// Reads the fields of one complete event (`bytes` from its first byte to past its blank line).
+    /// The value of line `start..<end` of `base` if it is a `data` field (`data`, or `data:` and
+    /// the value, less one optional space after the colon).
+    @inline(__always)
+    static func dataValue(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> ByteRange? {
+        guard end - start >= 4 && base[start] == UInt8(ascii: "d") && base[start + 1] == UInt8(ascii: "a")
+            && base[start + 2] == UInt8(ascii: "t") && base[start + 3] == UInt8(ascii: "a")
+            && (end - start == 4 || base[start + 4] == UInt8(ascii: ":"))
+        else { return nil }
+        var v = min(start + 5, end)
+        if v < end && base[v] == 0x20 { v += 1 }
+        return ByteRange(start: v, end: end)
+    }
+
+    /// Reads the fields of one complete event (`bytes` from its first byte to past its blank line)
+    /// that arrived in pieces: its lines are found again in the copy.
     static func inspect(_ bytes: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
         var data = ByteRange(start: 0, end: 0)
         var i = 0
@@ -151,23 +176,22 @@ public struct SSEScanner: Sendable {
         while i < n {
             // One line: i..<lineEnd.
             let lineEnd = Self.lineEnd(base, from: i, end: n)
-            if lineEnd - i >= 4 && bytes[i] == UInt8(ascii: "d") && bytes[i + 1] == UInt8(ascii: "a")
-                && bytes[i + 2] == UInt8(ascii: "t") && bytes[i + 3] == UInt8(ascii: "a")
-                && (lineEnd - i == 4 || bytes[i + 4] == UInt8(ascii: ":"))
-            {
-                var v = min(i + 5, lineEnd)
-                if v < lineEnd && bytes[v] == 0x20 { v += 1 }  // one optional space after the colon
-                data = ByteRange(start: v, end: lineEnd)
+            if let v = dataValue(base, i, lineEnd) {
+                data = v
                 e.dataLines += 1
             }
             i = lineEnd + 1
         }
+        read(data.bytes(in: bytes), &e)
+    }
+
+    /// Reads the event's payload: `data`, the value of its one `data:` line (`e.dataLines` set).
+    static func read(_ payload: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
         guard e.dataLines == 1 else {
             // Several data lines would have to be joined with "\n" to be read; servers do not send them.
             e.inspected = e.dataLines == 0
             return
         }
-        let payload = data.bytes(in: bytes)
         if Bytes.equal(payload, "[DONE]") {
             e.isDone = true
         } else if let r = ResponseScanner.scan(payload) {

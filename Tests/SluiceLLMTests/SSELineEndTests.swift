@@ -2,7 +2,7 @@ import Testing
 
 @testable import SluiceLLM
 
-/// SSEScanner.lineEnd (eight bytes a step) against its byte-by-byte definition.
+/// SSEScanner.lineEnd (sixteen, then eight bytes a step) against its byte-by-byte definition.
 @Suite struct SSELineEndTests {
     static func reference(_ b: [UInt8], from: Int) -> Int {
         var i = from
@@ -15,7 +15,7 @@ import Testing
     }
 
     @Test func everyBreakAtEveryPositionFromEveryStart() {
-        for n in 1...40 {
+        for n in 1...50 {  // three 16-byte steps, then words and bytes
             for breakByte: UInt8 in [0x0A, 0x0D] {
                 for at in 0...n {  // n: no break at all
                     var b = [UInt8](repeating: UInt8(ascii: "x"), count: n)
@@ -30,7 +30,7 @@ import Testing
         // Bytes one off 0x0A and 0x0D, high bytes and zero never end a line; the first break does.
         var rng = UInt64(0x5EED)
         for _ in 0..<2000 {
-            let n = Int(rng % 37) + 1
+            let n = Int(rng % 53) + 1
             var b = [UInt8](repeating: 0, count: n)
             for k in 0..<n {
                 rng = rng &* 6364136223846793005 &+ 1442695040888963407

@@ -102,6 +102,25 @@ import SluiceLLM
         #expect(ev[2].end == s.count)
     }
 
+    /// Events that lie within one chunk are read from what delimiting them found (no second scan
+    /// for lines): comment-only, bare `data`, several data lines and plain events, in a chunk that
+    /// is not the stream's first, give the same facts as when each arrives byte by byte (read
+    /// from the copy).
+    @Test func eventsWithinALaterChunk() {
+        let first = Array("data: {\"choices\":[{\"text\":\"a\"}]}\n\n".utf8)
+        let second = Array(": keep-alive\n\ndata\n\nid: 3\ndata: {\"a\":\ndata: 1}\n\nevent: x\ndata:[DONE]\n\ndata: {\"choices\":[{\"text\":\"b\"}]}\n\n".utf8)
+        let stream = first + second
+        let inChunks = Self.events(stream, cuts: [first.count])
+        #expect(inChunks == Self.events(stream, cuts: Array(0..<stream.count)))
+        #expect(inChunks.count == 6)
+        #expect(inChunks.map(\.dataLines) == [1, 0, 1, 2, 1, 1])
+        #expect(inChunks[1].inspected && !inChunks[1].hasToken)
+        #expect(inChunks[2].isMalformed)
+        #expect(!inChunks[3].inspected)
+        #expect(inChunks[4].isDone)
+        #expect(inChunks[5].hasToken && inChunks[5].start == stream.count - 34)
+    }
+
     @Test func payloadFacts() {
         func one(_ data: String) -> SSEEvent { Self.events(Array("data: \(data)\n\n".utf8), cuts: [])[0] }
         #expect(one("{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}").hasToken)

@@ -13,4 +13,8 @@ int csluice_has_avx2(void);
 /// contract as SWAR.skipPlainBlocks, in 32-byte vectors. Call only when csluice_has_avx2().
 long csluice_skip_plain_blocks_avx2(const unsigned char *p, long from, long end);
 
+/// The offset of the first '\n' or '\r' in `p[from..<end]`, or `end`: 16 bytes a step (SSE2, the
+/// x86-64 baseline; Swift's generic SIMD comparisons compile lane by lane inside a larger loop).
+long csluice_line_end(const unsigned char *p, long from, long end);
+
 #endif
