@@ -1,4 +1,5 @@
 #define _GNU_SOURCE 1
+#include <malloc.h>
 #include <sched.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -45,4 +46,13 @@ int csluice_available_cpus(void) {
 
 int csluice_set_thread_name(pthread_t t, const char *name) {
     return pthread_setname_np(t, name);
+}
+
+size_t csluice_heap_free_bytes(void) {
+    struct mallinfo2 m = mallinfo2();
+    return m.fordblks;
+}
+
+void csluice_heap_trim(void) {
+    malloc_trim(0);
 }

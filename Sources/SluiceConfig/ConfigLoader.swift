@@ -104,7 +104,8 @@ public struct ConfigLoader {
         if let n = child("limits"), let m = map(n, "limits") {
             let p = "limits"
             unknown(m, p, ["max_connections", "max_connections_per_worker", "max_header_bytes", "max_header_count",
-                           "max_request_line", "max_body_bytes", "max_concurrent_streams", "spare_buffer_bytes"])
+                           "max_request_line", "max_body_bytes", "max_concurrent_streams", "spare_buffer_bytes",
+                           "heap_trim_bytes"])
             if let v = intField(m, p, "max_connections", min: 1) { s.limits.maxConnections = v }
             if let v = intField(m, p, "max_connections_per_worker", min: 1) { s.limits.maxConnectionsPerWorker = v }
             if let v = sizeField(m, p, "max_header_bytes", min: 1024) { s.limits.head.maxHeadBytes = v }
@@ -113,6 +114,7 @@ public struct ConfigLoader {
             if let v = sizeField(m, p, "max_body_bytes", min: 1) { s.limits.maxBodyBytes = v }
             if let v = intField(m, p, "max_concurrent_streams", min: 1) { s.limits.maxConcurrentStreams = v }
             if let v = sizeField(m, p, "spare_buffer_bytes", min: 0) { s.limits.spareBufferBytes = v }
+            if let v = sizeField(m, p, "heap_trim_bytes", min: 0) { s.limits.heapTrimBytes = v }
         }
         if let n = child("timeouts"), let m = map(n, "timeouts") {
             let p = "timeouts"

@@ -54,7 +54,8 @@ import Testing
             admin: { address: "127.0.0.1:7001" }
             workers: 3
             limits: { max_connections: 10, max_connections_per_worker: 5, max_header_bytes: 4KiB, max_header_count: 20,
-                      max_request_line: 1KiB, max_body_bytes: 1MiB, max_concurrent_streams: 7, spare_buffer_bytes: 3MiB }
+                      max_request_line: 1KiB, max_body_bytes: 1MiB, max_concurrent_streams: 7, spare_buffer_bytes: 3MiB,
+                      heap_trim_bytes: 5MiB }
             timeouts: { client_header: 1s, client_body: 2s, idle: 3s, upstream_connect: 4s, upstream_first_byte: 5s,
                         upstream_idle: 6s, request: 7s, grace: 8s, drain_delay: 9s }
             upstream: { keepalive_per_endpoint: 11, max_idle_time: 12s, retries: 2 }
@@ -74,6 +75,7 @@ import Testing
         #expect(s.limits.maxConnections == 10 && s.limits.maxConnectionsPerWorker == 5 && s.limits.head.maxHeadBytes == 4096)
         #expect(s.limits.head.maxHeaderCount == 20 && s.limits.head.maxRequestLine == 1024 && s.limits.maxBodyBytes == 1 << 20)
         #expect(s.limits.maxConcurrentStreams == 7 && s.limits.spareBufferBytes == 3 << 20)
+        #expect(s.limits.heapTrimBytes == 5 << 20)
         #expect(s.timeouts.clientHeader == .seconds(1) && s.timeouts.drainDelay == .seconds(9) && s.timeouts.request == .seconds(7))
         #expect(s.upstream.keepalivePerEndpoint == 11 && s.upstream.maxIdleTime == .seconds(12) && s.upstream.retries == 2)
         #expect(!s.proxy.xForwarded && s.proxy.via && !s.proxy.requestUsage && s.proxy.bodyLowWater == 0)
@@ -249,7 +251,7 @@ import Testing
         let doc = try String(contentsOf: Self.repo.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
         let keys = ["listen[].address", "listen[].tls.cert", "listen[].tls.key", "listen[].http2", "admin.address", "admin.metrics", "workers",
                     "limits.max_connections", "limits.max_connections_per_worker", "limits.max_header_bytes", "limits.max_header_count",
-                    "limits.max_request_line", "limits.max_body_bytes", "limits.max_concurrent_streams", "limits.spare_buffer_bytes",
+                    "limits.max_request_line", "limits.max_body_bytes", "limits.max_concurrent_streams", "limits.spare_buffer_bytes", "limits.heap_trim_bytes",
                     "timeouts.client_header", "timeouts.client_body", "timeouts.idle", "timeouts.upstream_connect",
                     "timeouts.upstream_first_byte", "timeouts.upstream_idle", "timeouts.request", "timeouts.grace", "timeouts.drain_delay",
                     "upstream.keepalive_per_endpoint", "upstream.max_idle_time", "upstream.retries",

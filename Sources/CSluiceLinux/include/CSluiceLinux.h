@@ -63,4 +63,10 @@ static const int CSLUICE_SOCK_CLOEXEC = SOCK_CLOEXEC;
 static const int CSLUICE_SOCK_STREAM = SOCK_STREAM;
 static const int CSLUICE_SOCK_DGRAM = SOCK_DGRAM;
 
+// The heap (glibc malloc): bytes in free chunks across all arenas (mallinfo2's fordblks), and
+// malloc_trim(0), which gives the free pages of every arena back to the system. <malloc.h> is
+// not in Swift's Glibc module.
+size_t csluice_heap_free_bytes(void);
+void csluice_heap_trim(void);
+
 #endif

@@ -4,8 +4,8 @@ import SluiceIO
 import Synchronization
 
 /// The control loop: one extra event-loop thread beside the workers for everything that is not
-/// a client request — the admin listener, active health checks and (with routing) telemetry
-/// scrapes. Nothing here blocks a worker; workers see its results through shared atomics.
+/// a client request — the admin listener, active health checks, (with routing) telemetry
+/// scrapes, and giving heap memory back after a spike. Nothing here blocks a worker; workers see its results through shared atomics.
 final class ControlPlane: @unchecked Sendable {
     let loop: EventLoop
     private var thread: pthread_t?
@@ -17,6 +17,8 @@ final class ControlPlane: @unchecked Sendable {
     private var telemetry: TelemetryScraper?
     /// Telemetry timer firings so far (tests). `telemetry` is set before `start` returns.
     var telemetryTicks: Int { telemetry?.ticks.load(ordering: .relaxed) ?? 0 }
+    /// Set before `start` returns.
+    private(set) var heapTrimmer: HeapTrimmer?
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
@@ -39,6 +41,8 @@ final class ControlPlane: @unchecked Sendable {
                 telemetry!.start()
                 dns = DNSDiscovery(gateway: gateway, loop: loop)
                 dns!.configure(gateway.desiredSettings)
+                heapTrimmer = HeapTrimmer(gateway: gateway, loop: loop)
+                heapTrimmer!.start()
                 ready.store(1, ordering: .releasing)
             } catch {
                 failure.withLock { $0 = error }
@@ -60,6 +64,7 @@ final class ControlPlane: @unchecked Sendable {
             admin?.close()
             dns?.stop()
             telemetry?.stop()
+            heapTrimmer?.stop()
             for c in healthClients.values { c.close() }
         }
         loop.stop()
@@ -161,6 +166,9 @@ final class ControlPlane: @unchecked Sendable {
             PrometheusExposition.Gauge(name: "sluice_config_reload_failures", help: "Config reloads that failed (the previous config stayed).",
                                        samples: [([], Double(gateway.reloadFailures.load(ordering: .relaxed)))]),
             PrometheusExposition.Gauge(name: "sluice_workers", help: "Worker threads.", samples: [([], Double(gateway.workerCount))]),
+            PrometheusExposition.Gauge(name: "sluice_heap_trims",
+                                       help: "Times freed heap memory was given back to the system (limits.heap_trim_bytes).",
+                                       samples: [([], Double(heapTrimmer?.trims.load(ordering: .relaxed) ?? 0))]),
             PrometheusExposition.Gauge(name: "sluice_event_loop_lag_seconds",
                                        help: "How long a task posted to each worker's loop waited before it ran (measured at this scrape).",
                                        samples: snapshot.workers.enumerated().map { ([("worker", String($0.offset))], $0.element.lag) }),
