@@ -14,15 +14,21 @@
 #       both proxies then take bodies that size (nginx as compare configures it: a 512 KiB body
 #       buffer, request buffering off)
 #   bash Benchmarks/instructions.sh --body FILE [N1] [N2]     any request body (same nginx setup)
+#   bash Benchmarks/instructions.sh --sse [S1] [S2]
+#       per relayed SSE event instead: compare's section 1b (16 streams of 16 events, 20 ms apart,
+#       from Benchmarks/compare.d/sse_upstream.py) for S1 and S2 seconds (defaults 3 9), the
+#       difference divided by the extra events; Sluice reads every event (TTFT, token gaps,
+#       usage), nginx relays them unread
 # KEEP=DIR keeps the callgrind profiles there (callgrind_annotate DIR/sluice.N2.cg: where they go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BODY=""
+BODY=""; SSE=0
 case "${1:-}" in
   --big) BODY=big; shift ;;
   --body) BODY="$2"; shift 2 ;;
+  --sse) SSE=1; shift ;;
 esac
-if [ -n "$BODY" ]; then N1="${1:-300}"; N2="${2:-1300}"; else N1="${1:-2000}"; N2="${2:-12000}"; fi
+if [ "$SSE" = 1 ]; then N1="${1:-3}"; N2="${2:-9}"; elif [ -n "$BODY" ]; then N1="${1:-300}"; N2="${2:-1300}"; else N1="${1:-2000}"; N2="${2:-12000}"; fi
 . Benchmarks/lib.sh
 bench_init instructions
 
@@ -30,7 +36,12 @@ bench_need valgrind callgrind_annotate h2load nginx
 bench_sluice
 
 UP_PORT=18911; PORT=18912
-start_fixed_upstream $UP_PORT
+if [ "$SSE" = 1 ]; then
+  python3 Benchmarks/compare.d/sse_upstream.py --port $UP_PORT --interval-ms 20 >"$WORK/upstream.log" 2>&1 &
+  PIDS+=($!)
+else
+  start_fixed_upstream $UP_PORT
+fi
 NGX_BODY="client_body_buffer_size 64k;"
 if [ "$BODY" = big ]; then  # the body of Benchmarks/compare.d/compare.py section_large_prompts
   python3 -c 'import json, sys
@@ -55,10 +66,22 @@ http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
 NGX
 wait_http $UP_PORT
 
-count() {  # name n command...: total instructions of the command serving n requests
+count() {  # name n command...: total instructions of the command serving n requests (--sse: n seconds of streams)
   local name=$1 n=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.$n.cg" "$@" >"$WORK/$name.$n.log" 2>&1 & local vp=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  if [ "$SSE" = 1 ]; then
+    python3 Benchmarks/compare.d/stream_client.py --target "127.0.0.1:$PORT" --key x --conns 16 --events 16 \
+      --duration "$n" >"$WORK/$name.$n.client"
+    kill -INT $vp; wait $vp || true
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$WORK/$name.$n.cg" "$KEEP/"; fi
+    local events ir
+    events=$(tail -1 "$WORK/$name.$n.client" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print(r["events"] if not r["errors"] else 0)')
+    [ "$events" -gt 0 ] || { echo "$name: the stream client failed or saw errors" >&2; tail -c 300 "$WORK/$name.$n.client" >&2; exit 1; }
+    ir=$(callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "$ir $events"
+    return
+  fi
   h2load --h1 -n "$n" -c 8 -d "$WORK/body.json" -H 'Content-Type: application/json' \
     "http://127.0.0.1:$PORT/v1/chat/completions" >"$WORK/$name.$n.h2load"
   # A failed run ends the script: inside $(...) set -e does not apply, and a missing count once
@@ -74,8 +97,21 @@ per_request() {  # name command...
   local a b
   a=$(count "$name" "$N1" "$@") || exit 1
   b=$(count "$name" "$N2" "$@") || exit 1
+  if [ "$SSE" = 1 ]; then  # "instructions events" for each duration
+    echo "$a $b" | awk '{ printf "%.0f", ($3 - $1) / ($4 - $2) }'
+    return
+  fi
   awk -v a="$a" -v b="$b" -v n=$((N2 - N1)) 'BEGIN { printf "%.0f", (b - a) / n }'
 }
+
+if [ "$SSE" = 1 ]; then
+  echo "user-space instructions per relayed SSE event (valgrind Ir, ${N1} s and ${N2} s of 16 streams differenced)"
+  s=$(per_request sluice "$SLUICE" serve --workers 1 --listen "127.0.0.1:$PORT" --endpoint "http://127.0.0.1:$UP_PORT")
+  n=$(per_request nginx nginx -c "$WORK/px/nginx.conf" -p "$WORK/px")
+  printf "%-8s %10s\n%-8s %10s\n" sluice "$s" nginx "$n"
+  awk -v s="$s" -v n="$n" 'BEGIN { printf "ratio sluice/nginx = %.2f (user space only; Sluice reads every event for TTFT, token gaps and usage)\n", s / n }'
+  exit 0
+fi
 
 echo "user-space instructions per proxied request (valgrind Ir, $N1 and $N2 requests differenced, 8 connections, $(wc -c < "$WORK/body.json")-byte body)"
 s=$(per_request sluice "$SLUICE" serve --workers 1 --listen "127.0.0.1:$PORT" --endpoint "http://127.0.0.1:$UP_PORT")
