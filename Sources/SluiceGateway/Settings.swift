@@ -64,8 +64,8 @@ public struct GatewaySettings: Sendable {
         /// Free buffer memory in large blocks (64 KiB and up) each worker keeps for reuse beyond a
         /// small floor per block size; what goes unused is given back within seconds (BufferPool).
         public var spareBufferBytes = 64 << 20
-        /// Heap memory freed (by connections, streams and requests that ended) beyond this much
-        /// since the heap was last this empty is given back to the system within seconds
+        /// Once this much heap memory has been freed and not reused since (by connections,
+        /// streams and requests that ended), it is given back to the system within seconds
         /// (HeapTrimmer); 0 leaves it to the allocator, which keeps it for reuse.
         public var heapTrimBytes = 16 << 20
         public init() {}

@@ -5,7 +5,8 @@ import Synchronization
 
 /// The control loop: one extra event-loop thread beside the workers for everything that is not
 /// a client request — the admin listener, active health checks, (with routing) telemetry
-/// scrapes, and giving heap memory back after a spike. Nothing here blocks a worker; workers see its results through shared atomics.
+/// scrapes, and giving heap memory back after a spike. Nothing here blocks a worker; workers see
+/// its results through shared atomics.
 final class ControlPlane: @unchecked Sendable {
     let loop: EventLoop
     private var thread: pthread_t?
