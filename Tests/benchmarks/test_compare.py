@@ -94,12 +94,13 @@ def run_point(monkeypatch, reps, cpu, started, failing=()):
 
 
 def test_contenders_and_direct_run_reps_times_the_others_once(monkeypatch):
-    cpu = {"a": 10.0, "b": 14.0, "c": 15.0, "d": 16.0, "e": 80.0}
+    cpu = {"a": 10.0, "b": 14.0, "c": 15.0, "d": 20.0, "e": 80.0}
     started = {n: (object(), None) for n in cpu}
     results, calls = run_point(monkeypatch, 5, cpu, started)
     # First round: everyone once, direct first, in the given order.
     assert calls[:6] == ["direct", "a", "b", "c", "d", "e"]
-    # Within 1.5x of the best first run (a at 11 us): b (15) and c (16); not d (17 > 16.5).
+    # Within 1.5x of the best first run (a at 11 us): b (15) and c (16); not d (21 > 16.5), nor
+    # within 1.5x of a's median after its runs (13: 21 > 19.5).
     counts = {n: calls.count(n) for n in ["direct"] + list(cpu)}
     assert counts == {"direct": 5, "a": 5, "b": 5, "c": 5, "d": 1, "e": 1}
     assert [results[n]["runs"] for n in ("direct", "a", "d")] == [5, 5, 1]
@@ -135,3 +136,28 @@ def test_one_rep_runs_everyone_once(monkeypatch):
     results, calls = run_point(monkeypatch, 1, cpu, started)
     assert calls == ["direct", "a", "b"]
     assert compare.cpu_cell(results["a"], 1) == "11.0"
+
+
+class Sequence(Fake):
+    """CPU per request given per peer as a list, one value per run (the last repeats)."""
+
+    def __call__(self, name):
+        self.calls.append(name)
+        if name == "direct":
+            return {"rps": 1.0, "p50": 1.0}
+        values = self.cpu[name]
+        return {"rps": 1.0, "p50": 1.0, "cpu_us": values[min(self.calls.count(name), len(values)) - 1]}
+
+
+def test_a_peer_within_reach_of_the_best_median_is_repeated_too(monkeypatch):
+    # a's first run is lucky (10); its median is 20. b's one run (16) was not within 1.5x of 10,
+    # but is within reach of a's median: b is measured again, after a's rounds.
+    monkeypatch.setattr(compare, "P", {"reps": 3}, raising=False)
+    fake = Sequence({"a": [10.0, 20.0, 20.0], "b": [16.0, 17.0, 18.0], "c": [90.0]})
+    started = {n: (object(), None) for n in ("a", "b", "c")}
+    results = compare.measure_point("t", list(started), started, fake)
+    assert fake.calls[:4] == ["direct", "a", "b", "c"]
+    assert fake.calls[4:8] == ["a", "direct", "direct", "a"]  # a's rounds, rotated
+    assert fake.calls[8:] == ["b", "b"]                       # then b's
+    assert [results[n]["runs"] for n in ("direct", "a", "b", "c")] == [3, 3, 3, 1]
+    assert results["b"]["cpu_us"] == 17.0 and results["a"]["cpu_us"] == 20.0
