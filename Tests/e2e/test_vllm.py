@@ -482,7 +482,11 @@ def test_vllm_overload_503_reaches_client_well_formed(cluster, sluice):
         eps, _ = _agree(gw, (a, b))
         queue_b = (eps[b.authority]["telemetry"]["running"], eps[b.authority]["telemetry"]["waiting"])
         assert queue_b == (1, 1), queue_b
-        assert gw.metrics().value("sluice_endpoint_queue_waiting", pool="vllm", endpoint=b.authority) == 1
+        # The same telemetry through /metrics, read a moment later: B's queue may have moved on
+        # by then (its running request finished and the waiting one started), so the gauge is
+        # held to B's count at the time of reading (it read 0 against the 1 above once).
+        wait_until(lambda: gw.metrics().value("sluice_endpoint_queue_waiting", pool="vllm", endpoint=b.authority)
+                   == b.metrics().value(WAITING), 3, what="sluice_endpoint_queue_waiting agreeing with B's own")
         out = [f.result() for f in futs]
     m1 = {s.name: s.metrics() for s in (a, b)}
     ok = [o for o in out if o[0] == 200]
