@@ -66,30 +66,27 @@ http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
 NGX
 wait_http $UP_PORT
 
-count() {  # name n command...: total instructions of the command serving n requests (--sse: n seconds of streams)
+count() {  # name n command...: "instructions units" of the command serving n requests
+  #           (units = n), or with --sse, n seconds of streams (units = the events relayed)
   local name=$1 n=$2; shift 2
+  local units=$n
   valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.$n.cg" "$@" >"$WORK/$name.$n.log" 2>&1 & local vp=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  # A failed run ends the script: inside $(...) set -e does not apply, and a missing count once
+  # printed 0 (nginx answering some 220 KB requests with errors) and left valgrind running.
   if [ "$SSE" = 1 ]; then
     python3 Benchmarks/compare.d/stream_client.py --target "127.0.0.1:$PORT" --key x --conns 16 --events 16 \
       --duration "$n" >"$WORK/$name.$n.client"
-    kill -INT $vp; wait $vp || true
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$WORK/$name.$n.cg" "$KEEP/"; fi
-    local events ir
-    events=$(tail -1 "$WORK/$name.$n.client" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print(r["events"] if not r["errors"] else 0)')
-    [ "$events" -gt 0 ] || { echo "$name: the stream client failed or saw errors" >&2; tail -c 300 "$WORK/$name.$n.client" >&2; exit 1; }
-    ir=$(callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    echo "$ir $events"
-    return
+    units=$(tail -1 "$WORK/$name.$n.client" | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print(r["events"] if not r["errors"] else 0)')
+    [ "$units" -gt 0 ] || { echo "$name: the stream client failed or saw errors" >&2; tail -c 300 "$WORK/$name.$n.client" >&2; kill -9 $vp; exit 1; }
+  else
+    h2load --h1 -n "$n" -c 8 -d "$WORK/body.json" -H 'Content-Type: application/json' \
+      "http://127.0.0.1:$PORT/v1/chat/completions" >"$WORK/$name.$n.h2load"
+    grep -q " $n succeeded" "$WORK/$name.$n.h2load" || { echo "$name: not all $n requests succeeded" >&2; grep "requests:" "$WORK/$name.$n.h2load" >&2; kill -9 $vp; exit 1; }
   fi
-  h2load --h1 -n "$n" -c 8 -d "$WORK/body.json" -H 'Content-Type: application/json' \
-    "http://127.0.0.1:$PORT/v1/chat/completions" >"$WORK/$name.$n.h2load"
-  # A failed run ends the script: inside $(...) set -e does not apply, and a missing count once
-  # printed 0 (nginx answering some 220 KB requests with errors) and left valgrind running.
-  grep -q " $n succeeded" "$WORK/$name.$n.h2load" || { echo "$name: not all $n requests succeeded" >&2; grep "requests:" "$WORK/$name.$n.h2load" >&2; kill -9 $vp; exit 1; }
   kill -INT $vp; wait $vp || true
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$WORK/$name.$n.cg" "$KEEP/"; fi
-  callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+  echo "$(callgrind_annotate "$WORK/$name.$n.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}') $units"
 }
 
 per_request() {  # name command...
@@ -97,11 +94,7 @@ per_request() {  # name command...
   local a b
   a=$(count "$name" "$N1" "$@") || exit 1
   b=$(count "$name" "$N2" "$@") || exit 1
-  if [ "$SSE" = 1 ]; then  # "instructions events" for each duration
-    echo "$a $b" | awk '{ printf "%.0f", ($3 - $1) / ($4 - $2) }'
-    return
-  fi
-  awk -v a="$a" -v b="$b" -v n=$((N2 - N1)) 'BEGIN { printf "%.0f", (b - a) / n }'
+  echo "$a $b" | awk '{ printf "%.0f", ($3 - $1) / ($4 - $2) }'
 }
 
 if [ "$SSE" = 1 ]; then

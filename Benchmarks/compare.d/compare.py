@@ -672,6 +672,7 @@ def measure_point(what, peers, started, run):
             continue
         samples[name] = [run(name)]
         log(f"{what} {name}: {brief(samples[name][-1])}")
+
     def cpu(name):
         """The peer's CPU per request so far: the median of its runs that worked."""
         v = [r["cpu_us"] for r in samples[name] if r.get("cpu_us") is not None and "error" not in r]

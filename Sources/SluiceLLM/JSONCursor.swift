@@ -335,19 +335,11 @@ struct JSONCursor {
 
 }
 
-/// Word-at-a-time byte tests (the classic "has zero byte" bit tricks, exact for "any byte").
+/// Word-at-a-time byte tests (the classic "has zero byte" bit tricks).
 @usableFromInline
 enum SWAR {
     @usableFromInline static let ones: UInt64 = 0x0101_0101_0101_0101
     @usableFromInline static let highs: UInt64 = 0x8080_8080_8080_8080
-
-    /// True if some byte of `w` is zero.
-    @inline(__always) @usableFromInline
-    static func hasZero(_ w: UInt64) -> Bool { (w &- ones) & ~w & highs != 0 }
-
-    /// True if some byte of `w` equals `b`.
-    @inline(__always) @usableFromInline
-    static func hasByte(_ w: UInt64, _ b: UInt8) -> Bool { hasZero(w ^ (ones &* UInt64(b))) }
 
     /// The high bit of every byte that is '"', '\\', below 0x20 or at/above 0x80 (the bytes a JSON
     /// string scan must look at one by one). Bits above the lowest one may be false positives (a

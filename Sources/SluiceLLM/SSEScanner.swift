@@ -48,9 +48,9 @@ public struct SSEScanner: Sendable {
     var pending: [UInt8] = []
     var pendingOverflow = false
     /// The open event's `data:` lines as ``next(_:from:)`` delimited them: how many, and the value
-    /// of the last one (absolute offsets). Used when the event lies within one chunk, so that its
-    /// bytes are not scanned for lines a second time; an event that spans chunks is read from
-    /// its copy by ``inspect(_:_:)``.
+    /// of the last one (absolute offsets; meaningful when there is exactly one). Used when the
+    /// event lies within one chunk, so that its bytes are not scanned for lines a second time; an
+    /// event that spans chunks is read from its copy by ``inspect(_:_:)``.
     var dataLines = 0
     var dataValue = ByteRange(start: 0, end: 0)
 
@@ -139,7 +139,6 @@ public struct SSEScanner: Sendable {
         pending.removeAll(keepingCapacity: true)
         pendingOverflow = false
         dataLines = 0
-        dataValue = ByteRange(start: 0, end: 0)
         eventStart = streamOffset + end
         atLineStart = true
         sawField = false
@@ -185,7 +184,8 @@ public struct SSEScanner: Sendable {
         read(data.bytes(in: bytes), &e)
     }
 
-    /// Reads the event's payload: `data`, the value of its one `data:` line (`e.dataLines` set).
+    /// Reads the event's `payload`, the value of its one `data:` line (with `e.dataLines` already
+    /// counted: any other count leaves it unread).
     static func read(_ payload: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
         guard e.dataLines == 1 else {
             // Several data lines would have to be joined with "\n" to be read; servers do not send them.

@@ -169,7 +169,7 @@ final class ControlPlane: @unchecked Sendable {
             PrometheusExposition.Gauge(name: "sluice_workers", help: "Worker threads.", samples: [([], Double(gateway.workerCount))]),
             PrometheusExposition.Gauge(name: "sluice_heap_trims",
                                        help: "Times freed heap memory was given back to the system (limits.heap_trim_bytes).",
-                                       samples: [([], Double(heapTrimmer?.trims.load(ordering: .relaxed) ?? 0))]),
+                                       samples: [([], Double(heapTrimmer?.trims ?? 0))]),
             PrometheusExposition.Gauge(name: "sluice_event_loop_lag_seconds",
                                        help: "How long a task posted to each worker's loop waited before it ran (measured at this scrape).",
                                        samples: snapshot.workers.enumerated().map { ([("worker", String($0.offset))], $0.element.lag) }),

@@ -1,5 +1,4 @@
 import SluiceIO
-import Synchronization
 
 /// Gives heap memory back to the system after a spike. glibc keeps what is freed for reuse, so
 /// a gateway that once held 10,000 streams stays at that size (tens of MB) after they end,
@@ -14,13 +13,13 @@ import Synchronization
 final class HeapTrimmer {
     unowned let gateway: Gateway
     unowned let loop: EventLoop
-    var interval: Duration = .seconds(5)
+    let interval: Duration = .seconds(5)
     /// The lowest free-heap bytes seen since the last trim (or the start: a spike that comes and
     /// goes before the first look is measured from there).
     private var low = 0
     private var timer: Timer?
-    /// Trims so far (read by tests from other threads).
-    let trims = Atomic<Int>(0)
+    /// Trims so far (`sluice_heap_trims`, read on this loop).
+    private(set) var trims = 0
 
     init(gateway: Gateway, loop: EventLoop) {
         self.gateway = gateway
@@ -46,7 +45,7 @@ final class HeapTrimmer {
             low = min(low, free)
             if free - low >= threshold {
                 Heap.trim()
-                trims.add(1, ordering: .relaxed)
+                trims += 1
                 // Trimming returns pages, and shrinks the free bytes only by what was at the
                 // top of the main heap: the new baseline is what is free now.
                 low = Heap.freeBytes

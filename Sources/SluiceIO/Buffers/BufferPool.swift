@@ -8,11 +8,11 @@ import Glibc
 ///
 /// How much stays free follows demand. Each class keeps a floor of blocks however long they sit
 /// unused (``classFloor``); above it the classes of mapped blocks (64 KiB and up) keep every
-/// returned block up to ``spareLimit`` bytes, so a steady load of large requests (150 connections each sending a 220 KB prompt) is
-/// served from the pool instead of faulting fresh pages in for every body. Spare blocks that
-/// stayed unused since the last ``trim()`` are given back, half of them each time, coldest first
-/// (the event loop trims once a second while there are any), so the memory of a burst goes back
-/// to the system within seconds of the burst. The same idea as a malloc decaying its dirty pages
+/// returned block up to ``spareLimit`` bytes, so a steady load of large requests (150
+/// connections each sending a 220 KB prompt) is served from the pool instead of faulting fresh
+/// pages in for every body. Spare blocks that stayed unused since the last ``trim()`` are given
+/// back, half of them each time, coldest first (the event loop trims once a second while there
+/// are any), so the memory of a burst goes back to the system within seconds of the burst. The same idea as a malloc decaying its dirty pages
 /// (jemalloc's `dirty_decay_ms`); a fixed cap per class either pinned a burst's memory forever
 /// or, at the old fixed cap (16 blocks of 256 KiB), had 150 connections sending 220 KB prompts
 /// page-fault 5-10 times per request.
