@@ -93,9 +93,20 @@ public struct ConfigLoader {
         }
         if s.listen.isEmpty && child("listen") != nil { issue("listen", "needs at least one address", child("listen")!.line) }
         if let a = child("admin"), let m = map(a, "admin") {
-            unknown(m, "admin", ["address", "metrics"])
+            unknown(m, "admin", ["address", "metrics", "token", "token_sha256"])
             s.admin = addr(m, "admin", "address", required: true)
             if let v = bool(m, "admin", "metrics") { s.metrics = v }
+            if let raw = str(m, "admin", "token") {
+                if let token = secret(raw, "admin.token", field(m, "token")!.line) {
+                    if token.isEmpty { issue("admin.token", "is empty", field(m, "token")!.line) } else { s.adminTokenSHA256 = SHA256.hash(Array(token.utf8)) }
+                }
+            } else if let hex = str(m, "admin", "token_sha256") {
+                s.adminTokenSHA256 = Self.hexBytes(hex)
+                if s.adminTokenSHA256?.count != 32 {
+                    issue("admin.token_sha256", "must be 64 hex digits (the SHA-256 of the token)", field(m, "token_sha256")!.line)
+                    s.adminTokenSHA256 = nil
+                }
+            }
         } else {
             s.admin = SocketAddress("127.0.0.1:9090")
         }
@@ -105,7 +116,7 @@ public struct ConfigLoader {
             let p = "limits"
             unknown(m, p, ["max_connections", "max_connections_per_worker", "max_header_bytes", "max_header_count",
                            "max_request_line", "max_body_bytes", "max_concurrent_streams", "spare_buffer_bytes",
-                           "heap_trim_bytes"])
+                           "heap_trim_bytes", "http2_buffer_bytes", "default_max_tokens"])
             if let v = intField(m, p, "max_connections", min: 1) { s.limits.maxConnections = v }
             if let v = intField(m, p, "max_connections_per_worker", min: 1) { s.limits.maxConnectionsPerWorker = v }
             if let v = sizeField(m, p, "max_header_bytes", min: 1024) { s.limits.head.maxHeadBytes = v }
@@ -115,6 +126,8 @@ public struct ConfigLoader {
             if let v = intField(m, p, "max_concurrent_streams", min: 1) { s.limits.maxConcurrentStreams = v }
             if let v = sizeField(m, p, "spare_buffer_bytes", min: 0) { s.limits.spareBufferBytes = v }
             if let v = sizeField(m, p, "heap_trim_bytes", min: 0) { s.limits.heapTrimBytes = v }
+            if let v = sizeField(m, p, "http2_buffer_bytes", min: 0) { s.limits.http2BufferBytes = v }
+            if let v = intField(m, p, "default_max_tokens", min: 1, max: Int(Int32.max)) { s.limits.defaultMaxTokens = v }
         }
         if let n = child("timeouts"), let m = map(n, "timeouts") {
             let p = "timeouts"
@@ -134,8 +147,9 @@ public struct ConfigLoader {
             if let v = intField(m, p, "retries", min: 0, max: 10) { s.upstream.retries = v }
         }
         if let n = child("proxy"), let m = map(n, "proxy") {
-            unknown(m, "proxy", ["x_forwarded", "via", "request_usage", "route_header", "body_low_water"])
+            unknown(m, "proxy", ["x_forwarded", "trust_forwarded", "via", "request_usage", "route_header", "body_low_water"])
             if let v = bool(m, "proxy", "x_forwarded") { s.proxy.xForwarded = v }
+            if let v = bool(m, "proxy", "trust_forwarded") { s.proxy.trustForwarded = v }
             if let v = bool(m, "proxy", "via") { s.proxy.via = v }
             if let v = bool(m, "proxy", "request_usage") { s.proxy.requestUsage = v }
             if let v = bool(m, "proxy", "route_header") { s.proxy.routeHeader = v }
@@ -603,7 +617,7 @@ public struct ConfigLoader {
     private func endpoint(_ url: String, caFile: String?, verify: Bool, serverName: String?) -> GatewaySettings.Endpoint? {
         guard var e = parseEndpointURL(url, caFile: caFile, offline: offline) else { return nil }
         if let tls = e.tls, (!verify || serverName != nil), let ctx = try? TLSClientContext(caFile: caFile, verify: verify) {
-            e.tls = UpstreamTLS(context: ctx, serverName: serverName ?? tls.serverName)
+            e.tls = UpstreamTLS(context: ctx, serverName: serverName ?? tls.serverName, caFile: caFile)
         }
         return e
     }

@@ -17,7 +17,7 @@ public func parseEndpointURL(_ url: String, caFile: String? = nil, offline: Bool
     var upstreamTLS: UpstreamTLS? = nil
     if tls {
         guard let ctx = try? TLSClientContext(caFile: caFile) else { return nil }
-        upstreamTLS = UpstreamTLS(context: ctx, serverName: host)
+        upstreamTLS = UpstreamTLS(context: ctx, serverName: host, caFile: caFile)
     }
     return GatewaySettings.Endpoint(address: address, authority: String(rest), tls: upstreamTLS)
 }

@@ -68,6 +68,13 @@ public struct GatewaySettings: Sendable {
         /// streams and requests that ended), it is given back to the system within seconds
         /// (HeapTrimmer); 0 leaves it to the allocator, which keeps it for reuse.
         public var heapTrimBytes = 16 << 20
+        /// Request body bytes one HTTP/2 connection holds for requests still arriving, beyond
+        /// the oldest one's (which may always grow to `maxBodyBytes`); past it the client's
+        /// flow-control windows stay shut until a request completes.
+        public var http2BufferBytes = 4 << 20
+        /// Completion tokens reserved against token rate limits for a request that names no
+        /// `max_tokens` (settled with the real usage afterwards).
+        public var defaultMaxTokens = 4096
         public init() {}
     }
 
@@ -128,6 +135,10 @@ public struct GatewaySettings: Sendable {
 
     public struct Proxy: Sendable {
         public var xForwarded = true
+        /// Believe the client's `Forwarded`, `X-Forwarded-*` and `X-Real-IP` (Sluice sits
+        /// behind a load balancer that sets them): they pass through and `X-Forwarded-For` is
+        /// appended to. Off, they are dropped and Sluice states the client's address itself.
+        public var trustForwarded = false
         public var via = false
         /// Ask model servers for usage on every stream (`stream_options.include_usage`) and
         /// strip that extra chunk from clients that did not ask, so token accounting is exact.
@@ -225,6 +236,9 @@ public struct GatewaySettings: Sendable {
     public var models: [Model] = []
     /// The admin listener (health, readiness, metrics, state); nil disables it.
     public var admin: SocketAddress? = nil
+    /// SHA-256 of the admin token (`admin.token`): when set, every admin path but `/healthz`
+    /// and `/readyz` needs `Authorization: Bearer <token>`.
+    public var adminTokenSHA256: [UInt8]? = nil
     /// Record and serve Prometheus metrics (off: `/metrics` answers 404 and workers skip the
     /// recording; for sidecars nobody scrapes, and to measure what metrics cost).
     public var metrics = true
@@ -244,6 +258,17 @@ public struct GatewaySettings: Sendable {
     public var auth: Auth? = nil
     public var cache = Cache()
     public var rateLimits: [RateLimitRule] = []
+
+    /// The files the settings read credentials from (listener certificates and keys, upstream
+    /// CA bundles): a change to one reloads the config, so rotated certificates are used for
+    /// new connections without a restart.
+    public var credentialFiles: [String] {
+        var files: [String] = []
+        for l in listen { if let t = l.tls { files += [t.certificateChain, t.privateKey] } }
+        for p in pools { for e in p.endpoints { if let f = e.tls?.caFile { files.append(f) } } }
+        var seen = Set<String>()
+        return files.filter { seen.insert($0).inserted }
+    }
 
     public init(listen: [Listen], workers: Int, pools: [Pool]) {
         self.listen = listen

@@ -190,7 +190,8 @@ final class Worker: @unchecked Sendable {
         var bound: [(address: SocketAddress, listener: Listener)] = []
         for l in new.listen where !oldAddresses.contains(l.address) {
             do {
-                bound.append((l.address, try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd, tls: l.tls) }))
+                let address = l.address
+                bound.append((address, try Listener(address: address, loop: loop) { [unowned self] fd in self.accept(fd, on: address) }))
             } catch {
                 for b in bound { b.listener.close() }
                 throw error
@@ -231,12 +232,17 @@ final class Worker: @unchecked Sendable {
     func start() throws(SyscallError) {
         connectRedis(settings.redis)
         for l in settings.listen {
-            let listener = try Listener(address: l.address, loop: loop) { [unowned self] fd in self.accept(fd, tls: l.tls) }
+            let address = l.address
+            let listener = try Listener(address: address, loop: loop) { [unowned self] fd in self.accept(fd, on: address) }
             listeners.append((l.address, listener))
         }
     }
 
-    private func accept(_ fd: Int32, tls: ListenerTLS?) {
+    /// A connection on the listener bound to `address`. Its TLS context is looked up in the
+    /// settings in force now, not captured when the listener was bound: a reload with rotated
+    /// certificates applies to the next handshake on a listener that stayed.
+    private func accept(_ fd: Int32, on address: SocketAddress) {
+        let tls = settings.listen.first { $0.address == address }?.tls
         if draining || clients.count >= settings.limits.maxConnectionsPerWorker
             || connections.value.load(ordering: .relaxed) >= settings.limits.maxConnections {
             // Over the limit: answer 503 (best effort: the socket buffer is empty) and close.

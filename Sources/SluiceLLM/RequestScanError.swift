@@ -69,6 +69,8 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
         case wrongType(Field, expected: Expected)
         /// An integer field whose value does not fit (e.g. `seed` beyond Int64).
         case outOfRange(Field)
+        /// An integer outside what the field allows (`max_tokens` and `n` must be positive).
+        case notInRange(Field, min: Int64, max: Int64)
         /// `model` is absent (the gateway answers 400 with param "model").
         case missingModel
     }
@@ -99,7 +101,7 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
     public var param: String? {
         switch kind {
         case .syntax, .notAnObject: nil
-        case .wrongType(let f, _), .outOfRange(let f): f.param
+        case .wrongType(let f, _), .outOfRange(let f), .notInRange(let f, _, _): f.param
         case .missingModel: "model"
         }
     }
@@ -116,6 +118,8 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
             return "\"\(Self.name(field))\" must be \(Self.describe(expected))"
         case .outOfRange(let field):
             return "\"\(Self.name(field))\" is out of range"
+        case .notInRange(let field, let min, let max):
+            return "\"\(Self.name(field))\" must be an integer from \(min) to \(max)"
         case .missingModel:
             return "You must provide a model parameter."
         }

@@ -77,7 +77,7 @@ extension RequestScanner {
             // Dispatch on length first: most keys are rejected by one integer compare.
             switch c.keyLength(key, escaped) {
             case 1 where c.keyIs(key, escaped, "n"):
-                if let v = try int(.n) { result.n = Int(truncatingIfNeeded: v) }
+                result.n = try count(.n)
             case 4 where c.keyIs(key, escaped, "user"):
                 if let (r, e) = try string(.user, nullable: true) { result.user = r; result.userEscaped = e }
                 else { result.user = nil }
@@ -97,13 +97,13 @@ extension RequestScanner {
             case 8 where endpoint == .chatCompletions && c.keyIs(key, escaped, "messages"):
                 try messages()
             case 10 where c.keyIs(key, escaped, "max_tokens"):
-                maxTokens = try int(.maxTokens).map { Int(truncatingIfNeeded: $0) }
+                maxTokens = try count(.maxTokens)
             case 11 where c.keyIs(key, escaped, "temperature"):
                 result.temperature = try double(.temperature)
             case 14 where c.keyIs(key, escaped, "stream_options"):
                 try streamOptions(keyStart: keyStart)
             case 21 where c.keyIs(key, escaped, "max_completion_tokens"):
-                maxCompletionTokens = try int(.maxCompletionTokens).map { Int(truncatingIfNeeded: $0) }
+                maxCompletionTokens = try count(.maxCompletionTokens)
             default:
                 try c.skipValue()
             }
@@ -153,6 +153,20 @@ extension RequestScanner {
             throw try typeError(f, .integer)
         }
 
+        /// A count the client sets (`max_tokens`, `max_completion_tokens`, `n`): an integer in
+        /// 1...``ScannedRequest/maxCount`` or null. vLLM and OpenAI reject non-positive values;
+        /// the upper bound keeps the gateway's own arithmetic (token reservations: prompt +
+        /// max_tokens × n) far from overflow.
+        mutating func count(_ f: RequestScanError.Field) throws(E) -> Int? {
+            _ = try c.peek()
+            let at = c.pos
+            guard let v = try int(f) else { return nil }
+            guard v >= 1 && v <= Int64(ScannedRequest.maxCount) else {
+                throw E(offset: at, kind: .notInRange(f, min: 1, max: Int64(ScannedRequest.maxCount)))
+            }
+            return Int(v)
+        }
+
         /// The error for a value of the wrong type at `pos`. The value is validated first, so a
         /// syntax error inside it is reported as such (it is the more useful message).
         mutating func typeError(_ f: RequestScanError.Field, _ expected: RequestScanError.Expected) throws(E) -> E {
@@ -167,6 +181,7 @@ extension RequestScanner {
             let ch = try c.peek()
             let start = c.pos
             result.includeUsage = nil
+            result.includeUsageValue = nil
             if ch == UInt8(ascii: "n") {
                 _ = try c.scanLiteral()
             } else if ch == UInt8(ascii: "{") {
@@ -174,7 +189,10 @@ extension RequestScanner {
                     repeat {
                         let (key, escaped) = try c.scanKey()
                         if c.keyLength(key, escaped) == 13 && c.keyIs(key, escaped, "include_usage") {
+                            _ = try c.peek()  // past whitespace: the range is the literal's
+                            let at = c.pos
                             result.includeUsage = try bool(.includeUsage)
+                            result.includeUsageValue = ByteRange(start: at, end: c.pos)
                         } else {
                             try c.skipValue()
                         }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Finds `usage`, `finish_reason`, generated output and `error` in an OpenAI response JSON body in
 /// place (a non-streaming body, or one SSE event's data).
 ///
@@ -16,6 +18,50 @@ public enum ResponseScanner {
     }
 
     typealias E = RequestScanError
+
+    /// What the end of a JSON response body says when the body was too large to keep whole
+    /// (the gateway keeps only its last bytes): the last `usage` object and `finish_reason`
+    /// found as object keys in `tail`. vLLM and OpenAI write `usage` after `choices`, so it is
+    /// in the tail. A key is recognised by its unescaped quote right after `{` or `,` (and
+    /// whitespace): inside a string every quote is escaped, so generated text cannot pose as one.
+    public static func scanTail(_ tail: UnsafeRawBufferPointer) -> ScannedResponse {
+        var r = ScannedResponse()
+        if let at = lastKey(tail, "usage") {
+            var c = JSONCursor(UnsafeRawBufferPointer(rebasing: tail[at...]))
+            r.usage = try? usage(&c)
+        }
+        if let at = lastKey(tail, "finish_reason") {
+            var c = JSONCursor(UnsafeRawBufferPointer(rebasing: tail[at...]))
+            if (try? c.peek()) == UInt8(ascii: "\""), let (range, esc) = try? c.scanString() {
+                r.finishReason = esc ? .other : FinishReason(UnsafeRawBufferPointer(start: c.p + range.start, count: range.count))
+            }
+        }
+        r.hasToken = true
+        return r
+    }
+
+    /// The offset of the value of the last member named `key` in `b` (see ``scanTail(_:)``).
+    static func lastKey(_ b: UnsafeRawBufferPointer, _ key: StaticString) -> Int? {
+        let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        let n = k.count + 2
+        var i = b.count - n
+        func isSpace(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 10 || c == 13 }
+        while i >= 1 {
+            defer { i -= 1 }
+            guard b[i] == UInt8(ascii: "\""), b[i + n - 1] == UInt8(ascii: "\""),
+                  memcmp(b.baseAddress! + i + 1, k.baseAddress!, k.count) == 0 else { continue }
+            var p = i - 1
+            while p > 0 && isSpace(b[p]) { p -= 1 }
+            guard b[p] == UInt8(ascii: "{") || b[p] == UInt8(ascii: ",") else { continue }
+            var q = i + n
+            while q < b.count && isSpace(b[q]) { q += 1 }
+            guard q < b.count, b[q] == UInt8(ascii: ":") else { continue }
+            q += 1
+            while q < b.count && isSpace(b[q]) { q += 1 }
+            return q < b.count ? q : nil
+        }
+        return nil
+    }
 
     static func scanObject(_ c: inout JSONCursor) throws(E) -> ScannedResponse? {
         guard try c.peek() == UInt8(ascii: "{") else { return nil }
@@ -128,12 +174,13 @@ public enum ResponseScanner {
         return Usage(promptTokens: prompt, completionTokens: completion, totalTokens: total)
     }
 
-    /// A non-negative integer count; other values (null, floats, huge) read as nil.
+    /// A token count: an integer in 0...``Usage/maxCount``; other values (null, floats, negative,
+    /// huge) read as nil. The bound keeps sums and products of counts from overflowing.
     static func count(_ c: inout JSONCursor) throws(E) -> Int? {
         let ch = try c.peek()
         guard SWAR.isDigit(ch) else { try c.skipValue(); return nil }
         let (range, isInteger) = try c.scanNumber()
-        guard isInteger, let v = JSONNumber.int64(c.p, range) else { return nil }
-        return Int(truncatingIfNeeded: v)
+        guard isInteger, let v = JSONNumber.int64(c.p, range), v <= Int64(Usage.maxCount) else { return nil }
+        return Int(v)
     }
 }

@@ -5,6 +5,9 @@
 /// Python's `json`, which vLLM uses), except that prompt segments from an earlier duplicate of the
 /// prompt field are discarded with it.
 public struct ScannedRequest: Sendable, Equatable {
+    /// The largest `max_tokens`, `max_completion_tokens` or `n` accepted (2^31 − 1).
+    public static let maxCount = Int(Int32.max)
+
     /// Contents of the `model` string (raw, between the quotes).
     public var model = ByteRange(start: 0, end: 0)
     /// True if `model` contains backslash escapes (decode with ``JSONString`` before comparing).
@@ -13,6 +16,8 @@ public struct ScannedRequest: Sendable, Equatable {
     public var stream: Bool?
     /// `stream_options.include_usage`.
     public var includeUsage: Bool?
+    /// The `include_usage` value's literal (`true`, `false` or `null`), when present.
+    public var includeUsageValue: ByteRange?
     /// The whole `stream_options` value (from `{` to `}` inclusive, or `null`).
     public var streamOptionsValue: ByteRange?
     /// The whole `stream_options` member: from its key's opening quote to the end of its value, so
@@ -25,8 +30,9 @@ public struct ScannedRequest: Sendable, Equatable {
 
     public var temperature: Double?
     public var seed: Int64?
+    /// In 1...``maxCount`` when present.
     public var n: Int?
-    /// `max_completion_tokens` if present, else `max_tokens` (vLLM's precedence).
+    /// `max_completion_tokens` if present, else `max_tokens` (vLLM's precedence); in 1...``maxCount``.
     public var maxTokens: Int?
     /// Contents of the `user` string.
     public var user: ByteRange?

@@ -85,7 +85,8 @@ public struct RateLimitDecision: Sendable, Equatable {
             guard let d = r.retryAfter else { return nil }
             if d > longest { longest = d }
         }
-        return max(1, Int((longest.nanoseconds + 999_999_999) / 1_000_000_000))
+        let ns = longest.nanoseconds  // saturating
+        return max(1, Int(ns / 1_000_000_000 + (ns % 1_000_000_000 > 0 ? 1 : 0)))
     }
 }
 

@@ -65,3 +65,28 @@ import Testing
         #expect(l.count == 1)
     }
 }
+
+/// Costs come from clients (token estimates) and settlements: whatever they are, the limiter's
+/// arithmetic saturates instead of trapping.
+@Suite struct LocalRateLimiterArithmeticTests {
+    @Test(arguments: [Int.max, Int.max / 2, Int(Int32.max) * Int(Int32.max), -Int.max, Int.min + 1])
+    func extremeCostsNeverTrap(_ cost: Int) {
+        var l = LocalRateLimiter(share: 1)
+        let c = RateLimitCheck(key: Array("k".utf8), limit: .perMinute(1), cost: cost)
+        let d = l.check([c], now: 1_000_000_000)
+        if cost > 1 { #expect(!d.allowed && d.retryAfterSeconds == nil) }
+        l.settle([c], now: 2_000_000_000)
+        // After a huge settlement the bucket is in debt, not wrapped around into credit.
+        let next = l.check([RateLimitCheck(key: Array("k".utf8), limit: .perMinute(1), cost: 1)], now: 3_000_000_000)
+        if cost > 0 { #expect(!next.allowed) }
+        #expect(next.results[0].remaining >= 0)
+    }
+
+    @Test func clampHandlesEveryDouble() {
+        #expect(LocalRateLimiter.clamp(.nan) == 0)
+        #expect(LocalRateLimiter.clamp(.infinity) == .max)
+        #expect(LocalRateLimiter.clamp(-.infinity) == .min)
+        #expect(LocalRateLimiter.clamp(1e300) == .max)
+        #expect(LocalRateLimiter.clamp(-2.5) == -2)
+    }
+}

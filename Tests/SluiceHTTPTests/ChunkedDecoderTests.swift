@@ -71,3 +71,37 @@ func decodeChunked(_ text: String, step: Int) -> (payload: String, end: Int?, er
         #expect(Array("z\r\n".utf8).withUnsafeBytes { ChunkedDecoder.decodeWhole($0, from: 0) } == .invalid)
     }
 }
+
+/// Chunk extensions are bounded per chunk (a client could otherwise stream an endless one).
+@Suite struct ChunkExtensionBoundTests {
+    func decode(_ s: [UInt8]) -> ChunkedDecoder.Event {
+        var d = ChunkedDecoder()
+        return s.withUnsafeBytes { b in
+            var pos = 0
+            while true {
+                let e = d.next(b, from: pos)
+                if case .data(_, let end) = e { pos = end; continue }
+                return e
+            }
+        }
+    }
+
+    @Test func extensionsUpToTheBoundAreSkipped() {
+        let ext = Array(";a=".utf8) + [UInt8](repeating: UInt8(ascii: "b"), count: 4096 - 3)
+        #expect(decode(Array("1".utf8) + ext + Array("\r\nx\r\n0\r\n\r\n".utf8)) == .done(end: 1 + ext.count + 10))
+    }
+
+    @Test func longerExtensionsAreAnError() {
+        let ext = Array(";a=".utf8) + [UInt8](repeating: UInt8(ascii: "b"), count: 4096)
+        #expect(decode(Array("1".utf8) + ext) == .error(.badChunk("chunk extension too long")))
+        // Fed a byte at a time, the count carries across calls.
+        var d = ChunkedDecoder()
+        let all = Array("1".utf8) + ext
+        var last = ChunkedDecoder.Event.needMore
+        for i in 0..<all.count {
+            last = all.withUnsafeBytes { d.next(UnsafeRawBufferPointer(rebasing: $0[0...i]), from: i) }
+            if case .error = last { break }
+        }
+        #expect(last == .error(.badChunk("chunk extension too long")))
+    }
+}

@@ -146,7 +146,38 @@ import SluiceLLM
         ("{\"model\":\"m\",\"prompt\":[1.5]}", .completions, .wrongType(.prompt, expected: .promptLike), "\"prompt\" must be a string, an array of strings, or an array of token IDs", "prompt"),
         ("{\"model\":\"m\",\"input\":{}}", .embeddings, .wrongType(.input, expected: .promptLike), "\"input\" must be a string, an array of strings, or an array of token IDs", "input"),
         ("[1]", .chatCompletions, .notAnObject, "Invalid request at byte 0: the body must be a JSON object", nil),
+        // Counts a client sets are range-checked where they enter (vLLM and OpenAI reject
+        // non-positive ones; the cap keeps reservations far from overflow).
+        ("{\"model\":\"m\",\"max_tokens\":0}", .chatCompletions, .notInRange(.maxTokens, min: 1, max: 2147483647), "\"max_tokens\" must be an integer from 1 to 2147483647", "max_tokens"),
+        ("{\"model\":\"m\",\"max_tokens\":-1}", .chatCompletions, .notInRange(.maxTokens, min: 1, max: 2147483647), "\"max_tokens\" must be an integer from 1 to 2147483647", "max_tokens"),
+        ("{\"model\":\"m\",\"max_tokens\":-1000000000000000}", .completions, .notInRange(.maxTokens, min: 1, max: 2147483647), "\"max_tokens\" must be an integer from 1 to 2147483647", "max_tokens"),
+        ("{\"model\":\"m\",\"max_tokens\":2147483648}", .chatCompletions, .notInRange(.maxTokens, min: 1, max: 2147483647), "\"max_tokens\" must be an integer from 1 to 2147483647", "max_tokens"),
+        ("{\"model\":\"m\",\"max_tokens\":9223372036854775807}", .chatCompletions, .notInRange(.maxTokens, min: 1, max: 2147483647), "\"max_tokens\" must be an integer from 1 to 2147483647", "max_tokens"),
+        ("{\"model\":\"m\",\"max_tokens\":9223372036854775808}", .chatCompletions, .outOfRange(.maxTokens), "\"max_tokens\" is out of range", "max_tokens"),
+        ("{\"model\":\"m\",\"max_completion_tokens\":-1}", .chatCompletions, .notInRange(.maxCompletionTokens, min: 1, max: 2147483647), "\"max_completion_tokens\" must be an integer from 1 to 2147483647", "max_completion_tokens"),
+        ("{\"model\":\"m\",\"n\":0}", .chatCompletions, .notInRange(.n, min: 1, max: 2147483647), "\"n\" must be an integer from 1 to 2147483647", "n"),
+        ("{\"model\":\"m\",\"n\":-5}", .completions, .notInRange(.n, min: 1, max: 2147483647), "\"n\" must be an integer from 1 to 2147483647", "n"),
+        ("{\"model\":\"m\",\"max_tokens\":4611686018427387904,\"n\":2}", .chatCompletions, .notInRange(.maxTokens, min: 1, max: 2147483647), "\"max_tokens\" must be an integer from 1 to 2147483647", "max_tokens"),
     ]
+
+    /// The largest accepted counts are accepted, and their product cannot overflow an Int.
+    @Test func boundaryCountsAreAccepted() throws {
+        let r = try scan("{\"model\":\"m\",\"max_tokens\":2147483647,\"n\":2147483647}").result
+        #expect(r.maxTokens == ScannedRequest.maxCount && r.n == ScannedRequest.maxCount)
+        #expect(try scan("{\"model\":\"m\",\"max_tokens\":1,\"n\":1}").result.maxTokens == 1)
+        #expect(try scan("{\"model\":\"m\",\"n\":null}").result.n == nil)
+    }
+
+    /// `include_usage`'s literal is located (so the gateway can turn a client's false to true).
+    @Test func includeUsageLiteralIsLocated() throws {
+        for literal in ["false", "true", "null"] {
+            let body = "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\": \(literal)}}"
+            let r = try scan(body).result
+            let range = try #require(r.includeUsageValue)
+            #expect(String(decoding: Array(body.utf8)[range.start..<range.end], as: UTF8.self) == literal)
+        }
+        #expect(try scan("{\"model\":\"m\",\"stream_options\":{}}").result.includeUsageValue == nil)
+    }
 
     @Test(arguments: typeErrors)
     func rejectsWrongTypes(_ body: String, _ endpoint: OpenAIEndpoint, _ kind: RequestScanError.Kind, _ message: String, _ param: String?) {

@@ -1,6 +1,7 @@
 import Glibc
 import SluiceHTTP
 import SluiceIO
+import SluiceRedis
 import Synchronization
 
 /// The control loop: one extra event-loop thread beside the workers for everything that is not
@@ -35,7 +36,9 @@ final class ControlPlane: @unchecked Sendable {
         thread = Threads.spawn(name: "sluice-control") { [self] in
             do throws(SyscallError) {
                 if let a = adminAddress {
-                    admin = try HTTPServer(address: a, loop: loop) { [unowned self] req, r in self.handleAdmin(req, r) }
+                    admin = try HTTPServer(address: a, loop: loop, limits: Self.adminLimits(gateway.currentSettings)) { [unowned self] req, r in
+                        self.handleAdmin(req, r)
+                    }
                 }
                 scheduleHealthChecks()
                 telemetry = TelemetryScraper(gateway: gateway, loop: loop)
@@ -73,14 +76,47 @@ final class ControlPlane: @unchecked Sendable {
         thread = nil
     }
 
-    /// The configured pools changed (a reload): restart DNS discovery for them.
+    /// The configured pools changed (a reload): restart DNS discovery for them, and apply the
+    /// new limits to the admin listener.
     func reconfigure(_ s: GatewaySettings) {
-        loop.execute { [self] in dns?.configure(s) }
+        loop.execute { [self] in
+            dns?.configure(s)
+            admin?.limits = Self.adminLimits(s)
+        }
     }
 
     // MARK: admin API
 
+    /// The admin listener parses with the data plane's head limits and keeps its deadlines;
+    /// its requests carry no real bodies, so those are held to 1 MiB at most.
+    static func adminLimits(_ s: GatewaySettings) -> HTTPServerLimits {
+        HTTPServerLimits(head: s.limits.head, maxBodyBytes: min(s.limits.maxBodyBytes, 1 << 20),
+                         headerTimeout: s.timeouts.clientHeader, bodyTimeout: s.timeouts.clientBody, idleTimeout: s.timeouts.idle)
+    }
+
+    /// With `admin.token` set, everything but the probes needs `Authorization: Bearer <token>`
+    /// (compared as SHA-256 digests, in constant time).
+    static func authorized(_ req: HTTPServerRequest, _ s: GatewaySettings) -> Bool {
+        guard let want = s.adminTokenSHA256 else { return true }
+        if req.path == "/healthz" || req.path == "/readyz" { return true }
+        guard let value = req.header("authorization") else { return false }
+        let bytes = Array(value.utf8)
+        guard let token = bytes.withUnsafeBytes({ Worker.bearerToken($0).map(Array.init) }) else { return false }
+        var h = SHA256()
+        h.update(token)
+        let got = h.finalize()
+        var diff: UInt8 = 0
+        for (a, b) in zip(got, want) { diff |= a ^ b }
+        return diff == 0 && got.count == want.count
+    }
+
     private func handleAdmin(_ req: HTTPServerRequest, _ r: HTTPResponder) {
+        guard Self.authorized(req, gateway.currentSettings) else {
+            var e = ErrorResponse.client(401, "This admin path needs the admin token: Authorization: Bearer <admin.token>.", code: "invalid_api_key")
+            e.type = "invalid_request_error"
+            r.respond(status: 401, headers: [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")], body: e.body())
+            return
+        }
         switch req.path {
         case "/healthz":
             r.respond(status: 200, contentType: "text/plain", "ok\n")

@@ -263,8 +263,18 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                 }
             case .needMore:
                 chunkScan = inbuf.readableBytes
+                // The whole chunked body as sent (payload, sizes, extensions, trailers) is held
+                // until it is complete, so it is what the body limit bounds; a client's framing
+                // overhead is a few bytes per chunk.
+                if chunkScan - head.length > worker.settings.limits.maxBodyBytes {
+                    respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes (chunk framing included)."), close: true)
+                }
                 return false
             case .done(let end):
+                if end - head.length > worker.settings.limits.maxBodyBytes {
+                    respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes (chunk framing included)."), close: true)
+                    return false
+                }
                 messageEnd = end
                 return true
             case .error(let e):
@@ -303,13 +313,12 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         disarm()
         keepAlive = head.keepAlive && !worker.draining
         let bytes = inbuf.readable
-        clientRequestID = head.first(.xRequestID)?.value ?? .empty
-        if clientRequestID.count > 200 { clientRequestID = .empty }
+        clientRequestID = UpstreamRequestEncoder.clientRequestID(head, bytes) ?? .empty
         requestID = worker.nextRequestID()
         _ = bytes
         let plan = worker.plan(method: head.method, path: bytes.slice(head.target),
                                body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]),
-                               headerNamed: { name in self.headerValue(name, bytes) },
+                               headerNamed: { [head] name in head.value(named: name, in: bytes) },
                                requestID: { self.clientRequestID.isEmpty ? hex16(self.requestID) : String(decoding: bytes.slice(self.clientRequestID), as: UTF8.self) },
                                rewritten: &upstreamBody)
         let x: Exchange
@@ -335,18 +344,6 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         x.start()
     }
 
-    /// The value of the first header named `name` (case-insensitive), if any.
-    private func headerValue(_ name: String, _ b: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
-        let lower = Array(name.lowercased().utf8)
-        for i in 0..<head.count {
-            let f = head[i]
-            if f.name.count == lower.count && lower.withUnsafeBytes({ ASCIICase.equal(b, f.name, $0) }) {
-                return b.slice(f.value)
-            }
-        }
-        return nil
-    }
-
     /// Answers the request from Sluice itself (the model list, health) and goes on.
     private func respondLocal(_ status: Int, contentType: String, body: [UInt8]) {
         var h = loop.bufferPool.take(minimumCapacity: body.count + 256)
@@ -367,123 +364,14 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         endExchange()
     }
 
-    // MARK: writing upstream
+    // MARK: the request for the upstream
 
-    /// Writes the request for the upstream into `queue`: the head rewritten (copied into a
-    /// small pool block: hop-by-hop fields dropped, X-Forwarded-* and x-request-id added,
-    /// framed by Content-Length), then the body borrowed from where it was read.
-    func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint) {
+    func withRequest(_ body: (DownstreamRequest) -> Void) {
         let b = inbuf.readable
-        var h = loop.bufferPool.take(minimumCapacity: head.length + 512)
-        h.append(b.slice(head.methodRange))
-        h.append(" ")
-        appendOriginForm(&h, b)
-        h.append(" HTTP/1.1\r\n")
-        var sawHost = false
-        var xff = ByteRange.empty
-        let forwarded = worker.settings.proxy.xForwarded
-        // With an absolute-form target the Host field is ignored and the target's authority
-        // is sent instead (RFC 9112 §3.2.2).
-        let absoluteAuthority = absoluteFormAuthority(b)
-        if let a = absoluteAuthority, !a.isEmpty {
-            h.append("Host: ")
-            h.append(b.slice(a))
-            h.append("\r\n")
-            sawHost = true
+        let sent = upstreamBody.isAllocated ? upstreamBody.readable : UnsafeRawBufferPointer(rebasing: b[head.length..<bodyEnd])
+        peer.withUnsafeBytes { p in
+            body(DownstreamRequest(head: head, bytes: b, body: sent, peer: p, isTLS: transport.isTLS, requestID: requestID))
         }
-        var lines = FieldLineCopier()
-        head.forEachEndToEndField(in: b) { i in
-            let f = head[i]
-            switch f.known {
-            case .xForwardedFor where forwarded: xff = f.value; return
-            case .xForwardedProto where forwarded: return
-            case .host:
-                if absoluteAuthority != nil && sawHost { return }
-                sawHost = true
-            default: break
-            }
-            lines.add(f, from: b, to: &h)
-        }
-        lines.flush(from: b, to: &h)
-        if !sawHost {
-            h.append("Host: ")
-            h.append(endpoint.config.authority.utf8)
-            h.append("\r\n")
-        }
-        if forwarded {
-            h.append("X-Forwarded-For: ")
-            if !xff.isEmpty {
-                h.append(b.slice(xff))
-                h.append(", ")
-            }
-            peer.withUnsafeBytes { h.append($0) }
-            h.append(transport.isTLS ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
-        }
-        if worker.settings.proxy.via { h.append("Via: 1.1 sluice\r\n") }
-        if clientRequestID.isEmpty {
-            h.append("X-Request-Id: ")
-            appendRequestID(&h)
-            h.append("\r\n")
-        }
-        if !hasValidTraceparent(b) {
-            // W3C trace context: start a trace when the client sent none (or a malformed one,
-            // which the spec says to restart). Not sampled: Sluice records no spans itself.
-            h.append("traceparent: 00-")
-            h.appendHex64(requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
-            appendRequestID(&h)
-            h.append("-")
-            appendRequestID(&h)
-            h.append("-00\r\n")
-        }
-        // The body as read, or as rewritten by the inspect phase.
-        let body = upstreamBody.isAllocated ? upstreamBody.readable : UnsafeRawBufferPointer(rebasing: b[head.length..<bodyEnd])
-        if body.count > 0 || head.method == .post || head.method == .put || head.method == .patch {
-            h.append("Content-Length: ")
-            h.appendDecimal(body.count)
-            h.append("\r\n")
-        }
-        h.append("\r\n")
-        queue.append(h)
-        if body.count > 0 { queue.append(borrowing: body) }
-    }
-
-    /// The authority of an absolute-form target (`http://host:port/path` → `host:port`), or nil
-    /// for origin-form and `*`. The authority ends at `/`, `?` or `#` (RFC 3986 §3.2).
-    private func absoluteFormAuthority(_ b: UnsafeRawBufferPointer) -> ByteRange? {
-        let t = head.target
-        if b[Int(t.start)] == UInt8(ascii: "/") || b[Int(t.start)] == UInt8(ascii: "*") { return nil }
-        var i = Int(t.start)
-        while i < Int(t.end) && b[i] != UInt8(ascii: ":") { i += 1 }
-        i = min(i + 3, Int(t.end))  // "://"
-        var e = i
-        while e < Int(t.end) && b[e] != UInt8(ascii: "/") && b[e] != UInt8(ascii: "?") && b[e] != UInt8(ascii: "#") { e += 1 }
-        return ByteRange(i, e)
-    }
-
-    /// The target in origin-form: absolute-form loses scheme and authority, and an empty path
-    /// becomes `/` (`http://h?q=1` → `/?q=1`, RFC 9112 §3.2.1).
-    private func appendOriginForm(_ h: inout ByteBuffer, _ b: UnsafeRawBufferPointer) {
-        let t = head.target
-        guard let authority = absoluteFormAuthority(b) else {
-            h.append(b.slice(t))
-            return
-        }
-        let rest = Int(authority.end)
-        var fragment = rest
-        while fragment < Int(t.end) && b[fragment] != UInt8(ascii: "#") { fragment += 1 }
-        if rest >= fragment || b[rest] != UInt8(ascii: "/") { h.append("/") }
-        if rest < fragment { h.append(b.slice(ByteRange(rest, fragment))) }
-    }
-
-    /// A `traceparent` of the form `00-<32 hex>-<16 hex>-<2 hex>` (W3C Trace Context §3.2).
-    private func hasValidTraceparent(_ b: UnsafeRawBufferPointer) -> Bool {
-        guard let f = head.first(.traceparent), f.value.count == 55 else { return false }
-        let v = b.slice(f.value)
-        for (i, c) in v.enumerated() {
-            let isDash = i == 2 || i == 35 || i == 52
-            if isDash { if c != UInt8(ascii: "-") { return false } } else if !((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) { return false }
-        }
-        return true
     }
 
     private func appendRequestID(_ h: inout ByteBuffer) { h.appendHex64(requestID) }
@@ -636,6 +524,7 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     }
 
     private func nextRequest() {
+        requestID = 0
         upstreamBody.release()
         inbuf.readerIndex += messageEnd
         if inbuf.readableBytes == 0 { inbuf.release() }
@@ -649,6 +538,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     // MARK: errors and closing
 
     private func respondError(_ e: ErrorResponse, close: Bool) {
+        // An error before the request got its id (a bad head, a body too large) still gets one.
+        if requestID == 0 { requestID = worker.nextRequestID() }
         let body = e.body()
         var h = loop.bufferPool.take(minimumCapacity: body.count + 256)
         h.append("HTTP/1.1 ")

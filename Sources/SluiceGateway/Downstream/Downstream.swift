@@ -4,9 +4,10 @@ import SluiceIO
 /// The client side of an ``Exchange``: an HTTP/1.1 connection (one exchange at a time) or an
 /// HTTP/2 stream (many per connection). The exchange forwards through it without knowing which.
 protocol Downstream: AnyObject {
-    /// Writes the request for the upstream (HTTP/1.1) into `queue`: head rewritten for the
-    /// hop, body borrowed from where it was received (it stays put until the exchange ends).
-    func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint)
+    /// Lends the request (head, bytes, body) to `body`, which encodes it for the upstream
+    /// (``UpstreamRequestEncoder``, the same for every protocol). The body stays where it was
+    /// received until the exchange ends, so a retry can resend it.
+    func withRequest(_ body: (DownstreamRequest) -> Void)
     /// The upstream's response head arrived; `bytes` holds the ranges `head` refers to.
     func writeResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer, exchange: Exchange)
     /// The upstream has written the whole request and begun its response, so no retry can
@@ -35,4 +36,20 @@ protocol DownstreamConnection: AnyObject {
     func drain()
     /// Close now, aborting whatever is in progress.
     func abort()
+}
+
+extension HTTPHead {
+    /// The value of the first field named `name` (ASCII case-insensitive), if any. For the
+    /// control path (auth, cache directives, sticky headers), not per byte.
+    func value(named name: String, in bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        var lower = Array(name.utf8)
+        for k in lower.indices where lower[k] >= 65 && lower[k] <= 90 { lower[k] |= 0x20 }
+        return lower.withUnsafeBytes { n -> UnsafeRawBufferPointer? in
+            for i in 0..<count {
+                let f = self[i]
+                if f.name.count == n.count && ASCIICase.equal(bytes, f.name, n) { return bytes.slice(f.value) }
+            }
+            return nil
+        }
+    }
 }

@@ -18,6 +18,18 @@ import SluiceIO
 /// and empty DATA frames are counted; past a limit the connection gets GOAWAY
 /// (ENHANCE_YOUR_CALM) and closes. Ping/SETTINGS floods are bounded by nghttp2's outbound-ack
 /// limit.
+///
+/// Bounds and deadlines (issue 22): a stream object lives exactly as long as nghttp2's stream
+/// (created by the request's HEADERS, removed by the close callback; trailers are a second
+/// HEADERS on the same stream, read and dropped). Request bodies are flow-controlled by hand
+/// (`no_auto_window_update`): bytes are consumed — the client's window reopened — as they
+/// arrive for the oldest request still arriving, and for the others only while the bodies they
+/// hold together stay within `limits.http2_buffer_bytes`; past it their windows stay shut until
+/// a request completes. So one connection holds at most one body of `max_body_bytes`, the
+/// budget, and one connection window of bytes in flight, however many streams it opens. Each
+/// request must arrive within `timeouts.client_header` (its header block) and
+/// `timeouts.client_body` (its body); the connection closes after `timeouts.idle` without a
+/// frame from the client while no request is being forwarded.
 final class HTTP2Connection: EventHandler, DownstreamConnection {
     let transport: Transport
     var fd: Int32 { transport.fd }
@@ -39,6 +51,18 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     private var drained: [HTTP2Stream] = []
     private let peer: [UInt8]
     private var idleTimer: Timer!
+    /// When the client last sent anything (the idle timeout is measured from it).
+    private var lastRead: Instant
+    /// Streams whose request is still arriving, oldest first: their deadlines, and the body
+    /// budget they share.
+    private var arriving: [HTTP2Stream] = []
+    /// Request body bytes held by the streams in `arriving`.
+    private var arrivingBytes = 0
+    /// Fires at the earliest deadline of an arriving request (moved only earlier; see `setDeadline`).
+    private var streamTimer: Timer!
+    /// Streams that answered before their request was complete: once that answer is out they
+    /// get RST_STREAM(NO_ERROR), asking the client to stop sending (RFC 9113 §8.1).
+    private var resetAfterResponse: [HTTP2Stream] = []
 
     // Flood accounting (per connection, reset every second).
     private var windowStart = Instant(nanoseconds: 0)
@@ -58,8 +82,14 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         frames = ByteBuffer(emptyIn: pool)
         inbuf = ByteBuffer(emptyIn: pool)
         if initialBytes.count > 0 { inbuf.append(initialBytes) }
+        lastRead = worker.loop.now
         idleTimer = Timer { [unowned self] in self.idleExpired() }
+        streamTimer = Timer { [unowned self] in self.streamDeadlinePassed() }
     }
+
+    /// Request body bytes the streams of one connection may hold while their requests arrive,
+    /// beyond the oldest one's (see the type's comment).
+    var bodyBudget: Int { worker.settings.limits.http2BufferBytes }
 
     var maxConcurrentStreams: Int { worker.settings.limits.maxConcurrentStreams }
 
@@ -71,8 +101,9 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(worker.settings.limits.head.maxHeadBytes)),
         ]
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
-        // A larger connection window so many concurrent uploads are not throttled.
-        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 16 << 20)
+        // A connection window as large as the body budget (at least 1 MiB), so concurrent
+        // uploads are not throttled while within it; bytes are consumed by hand (see `received`).
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: max(bodyBudget, 1 << 20)))
         if let old { worker.loop.deregister(old) }
         registration = try worker.loop.register(fd, handler: self)
         canRead = true
@@ -90,7 +121,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         nghttp2_session_callbacks_new(&cbs)
         defer { nghttp2_session_callbacks_del(cbs) }
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, ud in
-            HTTP2Connection.from(ud).beginHeaders(frame!.pointee.hd.stream_id)
+            HTTP2Connection.from(ud).beginHeaders(frame!.pointee.hd.stream_id, trailers: frame!.pointee.headers.cat != NGHTTP2_HCAT_REQUEST)
         }
         nghttp2_session_callbacks_set_on_header_callback(cbs) { _, frame, name, namelen, value, valuelen, _, ud in
             HTTP2Connection.from(ud).header(frame!.pointee.hd.stream_id, UnsafeRawBufferPointer(start: name, count: namelen),
@@ -109,14 +140,17 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             HTTP2Connection.from(ud).streamClosed(streamID, code)
         }
         nghttp2_session_callbacks_set_send_data_callback(cbs) { _, frame, framehd, length, source, ud in
-            HTTP2Connection.from(ud).sendData(frame!.pointee.hd.stream_id, framehd!, length,
-                                              padding: Int(frame!.pointee.data.padlen))
+            // The stream is the data provider's source (set in submitResponse), not looked up
+            // by id: the bytes nghttp2 framed are that object's.
+            let s = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
+            return HTTP2Connection.from(ud).sendData(s, framehd!, length, padding: Int(frame!.pointee.data.padlen))
         }
         var opt: OpaquePointer?
         nghttp2_option_new(&opt)
         defer { nghttp2_option_del(opt) }
         nghttp2_option_set_max_outbound_ack(opt, 1000)
         nghttp2_option_set_max_settings(opt, 32)
+        nghttp2_option_set_no_auto_window_update(opt, 1)
         var s: OpaquePointer?
         nghttp2_session_server_new2(&s, cbs, Unmanaged.passUnretained(self).toOpaque(), opt)
         return s!
@@ -165,9 +199,9 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
                 return
             case .processed(let n):
                 inbuf.writerIndex += n
+                lastRead = worker.loop.now
                 feed(inbuf.readable)
                 inbuf.clear()
-                armIdle()
             }
         }
         inbuf.release()
@@ -202,6 +236,18 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             commitFrames()
         } while sendAgain
         sending = false
+        if !resetAfterResponse.isEmpty {
+            // Those whose answer went out whole in the frames above get their RST after it.
+            var submitted = false
+            resetAfterResponse.removeAll { s in
+                guard streams[s.id] === s else { return true }
+                guard s.responseFinished else { return false }
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), s.id, UInt32(NGHTTP2_NO_ERROR.rawValue))
+                submitted = true
+                return true
+            }
+            if submitted { scheduleSend() }
+        }
         flush()
         let notify = drained
         drained.removeAll()
@@ -244,8 +290,10 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         if frames.readableBytes > 0 { out.append(frames.take()) }
     }
 
-    private func sendData(_ streamID: Int32, _ framehd: UnsafePointer<UInt8>, _ length: Int, padding: Int) -> Int32 {
-        guard let s = streams[streamID] else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
+    private func sendData(_ s: HTTP2Stream, _ framehd: UnsafePointer<UInt8>, _ length: Int, padding: Int) -> Int32 {
+        // readCallback promised `length` bytes from this queue and nothing runs in between; if
+        // that ever fails, end the session rather than write a frame shorter than its header.
+        guard s.body.pendingBytes >= length else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
         commitFrames()
         out.appendCopy(UnsafeRawBufferPointer(start: framehd, count: 9))
         if padding > 0 {
@@ -315,13 +363,25 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         return 0
     }
 
-    private func beginHeaders(_ id: Int32) -> Int32 {
+    private func beginHeaders(_ id: Int32, trailers: Bool) -> Int32 {
+        if trailers {
+            // Trailers (RFC 9113 §8.1): a second header block on the request's stream; its
+            // fields are read against the same limits and dropped (the upstream request is
+            // framed by Content-Length, which carries no trailers).
+            streams[id]?.beginTrailers()
+            return 0
+        }
         if goingAway || worker.draining {
             nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
             return 0
         }
+        let now = worker.loop.now
         let s = HTTP2Stream(id: id, connection: self)
         streams[id] = s
+        arriving.append(s)
+        let t = worker.settings.timeouts.clientHeader
+        s.deadline = t.isPositive ? now + t : Instant(nanoseconds: .max)
+        setDeadline(s.deadline)
         return 0
     }
 
@@ -337,18 +397,64 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     }
 
     private func data(_ id: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
-        guard let s = streams[id] else { return 0 }
-        if !s.addBody(bytes) {
-            s.respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes."))
+        guard let s = streams[id], s.isArriving else {
+            // A body nobody will read (its stream was answered already): consumed at once.
+            nghttp2_session_consume(session, id, bytes.count)
+            return 0
         }
+        if !s.addBody(bytes) {
+            stopArriving(s, consumed: bytes.count)
+            s.respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes."))
+            return 0
+        }
+        arrivingBytes += bytes.count
+        s.unconsumed += bytes.count
+        grantWindows()
         return 0
+    }
+
+    /// Reopens the client's windows for the body bytes received so far, as the budget allows:
+    /// the oldest arriving request always (so a large upload cannot deadlock), the others while
+    /// what they hold together is within `bodyBudget`.
+    private func grantWindows() {
+        guard let head = arriving.first else { return }
+        if head.unconsumed > 0 {
+            nghttp2_session_consume(session, head.id, head.unconsumed)
+            head.unconsumed = 0
+        }
+        guard arriving.count > 1, arrivingBytes - head.requestBodyBytes <= bodyBudget else { return }
+        for s in arriving.dropFirst() where s.unconsumed > 0 {
+            nghttp2_session_consume(session, s.id, s.unconsumed)
+            s.unconsumed = 0
+        }
+    }
+
+    /// `s` no longer receives a body to keep (complete, answered early, or closed): its bytes
+    /// leave the budget and what it had not consumed is consumed (for a closed stream nghttp2
+    /// counts it towards the connection only).
+    private func stopArriving(_ s: HTTP2Stream, consumed extra: Int = 0) {
+        if let i = arriving.firstIndex(where: { $0 === s }) {
+            arriving.remove(at: i)
+            arrivingBytes -= s.requestBodyBytes
+        }
+        s.isArriving = false
+        if s.unconsumed + extra > 0 { nghttp2_session_consume(session, s.id, s.unconsumed + extra) }
+        s.unconsumed = 0
+        grantWindows()
     }
 
     private func frameReceived(_ hd: nghttp2_frame_hd) -> Int32 {
         let type = UInt32(hd.type)
-        guard type == NGHTTP2_HEADERS.rawValue || type == NGHTTP2_DATA.rawValue,
-              hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
-              let s = streams[hd.stream_id] else { return 0 }
+        guard type == NGHTTP2_HEADERS.rawValue || type == NGHTTP2_DATA.rawValue, let s = streams[hd.stream_id] else { return 0 }
+        if type == NGHTTP2_HEADERS.rawValue && !s.headersDone {
+            // The request's header block is complete: its body is due within client_body.
+            s.headersDone = true
+            let t = worker.settings.timeouts.clientBody
+            s.deadline = t.isPositive ? worker.loop.now + t : Instant(nanoseconds: .max)
+            setDeadline(s.deadline)
+        }
+        guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return 0 }
+        if s.isArriving { stopArriving(s) }
         s.requestComplete()
         return 0
     }
@@ -361,9 +467,46 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             earlyResets += 1
             if earlyResets > Self.maxEarlyResetsPerSecond { _ = enhanceYourCalm() }
         }
+        if s.isArriving { stopArriving(s) }
         s.closed(into: &out)
         if streams.isEmpty && worker.draining { startGoaway() }
         return 0
+    }
+
+    // MARK: request deadlines
+
+    /// Moves the stream timer earlier if `d` is earlier than where it is queued (a later
+    /// deadline is found when the timer fires).
+    private func setDeadline(_ d: Instant) {
+        guard d.nanoseconds != .max, !closed else { return }
+        if !streamTimer.isArmed || streamTimer.deadline > d { worker.loop.schedule(streamTimer, at: d) }
+    }
+
+    /// Requests that did not arrive in time: a header block still incomplete holds the whole
+    /// connection (no other frame may come between its frames), so the connection closes; a
+    /// body still incomplete gets 408 on its stream.
+    private func streamDeadlinePassed() {
+        guard !closed else { return }
+        let now = worker.loop.now
+        var next = Instant(nanoseconds: .max)
+        for s in arriving {
+            if s.deadline > now { next = min(next, s.deadline); continue }
+            if !s.headersDone {
+                abort()
+                return
+            }
+            stopArriving(s)
+            s.respondError(.client(408, "Timed out reading the request body."))
+        }
+        setDeadline(next)
+        sendPending()
+    }
+
+    /// A stream that answered before its request was complete asks the client to stop once
+    /// the answer is out (called by the stream when it queues such an answer).
+    func answeredEarly(_ s: HTTP2Stream) {
+        if s.isArriving { stopArriving(s) }
+        resetAfterResponse.append(s)
     }
 
     // MARK: stream plumbing
@@ -421,8 +564,21 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         if t.isPositive { worker.loop.schedule(idleTimer, after: t) }
     }
 
+    /// The idle timeout: measured from the client's last frame, and only while no request is
+    /// being forwarded (a model server may take minutes to answer; the exchange's own
+    /// deadlines cover that wait). Requests still arriving have their own deadlines, and a
+    /// stream whose answer waits for a window the client never opens is not activity.
     private func idleExpired() {
-        if streams.isEmpty { startGoaway() } else { armIdle() }
+        let t = worker.settings.timeouts.idle
+        guard t.isPositive, !closed else { return }
+        let due = lastRead + t
+        if streams.values.contains(where: { $0.exchange != nil }) || due > worker.loop.now {
+            worker.loop.schedule(idleTimer, at: max(due, worker.loop.now + .milliseconds(100)))
+            return
+        }
+        startGoaway()
+        // Streams still open are stuck (a client that stopped reading or sending): close.
+        if !streams.isEmpty { abort() }
     }
 
     private func startGoaway() {
@@ -454,7 +610,10 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         for s in streams.values { s.connectionClosed() }
         for s in streams.values { s.closed(into: &out) }
         streams.removeAll()
+        arriving.removeAll()
+        resetAfterResponse.removeAll()
         if idleTimer.isArmed { worker.loop.cancel(idleTimer) }
+        if streamTimer.isArmed { worker.loop.cancel(streamTimer) }
         if let t = lingerTimer, t.isArmed { worker.loop.cancel(t) }
         if let r = registration { worker.loop.deregister(r); registration = nil }
         out.removeAll()

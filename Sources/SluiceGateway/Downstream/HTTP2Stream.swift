@@ -7,6 +7,11 @@ import SluiceIO
 /// One HTTP/2 request/response on an ``HTTP2Connection``: collects the request (pseudo-headers,
 /// fields, body), runs an ``Exchange`` for it, and holds the response body until flow control
 /// lets DATA frames carry it out.
+///
+/// The request head is rebuilt as HTTP/1.1 text (`METHOD :path HTTP/1.1`, `Host: :authority`,
+/// then the fields as they arrive; pseudo-headers precede fields, which nghttp2 enforces) and
+/// parsed by the same strict parser as an HTTP/1.1 client's, so both protocols meet the same
+/// limits, checks and header policy (``UpstreamRequestEncoder``).
 final class HTTP2Stream: Downstream {
     let id: Int32
     unowned(unsafe) let connection: HTTP2Connection
@@ -18,18 +23,31 @@ final class HTTP2Stream: Downstream {
     private var methodKind = HTTPMethod.other
     private var path: [UInt8] = []
     private var authority: [UInt8] = []
-    /// Forwardable fields as HTTP/1.1 lines (`name: value\r\n`), ready for the upstream head.
-    private var fieldLines: [UInt8] = []
+    /// The head as HTTP/1.1 text (a pool block), once the first field (or the end) arrives.
+    private var headText: ByteBuffer
+    /// `headText` parsed (nil until the request is complete).
+    private var head: HTTPHead?
     private var headerBytes = 0
     private var headerCount = 0
-    private var xff: [UInt8]? = nil
     private var clientRequestID: [UInt8]? = nil
-    private var hasTraceparent = false
     private var requestBody: ByteBuffer
     /// The body rewritten for the upstream (model, include_usage); unallocated otherwise.
     private var upstreamBody: ByteBuffer
     private var started = false
     private var requestID: UInt64 = 0
+    /// Reading the trailers' header block (fields counted against the limits, then dropped).
+    private var inTrailers = false
+
+    // Arrival (kept by the connection: deadlines and the body budget).
+    /// The request's header block is complete.
+    var headersDone = false
+    /// The request is still arriving and its body bytes are kept.
+    var isArriving = true
+    /// When the header block (then the body) must have arrived.
+    var deadline = Instant(nanoseconds: .max)
+    /// Body bytes received but not yet consumed (the client's window not yet reopened for them).
+    var unconsumed = 0
+    var requestBodyBytes: Int { requestBody.readableBytes }
 
     // Response.
     /// Body bytes waiting for flow control.
@@ -43,16 +61,21 @@ final class HTTP2Stream: Downstream {
         self.connection = connection
         requestBody = ByteBuffer(emptyIn: connection.worker.loop.bufferPool)
         upstreamBody = ByteBuffer(emptyIn: connection.worker.loop.bufferPool)
+        headText = ByteBuffer(emptyIn: connection.worker.loop.bufferPool)
         body = OutputQueue(pool: connection.worker.loop.bufferPool)
     }
 
     // MARK: request
 
-    /// Adds one field; false when the header list exceeds its limit.
+    /// The trailers begin: their fields are counted, not kept.
+    func beginTrailers() { inTrailers = true }
+
+    /// Adds one field; false when the header list (with the trailers) exceeds its limit.
     func addHeader(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool {
         headerBytes += name.count + value.count + 32
         headerCount += 1
         if headerBytes > worker.settings.limits.head.maxHeadBytes || headerCount > worker.settings.limits.head.maxHeaderCount + 8 { return false }
+        if inTrailers { return true }
         func named(_ s: StaticString) -> Bool {
             name.count == s.utf8CodeUnitCount && memcmp(name.baseAddress!, s.utf8Start, name.count) == 0
         }
@@ -62,18 +85,49 @@ final class HTTP2Stream: Downstream {
             else if named(":authority") { authority = Array(value) }
             return true
         }
-        // Connection-specific fields are already refused by nghttp2 (RFC 9113 §8.2.2); these
-        // are re-derived per hop.
-        if named("content-length") || named("te") || named("x-forwarded-proto") || named("host") && !authority.isEmpty { return true }
-        if named("host") { authority = Array(value); return true }
-        if named("x-forwarded-for") { xff = Array(value); return true }
-        if named("x-request-id") { clientRequestID = Array(value) }
-        if named("traceparent") { hasTraceparent = value.count == 55 }
-        fieldLines += name
-        fieldLines += ": ".utf8
-        fieldLines += value
-        fieldLines += "\r\n".utf8
+        // Re-derived for the hop (and `Host` comes from `:authority` when there is one).
+        if named("content-length") || named("host") && !authority.isEmpty { return true }
+        beginHeadText()
+        headText.append(name)
+        headText.append(": ")
+        headText.append(value)
+        headText.append("\r\n")
         return true
+    }
+
+    /// Writes the request line and Host (from the pseudo-headers, which came first).
+    private func beginHeadText() {
+        guard !headText.isAllocated else { return }
+        headText = worker.loop.bufferPool.take(minimumCapacity: 1024)
+        method.withUnsafeBytes { headText.append($0) }
+        headText.append(" ")
+        path.withUnsafeBytes { headText.append($0) }
+        headText.append(" HTTP/1.1\r\n")
+        if !authority.isEmpty {
+            headText.append("Host: ")
+            authority.withUnsafeBytes { headText.append($0) }
+            headText.append("\r\n")
+        }
+    }
+
+    /// Parses the rebuilt head; nil (and an error answered) when the HTTP/1.1 rules refuse it.
+    private func parseHead() -> HTTPHead? {
+        beginHeadText()
+        headText.append("\r\n")
+        let limits = worker.settings.limits.head
+        var parser = HTTP1HeadParser(kind: .request, limits: HTTP1Limits(maxHeadBytes: limits.maxHeadBytes + 1024,
+                                                                         maxHeaderCount: limits.maxHeaderCount + 8,
+                                                                         maxRequestLine: limits.maxRequestLine))
+        let h = HTTPHead(capacity: limits.maxHeaderCount + 8)
+        switch parser.parse(headText.readable, into: h) {
+        case .complete:
+            return h
+        case .incomplete:
+            respondError(.client(400, "Invalid request head."))
+        case .error(let e):
+            respondError(.client(e.status, e.message))
+        }
+        return nil
     }
 
     /// Adds request body bytes; false when over the body limit.
@@ -91,17 +145,20 @@ final class HTTP2Stream: Downstream {
             respondError(.client(400, "Missing :method or :path."))
             return
         }
-        let m = HTTP1HeadParser.method(method)
+        guard let head = parseHead() else { return }
+        self.head = head
+        let bytes = headText.readable
+        let m = head.method
         methodKind = m
         if m == .connect {
             respondError(.client(405, "CONNECT is not supported by this gateway."))
             return
         }
-        let plan = path.withUnsafeBytes { p in
-            worker.plan(method: m, path: p, body: requestBody.readable, headerNamed: { self.header($0) },
-                        requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(self.requestID) },
-                        rewritten: &upstreamBody)
-        }
+        if let r = UpstreamRequestEncoder.clientRequestID(head, bytes) { clientRequestID = Array(bytes.slice(r)) }
+        let plan = worker.plan(method: m, path: bytes.slice(head.target), body: requestBody.readable,
+                               headerNamed: { head.value(named: $0, in: bytes) },
+                               requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(self.requestID) },
+                               rewritten: &upstreamBody)
         let x: Exchange
         switch plan {
         case .reject(let e):
@@ -127,46 +184,12 @@ final class HTTP2Stream: Downstream {
         x.start()
     }
 
-    func writeUpstreamRequest(into queue: inout OutputQueue, endpoint: UpstreamPool.Endpoint) {
-        var h = worker.loop.bufferPool.take(minimumCapacity: fieldLines.count + path.count + 512)
-        method.withUnsafeBytes { h.append($0) }
-        h.append(" ")
-        path.withUnsafeBytes { h.append($0) }
-        h.append(" HTTP/1.1\r\nHost: ")
-        if authority.isEmpty { h.append(endpoint.config.authority.utf8) } else { authority.withUnsafeBytes { h.append($0) } }
-        h.append("\r\n")
-        fieldLines.withUnsafeBytes { h.append($0) }
-        if worker.settings.proxy.xForwarded {
-            h.append("X-Forwarded-For: ")
-            if let xff {
-                xff.withUnsafeBytes { h.append($0) }
-                h.append(", ")
-            }
-            connection.peerAddress.withUnsafeBytes { h.append($0) }
-            h.append(connection.isTLS ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
+    func withRequest(_ body: (DownstreamRequest) -> Void) {
+        guard let head else { return }
+        let sent = upstreamBody.isAllocated ? upstreamBody.readable : requestBody.readable
+        connection.peerAddress.withUnsafeBytes { p in
+            body(DownstreamRequest(head: head, bytes: headText.readable, body: sent, peer: p, isTLS: connection.isTLS, requestID: requestID))
         }
-        if clientRequestID == nil {
-            h.append("X-Request-Id: ")
-            h.appendHex64(requestID)
-            h.append("\r\n")
-        }
-        if !hasTraceparent {
-            h.append("traceparent: 00-")
-            h.appendHex64(requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
-            h.appendHex64(requestID)
-            h.append("-")
-            h.appendHex64(requestID)
-            h.append("-00\r\n")
-        }
-        let n = upstreamBody.isAllocated ? upstreamBody.readableBytes : requestBody.readableBytes
-        if n > 0 || methodKind == .post || methodKind == .put || methodKind == .patch {
-            h.append("Content-Length: ")
-            h.appendDecimal(n)
-            h.append("\r\n")
-        }
-        h.append("\r\n")
-        queue.append(h)
-        if n > 0 { queue.append(borrowing: upstreamBody.isAllocated ? upstreamBody.readable : requestBody.readable) }
     }
 
     // MARK: response
@@ -174,11 +197,12 @@ final class HTTP2Stream: Downstream {
     func releaseRequest() {
         requestBody.release()
         upstreamBody.release()
-        // The request's fields were only needed to build (and maybe rebuild) the upstream head.
+        // The request's head was only needed to build (and maybe rebuild) the upstream head.
+        headText.release()
+        head = nil
+        method = []
         path = []
         authority = []
-        fieldLines = []
-        xff = nil
     }
 
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange: Exchange) {
@@ -251,22 +275,6 @@ final class HTTP2Stream: Downstream {
         respondError(error)
     }
 
-    /// The value of a request field by name, from the collected field lines (control path only).
-    private func header(_ name: String) -> UnsafeRawBufferPointer? {
-        let needle = Array(name.lowercased().utf8) + Array(": ".utf8)
-        var i = 0
-        let b = fieldLines
-        while i < b.count {
-            var end = i
-            while end + 1 < b.count && !(b[end] == 13 && b[end + 1] == 10) { end += 1 }
-            if end - i >= needle.count && Array(b[i..<(i + needle.count)]) == needle {
-                return fieldLines.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[(i + needle.count)..<end]) }
-            }
-            i = end + 2
-        }
-        return nil
-    }
-
     private func respondLocal(_ status: Int, contentType: String, body b: [UInt8]) {
         var buf = worker.loop.bufferPool.take(minimumCapacity: max(b.count, 1))
         b.withUnsafeBytes { buf.append($0) }
@@ -287,6 +295,8 @@ final class HTTP2Stream: Downstream {
             exchange = nil
             x.clientAborted()
         }
+        if requestID == 0 { requestID = worker.nextRequestID() }
+        if isArriving || !started { connection.answeredEarly(self) }
         let b = e.body()
         var buf = worker.loop.bufferPool.take(minimumCapacity: b.count)
         b.withUnsafeBytes { buf.append($0) }
@@ -339,6 +349,7 @@ final class HTTP2Stream: Downstream {
         body.retire(into: &out)
         requestBody.release()
         upstreamBody.release()
+        headText.release()
     }
 
 }

@@ -17,8 +17,12 @@ final class AdmissionTicket {
     var tokenLimitIndex: Int?
     /// Token limits, settled with the real usage when the response ends.
     var tokenLimitIndices: [Int] = []
-    /// Tokens reserved at admission (prompt estimate + max_tokens × n).
+    /// Tokens reserved at admission (prompt estimate + max_tokens × n; see TokenReservation).
     var tokenEstimate = 0
+    /// The prompt part of it (what a request that produced nothing still used).
+    var promptEstimate = 0
+    /// Token limits apply: the response's usage must be known.
+    var isMetered: Bool { !tokenLimitIndices.isEmpty }
     var cacheKey: [UInt8]?
     var cacheLookup = false
     var cacheStore = false
@@ -79,9 +83,8 @@ extension Worker {
                          body: UnsafeRawBufferPointer, headerNamed: (String) -> UnsafeRawBufferPointer?) -> AdmissionTicket? {
         guard settings.redis != nil else { return nil }
         let t = AdmissionTicket(tenant: tenant)
-        let n = max(1, f.scanned.n ?? 1)
-        let prompt = (f.scanned.promptBytes + 3) / 4
-        t.tokenEstimate = f.endpoint == .embeddings ? prompt : prompt + (f.scanned.maxTokens ?? 0) * n
+        t.promptEstimate = TokenReservation.promptTokens(f.scanned)
+        t.tokenEstimate = TokenReservation.estimate(f.scanned, endpoint: f.endpoint, defaultMaxTokens: settings.limits.defaultMaxTokens)
         // Per model scope (all models, then this model), the tenant's own rule wins over `*`.
         for model in [nil, clientModel] as [String?] {
             let rule = settings.rateLimits.first { $0.model == model && $0.tenant == tenant }
@@ -356,10 +359,13 @@ extension Exchange {
         }
     }
 
-    /// At the end: settle token limits with what the response really used.
+    /// At the end: settle token limits with what the response really used (see
+    /// ``TokenReservation/charge(reserved:promptEstimate:usage:relayedTokens:)``).
     func settleTokens() {
-        guard let t = ticket, !t.tokenLimitIndices.isEmpty, let u = observer?.usage else { return }
-        let delta = u.promptTokens + u.completionTokens - t.tokenEstimate
+        guard let t = ticket, !t.tokenLimitIndices.isEmpty else { return }
+        let used = TokenReservation.charge(reserved: t.tokenEstimate, promptEstimate: t.promptEstimate,
+                                           usage: observer?.usage, relayedTokens: observer?.tokenEvents ?? 0)
+        let delta = TokenReservation.saturatingAdd(used, -t.tokenEstimate)
         if delta == 0 { return }
         worker.settleLimits(t.tokenLimitIndices.map {
             RateLimitCheck(key: t.limits[$0].key, limit: t.limits[$0].limit, cost: delta)

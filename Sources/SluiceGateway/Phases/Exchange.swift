@@ -166,7 +166,10 @@ final class Exchange {
         upstreamStartedAt = loop.now
         ep.runtime.inflight.add(1, ordering: .relaxed)
         worker.metrics.add(ep.requestsSlot)
-        client.writeUpstreamRequest(into: &conn.out, endpoint: ep)
+        let authority = ep.config.authority
+        client.withRequest { r in
+            UpstreamRequestEncoder.encode(r, proxy: settings.proxy, endpointAuthority: authority, into: &conn.out, pool: loop.bufferPool)
+        }
         phase = conn.state == .connecting || conn.state == .handshaking ? .connecting : .waiting
         let t = settings.timeouts
         arm(phase == .connecting ? t.upstreamConnect : t.upstreamFirstByte)

@@ -49,17 +49,24 @@ extension Worker {
     }
 
     /// The request body for the upstream when it must differ from the client's: the `model`
-    /// replaced by the resolved upstream name, and/or `"stream_options":{"include_usage":true}`
-    /// added when the client streams without asking for usage and `proxy.request_usage` is on.
+    /// replaced by the resolved upstream name, and/or usage asked for on a stream whose client
+    /// did not ask (`"stream_options":{"include_usage":true}` added, or the client's `false` or
+    /// `null` turned to `true`) when `proxy.request_usage` is on or token limits apply — metering
+    /// must not depend on what the client chose; the extra chunk is kept from the client.
     /// Written into a pool buffer (the one place the gateway copies a body: it must change);
     /// nil when nothing changes. Sets `injectedUsage` on `f`.
-    func rewrittenBody(_ body: UnsafeRawBufferPointer, _ f: inout RequestFeatures, model: [UInt8]?) -> ByteBuffer? {
+    func rewrittenBody(_ body: UnsafeRawBufferPointer, _ f: inout RequestFeatures, model: [UInt8]?, metered: Bool = false) -> ByteBuffer? {
         // Edits as (offset, bytes to drop, bytes to insert), applied in offset order.
         var edits: [(at: Int, drop: Int, insert: [UInt8])] = []
         if let model {
             edits.append((Int(f.scanned.model.start), f.scanned.model.end - f.scanned.model.start, model))
         }
-        if settings.proxy.requestUsage, f.stream, f.scanned.includeUsage == nil, f.endpoint != .embeddings {
+        let wantUsage = (settings.proxy.requestUsage || metered) && f.stream && f.endpoint != .embeddings
+        if wantUsage, f.scanned.includeUsage != true, let literal = f.scanned.includeUsageValue {
+            // `"include_usage": false` (or null): the value becomes true.
+            edits.append((literal.start, literal.count, Array("true".utf8)))
+            f.injectedUsage = true
+        } else if wantUsage, f.scanned.includeUsage == nil {
             if let value = f.scanned.streamOptionsValue {
                 let open = Int(value.start)
                 if body[open] == UInt8(ascii: "{") {
@@ -67,6 +74,10 @@ extension Worker {
                     while k < Int(value.end) && (body[k] == 32 || body[k] == 9 || body[k] == 10 || body[k] == 13) { k += 1 }
                     let empty = body[k] == UInt8(ascii: "}")
                     edits.append((open + 1, 0, Array((empty ? "\"include_usage\":true" : "\"include_usage\":true,").utf8)))
+                    f.injectedUsage = true
+                } else {
+                    // `"stream_options": null`
+                    edits.append((open, value.count, Array("{\"include_usage\":true}".utf8)))
                     f.injectedUsage = true
                 }
             } else {
@@ -156,7 +167,7 @@ extension Worker {
                 ticket = admissionTicket(tenant: tenant, features: inspected!, clientModel: name, target: pool.name + "/" + name,
                                          body: body, headerNamed: headerNamed)
             }
-            if inspected != nil, let b = rewrittenBody(body, &inspected!, model: nil) { rewritten = b }
+            if inspected != nil, let b = rewrittenBody(body, &inspected!, model: nil, metered: ticket?.isMetered == true) { rewritten = b }
             return .forward(pool: pool, arm: nil, adapter: nil, ticket: ticket)
         }
         guard inspected != nil else {
@@ -198,7 +209,8 @@ extension Worker {
                                      target: pools[t.pool].name + "/" + String(decoding: t.upstreamModel, as: UTF8.self),
                                      body: body, headerNamed: headerNamed)
         }
-        if let b = rewrittenBody(body, &inspected!, model: t.rewriteModel || modelEscaped ? t.upstreamModel : nil) { rewritten = b }
+        if let b = rewrittenBody(body, &inspected!, model: t.rewriteModel || modelEscaped ? t.upstreamModel : nil,
+                                 metered: ticket?.isMetered == true) { rewritten = b }
         if t.metricSlot >= 0 { metrics.add(t.metricSlot) }
         return .forward(pool: pools[t.pool], arm: t.arm, adapter: t.adapter, ticket: ticket)
     }

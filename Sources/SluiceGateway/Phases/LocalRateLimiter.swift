@@ -41,7 +41,10 @@ struct LocalRateLimiter {
             let burst = max(1, c.limit.burst / share)
             let interval = Double(c.limit.period.nanoseconds) / Double(limit)
             let t = max(tat[c.key] ?? now, now)
-            let newTAT = max(t + Int64(Double(c.cost) * interval), now)
+            // In floating point, then clamped back: a cost is a client's token estimate (or a
+            // settlement), and cost × interval can pass Int64's range (the Redis script
+            // computes in doubles for the same reason).
+            let newTAT = max(Self.clamp(Double(t) + Double(c.cost) * interval), now)
             var ok = true
             var retry: Int64? = 0
             if !settle {
@@ -49,7 +52,7 @@ struct LocalRateLimiter {
                     ok = false
                     retry = nil
                 } else {
-                    let wait = newTAT - Int64(Double(burst) * interval) - now
+                    let wait = Self.clamp(Double(newTAT) - Double(burst) * interval - Double(now))
                     if wait > 1000 {
                         ok = false
                         retry = wait
@@ -64,11 +67,22 @@ struct LocalRateLimiter {
             let s = states[i]
             let final = allowed ? s.newTAT : s.tat
             if allowed { tat[c.key] = final }
-            let remaining = max(0, Int((Double(s.burst) * s.interval - Double(final - now)) / s.interval + 1e-6))
+            let ahead = final &- now  // both within [now, Int64.max]: cannot overflow
+            let remaining = max(0, Self.clampInt((Double(s.burst) * s.interval - Double(ahead)) / s.interval + 1e-6))
             results.append(RateLimitResult(allowed: s.ok, limit: c.limit.limit, remaining: remaining,
-                                           resetAfter: .nanoseconds(final - now),
+                                           resetAfter: .nanoseconds(ahead),
                                            retryAfter: s.retry.map { .nanoseconds($0) }))
         }
         return RateLimitDecision(allowed: allowed, results: results)
     }
+
+    /// `v` rounded toward zero into Int64's range (NaN: 0).
+    static func clamp(_ v: Double) -> Int64 {
+        if v.isNaN { return 0 }
+        if v >= 9.2e18 { return .max }
+        if v <= -9.2e18 { return .min }
+        return Int64(v)
+    }
+
+    static func clampInt(_ v: Double) -> Int { Int(clamp(v)) }
 }

@@ -17,8 +17,13 @@ struct ResponseObserver {
     /// The stream's `data: [DONE]` went by: the client has the whole answer, even if it hangs
     /// up before the end of the HTTP body (OpenAI's SDKs do).
     var sawDone = false
-    /// Non-streaming JSON: bytes seen so far when the body spans reads (copied only then).
+    /// Non-streaming JSON: bytes seen so far when the body spans reads (copied only then), up
+    /// to ``jsonKeepLimit``; past it only the last ``jsonTailBytes`` are kept (`jsonOverflowed`)
+    /// and read by ``ResponseScanner/scanTail(_:)``, so a huge answer is never held whole.
     var json: [UInt8] = []
+    var jsonOverflowed = false
+    static let jsonKeepLimit = 1 << 20
+    static let jsonTailBytes = 64 << 10
     /// The announced length of a non-streaming body (its Content-Length), if any.
     let jsonLength: Int?
 
@@ -40,11 +45,24 @@ struct ResponseObserver {
 
     /// JSON body bytes `start..<end` of `buffer` (nothing in them is ever rewritten).
     mutating func observeJSON(_ buffer: borrowing ByteBuffer, _ start: Int, _ end: Int, now: Instant) {
-        if json.isEmpty, let n = jsonLength, end - start == n {
+        if json.isEmpty && !jsonOverflowed, let n = jsonLength, end - start == n {
             // The whole JSON body arrived in one read (the usual case): scan it in place.
             scanJSON(buffer.bytes(start, end), now: now)
+            return
+        }
+        let bytes = buffer.bytes(start, end)
+        if !jsonOverflowed && json.count + bytes.count <= Self.jsonKeepLimit {
+            json.append(contentsOf: bytes)
+            return
+        }
+        // Too large to keep whole: keep a sliding tail (compacted once it doubles).
+        jsonOverflowed = true
+        if bytes.count >= Self.jsonTailBytes {
+            json.removeAll(keepingCapacity: true)
+            json.append(contentsOf: bytes[(bytes.count - Self.jsonTailBytes)...])
         } else {
-            json.append(contentsOf: buffer.bytes(start, end))
+            json.append(contentsOf: bytes)
+            if json.count > 2 * Self.jsonTailBytes { json.removeFirst(json.count - Self.jsonTailBytes) }
         }
     }
 
@@ -53,6 +71,13 @@ struct ResponseObserver {
         guard sse == nil, !json.isEmpty else { return }
         let body = json
         json = []
+        if jsonOverflowed {
+            let r = body.withUnsafeBytes { ResponseScanner.scanTail($0) }
+            usage = r.usage
+            finishReason = r.finishReason
+            firstTokenAt = firstTokenAt ?? now
+            return
+        }
         body.withUnsafeBytes { scanJSON($0, now: now) }
     }
 

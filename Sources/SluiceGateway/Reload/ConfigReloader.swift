@@ -15,6 +15,9 @@ public final class ConfigReloader: @unchecked Sendable {
     private let load: Loader
     private let report: Report
     private var watcher: FileWatcher?
+    /// Watchers of the credential files the settings in force name (see
+    /// `GatewaySettings.credentialFiles`), by path; on the control loop.
+    private var credentialWatchers: [String: FileWatcher] = [:]
     /// Reloads attempted and failed (for metrics and tests).
     public let failures = Atomic<Int>(0)
     public let attempts = Atomic<Int>(0)
@@ -28,6 +31,7 @@ public final class ConfigReloader: @unchecked Sendable {
         let done = Atomic<Bool>(false)
         loop.execute { [self] in
             watcher = try? FileWatcher(path: path, loop: loop) { [unowned self] in self.reload() }
+            watchCredentials(gateway.currentSettings)
             done.store(true, ordering: .releasing)
         }
         while !done.load(ordering: .acquiring) { usleep(200) }
@@ -43,6 +47,7 @@ public final class ConfigReloader: @unchecked Sendable {
         do {
             let s = try load()
             try gateway.apply(s)
+            watchCredentials(s)
             gateway.recordReload(failed: false)
             report(.success(gateway.generation))
         } catch {
@@ -52,8 +57,26 @@ public final class ConfigReloader: @unchecked Sendable {
         }
     }
 
+    /// Watches the credential files of `s` (and stops watching those it no longer names). A
+    /// certificate rotated in place (cert-manager, a Secret volume's `..data` swap) then takes
+    /// effect for new handshakes at once; connections in flight keep their context.
+    private func watchCredentials(_ s: GatewaySettings) {
+        let wanted = Set(s.credentialFiles)
+        for (path, w) in credentialWatchers where !wanted.contains(path) {
+            w.close()
+            credentialWatchers[path] = nil
+        }
+        for path in wanted where credentialWatchers[path] == nil {
+            credentialWatchers[path] = try? FileWatcher(path: path, loop: gateway.controlLoop) { [unowned self] in self.reload() }
+        }
+    }
+
     public func stop() {
         let loop = gateway.controlLoop
-        loop.execute { [self] in watcher?.close() }
+        loop.execute { [self] in
+            watcher?.close()
+            for w in credentialWatchers.values { w.close() }
+            credentialWatchers.removeAll()
+        }
     }
 }

@@ -1,3 +1,4 @@
+import SluiceHTTP
 import SluiceIO
 import SluiceLLM
 
@@ -42,27 +43,8 @@ enum JSON {
 }
 
 /// Reason phrases for the statuses Sluice produces itself.
+/// Reason phrases for status lines (one table, in SluiceHTTP).
 enum StatusText {
-    static func reason(_ status: Int) -> StaticString {
-        switch status {
-        case 100: "Continue"
-        case 200: "OK"
-        case 400: "Bad Request"
-        case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 408: "Request Timeout"
-        case 413: "Content Too Large"
-        case 414: "URI Too Long"
-        case 417: "Expectation Failed"
-        case 429: "Too Many Requests"
-        case 431: "Request Header Fields Too Large"
-        case 500: "Internal Server Error"
-        case 501: "Not Implemented"
-        case 502: "Bad Gateway"
-        case 503: "Service Unavailable"
-        case 504: "Gateway Timeout"
-        case 505: "HTTP Version Not Supported"
-        default: "Unknown"
-        }
-    }
+    @inline(__always)
+    static func reason(_ status: Int) -> StaticString { HTTPStatus.reason(status) }
 }

@@ -5,9 +5,12 @@ public import SluiceHTTP
 public final class UpstreamTLS: Sendable {
     public let context: TLSClientContext
     public let serverName: String
+    /// The CA bundle the context was built from (watched: a change reloads the config).
+    public let caFile: String?
 
-    public init(context: TLSClientContext, serverName: String) {
+    public init(context: TLSClientContext, serverName: String, caFile: String? = nil) {
         self.context = context
         self.serverName = serverName
+        self.caFile = caFile
     }
 }

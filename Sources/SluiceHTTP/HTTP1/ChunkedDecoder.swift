@@ -1,8 +1,10 @@
 /// An incremental decoder for the chunked transfer coding (RFC 9112 §7.1).
 ///
 /// Feed it the bytes of a message body as they arrive, in any split; it reports the payload
-/// ranges in place and where the message ends. Chunk extensions are skipped; trailer fields are
-/// read and dropped (bounded by `maxTrailerBytes`).
+/// ranges in place and where the message ends. Chunk extensions are skipped (bounded by
+/// `maxExtensionBytes` per chunk); trailer fields are read and dropped (bounded by
+/// `maxTrailerBytes`). The whole framing of a message is bounded by its reader (a request's
+/// counts against `limits.max_body_bytes`).
 ///
 /// ```
 ///  size ──CRLF──▶ data(n) ──CRLF──▶ size ... size=0 ──CRLF──▶ trailers ──CRLF──▶ done
@@ -34,7 +36,10 @@ public struct ChunkedDecoder: Sendable {
 
     var state: State = .size(value: 0, digits: 0)
     var trailerBytes = 0
+    var extensionBytes = 0
     public var maxTrailerBytes = 16 << 10
+    /// Chunk extensions carry nothing anyone uses (RFC 9112 §7.1.1); longer ones are an error.
+    public var maxExtensionBytes = 4 << 10
     public var isDone: Bool { state == .done }
 
     public init() {}
@@ -42,6 +47,7 @@ public struct ChunkedDecoder: Sendable {
     public mutating func reset() {
         state = .size(value: 0, digits: 0)
         trailerBytes = 0
+        extensionBytes = 0
     }
 
     /// Decodes from `bytes[from...]` up to the next event.
@@ -62,6 +68,7 @@ public struct ChunkedDecoder: Sendable {
                     state = .sizeLF(v)
                 } else if c == UInt8(ascii: ";") || c == 32 || c == 9 {
                     state = .extensions(v)
+                    extensionBytes = 0
                 } else {
                     return .error(.badChunk("invalid chunk size"))
                 }
@@ -70,6 +77,8 @@ public struct ChunkedDecoder: Sendable {
                 if c == 13 { state = .sizeLF(v) }
                 else if c == 10 || !CharacterClass.isFieldValue(c) { return .error(.badChunk("invalid chunk extension")) }
                 i += 1
+                extensionBytes += 1
+                if extensionBytes > maxExtensionBytes { return .error(.badChunk("chunk extension too long")) }
             case .sizeLF(let v):
                 guard c == 10 else { return .error(.badChunk("bare CR")) }
                 i += 1

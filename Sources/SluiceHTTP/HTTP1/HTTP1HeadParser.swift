@@ -396,6 +396,9 @@ public struct HTTP1HeadParser: Sendable {
         case (12, UInt8(ascii: "c")): return eq("content-type") ? .contentType : .other
         case (15, UInt8(ascii: "x")): return eq("x-forwarded-for") ? .xForwardedFor : .other
         case (17, UInt8(ascii: "x")): return eq("x-forwarded-proto") ? .xForwardedProto : .other
+        case (16, UInt8(ascii: "x")): return eq("x-forwarded-host") ? .xForwardedHost : eq("x-forwarded-port") ? .xForwardedPort : .other
+        case (9, UInt8(ascii: "x")): return eq("x-real-ip") ? .xRealIP : .other
+        case (10, UInt8(ascii: "t")): return eq("tracestate") ? .tracestate : .other
         case (12, UInt8(ascii: "x")): return eq("x-request-id") ? .xRequestID : .other
         case (11, UInt8(ascii: "t")): return eq("traceparent") ? .traceparent : .other
         case (13, UInt8(ascii: "a")): return eq("authorization") ? .authorization : .other

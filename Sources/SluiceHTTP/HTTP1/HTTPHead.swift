@@ -20,6 +20,17 @@ public enum KnownHeader: UInt8, Sendable {
     case other, host, contentLength, transferEncoding, connection, keepAlive, te, trailer, upgrade
     case proxyConnection, proxyAuthenticate, proxyAuthorization, expect, contentType
     case xForwardedFor, xForwardedProto, xRequestID, traceparent, authorization, forwarded, via
+    case xForwardedHost, xForwardedPort, xRealIP, tracestate
+
+    /// What an earlier proxy says about the client (`Forwarded`, `X-Forwarded-*`,
+    /// `X-Real-IP`): believed only from a trusted hop, otherwise any client could claim any
+    /// address or scheme.
+    @inlinable public var isForwardingInfo: Bool {
+        switch self {
+        case .forwarded, .xForwardedFor, .xForwardedProto, .xForwardedHost, .xForwardedPort, .xRealIP: true
+        default: false
+        }
+    }
 
     /// RFC 9110 §7.6.1 hop-by-hop fields (plus the `Proxy-*` family and Keep-Alive), which a
     /// proxy never forwards. Content-Length and Transfer-Encoding are re-derived per hop.

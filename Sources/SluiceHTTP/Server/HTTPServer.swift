@@ -17,6 +17,33 @@ public struct HTTPServerRequest: Sendable {
     }
 }
 
+/// Bounds and deadlines of an ``HTTPServer`` connection: the same kinds the proxy's listeners
+/// enforce (the admin listener passes the gateway's own).
+public struct HTTPServerLimits: Sendable {
+    public var head: HTTP1Limits
+    /// Larger request bodies get 413 and the connection closes.
+    public var maxBodyBytes: Int
+    /// From a request's first byte to the end of its head; then 408.
+    public var headerTimeout: Duration
+    /// From the end of the head to the end of the body; then 408.
+    public var bodyTimeout: Duration
+    /// A keep-alive connection with no request closes after this.
+    public var idleTimeout: Duration
+    /// Responses queued for a client that does not read: past this, no further pipelined
+    /// request is processed until they drain.
+    public var maxPendingOutput: Int
+
+    public init(head: HTTP1Limits = HTTP1Limits(), maxBodyBytes: Int = 32 << 20, headerTimeout: Duration = .seconds(10),
+                bodyTimeout: Duration = .seconds(60), idleTimeout: Duration = .seconds(75), maxPendingOutput: Int = 1 << 20) {
+        self.head = head
+        self.maxBodyBytes = maxBodyBytes
+        self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
+        self.idleTimeout = idleTimeout
+        self.maxPendingOutput = maxPendingOutput
+    }
+}
+
 /// Answers one request, once: either a whole response, or a stream of chunks.
 public final class HTTPResponder {
     /// Weak: a streaming handler may keep its responder (in a timer) after the client left.
@@ -46,7 +73,7 @@ public final class HTTPResponder {
     public func respond(status: Int, headers: [(String, String)] = [], body: [UInt8]) {
         guard !finished, let c = openConnection else { return }
         finished = true
-        var h = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
+        var h = "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n"
         for (k, v) in headers { h += "\(k): \(v)\r\n" }
         h += "Content-Length: \(body.count)\r\n\r\n"
         c.write(Array(h.utf8) + body)
@@ -61,7 +88,7 @@ public final class HTTPResponder {
     public func startStream(status: Int = 200, headers: [(String, String)]) {
         guard !finished, !streaming, let c = openConnection else { return }
         streaming = true
-        var h = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
+        var h = "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n"
         for (k, v) in headers { h += "\(k): \(v)\r\n" }
         h += "Transfer-Encoding: chunked\r\n\r\n"
         c.write(Array(h.utf8))
@@ -84,37 +111,29 @@ public final class HTTPResponder {
         finished = true
         weakConnection?.close(reset: reset)
     }
-
-    static func reason(_ s: Int) -> String {
-        switch s {
-        case 200: "OK"
-        case 400: "Bad Request"
-        case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 429: "Too Many Requests"
-        case 500: "Internal Server Error"
-        case 503: "Service Unavailable"
-        default: "Status"
-        }
-    }
 }
 
 public typealias HTTPHandler = (HTTPServerRequest, HTTPResponder) -> Void
 
-/// A small HTTP/1.1 server on one event loop: keep-alive, Content-Length and chunked request
-/// bodies, one request at a time per connection.
+/// A small HTTP/1.1 server on one event loop: keep-alive, pipelining, Content-Length and chunked
+/// request bodies, one request at a time per connection, with the proxy's kinds of bounds
+/// (head and body sizes, header/body/idle deadlines, queued output; ``HTTPServerLimits``).
 public final class HTTPServer {
     public let loop: EventLoop
     public let listener: Listener
     let handler: HTTPHandler
+    /// Applies to requests that start after it is set (on the loop's thread).
+    public var limits: HTTPServerLimits
     var connections: [ObjectIdentifier: HTTPServerConnection] = [:]
     /// Connections closed so far (tests watch for a proxy closing its upstream connection).
     public private(set) var closedConnections = 0
     public private(set) var acceptedConnections = 0
 
-    public init(address: SocketAddress, loop: EventLoop, reusePort: Bool = false, handler: @escaping HTTPHandler) throws(SyscallError) {
+    public init(address: SocketAddress, loop: EventLoop, reusePort: Bool = false, limits: HTTPServerLimits = HTTPServerLimits(),
+                handler: @escaping HTTPHandler) throws(SyscallError) {
         self.loop = loop
         self.handler = handler
+        self.limits = limits
         var accept: ((Int32) -> Void)? = nil
         listener = try Listener(address: address, loop: loop, reusePort: reusePort) { fd in accept?(fd) }
         accept = { [unowned self] fd in self.accept(fd) }
@@ -144,99 +163,218 @@ public final class HTTPServer {
     }
 }
 
+/// One client connection of an ``HTTPServer``.
+///
+/// ```
+/// idle ──byte──▶ head ──head──▶ body ──body──▶ busy (handler) ──response──▶ idle (or next pipelined)
+///   └─ idle timeout: close      └ 408          └ 408 / 413        any error: answer, linger, close
+/// ```
+/// Pipelined requests are taken one after another by a loop, never by recursion (a handler
+/// that answers at once re-enters `responseDone`, which only marks the connection free). The
+/// input kept is bounded by the head and body limits; while a response is pending the socket
+/// is not read past that, and while queued output is over its bound no new request starts.
 final class HTTPServerConnection: EventHandler {
     let fd: Int32
     unowned let server: HTTPServer
     var loop: EventLoop { server.loop }
     private var registration: Registration?
+    /// Received bytes; the current request starts at `requestStart`.
     private var inbuf: [UInt8] = []
+    private var requestStart = 0
     private var outbuf: [UInt8] = []
-    private var parser = HTTP1HeadParser(kind: .request, limits: HTTP1Limits(maxHeadBytes: 64 << 10, maxHeaderCount: 200, maxRequestLine: 16 << 10))
-    private let head = HTTPHead(capacity: 200)
+    private var outStart = 0
+    private var parser: HTTP1HeadParser
+    private let head: HTTPHead
+    private var limits: HTTPServerLimits
+    /// A chunked body being decoded: the decoder, how far it has read (from `start`), the payload.
+    private var chunked = ChunkedDecoder()
+    private var chunkScan = 0
+    private var chunkPayload: [UInt8] = []
+    private var headParsed = false
     private var busy = false
+    private var processing = false
     private var keepAlive = true
+    /// More input is waiting in the kernel that was not read (the buffer was at its bound).
+    private var readPaused = false
+    private var lingering = false
     private(set) var isOpen = true
     private(set) var generation = 0
+    private var timer: Timer!
+    private var deadline = Instant(nanoseconds: .max)
+    private enum Waiting { case idle, head, body, none }
 
     init(fd: Int32, server: HTTPServer) {
         self.fd = fd
         self.server = server
+        limits = server.limits
+        parser = HTTP1HeadParser(kind: .request, limits: limits.head)
+        head = HTTPHead(capacity: limits.head.maxHeaderCount)
     }
 
     func start() throws(SyscallError) {
         registration = try loop.register(fd, handler: self)
+        timer = Timer { [unowned self] in self.timerFired() }
+        arm(.idle)
     }
+
+    private var pendingInput: Int { inbuf.count - requestStart }
+    private var pendingOutput: Int { outbuf.count - outStart }
+    /// Input held at most: one request's head and body, plus a read's worth.
+    private var inputBound: Int { limits.head.maxHeadBytes + limits.maxBodyBytes + 65536 }
 
     func handleEvent(_ events: UInt32) {
         if events & EventLoop.Events.writable != 0 { flush() }
         if events & (EventLoop.Events.readable | EventLoop.Events.readHangup | EventLoop.Events.hangup | EventLoop.Events.error) != 0 {
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while isOpen {
+            readAvailable()
+        }
+    }
+
+    private func readAvailable() {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while isOpen {
+            if lingering {
+                // Draining what the client still sends after our last answer (see `finish`).
                 let r = chunk.withUnsafeMutableBytes { try? Sys.read(fd, $0.baseAddress!, $0.count) }
                 switch r {
-                case .processed(let n)? where n > 0:
-                    inbuf += chunk[0..<n]
-                case .wouldBlock?:
-                    process()
-                    return
-                default:
-                    close(reset: false)
-                    return
+                case .processed(let n)? where n > 0: continue
+                case .wouldBlock?: return
+                default: close(reset: false); return
                 }
+            }
+            if pendingInput >= inputBound {
+                readPaused = true
+                return
+            }
+            let r = chunk.withUnsafeMutableBytes { try? Sys.read(fd, $0.baseAddress!, $0.count) }
+            switch r {
+            case .processed(let n)? where n > 0:
+                if pendingInput == 0 && !busy { arm(.head) }
+                inbuf += chunk[0..<n]
+                process()
+            case .wouldBlock?:
+                readPaused = false
+                return
+            default:
+                close(reset: false)
+                return
             }
         }
     }
 
+    /// Takes complete requests off the input, one at a time, iteratively.
     private func process() {
-        while !busy && isOpen && !inbuf.isEmpty {
-            let result = inbuf.withUnsafeBytes { parser.parse($0, into: head) }
-            switch result {
-            case .incomplete:
-                return
-            case .error(let e):
-                let body = "{\"error\":{\"message\":\"\(e.message)\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}"
-                write(Array("HTTP/1.1 \(e.status) Bad Request\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
-                keepAlive = false
-                busy = true
-                return
-            case .complete:
-                var body: [UInt8] = []
-                var consumed = head.length
-                switch head.framing {
-                case .length(let n):
-                    if inbuf.count < head.length + n { return }
-                    body = Array(inbuf[head.length..<(head.length + n)])
-                    consumed += n
-                case .chunked:
-                    switch inbuf.withUnsafeBytes({ ChunkedDecoder.decodeWhole($0, from: head.length) }) {
-                    case .complete(let payload, let end):
-                        body = payload
-                        consumed = end
-                    case .incomplete: return
-                    case .invalid:
-                        close(reset: false)
-                        return
-                    }
-                default:
-                    break
-                }
-                let req = inbuf.withUnsafeBytes { b -> HTTPServerRequest in
-                    func s(_ r: ByteRange) -> String { String(decoding: b[Int(r.start)..<Int(r.end)], as: UTF8.self) }
-                    let target = s(head.target)
-                    let q = target.firstIndex(of: "?")
-                    var headers: [(String, String)] = []
-                    for i in 0..<head.count { headers.append((s(head[i].name), s(head[i].value))) }
-                    return HTTPServerRequest(method: s(head.methodRange), path: q.map { String(target[..<$0]) } ?? target,
-                                             query: q.map { String(target[target.index(after: $0)...]) } ?? "",
-                                             headers: headers, body: body)
-                }
-                keepAlive = head.keepAlive
-                inbuf.removeFirst(consumed)
-                parser.reset()
-                busy = true
-                generation += 1
-                server.handler(req, HTTPResponder(connection: self, generation: generation))
+        guard !processing else { return }  // re-entered from a handler that answered at once
+        processing = true
+        defer { processing = false }
+        while isOpen && !busy && !lingering && pendingInput > 0 && pendingOutput < limits.maxPendingOutput {
+            guard let (body, consumed) = nextRequest() else { break }
+            let req = inbuf.withUnsafeBytes { all -> HTTPServerRequest in
+                let b = UnsafeRawBufferPointer(rebasing: all[requestStart...])
+                func s(_ r: ByteRange) -> String { String(decoding: b[Int(r.start)..<Int(r.end)], as: UTF8.self) }
+                let target = s(head.target)
+                let q = target.firstIndex(of: "?")
+                var headers: [(String, String)] = []
+                for i in 0..<head.count { headers.append((s(head[i].name), s(head[i].value))) }
+                return HTTPServerRequest(method: s(head.methodRange), path: q.map { String(target[..<$0]) } ?? target,
+                                         query: q.map { String(target[target.index(after: $0)...]) } ?? "",
+                                         headers: headers, body: body)
             }
+            keepAlive = head.keepAlive
+            requestStart += consumed
+            headParsed = false
+            parser.reset()
+            busy = true
+            generation += 1
+            arm(.none)
+            server.handler(req, HTTPResponder(connection: self, generation: generation))
+        }
+        compact()
+        if isOpen && !busy && !lingering { arm(pendingInput > 0 ? (headParsed ? .body : .head) : .idle) }
+    }
+
+    /// The next complete request's body and its length on the wire, or nil (more input is
+    /// needed, or the request was refused and the connection is closing).
+    private func nextRequest() -> ([UInt8], Int)? {
+        inbuf.withUnsafeBytes { all -> ([UInt8], Int)? in
+            let b = UnsafeRawBufferPointer(rebasing: all[requestStart...])
+            if !headParsed {
+                switch parser.parse(b, into: head) {
+                case .incomplete:
+                    return nil
+                case .error(let e):
+                    refuse(e.status, e.message)
+                    return nil
+                case .complete:
+                    headParsed = true
+                    chunked.reset()
+                    chunkScan = head.length
+                    chunkPayload = []
+                    if case .length(let n) = head.framing, n > limits.maxBodyBytes {
+                        refuse(413, "Request body too large; the limit is \(limits.maxBodyBytes) bytes.")
+                        return nil
+                    }
+                    arm(.body)
+                }
+            }
+            switch head.framing {
+            case .length(let n):
+                guard b.count >= head.length + n else { return nil }
+                return (Array(b[head.length..<(head.length + n)]), head.length + n)
+            case .chunked:
+                while true {
+                    switch chunked.next(b, from: chunkScan) {
+                    case .data(let s, let e):
+                        chunkPayload += b[s..<e]
+                        chunkScan = e
+                        if chunkPayload.count > limits.maxBodyBytes {
+                            refuse(413, "Request body too large; the limit is \(limits.maxBodyBytes) bytes.")
+                            return nil
+                        }
+                    case .needMore:
+                        chunkScan = b.count
+                        if chunkScan - head.length > limits.maxBodyBytes {
+                            refuse(413, "Request body too large; the limit is \(limits.maxBodyBytes) bytes (chunk framing included).")
+                        }
+                        return nil
+                    case .done(let end):
+                        let body = chunkPayload
+                        chunkPayload = []
+                        return (body, end)
+                    case .error(let e):
+                        refuse(e.status, e.message)
+                        return nil
+                    }
+                }
+            default:
+                return ([], head.length)
+            }
+        }
+    }
+
+    /// Answers a request that cannot be served with an OpenAI-shaped error and closes.
+    private func refuse(_ status: Int, _ message: String) {
+        var escaped = ""
+        for ch in message.unicodeScalars {
+            switch ch {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            default: escaped.unicodeScalars.append(ch.value < 0x20 ? " " : ch)
+            }
+        }
+        let body = "{\"error\":{\"message\":\"\(escaped)\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}"
+        write(Array("HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
+        keepAlive = false
+        busy = true
+        finish()
+    }
+
+    private func compact() {
+        if requestStart == inbuf.count {
+            inbuf.removeAll(keepingCapacity: inbuf.capacity <= 65536)
+            requestStart = 0
+        } else if requestStart > 65536 {
+            inbuf.removeFirst(requestStart)
+            requestStart = 0
         }
     }
 
@@ -246,30 +384,86 @@ final class HTTPServerConnection: EventHandler {
     }
 
     private func flush() {
-        while isOpen && !outbuf.isEmpty {
-            let r = outbuf.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
+        while isOpen && pendingOutput > 0 {
+            let r = outbuf.withUnsafeBytes { b in try? Sys.send(fd, b.baseAddress! + outStart, b.count - outStart) }
             switch r {
-            case .processed(let n)?: outbuf.removeFirst(n)
+            case .processed(let n)?: outStart += n
             case .wouldBlock?: return
             case nil: close(reset: false); return
             }
         }
-        if outbuf.isEmpty && !busy && !keepAlive { close(reset: false) }
+        guard isOpen else { return }
+        outbuf.removeAll(keepingCapacity: outbuf.capacity <= 65536)
+        outStart = 0
+        if !keepAlive && !busy {
+            finish()
+        } else if !busy && !processing && pendingInput > 0 {
+            // Output drained: pipelined requests held back by it go on.
+            process()
+        }
     }
 
     func responseDone() {
         busy = false
         if !keepAlive {
-            flush()
+            finish()
             return
         }
+        if processing { return }  // the loop in process() takes the next request
         process()
+        if readPaused { readAvailable() }
+    }
+
+    /// No more responses on this connection: once the queued output is sent, stop writing and
+    /// drain what the client still sends for a moment, then close — closing with unread input
+    /// would reset the connection and could destroy the answer before the client reads it.
+    private func finish() {
+        guard isOpen, !lingering else { return }
+        if pendingOutput > 0 { return }  // flush() calls back once it is out
+        lingering = true
+        Sys.shutdown(fd, Int32(SHUT_WR))
+        setDeadline(loop.now + .seconds(2))
+        readAvailable()
+    }
+
+    // MARK: deadlines
+
+    private func arm(_ w: Waiting) {
+        let d: Duration
+        switch w {
+        case .idle: d = limits.idleTimeout
+        case .head: d = limits.headerTimeout
+        case .body: d = limits.bodyTimeout
+        case .none:
+            deadline = Instant(nanoseconds: .max)
+            return
+        }
+        if d.isPositive { setDeadline(loop.now + d) } else { deadline = Instant(nanoseconds: .max) }
+    }
+
+    private func setDeadline(_ d: Instant) {
+        deadline = d
+        if !timer.isArmed || timer.deadline > d { loop.schedule(timer, at: d) }
+    }
+
+    private func timerFired() {
+        guard isOpen else { return }
+        if loop.now < deadline {
+            if deadline.nanoseconds != .max { loop.schedule(timer, at: deadline) }
+            return
+        }
+        if lingering || busy || pendingInput == 0 {
+            close(reset: false)
+        } else {
+            refuse(408, "Timed out reading the request.")
+        }
     }
 
     func close(reset: Bool) {
         guard isOpen else { return }
         isOpen = false
         if reset { TCP.setLingerZero(fd) }
+        if let t = timer, t.isArmed { loop.cancel(t) }
         if let r = registration { loop.deregister(r) }
         registration = nil
         Sys.close(fd)

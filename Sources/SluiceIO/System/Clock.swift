@@ -19,9 +19,11 @@ public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
     @inlinable
     public static func < (a: Instant, b: Instant) -> Bool { a.nanoseconds < b.nanoseconds }
 
+    /// Saturating: a configured timeout of decades is "never" (`.max`), not a wrap into the past.
     @inlinable
     public static func + (a: Instant, d: Duration) -> Instant {
-        Instant(nanoseconds: a.nanoseconds &+ UInt64(clamping: d.nanoseconds))
+        let (v, overflow) = a.nanoseconds.addingReportingOverflow(UInt64(clamping: d.nanoseconds))
+        return Instant(nanoseconds: overflow ? .max : v)
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.

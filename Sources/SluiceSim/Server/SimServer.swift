@@ -85,7 +85,11 @@ public final class SimServer {
         }
         let s = SimServer(options: options, loop: loop)
         s.stepTimer = Timer { [unowned s] in s.onStep() }
-        s.http = try HTTPServer(address: address, loop: loop, reusePort: options.reusePort) { [unowned s] req, resp in
+        // No connection deadlines: a simulated model server keeps its clients' (the gateway's)
+        // keep-alive connections as long as they like, and an idle one arms no timer, so many
+        // simulators share two cores. Bodies up to 64 MiB (long prompts).
+        let limits = HTTPServerLimits(maxBodyBytes: 64 << 20, headerTimeout: .zero, bodyTimeout: .zero, idleTimeout: .zero)
+        s.http = try HTTPServer(address: address, loop: loop, reusePort: options.reusePort, limits: limits) { [unowned s] req, resp in
             s.handle(req, resp)
         }
         return s
