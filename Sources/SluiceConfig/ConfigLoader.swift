@@ -117,16 +117,16 @@ public struct ConfigLoader {
             unknown(m, p, ["max_connections", "max_connections_per_worker", "max_header_bytes", "max_header_count",
                            "max_request_line", "max_body_bytes", "max_concurrent_streams", "spare_buffer_bytes",
                            "heap_trim_bytes", "http2_buffer_bytes", "default_max_tokens"])
-            if let v = intField(m, p, "max_connections", min: 1) { s.limits.maxConnections = v }
-            if let v = intField(m, p, "max_connections_per_worker", min: 1) { s.limits.maxConnectionsPerWorker = v }
-            if let v = sizeField(m, p, "max_header_bytes", min: 1024) { s.limits.head.maxHeadBytes = v }
-            if let v = intField(m, p, "max_header_count", min: 1) { s.limits.head.maxHeaderCount = v }
-            if let v = sizeField(m, p, "max_request_line", min: 256) { s.limits.head.maxRequestLine = v }
-            if let v = sizeField(m, p, "max_body_bytes", min: 1) { s.limits.maxBodyBytes = v }
-            if let v = intField(m, p, "max_concurrent_streams", min: 1) { s.limits.maxConcurrentStreams = v }
-            if let v = sizeField(m, p, "spare_buffer_bytes", min: 0) { s.limits.spareBufferBytes = v }
-            if let v = sizeField(m, p, "heap_trim_bytes", min: 0) { s.limits.heapTrimBytes = v }
-            if let v = sizeField(m, p, "http2_buffer_bytes", min: 0) { s.limits.http2BufferBytes = v }
+            if let v = intField(m, p, "max_connections", min: 1, max: 1 << 24) { s.limits.maxConnections = v }
+            if let v = intField(m, p, "max_connections_per_worker", min: 1, max: 1 << 24) { s.limits.maxConnectionsPerWorker = v }
+            if let v = sizeField(m, p, "max_header_bytes", min: 1024, max: 1 << 20) { s.limits.head.maxHeadBytes = v }
+            if let v = intField(m, p, "max_header_count", min: 1, max: 10_000) { s.limits.head.maxHeaderCount = v }
+            if let v = sizeField(m, p, "max_request_line", min: 256, max: 1 << 20) { s.limits.head.maxRequestLine = v }
+            if let v = sizeField(m, p, "max_body_bytes", min: 1, max: 1 << 30) { s.limits.maxBodyBytes = v }
+            if let v = intField(m, p, "max_concurrent_streams", min: 1, max: 1 << 16) { s.limits.maxConcurrentStreams = v }
+            if let v = sizeField(m, p, "spare_buffer_bytes", min: 0, max: 1 << 40) { s.limits.spareBufferBytes = v }
+            if let v = sizeField(m, p, "heap_trim_bytes", min: 0, max: 1 << 40) { s.limits.heapTrimBytes = v }
+            if let v = sizeField(m, p, "http2_buffer_bytes", min: 0, max: 1 << 30) { s.limits.http2BufferBytes = v }
             if let v = intField(m, p, "default_max_tokens", min: 1, max: Int(Int32.max)) { s.limits.defaultMaxTokens = v }
         }
         if let n = child("timeouts"), let m = map(n, "timeouts") {
@@ -142,7 +142,7 @@ public struct ConfigLoader {
         if let n = child("upstream"), let m = map(n, "upstream") {
             let p = "upstream"
             unknown(m, p, ["keepalive_per_endpoint", "max_idle_time", "retries"])
-            if let v = intField(m, p, "keepalive_per_endpoint", min: 0) { s.upstream.keepalivePerEndpoint = v }
+            if let v = intField(m, p, "keepalive_per_endpoint", min: 0, max: 1 << 20) { s.upstream.keepalivePerEndpoint = v }
             if let v = durationField(m, p, "max_idle_time") { s.upstream.maxIdleTime = v }
             if let v = intField(m, p, "retries", min: 0, max: 10) { s.upstream.retries = v }
         }
@@ -153,7 +153,7 @@ public struct ConfigLoader {
             if let v = bool(m, "proxy", "via") { s.proxy.via = v }
             if let v = bool(m, "proxy", "request_usage") { s.proxy.requestUsage = v }
             if let v = bool(m, "proxy", "route_header") { s.proxy.routeHeader = v }
-            if let v = sizeField(m, "proxy", "body_low_water", min: 0) { s.proxy.bodyLowWater = v }
+            if let v = sizeField(m, "proxy", "body_low_water", min: 0, max: 1 << 30) { s.proxy.bodyLowWater = v }
         }
         if let n = child("health"), let m = map(n, "health") {
             let p = "health"
@@ -161,7 +161,7 @@ public struct ConfigLoader {
             if let v = str(m, p, "path") { s.health.path = v }
             if let v = durationField(m, p, "interval") { s.health.interval = v }
             if let v = durationField(m, p, "timeout") { s.health.timeout = v }
-            if let v = intField(m, p, "unhealthy_threshold", min: 1) { s.health.unhealthyThreshold = v }
+            if let v = intField(m, p, "unhealthy_threshold", min: 1, max: 1_000_000) { s.health.unhealthyThreshold = v }
             if let v = durationField(m, p, "eject_base") { s.health.ejectBase = v }
             if let v = durationField(m, p, "max_eject") { s.health.maxEject = v }
         }
@@ -351,7 +351,7 @@ public struct ConfigLoader {
             if let d = durationField(m, p, "ttl") {
                 if d < .milliseconds(1) { issue("\(p).ttl", "must be at least 1ms", field(m, "ttl")!.line) } else { s.cache.ttl = d }
             }
-            if let v = sizeField(m, p, "max_entry_size", min: 1) { s.cache.maxEntryBytes = v }
+            if let v = sizeField(m, p, "max_entry_size", min: 1, max: 512 << 20) { s.cache.maxEntryBytes = v }
             if let v = str(m, p, "scope") {
                 if let sc = GatewaySettings.Cache.Scope(rawValue: v) { s.cache.scope = sc } else {
                     issue("\(p).scope", "must be tenant or shared", field(m, "scope")!.line)
@@ -366,10 +366,10 @@ public struct ConfigLoader {
                 guard let m = map(item, p) else { continue }
                 unknown(m, p, ["tenant", "model", "requests_per_minute", "tokens_per_minute", "request_burst", "token_burst"])
                 var rule = GatewaySettings.RateLimitRule(tenant: str(m, p, "tenant") ?? "*", model: str(m, p, "model"))
-                rule.requestsPerMinute = intField(m, p, "requests_per_minute", min: 1)
-                rule.tokensPerMinute = intField(m, p, "tokens_per_minute", min: 1)
-                rule.requestBurst = intField(m, p, "request_burst", min: 1)
-                rule.tokenBurst = intField(m, p, "token_burst", min: 1)
+                rule.requestsPerMinute = intField(m, p, "requests_per_minute", min: 1, max: 1 << 40)
+                rule.tokensPerMinute = intField(m, p, "tokens_per_minute", min: 1, max: 1 << 50)
+                rule.requestBurst = intField(m, p, "request_burst", min: 1, max: 1 << 40)
+                rule.tokenBurst = intField(m, p, "token_burst", min: 1, max: 1 << 50)
                 if rule.requestsPerMinute == nil && rule.tokensPerMinute == nil {
                     issue(p, "needs requests_per_minute or tokens_per_minute", item.line)
                 }
@@ -493,10 +493,10 @@ public struct ConfigLoader {
             if let f = number(gm, "\(p).load_guard", "factor") {
                 if f < 1 { issue("\(p).load_guard.factor", "must be >= 1", field(gm, "factor")!.line) } else { loadGuard.factor = f }
             }
-            if let sl = intField(gm, "\(p).load_guard", "slack", min: 0) { loadGuard.slack = sl }
+            if let sl = intField(gm, "\(p).load_guard", "slack", min: 0, max: 1 << 20) { loadGuard.slack = sl }
         }
         var saturation = SaturationFilter()
-        if let w = intField(m, p, "max_waiting", min: 0) { saturation.maxWaiting = w }
+        if let w = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { saturation.maxWaiting = w }
         if let kv = number(m, p, "max_kv_use") {
             if kv <= 0 || kv > 1 { issue("\(p).max_kv_use", "must be > 0 and <= 1", field(m, "max_kv_use")!.line) } else { saturation.maxKVUse = kv }
         }
@@ -585,14 +585,25 @@ public struct ConfigLoader {
         return d
     }
 
-    private mutating func sizeField(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, min: Int) -> Int? {
+    /// A size in `min...max` bytes. Every size has an upper bound: the values feed buffer
+    /// sizes, flow-control windows (31 bits) and arithmetic that must not overflow.
+    private mutating func sizeField(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, _ k: String, min: Int, max: Int) -> Int? {
         guard let n = field(m, k) else { return nil }
         guard case .scalar(let s, _, _) = n, let v = Self.parseSize(s) else {
             issue("\(p).\(k)", "must be a size like 512, 64KiB, 8MiB or 1GiB", n.line)
             return nil
         }
         if v < min { issue("\(p).\(k)", "must be at least \(min) bytes", n.line); return nil }
+        if v > max { issue("\(p).\(k)", "must be at most \(Self.describeSize(max))", n.line); return nil }
         return v
+    }
+
+    /// `1GiB`, `512MiB`, `64KiB` or bytes: how a bound is named in an issue.
+    static func describeSize(_ v: Int) -> String {
+        for (unit, m) in [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where v >= m && v % m == 0 {
+            return "\(v / m)\(unit)"
+        }
+        return "\(v) bytes"
     }
 
     /// `250ms`, `10s`, `5m`, `1h`; `0` (no unit) means disabled.

@@ -234,6 +234,29 @@ def test_sidecar_talks_over_localhost_and_exposes_only_sluice():
     assert sorted(p["port"] for p in svc["spec"]["ports"]) == [8080, 9090]
 
 
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_admin_listener_is_not_public(name):
+    """Issue 22: the admin listener binds 0.0.0.0 (for probes and scrapes), so every overlay
+    either sets admin.token or ships a NetworkPolicy that admits port 9090 only from a
+    selected namespace (read from the files: no kubectl needed)."""
+    d = HERE / "overlays" / name
+    cfg = yaml.safe_load((d / "sluice.yaml").read_text())
+    if cfg.get("admin", {}).get("token") or cfg.get("admin", {}).get("token_sha256"):
+        return
+    resources = yaml.safe_load((d / "kustomization.yaml").read_text()).get("resources", [])
+    policies = [doc for r in resources if (d / r).is_file()
+                for doc in yaml.safe_load_all((d / r).read_text()) if doc and doc.get("kind") == "NetworkPolicy"]
+    assert policies, f"{name}: admin on 0.0.0.0 without admin.token and without a NetworkPolicy"
+    admin_rules = [rule for p in policies for rule in p["spec"].get("ingress", [])
+                   if any(port.get("port") in (9090, "admin") for port in rule.get("ports", []))]
+    assert admin_rules, f"{name}: no NetworkPolicy rule for the admin port"
+    for rule in admin_rules:
+        for peer in rule.get("from", []):
+            sel = peer.get("namespaceSelector")
+            assert sel is None or sel.get("matchLabels") or sel.get("matchExpressions"), \
+                f"{name}: the admin port is open to every namespace"
+
+
 @pytest.mark.skipif(not os.environ.get("SLUICE_BIN"), reason="set SLUICE_BIN to run `sluice validate`")
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(HERE)) for p in HERE.rglob("sluice.yaml")))
 def test_configs_validate(config):

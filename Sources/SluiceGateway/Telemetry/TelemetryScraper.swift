@@ -124,10 +124,15 @@ final class TelemetryScraper {
                     }
                     rt.updateTelemetry { t in
                         t.scrapedAt = now
-                        t.waiting = Int(m.requestsWaiting ?? 0)
-                        t.running = Int(m.requestsRunning ?? 0)
-                        t.kvUse = m.kvCacheUsage ?? 0
-                        if let b = m.blockSize, let n = m.numGPUBlocks { t.kvCapacityTokens = b * n }
+                        // What a model server reports is range-checked here, where it enters:
+                        // NaN, infinities and absurd values must not trap a conversion.
+                        t.waiting = Self.count(m.requestsWaiting)
+                        t.running = Self.count(m.requestsRunning)
+                        t.kvUse = m.kvCacheUsage.map { $0.isNaN ? 0 : min(max($0, 0), 1) } ?? 0
+                        if let b = m.blockSize, let n = m.numGPUBlocks {
+                            let (tokens, overflow) = b.multipliedReportingOverflow(by: n)
+                            t.kvCapacityTokens = overflow ? Int(Int32.max) : min(tokens, Int(Int32.max))
+                        }
                         t.maxLoras = m.lora?.maxLoras ?? t.maxLoras
                         t.adaptersRunning = running
                         t.adaptersWaiting = waiting
@@ -204,5 +209,11 @@ final class TelemetryScraper {
             }
         }
         return out
+    }
+
+    /// A gauge read as a count in 0...2^31-1 (NaN and negatives: 0).
+    static func count(_ v: Double?) -> Int {
+        guard let v, !v.isNaN, v > 0 else { return 0 }
+        return v >= Double(Int32.max) ? Int(Int32.max) : Int(v)
     }
 }
