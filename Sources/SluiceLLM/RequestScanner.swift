@@ -40,6 +40,8 @@ extension RequestScanner {
         var result = ScannedRequest()
         var maxTokens: Int?
         var maxCompletionTokens: Int?
+        /// Where the last integer read by `int` started (error offsets).
+        var lastNumberStart = 0
 
         init(_ body: UnsafeRawBufferPointer, maxDepth: Int, endpoint: OpenAIEndpoint, segments: UnsafeMutableBufferPointer<PromptSegment>) {
             c = JSONCursor(body, maxDepth: maxDepth)
@@ -145,6 +147,7 @@ extension RequestScanner {
             let ch = try c.peek()
             if ch == UInt8(ascii: "-") || SWAR.isDigit(ch) {
                 let (r, isInteger) = try c.scanNumber()
+                lastNumberStart = r.start
                 guard isInteger else { throw E(offset: r.start, kind: .wrongType(f, expected: .integer)) }
                 guard let v = JSONNumber.int64(c.p, r) else { throw E(offset: r.start, kind: .outOfRange(f)) }
                 return v
@@ -158,11 +161,9 @@ extension RequestScanner {
         /// the upper bound keeps the gateway's own arithmetic (token reservations: prompt +
         /// max_tokens × n) far from overflow.
         mutating func count(_ f: RequestScanError.Field) throws(E) -> Int? {
-            _ = try c.peek()
-            let at = c.pos
             guard let v = try int(f) else { return nil }
             guard v >= 1 && v <= Int64(ScannedRequest.maxCount) else {
-                throw E(offset: at, kind: .notInRange(f, min: 1, max: Int64(ScannedRequest.maxCount)))
+                throw E(offset: lastNumberStart, kind: .notInRange(f, min: 1, max: Int64(ScannedRequest.maxCount)))
             }
             return Int(v)
         }

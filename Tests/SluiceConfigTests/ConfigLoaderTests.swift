@@ -51,15 +51,15 @@ import Testing
     @Test func everyKeyIsRead() throws {
         let s = try ConfigLoader.load(text: """
             listen: [{ address: "127.0.0.1:7000", http2: false }]
-            admin: { address: "127.0.0.1:7001" }
+            admin: { address: "127.0.0.1:7001", token: "t0ken" }
             workers: 3
             limits: { max_connections: 10, max_connections_per_worker: 5, max_header_bytes: 4KiB, max_header_count: 20,
                       max_request_line: 1KiB, max_body_bytes: 1MiB, max_concurrent_streams: 7, spare_buffer_bytes: 3MiB,
-                      heap_trim_bytes: 5MiB }
+                      heap_trim_bytes: 5MiB, http2_buffer_bytes: 2MiB, default_max_tokens: 77 }
             timeouts: { client_header: 1s, client_body: 2s, idle: 3s, upstream_connect: 4s, upstream_first_byte: 5s,
                         upstream_idle: 6s, request: 7s, grace: 8s, drain_delay: 9s }
             upstream: { keepalive_per_endpoint: 11, max_idle_time: 12s, retries: 2 }
-            proxy: { x_forwarded: false, via: true, request_usage: false, body_low_water: 0 }
+            proxy: { x_forwarded: false, trust_forwarded: true, via: true, request_usage: false, body_low_water: 0 }
             health: { path: /ready, interval: 13s, timeout: 14s, unhealthy_threshold: 4, eject_base: 2s, max_eject: 60s }
             telemetry: { interval: 100ms, timeout: 200ms, staleness: 300ms, metrics_path: /m, models_path: /mm }
             pools:
@@ -75,7 +75,9 @@ import Testing
         #expect(s.limits.maxConnections == 10 && s.limits.maxConnectionsPerWorker == 5 && s.limits.head.maxHeadBytes == 4096)
         #expect(s.limits.head.maxHeaderCount == 20 && s.limits.head.maxRequestLine == 1024 && s.limits.maxBodyBytes == 1 << 20)
         #expect(s.limits.maxConcurrentStreams == 7 && s.limits.spareBufferBytes == 3 << 20)
-        #expect(s.limits.heapTrimBytes == 5 << 20)
+        #expect(s.limits.heapTrimBytes == 5 << 20 && s.limits.http2BufferBytes == 2 << 20 && s.limits.defaultMaxTokens == 77)
+        #expect(s.proxy.trustForwarded)
+        #expect(s.adminTokenSHA256 == SHA256.hash(Array("t0ken".utf8)))
         #expect(s.timeouts.clientHeader == .seconds(1) && s.timeouts.drainDelay == .seconds(9) && s.timeouts.request == .seconds(7))
         #expect(s.upstream.keepalivePerEndpoint == 11 && s.upstream.maxIdleTime == .seconds(12) && s.upstream.retries == 2)
         #expect(!s.proxy.xForwarded && s.proxy.via && !s.proxy.requestUsage && s.proxy.bodyLowWater == 0)
@@ -159,6 +161,16 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { max_waiting: -1 } }]", "max_waiting: must be between 0"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { pick: best } }]", "pools[0].routing.pick: unknown key"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }\n", "YAML:"),
+        // Every size and count has an upper bound (issue 22: numbers from a config file are
+        // range-checked too; they size buffers and windows).
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_body_bytes: 2GiB }", "limits.max_body_bytes: must be at most 1GiB"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_header_bytes: 2MiB }", "limits.max_header_bytes: must be at most 1MiB"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { http2_buffer_bytes: 4GiB }", "limits.http2_buffer_bytes: must be at most 1GiB"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_concurrent_streams: 100000000 }", "limits.max_concurrent_streams: must be between 1 and 65536"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { default_max_tokens: 0 }", "limits.default_max_tokens: must be between 1 and 2147483647"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_connections: 9223372036854775807 }", "limits.max_connections: must be between 1"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nadmin: { address: \"127.0.0.1:9\", token: \"\" }", "admin.token: is empty"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nadmin: { address: \"127.0.0.1:9\", token_sha256: abc }", "admin.token_sha256: must be 64 hex digits"),
     ])
     func rules(_ yaml: String, _ expected: String) {
         let found = issues(yaml)

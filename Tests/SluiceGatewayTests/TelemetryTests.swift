@@ -106,3 +106,14 @@ func referencePath(_ name: String) -> String {
     let beside = repo.deletingLastPathComponent().appendingPathComponent("shared/vllm-reference/\(name)").path
     return FileManager.default.fileExists(atPath: beside) ? beside : "/work/shared/vllm-reference/\(name)"
 }
+
+/// What a model server reports enters as a bounded count: NaN, infinities, negatives and absurd
+/// values must not trap a conversion (issue 22).
+@Suite struct TelemetryRangeTests {
+    @Test(arguments: [(Double?.none, 0), (.nan, 0), (-3.0, 0), (.infinity, Int(Int32.max)), (1e300, Int(Int32.max)),
+                      (12.9, 12), (Double(Int32.max) + 5, Int(Int32.max))])
+    func gaugesBecomeBoundedCounts(_ v: Double?, _ expected: Int) {
+        #expect(TelemetryScraper.count(v) == expected)
+    }
+}
+

@@ -10,6 +10,7 @@ struct FieldLineCopier {
     private var end = 0
 
     /// Queues `field`'s line (`name: value` as received, then CRLF).
+    @inline(__always)
     mutating func add(_ field: HeaderField, from source: UnsafeRawBufferPointer, to head: inout ByteBuffer) {
         let s = Int(field.name.start), e = Int(field.value.end)
         let endsInCRLF = e + 1 < source.count && source[e] == 13 && source[e + 1] == 10

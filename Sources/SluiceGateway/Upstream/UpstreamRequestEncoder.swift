@@ -1,3 +1,4 @@
+import Glibc
 import SluiceHTTP
 import SluiceIO
 
@@ -152,8 +153,10 @@ enum UpstreamRequestEncoder {
     /// (`http://h?q=1` → `/?q=1`, RFC 9112 §3.2.1).
     static func appendOriginForm(_ t: ByteRange, _ authority: ByteRange?, _ b: UnsafeRawBufferPointer, to h: inout ByteBuffer) {
         let rest = authority.map { Int($0.end) } ?? Int(t.start)
-        var fragment = rest
-        while fragment < Int(t.end) && b[fragment] != UInt8(ascii: "#") { fragment += 1 }
+        var fragment = Int(t.end)
+        if rest < fragment, let hash = memchr(b.baseAddress! + rest, Int32(UInt8(ascii: "#")), fragment - rest) {
+            fragment = b.baseAddress!.distance(to: UnsafeRawPointer(hash))
+        }
         if authority != nil && (rest >= fragment || b[rest] != UInt8(ascii: "/")) { h.append("/") }
         if authority == nil && rest >= fragment { h.append("/") }
         if rest < fragment { h.append(b.slice(ByteRange(rest, fragment))) }
