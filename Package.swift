@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SluiceLLM", targets: ["SluiceLLM"]),
         .library(name: "SluiceGateway", targets: ["SluiceGateway"]),
         .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
+        .library(name: "SluiceSettings", targets: ["SluiceSettings"]),
         .library(name: "SluiceRouting", targets: ["SluiceRouting"]),
     ],
     targets: [
@@ -35,19 +36,23 @@ let package = Package(
         // hiredis's .pc file carries a flag SwiftPM prohibits, so it is linked by the modulemap.
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
 
+        // base: what every layer shares (byte ranges, SHA-256); pure, imports nothing
+        .target(name: "SluiceBase", swiftSettings: strict),
+        .testTarget(name: "SluiceBaseTests", dependencies: ["SluiceBase"]),
+
         // I/O core
         .target(name: "SluiceIO", dependencies: ["CSluiceLinux"], swiftSettings: strict),
         .testTarget(name: "SluiceIOTests", dependencies: ["SluiceIO", "CSluiceLinux"]),
 
         // protocols
-        .target(name: "SluiceHTTP", dependencies: ["SluiceIO", "COpenSSL"], swiftSettings: strict),
+        .target(name: "SluiceHTTP", dependencies: ["SluiceBase", "SluiceIO", "COpenSSL"], swiftSettings: strict),
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
 
-        .target(name: "SluiceRedis", dependencies: ["SluiceIO", "CHiredis"], swiftSettings: strict),
-        .testTarget(name: "SluiceRedisTests", dependencies: ["SluiceRedis", "SluiceIO"]),
+        .target(name: "SluiceRedis", dependencies: ["SluiceBase", "SluiceIO", "CHiredis"], swiftSettings: strict),
+        .testTarget(name: "SluiceRedisTests", dependencies: ["SluiceRedis", "SluiceBase", "SluiceIO"]),
 
         // LLM semantics (pure)
-        .target(name: "SluiceLLM", dependencies: ["CSluiceSIMD"], swiftSettings: strict),
+        .target(name: "SluiceLLM", dependencies: ["SluiceBase", "CSluiceSIMD"], swiftSettings: strict),
         .testTarget(name: "SluiceLLMTests", dependencies: ["SluiceLLM", "CSluiceSIMD"]),
 
         // routing decisions (pure): filters, scorers, pickers, profiles, the prefix index
@@ -58,13 +63,16 @@ let package = Package(
         .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
         .testTarget(name: "SluiceSimTests", dependencies: ["SluiceSim", "SluiceIO"]),
 
+        // the settings schema: what a worker needs, compiled from the config (no YAML here)
+        .target(name: "SluiceSettings", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceRedis", "SluiceRouting"], swiftSettings: strict),
+
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
+        .target(name: "SluiceGateway", dependencies: ["SluiceSettings", "SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim"]),
 
         // the YAML config: schema, validation, secrets
-        .target(name: "SluiceConfig", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "CYAML"], swiftSettings: strict),
-        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceRedis", "SluiceRouting"]),
+        .target(name: "SluiceConfig", dependencies: ["SluiceSettings", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "CYAML"], swiftSettings: strict),
+        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceSettings", "SluiceRedis", "SluiceRouting"]),
 
         // programs
         .executableTarget(name: "sluice", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim"], swiftSettings: strict),

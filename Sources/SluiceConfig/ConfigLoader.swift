@@ -1,5 +1,5 @@
 import Glibc
-public import SluiceGateway
+public import SluiceSettings
 import SluiceHTTP
 import SluiceIO
 import SluiceRedis

@@ -1,4 +1,4 @@
-public import SluiceGateway
+public import SluiceSettings
 import SluiceHTTP
 import SluiceIO
 

@@ -1,4 +1,5 @@
 import Glibc
+public import SluiceSettings
 public import SluiceIO
 import SluiceRouting
 public import Synchronization

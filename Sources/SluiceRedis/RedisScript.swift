@@ -1,3 +1,4 @@
+import SluiceBase
 /// A Lua script known by its SHA-1, called with EVALSHA (one round trip, the body is not resent).
 /// ``RedisClient/evaluate(_:script:completion:)`` falls back to EVAL when Redis answers NOSCRIPT
 /// (after a restart or SCRIPT FLUSH), which also caches the script again.

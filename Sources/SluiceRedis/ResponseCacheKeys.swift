@@ -1,3 +1,4 @@
+import SluiceBase
 /// Whose cache an entry belongs to.
 public enum CacheScope: Sendable, Hashable {
     /// One tenant's entries: no other tenant can read them.

@@ -1,3 +1,4 @@
+import SluiceSettings
 import SluiceConfig
 import Glibc
 import SluiceGateway

@@ -1,5 +1,6 @@
+import SluiceSettings
+import SluiceBase
 import Foundation
-import SluiceGateway
 import SluiceRedis
 import SluiceRouting
 import Testing

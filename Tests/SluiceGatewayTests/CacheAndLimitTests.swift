@@ -1,3 +1,5 @@
+import SluiceSettings
+import SluiceBase
 import Foundation
 import Glibc
 @testable import SluiceGateway

@@ -1,3 +1,4 @@
+import SluiceSettings
 import Foundation
 import Glibc
 import SluiceGateway

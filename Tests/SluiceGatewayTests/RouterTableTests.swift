@@ -1,4 +1,5 @@
 @testable @_spi(Benchmarks) import SluiceGateway
+import SluiceSettings
 import SluiceRouting
 import Testing
 

@@ -1,3 +1,4 @@
+import SluiceSettings
 import Foundation
 import Glibc
 @testable import SluiceGateway

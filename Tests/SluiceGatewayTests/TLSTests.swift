@@ -1,3 +1,4 @@
+import SluiceSettings
 import Foundation
 import Glibc
 import SluiceGateway
@@ -62,19 +63,23 @@ func makeCertificate(_ dir: URL, name: String = "server") throws -> (cert: Strin
         let (cert, key) = try makeCertificate(dir, name: "first")
         let up = try TestUpstream(standardHandler())
         defer { up.stop() }
-        let tls = try ListenerTLS(certificateChain: cert, privateKey: key)
         let port = freePort()
-        let gw = try Gateway(settings: GatewaySettings(listen: [.init(address: SocketAddress("127.0.0.1:\(port)")!, tls: tls)],
-                                                       workers: 1, pools: [.init(name: "default", endpoints: [up.endpoint])]))
+        func settings() throws -> GatewaySettings {
+            GatewaySettings(listen: [.init(address: SocketAddress("127.0.0.1:\(port)")!, tls: try ListenerTLS(certificateChain: cert, privateKey: key))],
+                            workers: 1, pools: [.init(name: "default", endpoints: [up.endpoint])])
+        }
+        let gw = try Gateway(settings: try settings())
         try gw.start()
         defer { gw.stop(grace: .seconds(1)) }
-        // Rotate the files in place, then reload.
+        // Rotate the files in place, then reload: the listener stays bound, and its next
+        // handshake takes the context of the settings now in force (issue 22: it kept the
+        // context captured when it was bound).
         let second = try makeCertificate(dir, name: "second")
         try FileManager.default.removeItem(atPath: cert)
         try FileManager.default.removeItem(atPath: key)
         try FileManager.default.copyItem(atPath: second.cert, toPath: cert)
         try FileManager.default.copyItem(atPath: second.key, toPath: key)
-        try tls.reload()
+        try gw.apply(try settings())
         let (status, out) = try run("curl", ["-sS", "-v", "--cacert", second.cert, "https://127.0.0.1:\(port)/echo"])
         #expect(status == 0, "\(out)")
         #expect(out.contains("CN=second"))

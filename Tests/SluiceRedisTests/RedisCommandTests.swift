@@ -1,4 +1,5 @@
 import Foundation
+import SluiceBase
 import Testing
 @testable import SluiceRedis
 
@@ -54,48 +55,6 @@ import Testing
         #expect(Hex.string(SHA1.hash(b("abc"))) == "a9993e364706816aba3e25717850c26c9cd0d89d")
         #expect(Hex.string(SHA1.hash(b("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")))
             == "84983e441c3bd26ebaae4aa1f95129e5e54670f1")
-    }
-
-    @Test func sha256Vectors() {
-        #expect(Hex.string(SHA256.hash([])) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        #expect(Hex.string(SHA256.hash(b("abc"))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        #expect(Hex.string(SHA256.hash(b("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")))
-            == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
-        var million = SHA256()
-        let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 1000)
-        for _ in 0..<1000 { million.update(chunk) }
-        #expect(Hex.string(million.finalize()) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
-    }
-
-    /// Incremental updates split at every offset give the one-shot digest (block-boundary logic).
-    @Test func sha256SplitAtEveryOffset() {
-        let message = (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-        let whole = SHA256.hash(message)
-        for cut in 0...message.count {
-            var s = SHA256()
-            s.update(Array(message[..<cut]))
-            s.update(Array(message[cut...]))
-            #expect(s.finalize() == whole, "cut at \(cut)")
-        }
-    }
-
-    /// Differential: against coreutils' sha256sum for lengths around the padding boundaries.
-    @Test func sha256MatchesSha256sum() throws {
-        for n in [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 1000] {
-            let data = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 17) }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-            let input = Pipe(), output = Pipe()
-            p.standardInput = input
-            p.standardOutput = output
-            try p.run()
-            input.fileHandleForWriting.write(Data(data))
-            try input.fileHandleForWriting.close()
-            let out = output.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            let expected = String(decoding: out.prefix(64), as: UTF8.self)
-            #expect(Hex.string(SHA256.hash(data)) == expected, "length \(n)")
-        }
     }
 
     @Test(arguments: [

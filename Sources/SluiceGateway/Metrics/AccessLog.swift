@@ -1,13 +1,7 @@
+public import SluiceSettings
 import Glibc
 import SluiceIO
 import Synchronization
-
-/// Where access log lines go (`logging.access_log`).
-public enum AccessLogTarget: Sendable, Equatable {
-    case off
-    case stdout
-    case file(String)
-}
 
 /// The access log: one JSON line per request, written by its own thread so that a slow disk
 /// never blocks a worker. Workers append finished lines to a shared queue (a short lock per

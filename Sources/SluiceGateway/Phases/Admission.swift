@@ -67,7 +67,7 @@ extension Worker {
 
     /// The token of `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).
     static func bearerToken(_ v: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
-        guard v.count > 7, ASCIICase.equal(v, SluiceHTTP.ByteRange(0, 7), "bearer ") else { return nil }
+        guard v.count > 7, ASCIICase.equal(v, ByteRange(0, 7), "bearer ") else { return nil }
         var s = 7, e = v.count
         while s < e && (v[s] == 32 || v[s] == 9) { s += 1 }
         while e > s && (v[e - 1] == 32 || v[e - 1] == 9) { e -= 1 }

@@ -1,3 +1,4 @@
+import SluiceSettings
 import SluiceHTTP
 import SluiceIO
 import SluiceRouting
@@ -261,7 +262,7 @@ final class Exchange {
         if features != nil, (200..<300).contains(head.status) {
             let eventStream = head.first(.contentType).map { ct in
                 let v = bytes.slice(ct.value)
-                return v.count >= 17 && ASCIICase.equal(v, SluiceHTTP.ByteRange(0, 17), "text/event-stream")
+                return v.count >= 17 && ASCIICase.equal(v, ByteRange(0, 17), "text/event-stream")
             } ?? false
             var length: Int? = nil
             if case .length(let n) = head.framing { length = n }

@@ -1,5 +1,6 @@
 import Glibc
 import SluiceIO
+public import SluiceSettings
 public import Synchronization
 
 /// Hot reload: watches the config file (inotify on its directory, so editor renames and the

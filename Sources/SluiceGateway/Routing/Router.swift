@@ -1,16 +1,6 @@
 import SluiceIO
 import SluiceRouting
 
-/// How a pool picks an endpoint (`pools[].routing.policy`).
-public enum RoutingPolicy: String, Sendable {
-    /// The pool's ``RoutingProfile`` (`GatewaySettings.Pool.profile`): filters, weighted
-    /// scorers, best score; ``RoutingProfile/standard(weights:guard:saturation:)`` unless the
-    /// config changes it.
-    case `default`
-    case roundRobin = "round_robin"
-    case leastLoaded = "least_loaded"
-}
-
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
 final class RouterScratch {
     private var buffer = UnsafeMutableBufferPointer<Candidate>.allocate(capacity: 64)

@@ -1,4 +1,5 @@
 import SluiceIO
+import SluiceSettings
 public import SluiceRouting
 
 /// One routing decision at a time without a network: a worker and a pool of `endpoints` fake

@@ -1,3 +1,4 @@
+import SluiceSettings
 import Glibc
 import SluiceIO
 

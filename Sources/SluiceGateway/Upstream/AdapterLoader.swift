@@ -1,3 +1,4 @@
+import SluiceSettings
 import SluiceHTTP
 import SluiceIO
 import Synchronization

@@ -1,3 +1,4 @@
+public import SluiceSettings
 public import SluiceIO
 import Synchronization
 

@@ -1,3 +1,4 @@
+import SluiceSettings
 import SluiceIO
 import SluiceRouting
 import Synchronization

@@ -1,13 +1,3 @@
-/// A byte range inside the buffer a message was parsed from (offsets from the message start).
-public struct ByteRange: Equatable, Sendable {
-    public var start: Int32
-    public var end: Int32
-    @inlinable public init(_ start: Int, _ end: Int) { self.start = Int32(start); self.end = Int32(end) }
-    @inlinable public var count: Int { Int(end - start) }
-    @inlinable public var isEmpty: Bool { start == end }
-    public static let empty = ByteRange(0, 0)
-}
-
 /// One header field: where its name and (trimmed) value are, and what the parser knows of it.
 public struct HeaderField: Sendable {
     public var name: ByteRange

@@ -1,3 +1,4 @@
+import SluiceRouting
 import CMallocCount
 import Glibc
 @_spi(Benchmarks) import SluiceGateway

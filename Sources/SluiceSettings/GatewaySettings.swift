@@ -3,9 +3,18 @@ public import SluiceHTTP
 public import SluiceRedis
 public import SluiceRouting
 
-/// Everything a worker needs, compiled from the config file: plain values, no YAML.
+/// Where access log lines go (`logging.access_log`).
+public enum AccessLogTarget: Sendable, Equatable {
+    case off
+    case stdout
+    case file(String)
+}
+
+/// Everything a worker needs, compiled from the config file: plain values, no YAML. The schema
+/// lives in its own target so that the config loader (SluiceConfig) and the gateway both depend
+/// on it, and not on each other.
 ///
-/// Immutable and shared by all workers; a reload (issue 5) publishes a new one.
+/// Immutable and shared by all workers; a reload publishes a new one.
 public struct GatewaySettings: Sendable {
     public struct Listen: Sendable {
         public var address: SocketAddress

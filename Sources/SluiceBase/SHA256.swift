@@ -104,8 +104,8 @@ public struct SHA256: Sendable {
 
 /// SHA-1, one shot: only for the EVALSHA name of our Lua scripts (Redis names scripts by it).
 /// Not used for anything that needs collision resistance.
-enum SHA1 {
-    static func hash(_ message: [UInt8]) -> [UInt8] {
+public enum SHA1 {
+    public static func hash(_ message: [UInt8]) -> [UInt8] {
         var h: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
         var m = message
         let bits = UInt64(message.count) &* 8

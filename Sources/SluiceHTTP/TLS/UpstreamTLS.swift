@@ -1,5 +1,3 @@
-public import SluiceHTTP
-
 /// TLS towards a pool behind TLS: the client context (CA file, verification) and the name
 /// sent as SNI and checked against the certificate.
 public final class UpstreamTLS: Sendable {
