@@ -560,6 +560,9 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     // MARK: lifecycle
 
     private func armIdle() {
+        // start() may already have closed the connection (EOF or a protocol error in the first
+        // bytes): a timer armed then would fire into a freed connection (found by FuzzHTTP2).
+        guard !closed else { return }
         let t = worker.settings.timeouts.idle
         if t.isPositive { worker.loop.schedule(idleTimer, after: t) }
     }
