@@ -22,20 +22,18 @@ final class Worker: @unchecked Sendable {
     let loop: EventLoop
     /// The settings in force, as one object per generation (see ``SettingsGeneration``).
     private(set) var generation: SettingsGeneration
-    /// What the inspect phase found for the request being planned (see `Plan.forward`): kept
-    /// here, not in the enum, so the ~300-byte value is copied once into its exchange instead
-    /// of through every enum construction, return and pattern binding on the way.
-    var inspected: RequestFeatures?
     /// Read in place (no copy of the struct): `worker.settings.timeouts.idle` loads one field.
     var settings: GatewaySettings { _read { yield generation.value } }
     /// Listeners by their configured address (which may say port 0 in tests).
     private(set) var listeners: [(address: SocketAddress, listener: Listener)] = []
     private(set) var pools: [UpstreamPool] = []
     private var clients: [ObjectIdentifier: any DownstreamConnection] = [:]
-    var activeExchanges = 0
     /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
     /// per request for the timer). Bounded: beyond it they are freed.
     var spareExchangeTimers: [ExchangeTimer] = []
+    /// Makes upstream connections instead of `UpstreamConnection.connect` (tests: a fake
+    /// upstream, no socket). Nil in production.
+    var connectUpstream: ((UpstreamPool.Endpoint) throws -> any Upstream)?
     private(set) var draining = false
     private var requestCounter: UInt64 = 0
     private let requestIDSeed: UInt64

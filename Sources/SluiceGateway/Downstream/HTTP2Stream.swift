@@ -155,34 +155,13 @@ final class HTTP2Stream: Downstream {
             return
         }
         if let r = UpstreamRequestEncoder.clientRequestID(head, bytes) { clientRequestID = Array(bytes.slice(r)) }
-        let plan = worker.plan(method: m, path: bytes.slice(head.target), body: requestBody.readable,
-                               headerNamed: { head.value(named: $0, in: bytes) },
-                               requestID: { self.clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(self.requestID) },
-                               rewritten: &upstreamBody)
-        let x: Exchange
-        switch plan {
-        case .reject(let e):
-            respondError(e)
-            return
-        case .local(let status, let contentType, let body):
-            respondLocal(status, contentType: contentType, body: body)
-            return
-        case .forward(let pool, let arm, let adapter, let ticket):
-            x = Exchange(client: self, worker: worker, pool: pool, method: m, features: worker.inspected)
-            worker.inspected = nil
-            x.arm = arm
-            x.adapter = adapter
-            x.ticket = ticket
-            if worker.accessLog != nil {
-                x.requestID = clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(requestID)
-                if let f = x.features {
-                    x.clientModel = String(decoding: requestBody.readable[Int(f.scanned.model.start)..<Int(f.scanned.model.end)], as: UTF8.self)
-                }
-            }
-        }
+        let x = Exchange(client: self, worker: worker, method: m, requestID: requestID)
+        if worker.accessLog != nil { x.logRequestID = clientRequestID.map { String(decoding: $0, as: UTF8.self) } ?? hex16(requestID) }
         exchange = x
         x.start()
     }
+
+    func setUpstreamBody(_ body: consuming ByteBuffer) { upstreamBody = body }
 
     func withRequest(_ body: (DownstreamRequest) -> Void) {
         guard let head else { return }
@@ -214,8 +193,8 @@ final class HTTP2Stream: Downstream {
         }
         if case .length(let n) = uh.framing { f.add("content-length", decimal: n) }
         if uh.first(.xRequestID) == nil { addRequestID(f) }
-        if let arm = exchange.arm { f.add("x-sluice-arm", arm) }
-        for h in exchange.responseHeaders { f.add(h.name, h.value) }
+        if let arm = exchange.ctx.target.arm { f.add("x-sluice-arm", arm) }
+        for h in exchange.ctx.response.headers { f.add(h.name, h.value) }
         let hasBody = uh.framing != .none && !isHead
         if !hasBody { ended = true; responseFinished = true }
         connection.submitResponse(self, hasBody: hasBody)
@@ -270,25 +249,13 @@ final class HTTP2Stream: Downstream {
         connection.resetStream(self)
     }
 
-    func exchangeFailed(_ error: ErrorResponse) {
+    /// Sluice's own answer (an error, a local endpoint, a cached response).
+    func writeLocal(_ r: LocalResponse, exchange x: Exchange) {
         exchange = nil
-        respondError(error)
+        respond(r, arm: x.ctx.target.arm)
     }
 
-    private func respondLocal(_ status: Int, contentType: String, body b: [UInt8]) {
-        var buf = worker.loop.bufferPool.take(minimumCapacity: max(b.count, 1))
-        b.withUnsafeBytes { buf.append($0) }
-        if b.count > 0 { body.append(buf) }
-        ended = true
-        let f = connection.responseFields
-        f.reset()
-        f.add(":status", decimal: status)
-        f.add("content-type", contentType)
-        f.add("content-length", decimal: b.count)
-        addRequestID(f)
-        connection.submitResponse(self, hasBody: b.count > 0)
-    }
-
+    /// An error answered before (or instead of) an exchange.
     func respondError(_ e: ErrorResponse) {
         guard !responseFinished, !ended else { return }
         if let x = exchange {
@@ -297,19 +264,27 @@ final class HTTP2Stream: Downstream {
         }
         if requestID == 0 { requestID = worker.nextRequestID() }
         if isArriving || !started { connection.answeredEarly(self) }
-        let b = e.body()
-        var buf = worker.loop.bufferPool.take(minimumCapacity: b.count)
-        b.withUnsafeBytes { buf.append($0) }
-        body.append(buf)
+        respond(LocalResponse(e), arm: nil)
+    }
+
+    /// Writes a whole answer: head and body, the stream then ends.
+    private func respond(_ r: LocalResponse, arm: String?) {
+        guard !responseFinished, !ended else { return }
+        if r.body.count > 0 {
+            var buf = worker.loop.bufferPool.take(minimumCapacity: r.body.count)
+            r.body.withUnsafeBytes { buf.append($0) }
+            body.append(buf)
+        }
         ended = true
         let f = connection.responseFields
         f.reset()
-        f.add(":status", decimal: e.status)
-        f.add("content-type", "application/json")
-        f.add("content-length", decimal: b.count)
+        f.add(":status", decimal: r.status)
+        if !r.contentType.isEmpty { r.contentType.withUnsafeBytes { f.add("content-type", $0) } }
+        f.add("content-length", decimal: r.body.count)
         addRequestID(f)
-        for h in e.headers { f.add(h.name, h.value) }
-        connection.submitResponse(self, hasBody: true)
+        if let arm { f.add("x-sluice-arm", arm) }
+        for h in r.headers { f.add(h.name, h.value) }
+        connection.submitResponse(self, hasBody: r.body.count > 0)
     }
 
     /// nghttp2 asks for up to `length` bytes of DATA: we report how many are ready and write
