@@ -45,7 +45,9 @@ final class Worker: @unchecked Sendable {
     private let overloadedResponse: [UInt8] = {
         let e = ErrorResponse(status: 503, message: "Too many connections.", type: "server_error", param: nil, code: "overloaded")
         let body = e.body()
-        return Array("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
+        var h: [UInt8] = []
+        HTTP1ResponseHead.write(503, fields: [("Content-Type", "application/json")], framing: .length(body.count), close: true, into: &h)
+        return h + body
     }()
 
     /// The `models:` section compiled for lookups (rebuilt when settings change).
@@ -265,7 +267,7 @@ final class Worker: @unchecked Sendable {
     /// Hands a connection whose client opened with the HTTP/2 preface to an HTTP/2 session.
     func upgradeToHTTP2(from c: ClientConnection, transport: Transport, registration: Registration?, peer: [UInt8], bytes: UnsafeRawBufferPointer) {
         clients.removeValue(forKey: ObjectIdentifier(c))
-        let h2 = HTTP2Connection(transport: transport, worker: self, peer: peer, initialBytes: bytes)
+        let h2 = HTTP2ServerConnection(transport: transport, loop: loop, delegate: self, peer: peer, initialBytes: bytes)
         clients[ObjectIdentifier(h2)] = h2
         do {
             try h2.start(registrationFrom: registration)
