@@ -65,7 +65,7 @@ public struct ConfigLoader {
         var s = GatewaySettings(listen: [], workers: 0, pools: [])
         guard let top = map(root, "(document)") else { return nil }
         let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models",
-                     "logging", "redis", "auth", "cache", "rate_limits"]
+                     "logging", "redis", "auth", "cache", "rate_limits", "flow_control", "tenancy"]
         for (key, keyLine, _) in top where !known.contains(key) { issue(key, "unknown key", keyLine) }
         func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
 
@@ -224,12 +224,13 @@ public struct ConfigLoader {
             for (i, item) in seq(n, "models").enumerated() {
                 let p = "models[\(i)]"
                 guard let m = map(item, p) else { continue }
-                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky"])
+                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky", "priority"])
                 guard let name = str(m, p, "name", required: true) else { continue }
                 if s.models.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate model name '\(name)'", item.line) }
                 var model = GatewaySettings.Model(name: name, pool: str(m, p, "pool"), upstreamModel: str(m, p, "upstream_model"),
                                                   adapter: str(m, p, "adapter"))
                 model.adapterPath = str(m, p, "adapter_path")
+                model.priority = band(m, p)
                 if let sp = field(m, "split") {
                     for (j, armNode) in seq(sp, "\(p).split").enumerated() {
                         let ap = "\(p).split[\(j)]"
@@ -321,7 +322,7 @@ public struct ConfigLoader {
                 for (i, item) in seq(list, "auth.api_keys").enumerated() {
                     let p = "auth.api_keys[\(i)]"
                     guard let km = map(item, p) else { continue }
-                    unknown(km, p, ["key", "key_sha256", "tenant"])
+                    unknown(km, p, ["key", "key_sha256", "tenant", "priority", "allow_priority_header"])
                     guard let tenant = str(km, p, "tenant", required: true) else { continue }
                     if tenant == "*" || tenant.isEmpty { issue("\(p).tenant", "must be a name (not empty, not '*')", item.line) }
                     var digest: [UInt8]? = nil
@@ -338,6 +339,9 @@ public struct ConfigLoader {
                     if let d = digest {
                         if auth.keys[d] != nil { issue(p, "the same key is listed twice", item.line) }
                         auth.keys[d] = tenant
+                        let band = band(km, p)
+                        let header = bool(km, p, "allow_priority_header") ?? false
+                        if band != nil || header { auth.priorities[d] = GatewaySettings.KeyPriority(band: band, allowHeader: header) }
                     }
                 }
             }
@@ -386,6 +390,40 @@ public struct ConfigLoader {
             }
             if !s.rateLimits.isEmpty && s.redis == nil { issue("rate_limits", "needs redis (limits are enforced in Redis)", n.line) }
         }
+        if let n = child("flow_control"), let m = map(n, "flow_control") {
+            let p = "flow_control"
+            unknown(m, p, ["enabled", "max_waiting", "max_kv_use", "queue_ttl", "max_queued", "max_queued_bytes",
+                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness"])
+            if let v = bool(m, p, "enabled") { s.flow.enabled = v }
+            if let v = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { s.flow.maxWaiting = v }
+            if let v = number(m, p, "max_kv_use") {
+                if v > 0 && v <= 1 { s.flow.maxKVUse = v } else { issue("\(p).max_kv_use", "must be > 0 and <= 1", field(m, "max_kv_use")!.line) }
+            }
+            if let v = durationField(m, p, "queue_ttl") { s.flow.queueTTL = v }
+            if let v = intField(m, p, "max_queued", min: 0, max: 1 << 24) { s.flow.maxQueued = v }
+            if let v = sizeField(m, p, "max_queued_bytes", min: 0, max: 1 << 40) { s.flow.maxQueuedBytes = v }
+            if let v = intField(m, p, "max_queued_per_tenant", min: 0, max: 1 << 24) { s.flow.maxQueuedPerTenant = v }
+            if let v = sizeField(m, p, "max_queued_bytes_per_tenant", min: 0, max: 1 << 40) { s.flow.maxQueuedBytesPerTenant = v }
+            if let v = str(m, p, "fairness") {
+                if let f = FairnessPolicy(rawValue: v) { s.flow.fairness = f } else {
+                    issue("\(p).fairness", "must be tokens or round_robin", field(m, "fairness")!.line)
+                }
+            }
+        }
+        if let n = child("tenancy"), let m = map(n, "tenancy") {
+            unknown(m, "tenancy", ["kv_isolation"])
+            if let v = bool(m, "tenancy", "kv_isolation") { s.kvIsolation = v }
+        }
+    }
+
+    /// A flow-control priority band (`critical`, `standard` or `sheddable`).
+    private mutating func band(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String) -> PriorityBand? {
+        guard let v = str(m, p, "priority") else { return nil }
+        guard let b = PriorityBand(name: v) else {
+            issue("\(p).priority", "must be critical, standard or sheddable", field(m, "priority")!.line)
+            return nil
+        }
+        return b
     }
 
     /// Expands secret references in a value: `${env:NAME}` (an environment variable) and

@@ -23,7 +23,7 @@ public final class Gateway: @unchecked Sendable {
     /// Client connections open across all workers (for `limits.maxConnections`).
     let connectionCount = SharedCounter()
     /// Round-robin positions by pool name, shared by workers and kept across reloads.
-    private let counters = Mutex<[String: SharedCounter]>([:])
+    private let counters = Mutex<[String: SharedPool]>([:])
     /// Endpoint state shared by workers and the control loop, kept across reloads.
     public let registry = EndpointRegistry()
     let group: WorkerGroup
@@ -117,12 +117,15 @@ public final class Gateway: @unchecked Sendable {
         started.store(true, ordering: .releasing)
     }
 
-    private func sharedCounters(for s: GatewaySettings) -> [String: SharedCounter] {
+    private func sharedCounters(for s: GatewaySettings) -> [String: SharedPool] {
         counters.withLock { map in
-            for p in s.pools where map[p.name] == nil { map[p.name] = SharedCounter() }
+            for p in s.pools where map[p.name] == nil { map[p.name] = SharedPool() }
             return map
         }
     }
+
+    /// The flow-control state of each pool (gauges).
+    var poolFlows: [String: PoolFlow] { counters.withLock { $0.mapValues(\.flow) } }
 
     /// Publishes new settings to every worker and waits until each has switched. Listener
     /// changes bind new sockets and close removed ones; the worker count and the admin address

@@ -172,10 +172,37 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_connections: 9223372036854775807 }", "limits.max_connections: must be between 1"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nadmin: { address: \"127.0.0.1:9\", token: \"\" }", "admin.token: is empty"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nadmin: { address: \"127.0.0.1:9\", token_sha256: abc }", "admin.token_sha256: must be 64 hex digits"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { fairness: lottery }", "flow_control.fairness: must be tokens or round_robin"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { max_kv_use: 0 }", "flow_control.max_kv_use: must be > 0 and <= 1"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels: [{ name: m, pool: p, priority: urgent }]", "models[0].priority: must be critical, standard or sheddable"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: k, tenant: a, priority: high }] }", "auth.api_keys[0].priority: must be critical"),
     ])
+
     func rules(_ yaml: String, _ expected: String) {
         let found = issues(yaml)
         #expect(found.contains { $0.contains(expected) }, "\(found)")
+    }
+
+    @Test func flowControlAndPriorities() throws {
+        let s = try ConfigLoader.load(text: """
+            pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]
+            models: [{ name: m, pool: p, priority: sheddable }]
+            auth: { api_keys: [{ key: k1, tenant: a, priority: critical }, { key: k2, tenant: b, allow_priority_header: true }, { key: k3, tenant: c }] }
+            flow_control: { enabled: false, max_waiting: 2, max_kv_use: 0.9, queue_ttl: 5s, max_queued: 10, max_queued_bytes: 1MiB,
+                            max_queued_per_tenant: 3, max_queued_bytes_per_tenant: 64KiB, fairness: round_robin }
+            tenancy: { kv_isolation: true }
+            """)
+        #expect(!s.flow.enabled && s.flow.maxWaiting == 2 && s.flow.maxKVUse == 0.9 && s.flow.queueTTL == .seconds(5))
+        #expect(s.flow.maxQueued == 10 && s.flow.maxQueuedBytes == 1 << 20 && s.flow.maxQueuedPerTenant == 3)
+        #expect(s.flow.maxQueuedBytesPerTenant == 64 << 10 && s.flow.fairness == .roundRobin && s.kvIsolation)
+        #expect(s.models[0].priority == .sheddable)
+        let p = s.auth!.priorities
+        #expect(p[SHA256.hash(Array("k1".utf8))] == GatewaySettings.KeyPriority(band: .critical, allowHeader: false))
+        #expect(p[SHA256.hash(Array("k2".utf8))] == GatewaySettings.KeyPriority(band: nil, allowHeader: true))
+        #expect(p[SHA256.hash(Array("k3".utf8))] == nil)
+        // Defaults: on, with no keys at all.
+        let d = try ConfigLoader.load(text: "pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]")
+        #expect(d.flow.enabled && d.flow.maxWaiting == 0 && d.flow.fairness == .tokens && !d.kvIsolation)
     }
 
     /// Redis, auth, cache and limits are read, with secrets from the environment and files

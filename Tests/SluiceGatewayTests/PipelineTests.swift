@@ -139,7 +139,7 @@ final class PipelineHarness {
         var s = GatewaySettings(listen: [], workers: 1, pools: [.init(name: "p", endpoints: eps)])
         s.pools[0].routing = .roundRobin
         configure(&s)
-        worker = Worker(loop: loop, settings: s, shared: Dictionary(uniqueKeysWithValues: s.pools.map { ($0.name, SharedCounter()) }),
+        worker = Worker(loop: loop, settings: s, shared: Dictionary(uniqueKeysWithValues: s.pools.map { ($0.name, SharedPool()) }),
                         registry: EndpointRegistry(), connections: SharedCounter(), metrics: GatewayMetrics(),
                         prefixIndex: PrefixIndex(), adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
         worker.connectUpstream = { [unowned self] ep in
@@ -151,8 +151,13 @@ final class PipelineHarness {
     }
 
     /// Starts an exchange for `request` (an HTTP/1.1 request text).
+    /// Every downstream made (an exchange holds its client unowned, as in production, where
+    /// the client owns the exchange).
+    var downstreams: [RecordingDownstream] = []
+
     func start(_ request: String) -> (Exchange, RecordingDownstream) {
         let d = RecordingDownstream(request)
+        downstreams.append(d)
         let x = Exchange(client: d, worker: worker, method: d.head.method, requestID: 42)
         x.start()
         loop.runPending()
@@ -362,5 +367,108 @@ extension OutputQueue {
         var out: [UInt8] = []
         for i in 0..<n { out += UnsafeRawBufferPointer(start: iov[i].iov_base, count: iov[i].iov_len) }
         return out
+    }
+}
+
+/// Flow control without a socket: the queue phase over a pool whose concurrency is known.
+@Suite struct QueuePhaseTests {
+    /// One endpoint that runs one request at a time (as if learned from its scrapes).
+    func saturable(_ configure: (inout GatewaySettings) -> Void = { _ in }) throws -> PipelineHarness {
+        let h = try PipelineHarness(endpoints: 1, configure: configure)
+        h.worker.pools[0].endpoints[0].runtime.learnedCapacity.store(1, ordering: .relaxed)
+        return h
+    }
+
+    var flow: (PipelineHarness) -> PoolFlow { { $0.worker.pools[0].shared.flow } }
+
+    @Test func straightThroughWhileThereIsRoom() throws {
+        let h = try saturable()
+        let (x, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(x.stage == .waiting && x.ctx.queue.id == nil && x.ctx.queue.waited == nil)
+        #expect(flow(h).queued.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aSaturatedPoolQueuesThenDispatchesWhenALeaseEnds() throws {
+        let h = try saturable()
+        let (a, _) = h.start(post("/v1/chat/completions", chatBody))
+        let (b, bd) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(a.stage == .waiting)
+        #expect(b.stage == .pipeline(.queue) && b.ctx.queue.id != nil)
+        #expect(flow(h).queued.load(ordering: .relaxed) == 1 && h.upstreams.count == 1)
+        h.advance(.milliseconds(250))
+        h.upstreams[0].respond(200, body: okJSON)  // A ends: its lease frees the slot
+        h.loop.runPending()
+        #expect(b.stage == .waiting && h.upstreams.count == 2)
+        #expect(b.ctx.queue.waited == .milliseconds(250))
+        #expect(flow(h).queued.load(ordering: .relaxed) == 0 && flow(h).pending.load(ordering: .relaxed) == 0)
+        h.upstreams[1].respond(200, body: okJSON)
+        #expect(bd.responseStatus == 200)
+    }
+
+    @Test func theQueueTTLAnswers503WithRetryAfter() throws {
+        let h = try saturable { $0.flow.queueTTL = .seconds(2) }
+        _ = h.start(post("/v1/chat/completions", chatBody))
+        let (b, bd) = h.start(post("/v1/chat/completions", chatBody))
+        h.advance(.milliseconds(1999))
+        #expect(bd.locals.isEmpty)
+        h.advance(.milliseconds(2))
+        #expect(bd.locals.first?.status == 503)
+        #expect(bd.locals.first?.headers.contains { $0.name == "Retry-After" } == true)
+        #expect(b.stage == .done && flow(h).queued.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aClientThatLeavesIsTakenOutAndTheSlotGoesToTheNext() throws {
+        let h = try saturable()
+        _ = h.start(post("/v1/chat/completions", chatBody))
+        let (b, _) = h.start(post("/v1/chat/completions", chatBody))
+        let (c, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(flow(h).queued.load(ordering: .relaxed) == 2)
+        b.clientAborted()
+        #expect(flow(h).queued.load(ordering: .relaxed) == 1 && b.stage == .done)
+        h.upstreams[0].respond(200, body: okJSON)
+        h.loop.runPending()
+        #expect(c.stage == .waiting && h.upstreams.count == 2)
+    }
+
+    @Test func bandsAndSheddable() throws {
+        let h = try saturable { s in
+            var m = GatewaySettings.Model(name: "m", pool: "p")
+            m.priority = .sheddable
+            var c = GatewaySettings.Model(name: "urgent", pool: "p", upstreamModel: "m")
+            c.priority = .critical
+            s.models = [m, c, GatewaySettings.Model(name: "plain", pool: "p", upstreamModel: "m")]
+        }
+        // Not saturated: even sheddable goes through.
+        let (a, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(a.stage == .waiting)
+        let (_, shed) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(shed.locals.first?.status == 503)
+        let (n, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"plain\"")))
+        let (u, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"urgent\"")))
+        #expect(n.ctx.queue.band == .standard && u.ctx.queue.band == .critical)
+        h.upstreams[0].respond(200, body: okJSON)
+        h.loop.runPending()
+        // The critical request, though it came later, goes first.
+        #expect(u.stage == .waiting && n.stage == .pipeline(.queue))
+    }
+
+    @Test func kvIsolationSaltsEachTenant() throws {
+        let h = try PipelineHarness { s in
+            s.kvIsolation = true
+            s.flow.enabled = false
+        }
+        let long = chatBody.replacingOccurrences(of: "\"hi\"", with: "\"" + String(repeating: "tell me a story. ", count: 20) + "\"")
+        func hashes(_ key: String) -> ([UInt64], String) {
+            let (x, _) = h.start(post("/v1/chat/completions", long, headers: ["Authorization: Bearer \(key)"]))
+            let blocks = x.ctx.attempt.savedPrefixHashes ?? Array(h.worker.inspectScratch.prefixHashes[0..<(x.ctx.features?.prefixBlocks ?? 0)])
+            return (blocks, String(decoding: h.upstreams.last!.request, as: UTF8.self))
+        }
+        let (a1, bodyA) = hashes("alpha")
+        let (a2, _) = hashes("alpha")
+        let (b1, bodyB) = hashes("beta")
+        #expect(!a1.isEmpty && a1 == a2 && a1 != b1)
+        let salt = { (t: String) in String(decoding: ForwardPhase.cacheSalt(t), as: UTF8.self) }
+        #expect(bodyA.contains(#""cache_salt":"\#(salt("key-" + Hex.string(Array(SHA256.hash(Array("alpha".utf8))[0..<8]))))""#))
+        #expect(!bodyB.contains(salt("key-" + Hex.string(Array(SHA256.hash(Array("alpha".utf8))[0..<8])))))
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 import SluiceHTTP
 import SluiceIO
 import SluiceRedis
+import SluiceRouting
 import Synchronization
 
 /// The control loop: one extra event-loop thread beside the workers for everything that is not
@@ -191,7 +192,22 @@ final class ControlPlane: @unchecked Sendable {
                 }
             }
         }
+        var queuedReqs: [(labels: [(String, String)], value: Double)] = []
+        var queuedBytes: [(labels: [(String, String)], value: Double)] = []
+        var queuedTenants: [(labels: [(String, String)], value: Double)] = []
+        let flows = gateway.poolFlows
+        let tenants = Array(Set((gateway.currentSettings.auth?.keys ?? [:]).values)).sorted()
+        for pool in gateway.currentSettings.pools {
+            guard let f = flows[pool.name] else { continue }
+            for b in PriorityBand.allCases { queuedReqs.append(([("pool", pool.name), ("band", b.description)], Double(f.queued(b)))) }
+            queuedBytes.append(([("pool", pool.name)], Double(f.queuedBytes.load(ordering: .relaxed))))
+            // Per tenant only for tenants the config names (bounded series).
+            for t in tenants { queuedTenants.append(([("pool", pool.name), ("tenant", t)], Double(f.queuedBy(tenant: t)))) }
+        }
         let gauges = [
+            PrometheusExposition.Gauge(name: "sluice_queue_length", help: "Requests waiting in each pool's flow-control queue, by priority band.", samples: queuedReqs),
+            PrometheusExposition.Gauge(name: "sluice_queue_bytes", help: "Request bytes held by each pool's flow-control queue.", samples: queuedBytes),
+            PrometheusExposition.Gauge(name: "sluice_queue_tenant_length", help: "Requests waiting per configured tenant.", samples: queuedTenants),
             PrometheusExposition.Gauge(name: "sluice_inflight_requests", help: "Requests in flight to each endpoint (all workers).", samples: inflight),
             PrometheusExposition.Gauge(name: "sluice_endpoint_up", help: "1 when the endpoint is admitted (not ejected).", samples: up),
             PrometheusExposition.Gauge(name: "sluice_endpoint_ejections", help: "Times the endpoint was ejected since it was last healthy.", samples: ejections),

@@ -15,5 +15,10 @@ struct EndpointLease: ~Copyable {
 
     deinit {
         endpoint.runtime.inflight.add(-1, ordering: .relaxed)
+        // A slot freed: a request waiting for this pool may go (flow control).
+        if let pool = endpoint.pool, pool.shared.flow.queued.load(ordering: .relaxed) > 0 {
+            let w = pool.worker
+            pool.shared.flow.dispatch(pool, w.settings, now: w.loop.now)
+        }
     }
 }

@@ -33,6 +33,28 @@ public final class EndpointRuntime: Sendable {
     let scrapedAtNanos = Atomic<UInt64>(0)
     let waitingNow = Atomic<Int>(0)
     let kvUseBits = Atomic<UInt64>(0)
+    /// How many requests the model server runs at once, as learned from its scrapes (0: not
+    /// yet): its `num_requests_running` whenever requests wait there (it can take no more),
+    /// raised if it is seen running more, and forgotten after `capacityMemory` without a
+    /// request waiting there (what fits can change with the prompts; forgetting lets the next
+    /// saturation measure it again). Flow control keeps the gateway's requests in flight there
+    /// at most this plus `flow_control.max_waiting`.
+    let learnedCapacity = Atomic<Int>(0)
+    private let capacitySeenAt = Atomic<UInt64>(0)
+    static let capacityMemory: UInt64 = 10_000_000_000
+
+    /// A scrape's running and waiting counts (the control loop).
+    func observeConcurrency(running: Int, waiting: Int, at now: Instant) {
+        let cap = learnedCapacity.load(ordering: .relaxed)
+        if waiting > 0 && running > 0 {
+            if running != cap { learnedCapacity.store(running, ordering: .relaxed) }
+            capacitySeenAt.store(now.nanoseconds, ordering: .relaxed)
+        } else if cap > 0 && running > cap {
+            learnedCapacity.store(running, ordering: .relaxed)
+        } else if cap > 0 && now.nanoseconds &- capacitySeenAt.load(ordering: .relaxed) > Self.capacityMemory {
+            learnedCapacity.store(0, ordering: .relaxed)
+        }
+    }
 
     /// Changes the telemetry and republishes the fields routing reads.
     func updateTelemetry(_ change: (inout EndpointTelemetry) -> Void) {
