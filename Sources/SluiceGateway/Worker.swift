@@ -46,6 +46,12 @@ final class Worker: @unchecked Sendable {
         if waiting && !flowTimer.isArmed { loop.schedule(flowTimer, after: .milliseconds(50)) }
     }
 
+    /// Dispatches again at `deadline` (a held slot is released then), or sooner if due sooner.
+    func flowTick(at deadline: Instant) {
+        if flowTimer.isArmed && flowTimer.deadline <= deadline { return }
+        loop.schedule(flowTimer, at: deadline)
+    }
+
     /// Makes upstream connections instead of `UpstreamConnection.connect` (tests: a fake
     /// upstream, no socket). Nil in production.
     var connectUpstream: ((UpstreamPool.Endpoint) throws -> any Upstream)?

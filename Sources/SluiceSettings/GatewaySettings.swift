@@ -243,6 +243,12 @@ public struct GatewaySettings: Sendable {
         public var maxQueuedPerTenant = 250
         public var maxQueuedBytesPerTenant = 64 << 20
         public var fairness: FairnessPolicy = .tokens
+        /// How long a slot freed by a tenant using less than its fair share of a saturated
+        /// pool is kept for that tenant's next request before it goes to others waiting
+        /// (anticipation: an agent or a chat's next turn comes moments after the last ended;
+        /// without it, the slot goes to the busiest tenant and the next turn waits a whole
+        /// request's time). 0 turns it off.
+        public var slotHold: Duration = .milliseconds(20)
         public init() {}
     }
 

@@ -452,6 +452,99 @@ extension OutputQueue {
         #expect(u.stage == .waiting && n.stage == .pipeline(.queue))
     }
 
+    /// Two endpoints that run four requests each; a long prompt was last sent to one of them
+    /// (its prefix is cached there), which is full now while the other has one slot free.
+    /// Returns the endpoint the same prompt goes to next, and the one its prefix is on.
+    func samePromptWithItsPrefixOnAFullEndpoint(flow: Bool) throws -> (to: Int, prefixOn: Int) {
+        let h = try PipelineHarness(endpoints: 2) { s in
+            s.pools[0].routing = .default
+            s.flow.enabled = flow
+        }
+        let rts = h.worker.pools[0].endpoints.map(\.runtime)
+        for rt in rts { rt.learnedCapacity.store(4, ordering: .relaxed) }
+        let long = chatBody.replacingOccurrences(of: "\"hi\"", with: "\"" + String(repeating: "tell me a story. ", count: 40) + "\"")
+        _ = h.start(post("/v1/chat/completions", long))
+        h.upstreams[0].respond(200, body: okJSON)
+        let prefixOn = h.upstreams[0].endpoint
+        // Others' requests: four on the prompt's endpoint, three on the other.
+        rts[prefixOn].inflight.store(4, ordering: .relaxed)
+        rts[1 - prefixOn].inflight.store(3, ordering: .relaxed)
+        let (x, _) = h.start(post("/v1/chat/completions", long))
+        #expect(x.stage == .waiting && h.upstreams.count == 2)
+        return (h.upstreams[1].endpoint, prefixOn)
+    }
+
+    @Test func aRequestGoesToTheEndpointWithRoomNotToItsPrefix() throws {
+        let r = try samePromptWithItsPrefixOnAFullEndpoint(flow: true)
+        #expect(r.to != r.prefixOn)
+        // The control: without flow control the prefix decides (and the request would wait in
+        // that server's own queue).
+        let off = try samePromptWithItsPrefixOnAFullEndpoint(flow: false)
+        #expect(off.to == off.prefixOn)
+    }
+
+    @Test func roundRobinSkipsEndpointsWithoutRoom() throws {
+        let h = try PipelineHarness(endpoints: 3)
+        let rts = h.worker.pools[0].endpoints.map(\.runtime)
+        for rt in rts { rt.learnedCapacity.store(1, ordering: .relaxed) }
+        rts[1].inflight.store(1, ordering: .relaxed)  // endpoint 1 is full
+        for _ in 0..<2 { _ = h.start(post("/v1/chat/completions", chatBody)) }
+        #expect(h.upstreams.map(\.endpoint).sorted() == [0, 2])
+    }
+
+    /// One endpoint that runs two; tenant `quiet` has one request in flight, `noisy` one in
+    /// flight and one waiting.
+    func quietBesideNoisy(_ configure: @escaping (inout GatewaySettings) -> Void = { _ in }) throws
+        -> (h: PipelineHarness, quiet: Exchange, noisyQueued: Exchange) {
+        let h = try PipelineHarness(endpoints: 1, configure: configure)
+        h.worker.pools[0].endpoints[0].runtime.learnedCapacity.store(2, ordering: .relaxed)
+        let (q, _) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer quiet"]))
+        _ = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer noisy"]))
+        let (n2, _) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer noisy"]))
+        #expect(q.ctx.queue.counted && q.stage == .waiting && n2.stage == .pipeline(.queue))
+        return (h, q, n2)
+    }
+
+    @Test func aSlotFreedBelowTheFairShareIsHeldForTheTenantsNextRequest() throws {
+        let (h, _, n2) = try quietBesideNoisy()
+        h.upstreams[0].respond(200, body: okJSON)  // quiet's request ends (1 of its fair 1)
+        h.loop.runPending()
+        #expect(n2.stage == .pipeline(.queue) && flow(h).held.load(ordering: .relaxed) == 1)
+        h.advance(.milliseconds(5))
+        let (q2, _) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer quiet"]))
+        #expect(q2.stage == .waiting && q2.ctx.queue.waited == nil && flow(h).held.load(ordering: .relaxed) == 0)
+        #expect(n2.stage == .pipeline(.queue))
+    }
+
+    @Test func aHeldSlotGoesToOthersWhenTheHoldEnds() throws {
+        let (h, _, n2) = try quietBesideNoisy()
+        h.upstreams[0].respond(200, body: okJSON)
+        h.loop.runPending()
+        h.advance(.milliseconds(19))
+        #expect(n2.stage == .pipeline(.queue))
+        h.advance(.milliseconds(1))
+        #expect(n2.stage == .waiting && n2.ctx.queue.waited == .milliseconds(20) && flow(h).held.load(ordering: .relaxed) == 0)
+        // Another tenant's request meanwhile does not take a held slot.
+        let (h2, _, m2) = try quietBesideNoisy()
+        h2.upstreams[0].respond(200, body: okJSON)
+        h2.loop.runPending()
+        let (o, _) = h2.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer other"]))
+        #expect(o.stage == .pipeline(.queue) && m2.stage == .pipeline(.queue))
+    }
+
+    @Test func noHoldForATenantWithRequestsWaitingOrWhenOff() throws {
+        // Noisy's request ends: it has one waiting, so the slot goes to the queue at once.
+        let (h, _, n2) = try quietBesideNoisy()
+        h.upstreams[1].respond(200, body: okJSON)
+        h.loop.runPending()
+        #expect(n2.stage == .waiting && flow(h).held.load(ordering: .relaxed) == 0)
+        // slot_hold: 0 — quiet's slot goes to noisy at once.
+        let (h0, _, m2) = try quietBesideNoisy { $0.flow.slotHold = .zero }
+        h0.upstreams[0].respond(200, body: okJSON)
+        h0.loop.runPending()
+        #expect(m2.stage == .waiting)
+    }
+
     @Test func kvIsolationSaltsEachTenant() throws {
         let h = try PipelineHarness { s in
             s.kvIsolation = true
@@ -470,5 +563,65 @@ extension OutputQueue {
         let salt = { (t: String) in String(decoding: ForwardPhase.cacheSalt(t), as: UTF8.self) }
         #expect(bodyA.contains(#""cache_salt":"\#(salt("key-" + Hex.string(Array(SHA256.hash(Array("alpha".utf8))[0..<8]))))""#))
         #expect(!bodyB.contains(salt("key-" + Hex.string(Array(SHA256.hash(Array("alpha".utf8))[0..<8])))))
+    }
+}
+
+/// How an endpoint's concurrency is learned from its scrapes (flow control's room).
+@Suite struct LearnedCapacityTests {
+    let rt = EndpointRuntime(authority: "a:1", address: SocketAddress("127.0.0.1:1")!)
+    func at(_ s: Double) -> Instant { Instant(nanoseconds: UInt64(s * 1e9)) }
+    var cap: Int { rt.learnedCapacity.load(ordering: .relaxed) }
+
+    @Test func learnedWhileRequestsWaitAndRaisedWhenMoreRun() {
+        rt.observeConcurrency(running: 3, waiting: 0, at: at(1))
+        #expect(cap == 0)  // nothing waits: the server may take more
+        rt.observeConcurrency(running: 4, waiting: 2, at: at(2))
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 6, waiting: 0, at: at(3))
+        #expect(cap == 6)
+    }
+
+    @Test func aLowerCountIsBelievedOnlyAfterAWindowThatNeverReachedIt() {
+        rt.observeConcurrency(running: 4, waiting: 1, at: at(0))
+        // Scrapes between a request finishing and the next step: one running fewer, one waiting.
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(1))
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(2))
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(5))
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(10.5))  // the window ends; it reached 4 in it
+        #expect(cap == 4)
+        // Longer prompts: its KV cache holds two now, and requests wait there.
+        for t in 11...20 { rt.observeConcurrency(running: 2, waiting: 3, at: at(Double(t))) }
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 2, waiting: 3, at: at(21))
+        #expect(cap == 2)
+    }
+
+    @Test func keptWhileRunningAtCapacityForgottenAfterAWindowBelowIt() {
+        rt.observeConcurrency(running: 4, waiting: 1, at: at(0))
+        // Flow control holds the server at 4 with nothing waiting there: still known.
+        for s in stride(from: 1.0, through: 30.0, by: 1.0) { rt.observeConcurrency(running: 4, waiting: 0, at: at(s)) }
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 1, waiting: 0, at: at(35))  // ends the window that reached 4
+        rt.observeConcurrency(running: 1, waiting: 0, at: at(41))
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 1, waiting: 0, at: at(45.5))  // a whole window below it, nothing waiting
+        #expect(cap == 0)
+    }
+
+    @Test func aProbeOffersOneMoreWhileItRunsAtCapacityWithNothingWaiting() {
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(0))  // learned between steps: one too few
+        #expect(cap == 3 && rt.probe.load(ordering: .relaxed) == 0)
+        rt.observeConcurrency(running: 3, waiting: 0, at: at(0.1))
+        #expect(rt.probe.load(ordering: .relaxed) == 1)  // one more may go
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(0.2))  // and it ran
+        #expect(cap == 4 && rt.probe.load(ordering: .relaxed) == 1)  // it may run more still: probed again at once
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(0.3))
+        #expect(cap == 4 && rt.probe.load(ordering: .relaxed) == 1)
+        rt.observeConcurrency(running: 4, waiting: 1, at: at(0.4))  // it waited there: 4 is right
+        #expect(cap == 4 && rt.probe.load(ordering: .relaxed) == 0)
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(0.5))
+        #expect(rt.probe.load(ordering: .relaxed) == 0)  // a window before the next probe
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(10.5))
+        #expect(rt.probe.load(ordering: .relaxed) == 1)
     }
 }

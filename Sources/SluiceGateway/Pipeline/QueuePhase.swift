@@ -25,18 +25,33 @@ enum QueuePhase: RequestPhase {
         x.ctx.queue.band = band
         let flow = pool.shared.flow
         let now = x.loop.now
-        // Straight through while there is room and nobody waits ahead: no lock, no added latency.
-        if flow.queued.load(ordering: .relaxed) == 0,
-           !pool.endpoints.isEmpty,
-           PoolFlow.freeSlots(pool, s, now: now, pending: flow.pending.load(ordering: .relaxed)) > 0 {
-            return .next
+        // A slot kept for this tenant's next request (it ended one moments ago): take it.
+        if flow.held.load(ordering: .relaxed) > 0 {
+            nameTenant(x)
+            if flow.takeHold(tenant: x.ctx.tenant, now: now) {
+                x.ctx.queue.counted = true
+                return .next
+            }
+        }
+        // Straight through while there is room and nobody waits ahead: no lock, no added
+        // latency. Once the pool has been saturated (its endpoints' concurrency is known), the
+        // request counts in its tenant's share.
+        if flow.queued.load(ordering: .relaxed) == 0, !pool.endpoints.isEmpty {
+            let free = PoolFlow.freeSlots(pool, s, now: now, pending: flow.pending.load(ordering: .relaxed) + flow.held.load(ordering: .relaxed))
+            if free > 0 {
+                if free != .max {
+                    nameTenant(x)
+                    x.ctx.queue.counted = true
+                }
+                return .next
+            }
         }
         let w = x.worker
         if band == .sheddable {
             w.metrics.add(pool.slots.queue[1])
             return .respond(overloaded(flow, "The pool is saturated; sheddable requests are not queued. Retry later."))
         }
-        if x.ctx.tenant == "anonymous" && s.auth == nil && s.redis == nil && !s.kvIsolation { x.ctx.tenant = tenantForQueue(x) }
+        nameTenant(x)
         var bytes = 0
         x.client.withRequest { r in bytes = r.head.length + r.body.count }
         let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, endpoint: $0.endpoint, defaultMaxTokens: s.limits.defaultMaxTokens) } ?? 1
@@ -81,6 +96,12 @@ enum QueuePhase: RequestPhase {
         if let b = x.ctx.queue.keyPriority?.band { return .success(b) }
         if let b = x.ctx.target.modelPriority { return .success(b) }
         return .success(.standard)
+    }
+
+    /// Names the request's tenant for fairness if nothing has yet (see ``tenantForQueue(_:)``).
+    static func nameTenant(_ x: Exchange) {
+        let s = x.settings
+        if x.ctx.tenant == "anonymous" && s.auth == nil && s.redis == nil && !s.kvIsolation { x.ctx.tenant = tenantForQueue(x) }
     }
 
     /// Without `auth` (and without Redis, which names tenants already), each distinct API key is
@@ -129,6 +150,7 @@ enum QueuePhase: RequestPhase {
         }
         let waited = x.loop.now.since(x.ctx.queue.enqueuedAt ?? x.loop.now)
         x.ctx.queue.waited = waited
+        x.ctx.queue.counted = true
         x.worker.metrics.add(pool.slots.queue[0])
         x.worker.metrics.observe(pool.slots.queueWait, GatewayMetrics.latencyBuckets, Double(waited.nanoseconds) / 1e9)
         x.resume(.next)

@@ -86,6 +86,9 @@ struct RequestContext: ~Copyable {
         /// Time spent queued (the access log's `queue_ms`).
         var waited: Duration?
         var bytes = 0
+        /// Its leases count in its tenant's share of the pool (the pool was saturated lately:
+        /// see ``PoolFlow/leaseBegan(tenant:)``).
+        var counted = false
     }
 
     /// The current attempt at an endpoint.

@@ -25,7 +25,16 @@ final class PoolFlow: @unchecked Sendable {
         let loop: EventLoop
     }
 
-    private let queue = Mutex<FairQueue<Waiter>?>(nil)
+    private struct State {
+        var queue: FairQueue<Waiter>?
+        /// Counted leases in flight per tenant (see ``leaseBegan(tenant:)``).
+        var inflight: [String: Int] = [:]
+        /// Slots kept for a tenant's next request, until a time (ns).
+        var holds: [(tenant: String, until: UInt64)] = []
+    }
+    private let state = Mutex(State())
+    /// Slots held now (a mirror of the holds, for the request path's lock-free check).
+    let held = Atomic<Int>(0)
     /// Mirrors of the queue's size for lock-free checks on the request path.
     let queued = Atomic<Int>(0)
     let queuedBytes = Atomic<Int>(0)
@@ -50,7 +59,7 @@ final class PoolFlow: @unchecked Sendable {
         let fresh = scraped != 0 && (now.nanoseconds <= scraped || now.nanoseconds - scraped <= UInt64(max(0, staleness.nanoseconds)))
         if fresh && Double(bitPattern: rt.kvUseBits.load(ordering: .relaxed)) >= flow.maxKVUse { return 0 }
         let cap = rt.learnedCapacity.load(ordering: .relaxed)
-        if cap > 0 { return max(0, cap + flow.maxWaiting - rt.inflight.load(ordering: .relaxed)) }
+        if cap > 0 { return max(0, cap + flow.maxWaiting + rt.probe.load(ordering: .relaxed) - rt.inflight.load(ordering: .relaxed)) }
         if fresh && rt.waitingNow.load(ordering: .relaxed) > flow.maxWaiting { return 0 }
         return nil
     }
@@ -75,10 +84,14 @@ final class PoolFlow: @unchecked Sendable {
     func enqueue(_ w: Waiter, tenant: String, band: PriorityBand, cost: Int, bytes: Int, now: Instant, settings s: GatewaySettings) -> Admission {
         let limits = FairQueue<Waiter>.Limits(maxRequests: s.flow.maxQueued, maxBytes: s.flow.maxQueuedBytes,
                                               maxRequestsPerTenant: s.flow.maxQueuedPerTenant, maxBytesPerTenant: s.flow.maxQueuedBytesPerTenant)
-        let r = queue.withLock { q -> Result<UInt64, FairQueue<Waiter>.Refusal> in
-            if q == nil || q!.policy != s.flow.fairness { q = FairQueue(policy: s.flow.fairness, limits: limits) }
-            q!.limits = limits
-            return q!.enqueue(w, tenant: tenant, band: band, cost: cost, bytes: bytes, now: now.nanoseconds)
+        let r = state.withLock { st -> Result<UInt64, FairQueue<Waiter>.Refusal> in
+            // A reload that changes the policy takes effect once the queue is empty (the
+            // requests in it keep their places).
+            if st.queue == nil || (st.queue!.isEmpty && st.queue!.policy != s.flow.fairness) {
+                st.queue = FairQueue(policy: s.flow.fairness, limits: limits)
+            }
+            st.queue!.limits = limits
+            return st.queue!.enqueue(w, tenant: tenant, band: band, cost: cost, bytes: bytes, now: now.nanoseconds)
         }
         switch r {
         case .success(let id):
@@ -94,7 +107,7 @@ final class PoolFlow: @unchecked Sendable {
     /// Takes request `id` out (its client left, or it waited too long); false if it was
     /// dispatched meanwhile.
     func remove(_ id: UInt64, band: PriorityBand, bytes: Int) -> Bool {
-        guard queue.withLock({ $0?.remove(id) }) != nil else { return false }
+        guard state.withLock({ $0.queue?.remove(id) }) != nil else { return false }
         queued.add(-1, ordering: .relaxed)
         queuedBytes.add(-bytes, ordering: .relaxed)
         bandCounter(band, -1)
@@ -122,10 +135,11 @@ final class PoolFlow: @unchecked Sendable {
     func dispatch(_ pool: UpstreamPool, _ s: GatewaySettings, now: Instant) {
         guard queued.load(ordering: .relaxed) > 0 else { return }
         var out: [(Waiter, UInt64, PriorityBand)] = []
-        queue.withLock { q in
-            guard q != nil else { return }
-            var free = Self.freeSlots(pool, s, now: now, pending: pending.load(ordering: .relaxed))
-            while free > 0, let e = q!.dequeue() {
+        state.withLock { st in
+            guard st.queue != nil else { return }
+            dropExpiredHolds(&st, now: now)
+            var free = Self.freeSlots(pool, s, now: now, pending: pending.load(ordering: .relaxed) + st.holds.count)
+            while free > 0, let e = st.queue!.dequeue() {
                 out.append((e.item, e.enqueuedAt, e.band))
                 pending.add(1, ordering: .relaxed)
                 free -= 1
@@ -160,5 +174,61 @@ final class PoolFlow: @unchecked Sendable {
     }
 
     /// Queued requests by tenant (gauges, for configured tenants).
-    func queuedBy(tenant: String) -> Int { queue.withLock { $0?.totals(tenant).count ?? 0 } }
+    func queuedBy(tenant: String) -> Int { state.withLock { $0.queue?.totals(tenant).count ?? 0 } }
+
+    // MARK: shares and held slots
+
+    /// A lease of a request counted in its tenant's share began (the pool was saturated lately:
+    /// its endpoints' concurrency is known). Only then is the lock taken per request.
+    func leaseBegan(tenant: String) {
+        state.withLock { $0.inflight[tenant, default: 0] += 1 }
+    }
+
+    /// A counted lease ended: the tenant's share goes down and, if the tenant is using less
+    /// than its fair share while others wait, the slot is kept for its next request for
+    /// `flow_control.slot_hold` (returned: when the hold ends, nil if none); then whoever is
+    /// waiting goes.
+    @discardableResult
+    func leaseEnded(tenant: String, pool: UpstreamPool, _ s: GatewaySettings, now: Instant) -> Instant? {
+        let hold = state.withLock { st -> Instant? in
+            if let n = st.inflight[tenant] { st.inflight[tenant] = n > 1 ? n - 1 : nil }
+            guard s.flow.slotHold > .zero, let q = st.queue, !q.isEmpty, q.totals(tenant).count == 0 else { return nil }
+            dropExpiredHolds(&st, now: now)
+            // Its fair share: the pool's slots over the tenants with requests in flight or waiting.
+            var slots = 0
+            for rt in pool.runtimes {
+                let cap = rt.takeUnretainedValue().learnedCapacity.load(ordering: .relaxed)
+                guard cap > 0 else { return nil }
+                slots += cap + s.flow.maxWaiting
+            }
+            var tenants = st.inflight.count + 1
+            for t in q.queuedTenants where st.inflight[t] == nil && t != tenant { tenants += 1 }
+            if st.inflight[tenant] != nil { tenants -= 1 }
+            let mine = (st.inflight[tenant] ?? 0) + st.holds.reduce(0) { $0 + ($1.tenant == tenant ? 1 : 0) }
+            guard (mine + 1) * tenants <= slots else { return nil }
+            let until = now + s.flow.slotHold
+            st.holds.append((tenant, until.nanoseconds))
+            held.store(st.holds.count, ordering: .relaxed)
+            return until
+        }
+        dispatch(pool, s, now: now)
+        return hold
+    }
+
+    /// Takes a slot held for `tenant`, if one is (its next request goes at once).
+    func takeHold(tenant: String, now: Instant) -> Bool {
+        state.withLock { st in
+            dropExpiredHolds(&st, now: now)
+            guard let i = st.holds.firstIndex(where: { $0.tenant == tenant }) else { return false }
+            st.holds.remove(at: i)
+            held.store(st.holds.count, ordering: .relaxed)
+            return true
+        }
+    }
+
+    private func dropExpiredHolds(_ st: inout State, now: Instant) {
+        guard !st.holds.isEmpty else { return }
+        st.holds.removeAll { $0.until <= now.nanoseconds }
+        held.store(st.holds.count, ordering: .relaxed)
+    }
 }

@@ -108,6 +108,8 @@ public struct FairQueue<Item> {
     public func count(_ band: PriorityBand) -> Int { bands[band.rawValue].count }
     /// Requests and bytes queued for `tenant`.
     public func totals(_ tenant: String) -> (count: Int, bytes: Int) { tenantTotals[tenant] ?? (0, 0) }
+    /// The tenants with requests queued.
+    public var queuedTenants: Dictionary<String, (count: Int, bytes: Int)>.Keys { tenantTotals.keys }
 
     /// Queues `item` for `tenant` in `band`; `cost` is its token estimate (VTC's charge),
     /// `bytes` what it holds while it waits. Returns its id, or why it was refused.
