@@ -37,8 +37,12 @@ final class ControlPlane: @unchecked Sendable {
         thread = Threads.spawn(name: "sluice-control") { [self] in
             do throws(SyscallError) {
                 if let a = adminAddress {
-                    admin = try HTTPServer(address: a, loop: loop, limits: Self.adminLimits(gateway.currentSettings)) { [unowned self] req, r in
-                        self.handleAdmin(req, r)
+                    do throws(SyscallError) {
+                        admin = try HTTPServer(address: a, loop: loop, limits: Self.adminLimits(gateway.currentSettings)) { [unowned self] req, r in
+                            self.handleAdmin(req, r)
+                        }
+                    } catch {
+                        throw error.about("admin listener \(a)")
                     }
                 }
                 scheduleHealthChecks()
