@@ -60,8 +60,20 @@ public final class Gateway: @unchecked Sendable {
     /// program that loads it.
     public let configSource = Mutex<(path: String, digest: String)>(("(flags)", ""))
 
+    /// The last reload: whether it applied, when (unix seconds), and why not (for `/admin/stats`).
+    public let lastReload = Mutex<(ok: Bool, at: Int, message: String)?>(nil)
+
     func recordReload(failed: Bool) {
         if failed { reloadFailures.add(1, ordering: .relaxed) } else { loadedAt.store(WallClock.now().seconds, ordering: .relaxed) }
+        lastReload.withLock { $0 = (!failed, WallClock.now().seconds, failed ? "see the log" : "") }
+    }
+
+    /// Why the last reload failed, as the program that loaded the file reports it (the config
+    /// issues, which name paths and lines, never secret values); shown by `/admin/stats`.
+    public func noteReloadFailure(_ message: String) {
+        lastReload.withLock { r in
+            if r?.ok == false { r?.message = String(message.prefix(2000)) }
+        }
     }
 
     /// The admin listener's port, when one is configured.

@@ -70,8 +70,10 @@ enum Demo: Command {
                                        pools: [.init(name: "default", endpoints: endpoints)])
         settings.admin = adminAddress
         settings.timeouts.drainDelay = .zero
+        var ab = GatewaySettings.Model(name: "tiny-ab")
+        ab.split = [("tiny-llama", 3), ("sql", 1)]
         settings.models = [GatewaySettings.Model(name: "tiny-llama", pool: "default"),
-                           GatewaySettings.Model(name: "sql", pool: "default", adapter: "sql-lora")]
+                           GatewaySettings.Model(name: "sql", pool: "default", adapter: "sql-lora"), ab]
         let gateway = try Gateway(settings: settings)
         try gateway.start()
         let base = "http://127.0.0.1:\(port)"
@@ -93,6 +95,8 @@ enum Demo: Command {
                 -d '{"model":"tiny-llama","messages":[{"role":"user","content":"Hello!"}],"max_tokens":8}'
               curl -sN \(base)/v1/chat/completions -H 'Content-Type: application/json' \\
                 -d '{"model":"sql","messages":[{"role":"user","content":"List tables"}],"stream":true}'
+              curl -s \(base)/v1/chat/completions -H 'Content-Type: application/json' \\
+                -d '{"model":"tiny-ab","messages":[{"role":"user","content":"Hi"}]}' -D - -o /dev/null | grep x-sluice-arm
               curl -s --http2-prior-knowledge \(base)/v1/models
               curl -s \(admin)/metrics
               curl -s \(admin)/admin/stats

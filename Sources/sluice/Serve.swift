@@ -111,7 +111,9 @@ enum SettingsSource {
             case .success(let generation):
                 gateway.configSource.withLock { $0 = (path, fileDigest(path)) }
                 log("config reloaded from \(path) (generation \(generation))")
-            case .failure(let error): log("config reload failed, keeping the previous config:\n\(error)")
+            case .failure(let error):
+                log("config reload failed, keeping the previous config:\n\(error)")
+                gateway.noteReloadFailure("\(error)")
             }
         }
     }

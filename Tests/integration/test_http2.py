@@ -16,7 +16,8 @@ from conftest import SLUICE, Proc, free_port, wait_port
 @pytest.fixture(scope="module")
 def demo2():
     port = free_port()
-    p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "2"])
+    p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "2", "--sim-port", str(free_port()),
+              "--admin", f"127.0.0.1:{free_port()}"])
     wait_port(port)
     yield port
     assert p.stop() == 0

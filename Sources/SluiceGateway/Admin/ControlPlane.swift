@@ -22,6 +22,8 @@ final class ControlPlane: @unchecked Sendable {
     var telemetryTicks: Int { telemetry?.ticks.load(ordering: .relaxed) ?? 0 }
     /// Set before `start` returns.
     private(set) var heapTrimmer: HeapTrimmer?
+    /// `/admin/stats` (the dashboard's data); samples only while polled.
+    private(set) var stats: DashboardStats?
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
@@ -50,6 +52,7 @@ final class ControlPlane: @unchecked Sendable {
                 telemetry!.start()
                 dns = DNSDiscovery(gateway: gateway, loop: loop)
                 dns!.configure(gateway.desiredSettings)
+                stats = DashboardStats(gateway: gateway, loop: loop)
                 heapTrimmer = HeapTrimmer(gateway: gateway, loop: loop)
                 heapTrimmer!.start()
                 ready.store(1, ordering: .releasing)
@@ -74,6 +77,7 @@ final class ControlPlane: @unchecked Sendable {
             dns?.stop()
             telemetry?.stop()
             heapTrimmer?.stop()
+            stats?.stop()
             for c in healthClients.values { c.close() }
         }
         loop.stop()
@@ -99,11 +103,12 @@ final class ControlPlane: @unchecked Sendable {
                          headerTimeout: s.timeouts.clientHeader, bodyTimeout: s.timeouts.clientBody, idleTimeout: s.timeouts.idle)
     }
 
-    /// With `admin.token` set, everything but the probes needs `Authorization: Bearer <token>`
-    /// (compared as SHA-256 digests, in constant time).
+    /// With `admin.token` set, everything but the probes and the dashboard's page needs
+    /// `Authorization: Bearer <token>` (compared as SHA-256 digests, in constant time). The page
+    /// is a static file with no data in it; it sends the token with each `/admin/stats` poll.
     static func authorized(_ req: HTTPServerRequest, _ s: GatewaySettings) -> Bool {
         guard let want = s.adminTokenSHA256 else { return true }
-        if req.path == "/healthz" || req.path == "/readyz" { return true }
+        if req.path == "/healthz" || req.path == "/readyz" || req.path == "/" || req.path == "/admin/ui" { return true }
         guard let value = req.header("authorization") else { return false }
         let bytes = Array(value.utf8)
         guard let token = bytes.withUnsafeBytes({ Worker.bearerToken($0).map(Array.init) }) else { return false }
@@ -157,6 +162,13 @@ final class ControlPlane: @unchecked Sendable {
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: w.bytes)
         case "/admin/endpoints":
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: endpointsJSON())
+        case "/admin/stats":
+            r.respond(status: 200, headers: [("Content-Type", "application/json"), ("Cache-Control", "no-store")], body: stats?.poll() ?? [])
+        case "/", "/admin/ui":
+            r.respond(status: 200, headers: [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-cache"),
+                                             ("Content-Security-Policy", DashboardPage.contentSecurityPolicy),
+                                             ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")],
+                      body: DashboardPage.bytes)
         default:
             if let route = routes[req.path] {
                 route(req, r)
