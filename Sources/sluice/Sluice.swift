@@ -20,7 +20,7 @@ extension Command {
 
 @main
 struct Sluice {
-    static let version = "0.1.0"
+    static let version = Gateway.version
 
     static var commands: [(name: String, command: any Command.Type)] { [
         ("serve", Serve.self), ("validate", Validate.self), ("demo", Demo.self), ("sim", SimCommand.self),
