@@ -396,22 +396,25 @@ public struct ConfigLoader {
         let p = "tracing"
         unknown(m, p, ["endpoint", "sample_ratio", "always_sample_errors", "parent_based", "service_name",
                        "max_batch_size", "max_queue_size", "export_interval", "export_timeout"])
-        guard let url = str(m, p, "endpoint", required: true) else { return }
-        guard let parts = TracingConfiguration.splitEndpoint(url) else {
-            issue("\(p).endpoint", "'\(url)' is not an http://host[:port][/path] URL (OTLP/HTTP; https is not supported)", field(m, "endpoint")!.line)
-            return
-        }
-        var address = SocketAddress("\(parts.host):\(parts.port)") ?? SocketAddress("[\(parts.host)]:\(parts.port)")
-        if address == nil {
-            if offline { address = SocketAddress("127.0.0.1:\(parts.port)") } else {
-                address = (try? SocketAddress.resolve(host: parts.host, port: parts.port))?.first
+        // An endpoint that is missing or wrong is one problem; the other keys are still checked.
+        var endpoint: (address: SocketAddress, authority: String, path: String)? = nil
+        if let url = str(m, p, "endpoint", required: true) {
+            if let parts = TracingConfiguration.splitEndpoint(url) {
+                var address = SocketAddress("\(parts.host):\(parts.port)") ?? SocketAddress("[\(parts.host)]:\(parts.port)")
+                if address == nil {
+                    if offline { address = SocketAddress("127.0.0.1:\(parts.port)") } else {
+                        address = (try? SocketAddress.resolve(host: parts.host, port: parts.port))?.first
+                    }
+                }
+                if let address { endpoint = (address, parts.authority, parts.path) } else {
+                    issue("\(p).endpoint", "cannot resolve \(parts.host)", field(m, "endpoint")!.line)
+                }
+            } else {
+                issue("\(p).endpoint", "'\(url)' is not an http://host[:port][/path] URL (OTLP/HTTP; https is not supported)", field(m, "endpoint")!.line)
             }
         }
-        guard let address else {
-            issue("\(p).endpoint", "cannot resolve \(parts.host)", field(m, "endpoint")!.line)
-            return
-        }
-        var t = TracingConfiguration(address: address, authority: parts.authority, basePath: parts.path)
+        var t = TracingConfiguration(address: endpoint?.address ?? SocketAddress("127.0.0.1:4318")!, authority: endpoint?.authority ?? "",
+                                     basePath: endpoint?.path ?? "")
         if let r = number(m, p, "sample_ratio") {
             if r < 0 || r > 1 { issue("\(p).sample_ratio", "must be between 0 and 1", field(m, "sample_ratio")!.line) } else { t.sampleRatio = r }
         }
@@ -429,7 +432,7 @@ public struct ConfigLoader {
         if let d = durationField(m, p, "export_timeout") {
             if d < .milliseconds(10) || d > .seconds(300) { issue("\(p).export_timeout", "must be between 10ms and 5m", field(m, "export_timeout")!.line) } else { t.exportTimeout = d }
         }
-        s.tracing = t
+        if endpoint != nil { s.tracing = t }
     }
 
     /// Expands secret references in a value: `${env:NAME}` (an environment variable) and
