@@ -86,3 +86,12 @@ done
 if [ "$(metric full $FULL sluice_trace_spans_exported_total)" = 0 ]; then
   echo "note: no spans were exported: the request path does not record spans yet, so these ratios are only the cost of an idle exporter"
 fi
+# What the record phase will add on a worker, measured apart (a nested package; its first build
+# takes minutes): one request's four spans recorded and encoded, and a request not sampled.
+if [ "${SKIP_SPAN_RECORD:-0}" != 1 ]; then
+  echo
+  echo "recording one request's spans on a worker (Benchmarks/span-record.sh; SKIP_SPAN_RECORD=1 skips it):"
+  bash Benchmarks/span-record.sh 200000 | tee "$WORK/record.txt"
+  awk -v off="$(awk '$1 == "off" {c += $3; r += $4} END {print c / r}' "$WORK/summary")" '
+    /^sampled/ { printf "  = %.1f %% of a request'"'"'s CPU with tracing off (%.0f ns)\n", $4 / off * 100, off }' "$WORK/record.txt"
+fi

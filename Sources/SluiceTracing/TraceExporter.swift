@@ -125,7 +125,8 @@ public final class TraceExporter: @unchecked Sendable {
     /// A worker's spans of one loop iteration (encoded `ScopeSpans.spans` fields).
     public func enqueue(_ bytes: [UInt8], spans: Int) {
         let wake = queue.withLock { q -> Bool in
-            guard q.limit > 0, q.spans + spans <= q.limit else {
+            guard q.limit > 0 else { return false }  // switched off meanwhile: nothing to count
+            guard q.spans + spans <= q.limit else {
                 droppedQueueFull.add(spans, ordering: .relaxed)
                 return false
             }

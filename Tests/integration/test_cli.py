@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import SLUICE, Proc, free_port, wait_port
+from conftest import SLUICE, Proc, demo_ports, free_port, wait_port
 
 COMMANDS = {
     # command: options its usage must name
@@ -120,7 +120,7 @@ def test_config_listener_bind_clash_names_the_address(tmp_path):
 
 
 def test_demo_prints_the_dashboard_url():
-    port, admin, sim = free_port(), free_port(), free_port()
+    port, admin, sim = demo_ports(1)
     p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "1", "--sim-port", str(sim),
               "--admin", f"127.0.0.1:{admin}"])
     try:

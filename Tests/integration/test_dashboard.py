@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, SLUICE, Proc, free_port, wait_port
+from conftest import ROOT, SLUICE, Proc, demo_ports, wait_port
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (bash .ci/setup installs it)")
 from selenium.common.exceptions import WebDriverException  # noqa: E402
@@ -48,12 +48,14 @@ def wait_for(cond, timeout=15.0, what="condition"):
 
 @pytest.fixture
 def demo():
-    port, admin, sim = free_port(), free_port(), free_port()
-    while sim + 3 > 65535 or any(p in (port, admin) for p in range(sim, sim + 3)):
-        sim = free_port()
+    port, admin, sim = demo_ports(3)
     p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "3", "--sim-port", str(sim), "--admin", f"127.0.0.1:{admin}"])
-    wait_port(port)
-    wait_port(admin)
+    try:
+        wait_port(port)
+        wait_port(admin)
+    except Exception:
+        p.stop()  # a demo that did not come up all the way must not outlive the test
+        raise
     p.port, p.admin, p.sims = port, admin, [f"127.0.0.1:{sim + i}" for i in range(3)]
     yield p
     assert p.stop() == 0
