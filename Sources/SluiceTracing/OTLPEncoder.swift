@@ -1,20 +1,70 @@
 /// Protocol Buffers wire format, just what OTLP needs: varints, fixed 32/64-bit fields and
 /// length-delimited fields (strings, bytes, nested messages). Written by hand so Sluice needs no
 /// protobuf library; tested by decoding its output with the `opentelemetry-proto` package.
-struct ProtoWriter {
-    var bytes: [UInt8] = []
+///
+/// Its own growable byte buffer rather than `[UInt8]`: a span is ~100 small writes, and an
+/// array append checks uniqueness and capacity per byte (half of recording a span went there).
+/// A worker's recorder keeps one writer for good and reuses it every loop iteration.
+struct ProtoWriter: ~Copyable {
+    private(set) var base: UnsafeMutableRawPointer
+    private(set) var count = 0
+    private var capacity: Int
+
+    init(capacity: Int = 256) {
+        self.capacity = max(capacity, 16)
+        base = .allocate(byteCount: self.capacity, alignment: 8)
+    }
+
+    deinit { base.deallocate() }
 
     enum Wire: UInt64 { case varint = 0, fixed64 = 1, length = 2, fixed32 = 5 }
 
-    mutating func varint(_ v: UInt64) {
-        var v = v
-        while v >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        bytes.append(UInt8(v))
+    /// The bytes written so far, copied out.
+    var bytes: [UInt8] { Array(UnsafeRawBufferPointer(start: base, count: count)) }
+
+    var isEmpty: Bool { count == 0 }
+
+    /// Forgets what was written, keeping the memory.
+    mutating func removeAll() { count = 0 }
+
+    @inline(__always)
+    private mutating func reserve(_ n: Int) {
+        if count + n > capacity { grow(count + n) }
     }
 
+    private mutating func grow(_ needed: Int) {
+        let newCapacity = max(needed, capacity * 2)
+        let new = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 8)
+        new.copyMemory(from: base, byteCount: count)
+        base.deallocate()
+        base = new
+        capacity = newCapacity
+    }
+
+    mutating func append(_ b: UnsafeRawBufferPointer) {
+        guard b.count > 0 else { return }
+        reserve(b.count)
+        (base + count).copyMemory(from: b.baseAddress!, byteCount: b.count)
+        count += b.count
+    }
+
+    mutating func append(contentsOf a: [UInt8]) { a.withUnsafeBytes { append($0) } }
+
+    @inline(__always)
+    mutating func varint(_ v: UInt64) {
+        reserve(10)
+        var v = v
+        var p = base + count
+        while v >= 0x80 {
+            p.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
+            p += 1
+            v >>= 7
+        }
+        p.storeBytes(of: UInt8(v), as: UInt8.self)
+        count = base.distance(to: p) + 1
+    }
+
+    @inline(__always)
     mutating func tag(_ field: Int, _ wire: Wire) { varint(UInt64(field) << 3 | wire.rawValue) }
 
     mutating func uint(_ field: Int, _ v: UInt64) {
@@ -29,12 +79,16 @@ struct ProtoWriter {
 
     mutating func fixed64(_ field: Int, _ v: UInt64) {
         tag(field, .fixed64)
-        withUnsafeBytes(of: v.littleEndian) { bytes += $0 }
+        reserve(8)
+        (base + count).storeBytes(of: v.littleEndian, as: UInt64.self)
+        count += 8
     }
 
     mutating func fixed32(_ field: Int, _ v: UInt32) {
         tag(field, .fixed32)
-        withUnsafeBytes(of: v.littleEndian) { bytes += $0 }
+        reserve(4)
+        (base + count).storeBytes(of: v.littleEndian, as: UInt32.self)
+        count += 4
     }
 
     mutating func double(_ field: Int, _ v: Double) { fixed64(field, v.bitPattern) }
@@ -51,39 +105,56 @@ struct ProtoWriter {
     mutating func raw(_ field: Int, _ b: UnsafeRawBufferPointer) {
         tag(field, .length)
         varint(UInt64(b.count))
-        bytes += b
+        append(b)
     }
 
     /// A big-endian 8-byte id (`span_id`: the bytes as `traceparent` spells them in hex).
     mutating func id(_ field: Int, _ v: UInt64) {
         tag(field, .length)
-        bytes.append(8)
-        withUnsafeBytes(of: v.bigEndian) { bytes += $0 }
+        reserve(9)
+        (base + count).storeBytes(of: 8, as: UInt8.self)
+        (base + count + 1).storeBytes(of: v.bigEndian, as: UInt64.self)
+        count += 9
     }
 
     /// A 16-byte trace id, big-endian halves.
     mutating func id(_ field: Int, _ t: TraceID) {
         tag(field, .length)
-        bytes.append(16)
-        withUnsafeBytes(of: t.hi.bigEndian) { bytes += $0 }
-        withUnsafeBytes(of: t.lo.bigEndian) { bytes += $0 }
+        reserve(17)
+        (base + count).storeBytes(of: 16, as: UInt8.self)
+        (base + count + 1).storeBytes(of: t.hi.bigEndian, as: UInt64.self)
+        (base + count + 9).storeBytes(of: t.lo.bigEndian, as: UInt64.self)
+        count += 17
     }
 
     /// A nested message: its length is known only after `body`, so one byte is reserved for it
     /// (enough below 128 bytes, the common case for attributes) and the body moved along when
     /// it needs more.
+    @inline(__always)
     mutating func message(_ field: Int, _ body: (inout ProtoWriter) -> Void) {
         tag(field, .length)
-        let at = bytes.count
-        bytes.append(0)
+        reserve(1)
+        let at = count
+        count += 1
         body(&self)
-        let length = bytes.count - at - 1
+        let length = count - at - 1
         if length < 0x80 {
-            bytes[at] = UInt8(length)
+            (base + at).storeBytes(of: UInt8(length), as: UInt8.self)
         } else {
-            var prefix = ProtoWriter()
-            prefix.varint(UInt64(length))
-            bytes.replaceSubrange(at..<(at + 1), with: prefix.bytes)
+            var extra = 0
+            var rest = length >> 7
+            while rest > 0 { extra += 1; rest >>= 7 }
+            reserve(extra)
+            (base + at + 1 + extra).copyMemory(from: base + at + 1, byteCount: length)
+            var p = base + at
+            var v = length
+            while v >= 0x80 {
+                p.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
+                p += 1
+                v >>= 7
+            }
+            p.storeBytes(of: UInt8(v), as: UInt8.self)
+            count += extra
         }
     }
 }
@@ -117,7 +188,11 @@ public enum OTLPEncoder {
     /// Appends `span` as one `ScopeSpans.spans` field.
     public static func appendSpan(_ s: FinishedSpan, to out: inout [UInt8]) {
         var w = ProtoWriter()
-        swap(&w.bytes, &out)
+        appendSpan(s, to: &w)
+        out += w.bytes
+    }
+
+    static func appendSpan(_ s: FinishedSpan, to w: inout ProtoWriter) {
         w.message(F.scopeSpansSpans) { w in
             w.id(F.spanTraceID, s.traceID)
             w.id(F.spanSpanID, s.spanID)
@@ -145,7 +220,6 @@ public enum OTLPEncoder {
             }
             w.fixed32(F.spanFlags, flags(s))
         }
-        swap(&w.bytes, &out)
     }
 
     static func attribute(_ field: Int, _ a: SpanAttribute, _ w: inout ProtoWriter) {
@@ -183,15 +257,15 @@ public enum OTLPEncoder {
     /// One export request: `resource` (from ``resource(_:)``) and the spans, as workers encoded
     /// them with ``appendSpan(_:to:)``, concatenated.
     public static func request(resource: [UInt8], scopeVersion: String, spans: [[UInt8]]) -> [UInt8] {
-        var w = ProtoWriter()
+        var w = ProtoWriter(capacity: spans.reduce(256 + resource.count) { $0 + $1.count })
         w.message(F.requestResourceSpans) { w in
-            w.message(F.resourceSpansResource) { w in w.bytes += resource }
+            w.message(F.resourceSpansResource) { w in w.append(contentsOf: resource) }
             w.message(F.resourceSpansScopeSpans) { w in
                 w.message(F.scopeSpansScope) { w in
                     w.string(F.scopeName, "sluice")
                     w.string(F.scopeVersion, scopeVersion)
                 }
-                for s in spans { w.bytes += s }
+                for s in spans { w.append(contentsOf: s) }
             }
         }
         return w.bytes

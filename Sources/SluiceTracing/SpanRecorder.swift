@@ -25,7 +25,8 @@ public final class SpanRecorder {
     private var alwaysSampleErrors = false
     private var parentBased = false
     public private(set) var isOn = false
-    private var pending: [UInt8] = []
+    /// This iteration's spans, encoded; the buffer is kept and reused.
+    private var pending = ProtoWriter(capacity: 16 << 10)
     private var pendingSpans = 0
     /// Unix time minus monotonic time, in nanoseconds (span times are wall-clock).
     private var wallOffset: Int64 = 0
@@ -104,7 +105,9 @@ public final class SpanRecorder {
     public func record(_ span: FinishedSpan) {
         guard isOn else { return }
         if pendingSpans == 0 {
-            loop.deferUntilEndOfIteration { [unowned self] in handOver() }
+            // Holds the recorder until the hand-off ran (a recorder dropped in this iteration
+            // still delivers what it recorded).
+            loop.deferUntilEndOfIteration { [self] in handOver() }
         }
         OTLPEncoder.appendSpan(span, to: &pending)
         pendingSpans += 1
@@ -112,10 +115,8 @@ public final class SpanRecorder {
 
     private func handOver() {
         guard pendingSpans > 0 else { return }
-        var batch: [UInt8] = []
-        batch.reserveCapacity(pending.count)
-        swap(&batch, &pending)
-        exporter.enqueue(batch, spans: pendingSpans)
+        exporter.enqueue(pending.bytes, spans: pendingSpans)
+        pending.removeAll()
         pendingSpans = 0
     }
 }

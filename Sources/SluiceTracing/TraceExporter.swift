@@ -111,7 +111,7 @@ public final class TraceExporter: @unchecked Sendable {
             clientTarget = (c.address, c.authority)
         }
         if let t = timer { loop.cancel(t) }
-        let t = Timer { [unowned self] in self.tick(loop) }
+        let t = Timer { [weak self] in self?.tick(loop) }
         timer = t
         loop.schedule(t, after: c.exportInterval)
     }

@@ -89,7 +89,7 @@ import Testing
     @Test(arguments: [0, 1, 127, 128, 300, 16_383, 16_384, 70_000])
     func nestedLengths(n: Int) {
         var w = ProtoWriter()
-        w.message(2) { $0.bytes += Array(repeating: 0x61, count: n) }
+        w.message(2) { $0.append(contentsOf: Array(repeating: 0x61, count: n)) }
         var expected = ProtoWriter()
         expected.tag(2, .length)
         expected.varint(UInt64(n))
