@@ -4,6 +4,7 @@ import SluiceHTTP
 import SluiceIO
 import SluiceRedis
 import SluiceRouting
+import SluiceTracing
 
 /// One problem in a config file: where (path and line) and what.
 public struct ConfigIssue: CustomStringConvertible, Sendable {
@@ -65,7 +66,7 @@ public struct ConfigLoader {
         var s = GatewaySettings(listen: [], workers: 0, pools: [])
         guard let top = map(root, "(document)") else { return nil }
         let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models",
-                     "logging", "redis", "auth", "cache", "rate_limits", "flow_control", "tenancy"]
+                     "logging", "redis", "auth", "cache", "rate_limits", "flow_control", "tenancy", "tracing"]
         for (key, keyLine, _) in top where !known.contains(key) { issue(key, "unknown key", keyLine) }
         func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
 
@@ -276,6 +277,7 @@ public struct ConfigLoader {
             }
         }
         services(s: &s, child: child, root: root)
+        if let n = child("tracing"), let m = map(n, "tracing") { tracing(m, into: &s) }
         // Listeners and the admin listener must not collide.
         var ports: [SocketAddress] = s.listen.map(\.address)
         if let a = s.admin { ports.append(a) }
@@ -427,6 +429,51 @@ public struct ConfigLoader {
             return nil
         }
         return b
+    }
+
+    /// `tracing`: OTLP/HTTP export to a collector. The endpoint's host is resolved at load time
+    /// (as Redis's is); offline, any host will do.
+    private mutating func tracing(_ m: [(key: String, keyLine: Int, value: YAMLNode)], into s: inout GatewaySettings) {
+        let p = "tracing"
+        unknown(m, p, ["endpoint", "sample_ratio", "always_sample_errors", "parent_based", "service_name",
+                       "max_batch_size", "max_queue_size", "export_interval", "export_timeout"])
+        // An endpoint that is missing or wrong is one problem; the other keys are still checked.
+        var endpoint: (address: SocketAddress, authority: String, path: String)? = nil
+        if let url = str(m, p, "endpoint", required: true) {
+            if let parts = TracingConfiguration.splitEndpoint(url) {
+                var address = SocketAddress("\(parts.host):\(parts.port)") ?? SocketAddress("[\(parts.host)]:\(parts.port)")
+                if address == nil {
+                    if offline { address = SocketAddress("127.0.0.1:\(parts.port)") } else {
+                        address = (try? SocketAddress.resolve(host: parts.host, port: parts.port))?.first
+                    }
+                }
+                if let address { endpoint = (address, parts.authority, parts.path) } else {
+                    issue("\(p).endpoint", "cannot resolve \(parts.host)", field(m, "endpoint")!.line)
+                }
+            } else {
+                issue("\(p).endpoint", "'\(url)' is not an http://host[:port][/path] URL (OTLP/HTTP; https is not supported)", field(m, "endpoint")!.line)
+            }
+        }
+        var t = TracingConfiguration(address: endpoint?.address ?? SocketAddress("127.0.0.1:4318")!, authority: endpoint?.authority ?? "",
+                                     basePath: endpoint?.path ?? "")
+        if let r = number(m, p, "sample_ratio") {
+            if r < 0 || r > 1 { issue("\(p).sample_ratio", "must be between 0 and 1", field(m, "sample_ratio")!.line) } else { t.sampleRatio = r }
+        }
+        if let v = bool(m, p, "always_sample_errors") { t.alwaysSampleErrors = v }
+        if let v = bool(m, p, "parent_based") { t.parentBased = v }
+        if let v = str(m, p, "service_name") {
+            if v.isEmpty { issue("\(p).service_name", "is empty", field(m, "service_name")!.line) } else { t.serviceName = v }
+        }
+        if let v = intField(m, p, "max_batch_size", min: 1, max: 65_536) { t.maxBatchSize = v }
+        if let v = intField(m, p, "max_queue_size", min: 1, max: 1 << 20) { t.maxQueueSize = v }
+        if t.maxQueueSize < t.maxBatchSize { issue("\(p).max_queue_size", "must be at least max_batch_size (\(t.maxBatchSize))", field(m, "max_queue_size")?.line ?? 0) }
+        if let d = durationField(m, p, "export_interval") {
+            if d < .milliseconds(10) || d > .seconds(3600) { issue("\(p).export_interval", "must be between 10ms and 1h", field(m, "export_interval")!.line) } else { t.exportInterval = d }
+        }
+        if let d = durationField(m, p, "export_timeout") {
+            if d < .milliseconds(10) || d > .seconds(300) { issue("\(p).export_timeout", "must be between 10ms and 5m", field(m, "export_timeout")!.line) } else { t.exportTimeout = d }
+        }
+        if endpoint != nil { s.tracing = t }
     }
 
     /// Expands secret references in a value: `${env:NAME}` (an environment variable) and

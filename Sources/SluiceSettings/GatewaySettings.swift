@@ -2,6 +2,7 @@ public import SluiceIO
 public import SluiceHTTP
 public import SluiceRedis
 public import SluiceRouting
+public import SluiceTracing
 
 /// Where access log lines go (`logging.access_log`).
 public enum AccessLogTarget: Sendable, Equatable {
@@ -315,6 +316,8 @@ public struct GatewaySettings: Sendable {
     /// and the prefix index keys blocks by tenant (one tenant cannot probe another's prompts by
     /// timing).
     public var kvIsolation = false
+    /// OpenTelemetry trace export (`tracing:`); nil: off.
+    public var tracing: TracingConfiguration? = nil
 
     /// The files the settings read credentials from (listener certificates and keys, upstream
     /// CA bundles): a change to one reloads the config, so rotated certificates are used for
