@@ -2,14 +2,15 @@ import SluiceHTTP
 import SluiceIO
 import SluiceLLM
 
-/// Record: the request's metrics into the worker's shard (no lock) and one access-log line,
-/// once, when the exchange ends — forwarded, answered by Sluice, failed or abandoned alike.
+/// Record: the request's metrics into the worker's shard (no lock), one access-log line and,
+/// when tracing samples it, its spans (``TraceSpans``) — once, when the exchange ends — forwarded, answered by Sluice, failed or abandoned alike.
 enum RecordPhase {
     static func run(_ x: Exchange) {
         let w = x.worker
         let m = w.metrics
         let now = x.loop.now
         let status = x.ctx.response.finalStatus
+        if x.ctx.trace != nil { TraceSpans.record(x, status: status, at: now) }
         guard let pool = x.pool else {
             // Answered before a pool was chosen (a bad request, a local endpoint).
             m.add(w.localSlots.requests[GatewayMetrics.classIndex(status)])
