@@ -66,11 +66,15 @@ enum RecordPhase {
         line.field("route_reason", x.ctx.attempt.routeReason.rawValue)
         line.field("attempts", x.ctx.attempt.number)
         line.field("queue_ms", x.ctx.queue.waited.map { Double($0.nanoseconds) / 1e6 })
-        if x.ctx.queue.waited != nil { line.field("priority", x.ctx.queue.band.description) }
+        if x.settings.flow.enabled { line.field("priority", x.ctx.queue.band.description) }
         if let t = x.ctx.admission.ticket {
             line.field("tenant", t.tenant)
             line.field("cache", x.ctx.admission.cacheOutcome?.rawValue)
             line.field("rate_limit", x.ctx.admission.limitOutcome?.rawValue)
+        } else if x.settings.auth != nil {
+            // A configured tenant's name (never the key; without auth, tenants are keys' digests
+            // and stay out of the log).
+            line.field("tenant", x.ctx.tenant)
         }
         w.log(line.finish())
     }
