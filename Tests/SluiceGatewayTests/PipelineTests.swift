@@ -476,8 +476,8 @@ extension OutputQueue {
         let (u, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"urgent\"")))
         #expect(u.stage == .waiting && u.ctx.queue.waited == nil)  // straight through, not queued
         // A small pool keeps at least one slot.
-        #expect(PoolFlow.freeSlots(h.worker.pools[0], h.worker.settings, now: h.loop.now, pending: 0, headroom: 0.01) == 0)
-        #expect(PoolFlow.freeSlots(h.worker.pools[0], h.worker.settings, now: h.loop.now, pending: 0) == 1)
+        #expect(PoolFlow.freeSlots(h.worker.pools[0], flow: h.worker.settings.flow, staleness: h.worker.settings.telemetry.staleness, now: h.loop.now, pending: 0, headroom: 0.01) == 0)
+        #expect(PoolFlow.freeSlots(h.worker.pools[0], flow: h.worker.settings.flow, staleness: h.worker.settings.telemetry.staleness, now: h.loop.now, pending: 0) == 1)
     }
 
     /// Two endpoints that run four requests each; a long prompt was last sent to one of them

@@ -86,10 +86,7 @@ final class Exchange {
         while true {
             switch a {
             case .next:
-                if ctx.trace != nil {
-                    let now = loop.now
-                    ctx.trace!.passed(p, at: now)
-                }
+                if let t = ctx.trace { t.passed(p, at: loop.now) }
                 // The forward phase is the last: past it the upstream drives the exchange.
                 guard let n = Pipeline.Phase(rawValue: p.rawValue + 1) else { return }
                 p = n
@@ -326,9 +323,7 @@ final class Exchange {
 
     /// The current attempt's client span ends (tracing on, an attempt open).
     private func endAttemptSpan(_ error: String?) {
-        guard ctx.trace != nil else { return }
-        let now = loop.now, number = ctx.attempt.number, status = ctx.response.upstreamStatus
-        ctx.trace!.endAttempt(at: now, number: number, status: status, error: error)
+        ctx.trace?.endAttempt(at: loop.now, number: ctx.attempt.number, status: ctx.response.upstreamStatus, error: error)
     }
 
     /// Ends the exchange once: settle and record, the lease and the timer given back.

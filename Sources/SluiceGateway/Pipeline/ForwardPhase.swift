@@ -39,12 +39,12 @@ enum ForwardPhase: RequestPhase {
         let proxy = x.settings.proxy
         // Traced: the attempt's client span, whose id the model server gets as its parent.
         var trace: (TraceContext, UInt64)? = nil
-        if x.ctx.trace != nil {
+        if let t = x.ctx.trace {
             let id = x.worker.spans.newSpanID()
-            x.ctx.trace!.attemptSpanID = id
-            x.ctx.trace!.attemptStart = now
-            x.ctx.trace!.attemptEndpoint = x.ctx.attempt.endpointName
-            trace = (x.ctx.trace!.context, id)
+            t.attemptSpanID = id
+            t.attemptStart = now
+            t.attemptEndpoint = x.ctx.attempt.endpointName
+            trace = (t.context, id)
         }
         x.forwarded(on: conn)
         conn.send(x, method: x.ctx.method) { out in

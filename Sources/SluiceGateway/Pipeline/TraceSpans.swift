@@ -4,13 +4,14 @@ import SluiceLLM
 import SluiceTracing
 
 /// A request's trace while tracing is on (`RequestContext.trace`; nil when off, so a request
-/// without tracing carries nothing and records nothing).
+/// without tracing carries one nil pointer and records nothing — a class so that the context
+/// stays small and "is it traced" is a pointer test).
 ///
 /// What its spans need is stamped as the request goes: when admission (with the queue) ended,
 /// when the route phase picked, and each upstream attempt's client span — its id goes upstream
 /// in `traceparent`, so the model server's own spans hang under the attempt that reached it.
-struct TraceState {
-    var context: TraceContext
+final class TraceState {
+    let context: TraceContext
     /// The request's path (no query) and id as the client knows it, read when a sampled trace
     /// began (the request's bytes may be gone by the end); nil for one not sampled, which
     /// allocates nothing unless it fails (then the spans go without the path).
@@ -28,6 +29,8 @@ struct TraceState {
     /// Attempts already ended, in order.
     var attempts: [AttemptSpan] = []
 
+    init(context: TraceContext) { self.context = context }
+
     struct AttemptSpan {
         var spanID: UInt64
         var start: Instant
@@ -41,7 +44,7 @@ struct TraceState {
     }
 
     /// A phase finished with `.next`.
-    mutating func passed(_ p: Pipeline.Phase, at now: Instant) {
+    func passed(_ p: Pipeline.Phase, at now: Instant) {
         switch p {
         case .admit: admittedAt = now
         case .queue: dequeuedAt = now
@@ -53,7 +56,7 @@ struct TraceState {
     /// The attempt's span ends (at most once per attempt). Kept when the trace is sampled, or
     /// when the attempt failed (a request that fails is recorded with `always_sample_errors`;
     /// one not sampled that succeeds records nothing, so its attempts need not be kept).
-    mutating func endAttempt(at now: Instant, number: Int, status: Int, error: String?) {
+    func endAttempt(at now: Instant, number: Int, status: Int, error: String?) {
         guard attemptSpanID != 0 else { return }
         guard context.sampled || error != nil else {
             attemptSpanID = 0
@@ -77,7 +80,7 @@ enum TraceSpans {
         guard spans.isEnabled else { return }
         x.client.withRequest { r in
             let context = spans.begin(traceparent: r.head.first(.traceparent).map { r.bytes.slice($0.value) })
-            var t = TraceState(context: context)
+            let t = TraceState(context: context)
             if context.sampled {
                 t.path = ResolvePhase.logPath(r.target)
                 t.requestID = UpstreamRequestEncoder.clientRequestID(r.head, r.bytes).map { String(decoding: r.bytes.slice($0), as: UTF8.self) }

@@ -70,14 +70,17 @@ final class PoolFlow: @unchecked Sendable {
     /// Free slots in `pool` beyond those already handed out (`Int.max`: unbounded). With
     /// `headroom` (a share of the pool's learned slots, at least one when above 0) that many
     /// fewer: what `sheddable` requests may not take.
-    static func freeSlots(_ pool: UpstreamPool, _ s: GatewaySettings, now: Instant, pending: Int, headroom: Double = 0) -> Int {
+    /// Takes the two parts of the settings it reads (the whole struct as an argument was
+    /// copied, with a retain per field, on every request).
+    static func freeSlots(_ pool: UpstreamPool, flow: GatewaySettings.FlowControl, staleness: Duration, now: Instant, pending: Int,
+                          headroom: Double = 0) -> Int {
         var total = 0, slots = 0
         for rt in pool.runtimes {
             let r = rt.takeUnretainedValue()
-            guard let free = room(r, flow: s.flow, now: now, staleness: s.telemetry.staleness) else { return .max }
+            guard let free = room(r, flow: flow, now: now, staleness: staleness) else { return .max }
             total += free
             let cap = r.learnedCapacity.load(ordering: .relaxed)
-            if cap > 0 { slots += cap + s.flow.maxWaiting }
+            if cap > 0 { slots += cap + flow.maxWaiting }
         }
         let reserved = headroom > 0 ? max(1, Int((Double(slots) * headroom).rounded(.up))) : 0
         return total - pending - reserved
@@ -147,7 +150,7 @@ final class PoolFlow: @unchecked Sendable {
         state.withLock { st in
             guard st.queue != nil else { return }
             dropExpiredHolds(&st, now: now)
-            var free = Self.freeSlots(pool, s, now: now, pending: pending.load(ordering: .relaxed) + st.holds.count)
+            var free = Self.freeSlots(pool, flow: s.flow, staleness: s.telemetry.staleness, now: now, pending: pending.load(ordering: .relaxed) + st.holds.count)
             while free > 0, let e = st.queue!.dequeue() {
                 out.append((e.item, e.enqueuedAt, e.band))
                 pending.add(1, ordering: .relaxed)

@@ -11,6 +11,9 @@ public enum KnownHeader: UInt8, Sendable {
     case proxyConnection, proxyAuthenticate, proxyAuthorization, expect, contentType
     case xForwardedFor, xForwardedProto, xRequestID, traceparent, authorization, forwarded, via
     case xForwardedHost, xForwardedPort, xRealIP, tracestate
+    /// Sluice's own: a flow-control priority band a key may set (found per request without a
+    /// by-name search).
+    case xSluicePriority
 
     /// What an earlier proxy says about the client (`Forwarded`, `X-Forwarded-*`,
     /// `X-Real-IP`): believed only from a trusted hop, otherwise any client could claim any
