@@ -1,4 +1,5 @@
 import SluiceIO
+import SluiceLLM
 import SluiceRouting
 
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
@@ -16,19 +17,50 @@ final class RouterScratch {
     deinit { buffer.deallocate() }
 }
 
+/// What the route phase decided: the endpoint, why, and what the cost model expects there.
+/// The request path hands `uncachedTokens` to the endpoint's lease
+/// (`EndpointRuntime.prefillStarted(tokens:)` at send, `firstToken(tokens:)`, `finished`) and
+/// `predictedTTFT`, `queuedTokens`, `decoding` back with the observed TTFT
+/// (`EndpointRuntime.observe(ttft:…)`); the access log takes `predictedTTFT`.
+struct RouteDecision {
+    let endpoint: UpstreamPool.Endpoint
+    let reason: RouteReason
+    /// Seconds; nil for round robin and the weighted profile.
+    let predictedTTFT: Double?
+    let promptTokens: Int
+    let hitTokens: Int
+    let uncachedTokens: Int
+    let queuedTokens: Int
+    let decoding: Int
+}
+
 /// The pick phase: read → decide → commit. It reads endpoint state (health, the gateway's
-/// in-flight counts, scraped queue and KV use, adapters) and the shared prefix index into
-/// candidates, lets the pool's ``RoutingProfile`` decide (pure, SluiceRouting), and the caller
-/// commits the choice.
+/// in-flight and lease counters, scraped queue, running and KV use, adapters, learned latency
+/// coefficients) and the shared prefix index into candidates, lets the pool's
+/// ``RoutingProfile`` decide (pure, SluiceRouting), and the caller commits the choice.
 enum Router {
+    /// ``route(pool:scored:adapter:prefixHashes:promptTokens:index:excluding:now:staleness:scratch:random:)``
+    /// for callers that do not yet pass the prompt's size (estimated from its prefix blocks)
+    /// nor use the prediction.
     static func pick(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
                      index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
                      scratch: RouterScratch, random: inout SplitMix64) -> (UpstreamPool.Endpoint, RouteReason)? {
+        route(pool: pool, scored: scored, adapter: adapter, prefixHashes: prefixHashes, promptTokens: 0, index: index,
+              excluding: excluding, now: now, staleness: staleness, scratch: scratch, random: &random).map { ($0.endpoint, $0.reason) }
+    }
+
+    /// One decision. `promptTokens`: the prompt's estimated tokens (`TokenReservation.promptTokens`;
+    /// 0 when unknown: then what its prefix blocks cover, 16 tokens a block).
+    static func route(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
+                      promptTokens: Int, index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
+                      scratch: RouterScratch, random: inout SplitMix64) -> RouteDecision? {
         let eps = pool.endpoints
         if eps.isEmpty { return nil }
+        let prompt = max(promptTokens, prefixHashes.count * Self.blockTokens)
         if pool.policy == .roundRobin || !scored {
             guard let e = pool.pick(excluding: excluding, now: now) else { return nil }
-            return (e, .roundRobin)
+            return RouteDecision(endpoint: e, reason: .roundRobin, predictedTTFT: nil, promptTokens: prompt, hitTokens: 0,
+                                 uncachedTokens: prompt, queuedTokens: 0, decoding: 0)
         }
         // Read: every endpoint but the one that just failed, as the profile's filters see it.
         // Candidates go into the worker's scratch space: a decision allocates nothing.
@@ -53,15 +85,34 @@ enum Router {
                         return t.scrapedAt.nanoseconds == 0 ? .unknown : .absent
                     }
                 }
-                return Candidate(index: i, id: rt.id, admitted: rt.isAdmitted(at: now), inflight: rt.inflight.load(ordering: .relaxed),
+                let inflight = rt.inflight.load(ordering: .relaxed)
+                let running = fresh ? rt.runningNow.load(ordering: .relaxed) : 0
+                let meanUncached = Double(bitPattern: rt.meanUncachedBits.load(ordering: .relaxed))
+                var pendingRequests: Int, pendingTokens: Int?, decoding: Int
+                if rt.leaseReported.load(ordering: .relaxed) {
+                    pendingRequests = max(0, rt.pendingRequests.load(ordering: .relaxed))
+                    pendingTokens = max(0, rt.pendingTokens.load(ordering: .relaxed))
+                    decoding = max(0, rt.decodingNow.load(ordering: .relaxed))
+                } else {
+                    // The request path does not report its requests yet: what it sent since the
+                    // scrape (in flight beyond what the server runs) counts as queued, each at
+                    // the mean uncached prompt routed there (the cost model's estimate, tokens
+                    // nil); what the server runs, as decoding.
+                    pendingRequests = max(0, inflight - running)
+                    pendingTokens = nil
+                    decoding = running
+                }
+                return Candidate(index: i, id: rt.id, admitted: rt.isAdmitted(at: now), inflight: inflight,
                                  waiting: fresh ? rt.waitingNow.load(ordering: .relaxed) : 0,
                                  kvUse: fresh ? Double(bitPattern: rt.kvUseBits.load(ordering: .relaxed)) : 0,
-                                 adapter: state, homeHash: rt.addressHash)
+                                 adapter: state, homeHash: rt.addressHash, running: running, pendingRequests: pendingRequests,
+                                 pendingTokens: pendingTokens, decoding: decoding, meanUncachedTokens: meanUncached,
+                                 coefficients: rt.coefficients)
             }
             n += 1
         }
         let profile = pool.profile
-        var request = RoutingRequest(adapterRequested: adapter != nil)
+        var request = RoutingRequest(adapterRequested: adapter != nil, promptTokens: prompt, blockTokens: Self.blockTokens)
         if prefixHashes.count > 0 && profile.usesPrefix {
             request.promptBlocks = prefixHashes.count
             request.firstBlock = prefixHashes[0]
@@ -71,13 +122,24 @@ enum Router {
             // recorded, for when the pool grows.
             if n > 1 { index.match(prefixHashes, into: cands, count: n) }
         }
-        guard let (position, reason) = profile.decide(cands, count: n, request: request, random: &random) else {
+        guard let d = profile.decide(cands, count: n, request: request, random: &random) else {
             // Nothing passes the filters: every endpoint ejected, or none has the adapter.
-            if adapter == nil, let e = pool.pick(excluding: excluding, now: now) { return (e, .panic) }
+            if adapter == nil, let e = pool.pick(excluding: excluding, now: now) {
+                return RouteDecision(endpoint: e, reason: .panic, predictedTTFT: nil, promptTokens: prompt, hitTokens: 0,
+                                     uncachedTokens: prompt, queuedTokens: 0, decoding: 0)
+            }
             return nil
         }
-        return (eps[cands[position].index], reason)
+        let e = eps[cands[d.position].index]
+        // Commit (the part that is the router's): the mean uncached prompt routed there.
+        e.runtime.noteRouted(uncachedTokens: d.uncachedTokens)
+        return RouteDecision(endpoint: e, reason: d.reason, predictedTTFT: d.predictedTTFT, promptTokens: prompt,
+                             hitTokens: d.hitTokens, uncachedTokens: d.uncachedTokens, queuedTokens: d.queuedTokens,
+                             decoding: d.decoding)
     }
+
+    /// Prompt tokens a 64-byte prefix block stands for (~4 bytes a token).
+    static let blockTokens = PrefixHasher.defaultBlockSize / 4
 }
 
 extension Router {

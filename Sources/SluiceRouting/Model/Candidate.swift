@@ -23,8 +23,30 @@ public struct Candidate: Sendable, Equatable {
     /// The weighted sum of the scorers' scores (the profile resets it per decision).
     public var score: Double
 
+    // What the cost model reads (``CostModel``); the weighted profile ignores it.
+
+    /// vLLM's `num_requests_running` from the latest scrape (0 when stale).
+    public var running: Int
+    /// Requests the gateway sent there that have not produced a first token yet, and their
+    /// uncached prompt tokens (exact, real time: the endpoint's lease counters). Tokens nil:
+    /// not reported (the request path does not report its requests): the cost model then
+    /// takes each pending request at the mean uncached prompt.
+    public var pendingRequests: Int
+    public var pendingTokens: Int?
+    /// Sequences of this gateway's decoding there (first token seen, not finished).
+    public var decoding: Int
+    /// The mean uncached prompt tokens of the requests recently routed there: what one request
+    /// in the server's waiting queue is taken to cost.
+    public var meanUncachedTokens: Double
+    /// The endpoint's learned latency coefficients.
+    public var coefficients: LatencyCoefficients
+    /// This request's predicted time to first token there (seconds), set by ``PredictedTTFTScorer``.
+    public var predictedTTFT: Double
+
     public init(index: Int, id: Int, admitted: Bool = true, inflight: Int = 0, waiting: Int = 0, kvUse: Double = 0,
-                adapter: AdapterState = .notRequested, homeHash: UInt64, prefixBlocks: Int = 0) {
+                adapter: AdapterState = .notRequested, homeHash: UInt64, prefixBlocks: Int = 0, running: Int = 0,
+                pendingRequests: Int = 0, pendingTokens: Int? = 0, decoding: Int = 0, meanUncachedTokens: Double = 0,
+                coefficients: LatencyCoefficients = .defaults) {
         self.index = index
         self.id = id
         self.admitted = admitted
@@ -35,6 +57,13 @@ public struct Candidate: Sendable, Equatable {
         self.homeHash = homeHash
         self.prefixBlocks = prefixBlocks
         score = 0
+        self.running = running
+        self.pendingRequests = pendingRequests
+        self.pendingTokens = pendingTokens
+        self.decoding = decoding
+        self.meanUncachedTokens = meanUncachedTokens
+        self.coefficients = coefficients
+        predictedTTFT = 0
     }
 
     /// Queue depth as the gateway sees it: its own requests in flight there plus the server's

@@ -1,0 +1,77 @@
+/// The cost model: this request's predicted time to first token (TTFT) at one candidate, from
+/// the work queued ahead of it there, its own uncached prefill and the decoding that shares
+/// every engine step with them. With the endpoint's ``LatencyCoefficients`` `c`:
+///
+/// ```
+/// hit   = min(prefixBlocks × blockTokens, promptTokens)          prompt tokens the prefix index says are cached there
+/// P     = promptTokens − hit                                      its own uncached prefill
+/// m     = meanUncachedTokens, or promptTokens before anything was routed there
+/// Q     = (pendingTokens, or pendingRequests × m when unknown) + max(0, waiting − pendingRequests) × m
+///                                                                 prefill queued ahead: what this gateway sent without a
+///                                                                 first token yet, plus the server's waiting queue beyond
+///                                                                 it (other gateways' requests, from the scrape)
+/// D     = max(decoding, running − pendingRequests)                sequences decoding there
+/// T     = Q + P
+/// steps = ½ + max(1, ⌈T / chunkTokens⌉)                           half a step in progress, then the steps the prefill takes
+/// TTFT  = c.overhead + c.prefillPerToken × T + steps × (c.stepBase + c.stepPerSequence × D) + adapter
+/// ```
+///
+/// `adapter` is 0 when no adapter is asked for or it is running there, `adapterLoad` when it
+/// is registered with a free slot (or the endpoint is not scraped yet), `adapterWait` when its
+/// requests wait for a slot or every slot holds another adapter. A prefix hit is worth exactly
+/// the prefill it saves (`hit × prefillPerToken` and the steps it spares), never more: a
+/// holder whose queue costs more than that loses to an idle endpoint.
+public struct CostModel: Sendable, Equatable {
+    /// Prompt tokens one engine step prefills (vLLM's `--max-num-batched-tokens`).
+    public var chunkTokens: Int
+    /// Bringing a registered adapter into a free slot.
+    public var adapterLoad: Double
+    /// Waiting for a slot when every one holds another adapter (requests there must finish).
+    public var adapterWait: Double
+
+    public init(chunkTokens: Int = 2048, adapterLoad: Double = 0.01, adapterWait: Double = 0.25) {
+        self.chunkTokens = max(1, chunkTokens)
+        self.adapterLoad = adapterLoad
+        self.adapterWait = adapterWait
+    }
+
+    public struct Prediction: Sendable, Equatable {
+        /// Seconds to the first token.
+        public var ttft: Double
+        /// Prompt tokens expected cached there, and the rest (P).
+        public var hitTokens: Int
+        public var uncachedTokens: Int
+        /// Prefill tokens queued ahead (Q) and sequences decoding (D).
+        public var queuedTokens: Int
+        public var decoding: Int
+    }
+
+    /// Q and D of the formula (for tests and the decision's record).
+    @inline(__always)
+    public static func load(_ c: Candidate, promptTokens: Int) -> (queuedTokens: Int, decoding: Int) {
+        let m = c.meanUncachedTokens > 0 ? c.meanUncachedTokens : Double(max(0, promptTokens))
+        let pending = max(0, c.pendingRequests)
+        let extra = max(0, c.waiting - pending)
+        let own = c.pendingTokens.map { max(0, $0) } ?? Int((Double(pending) * m).rounded())
+        let q = own + Int((Double(extra) * m).rounded())
+        return (q, max(c.decoding, c.running - pending, 0))
+    }
+
+    @inline(__always)
+    public func predict(_ c: Candidate, _ r: RoutingRequest) -> Prediction {
+        let prompt = max(0, r.promptTokens)
+        let hit = min(max(0, c.prefixBlocks) * r.blockTokens, prompt)
+        let p = prompt - hit
+        let (q, d) = Self.load(c, promptTokens: prompt)
+        let t = q + p
+        let steps = 0.5 + Double(max(1, (t + chunkTokens - 1) / chunkTokens))
+        let k = c.coefficients
+        var ttft = k.overhead + k.prefillPerToken * Double(t) + steps * k.step(decoding: d)
+        switch c.adapter {
+        case .notRequested, .running: break
+        case .registeredSlotFree, .unknown: ttft += adapterLoad
+        case .waiting, .registeredSlotsFull, .absent: ttft += adapterWait
+        }
+        return Prediction(ttft: ttft, hitTokens: hit, uncachedTokens: p, queuedTokens: q, decoding: d)
+    }
+}

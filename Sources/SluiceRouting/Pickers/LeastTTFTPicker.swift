@@ -1,0 +1,50 @@
+/// Takes the candidate with the least predicted time to first token (``PredictedTTFTScorer``
+/// fills ``Candidate/predictedTTFT``). Candidates alike to the best — predicted within
+/// `band = max(absoluteBand, relativeBand × least)` of it and expecting the same prefix hit —
+/// are a tie, broken by rendezvous hashing of the prompt's first block (`argmax
+/// mix(homeHash ⊕ firstBlock)`), so that replicas sharing nothing, whose learned coefficients
+/// differ slightly, still place a new prefix alike; without prompt blocks, uniformly at random
+/// from the caller's seeded generator.
+///
+/// Only alike candidates tie: a holder of the prefix whose queue makes it a little slower
+/// than an idle endpoint does not win by the band (a cold burst of one prefix spreads), and an
+/// idle endpoint does not take a hit's request by it either.
+public struct LeastTTFTPicker: RoutingPicker {
+    public var name: String { "least_ttft" }
+    /// Seconds within which two predictions are alike.
+    public var absoluteBand: Double
+    /// The same as a fraction of the least prediction.
+    public var relativeBand: Double
+
+    public init(absoluteBand: Double = 0.001, relativeBand: Double = 0.05) {
+        self.absoluteBand = absoluteBand
+        self.relativeBand = relativeBand
+    }
+
+    public func pick(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext,
+                     random: inout SplitMix64) -> Int {
+        var best = 0
+        for k in 1..<max(count, 1) where c[k].predictedTTFT < c[best].predictedTTFT { best = k }
+        let limit = c[best].predictedTTFT + max(absoluteBand, relativeBand * c[best].predictedTTFT)
+        let blocks = c[best].prefixBlocks
+        let request = context.request
+        var chosen = best
+        if request.promptBlocks > 0 {
+            var top = SplitMix64.mix(c[best].homeHash ^ request.firstBlock)
+            for k in 0..<count where k != best && c[k].predictedTTFT <= limit && c[k].prefixBlocks == blocks {
+                let w = SplitMix64.mix(c[k].homeHash ^ request.firstBlock)
+                if w > top {
+                    top = w
+                    chosen = k
+                }
+            }
+        } else {
+            var ties: UInt64 = 1
+            for k in 0..<count where k != best && c[k].predictedTTFT <= limit && c[k].prefixBlocks == blocks {
+                ties += 1
+                if random.next() % ties == 0 { chosen = k }
+            }
+        }
+        return chosen
+    }
+}
