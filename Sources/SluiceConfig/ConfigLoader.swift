@@ -513,10 +513,13 @@ public struct ConfigLoader {
             if pool.routing != .default { issue("\(p).cost", "applies to policy default only", c.line) }
             if let cm = map(c, "\(p).cost") {
                 let q = "\(p).cost"
-                unknown(cm, q, ["chunk_tokens", "adapter_load", "adapter_wait", "tie_band", "tie_band_relative"])
+                unknown(cm, q, ["chunk_tokens", "adapter_load", "adapter_wait", "interference", "tie_band", "tie_band_relative"])
                 if let v = intField(cm, q, "chunk_tokens", min: 1, max: 1 << 24) { model.chunkTokens = v }
                 if let d = durationField(cm, q, "adapter_load") { model.adapterLoad = Double(d.nanoseconds) / 1e9 }
                 if let d = durationField(cm, q, "adapter_wait") { model.adapterWait = Double(d.nanoseconds) / 1e9 }
+                if let v = number(cm, q, "interference") {
+                    if v < 0 || v > 100 { issue("\(q).interference", "must be >= 0 and <= 100", field(cm, "interference")!.line) } else { model.interference = v }
+                }
                 if let d = durationField(cm, q, "tie_band") { absoluteBand = Double(d.nanoseconds) / 1e9 }
                 if let v = number(cm, q, "tie_band_relative") {
                     if v < 0 || v > 1 { issue("\(q).tie_band_relative", "must be >= 0 and <= 1", field(cm, "tie_band_relative")!.line) } else { relativeBand = v }

@@ -70,6 +70,31 @@ import Testing
         let e = Self.model.predict(c.candidate, c.request)
         #expect(e.hitTokens == c.hit && e.uncachedTokens == c.p && e.queuedTokens == c.q && e.decoding == c.d)
         #expect(abs(e.ttft - c.ttft) < 1e-12, "\(e.ttft) vs \(c.ttft)")
+        // cost = ttft + interference × D × P × prefillPerToken
+        #expect(abs(e.cost - (c.ttft + Double(c.d * c.p) * Self.k.prefillPerToken)) < 1e-12)
+        var pure = Self.model
+        pure.interference = 0
+        #expect(pure.predict(c.candidate, c.request).cost == e.ttft)
+    }
+
+    /// The interference term: a holder with 6 sequences decoding and a queue that makes its
+    /// TTFT a little worse than an idle endpoint's keeps the request when the idle endpoint
+    /// also decodes (recomputing the prompt there would delay its sequences); with
+    /// interference 0 the TTFT alone decides and the request leaves.
+    @Test(arguments: [(1.0, 1), (0.0, 0)])
+    func interferenceKeepsAPrefixOnABusyHolder(_ weight: Double, _ expected: Int) throws {
+        let cs = candidates(2) { c, k in
+            c.coefficients = Self.k
+            c.decoding = k == 1 ? 6 : 4
+            c.prefixBlocks = k == 1 ? 125 : 0
+            c.pendingRequests = k == 1 ? 1 : 0
+            c.pendingTokens = k == 1 ? 2400 : 0
+        }
+        var rng = SplitMix64(seed: 1)
+        let profile = RoutingProfile.costModel(model: CostModel(chunkTokens: 8192, interference: weight), absoluteBand: 0, relativeBand: 0)
+        let request = RoutingRequest(promptBlocks: 125, firstBlock: 5, promptTokens: 2000)
+        let (d, after) = withBuffer(cs) { profile.decide($0, count: 2, request: request, random: &rng) }
+        #expect(after[try #require(d).position].index == expected)
     }
 
     /// A prefix hit is worth exactly the prefill it saves: the holder wins while its queue costs

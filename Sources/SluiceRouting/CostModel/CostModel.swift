@@ -21,6 +21,19 @@
 /// requests wait for a slot or every slot holds another adapter. A prefix hit is worth exactly
 /// the prefill it saves (`hit × prefillPerToken` and the steps it spares), never more: a
 /// holder whose queue costs more than that loses to an idle endpoint.
+///
+/// The pick minimises the request's cost there: its TTFT plus what its prefill costs the
+/// others, since every sequence decoding there waits for that prefill before its next token:
+///
+/// ```
+/// cost  = TTFT + interference × D × P × c.prefillPerToken
+/// ```
+///
+/// With `interference` 1 this is the increase of all requests' summed latency (each of the `D`
+/// sequences is delayed by this request's own prefill); 0 picks by this request's TTFT alone.
+/// It is what keeps a prefix's later turns on its holder while the holder is merely busy
+/// (recomputing a 3,000-token prompt elsewhere slows everything decoding there), and it is 0 on
+/// idle endpoints, so a cold burst still spreads.
 public struct CostModel: Sendable, Equatable {
     /// Prompt tokens one engine step prefills (vLLM's `--max-num-batched-tokens`).
     public var chunkTokens: Int
@@ -28,16 +41,21 @@ public struct CostModel: Sendable, Equatable {
     public var adapterLoad: Double
     /// Waiting for a slot when every one holds another adapter (requests there must finish).
     public var adapterWait: Double
+    /// The weight of the delay this request's prefill imposes on the sequences decoding there.
+    public var interference: Double
 
-    public init(chunkTokens: Int = 2048, adapterLoad: Double = 0.01, adapterWait: Double = 0.25) {
+    public init(chunkTokens: Int = 2048, adapterLoad: Double = 0.01, adapterWait: Double = 0.25, interference: Double = 1) {
         self.chunkTokens = max(1, chunkTokens)
         self.adapterLoad = adapterLoad
         self.adapterWait = adapterWait
+        self.interference = max(0, interference)
     }
 
     public struct Prediction: Sendable, Equatable {
         /// Seconds to the first token.
         public var ttft: Double
+        /// What the pick minimises: `ttft` + the interference term.
+        public var cost: Double
         /// Prompt tokens expected cached there, and the rest (P).
         public var hitTokens: Int
         public var uncachedTokens: Int
@@ -72,6 +90,7 @@ public struct CostModel: Sendable, Equatable {
         case .registeredSlotFree, .unknown: ttft += adapterLoad
         case .waiting, .registeredSlotsFull, .absent: ttft += adapterWait
         }
-        return Prediction(ttft: ttft, hitTokens: hit, uncachedTokens: p, queuedTokens: q, decoding: d)
+        let cost = ttft + interference * Double(d) * Double(p) * k.prefillPerToken
+        return Prediction(ttft: ttft, cost: cost, hitTokens: hit, uncachedTokens: p, queuedTokens: q, decoding: d)
     }
 }

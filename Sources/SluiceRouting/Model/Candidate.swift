@@ -40,8 +40,10 @@ public struct Candidate: Sendable, Equatable {
     public var meanUncachedTokens: Double
     /// The endpoint's learned latency coefficients.
     public var coefficients: LatencyCoefficients
-    /// This request's predicted time to first token there (seconds), set by ``PredictedTTFTScorer``.
+    /// This request's predicted time to first token there (seconds), and the cost the cost
+    /// model minimises (TTFT + the delay its prefill imposes on others), set by ``PredictedTTFTScorer``.
     public var predictedTTFT: Double
+    public var cost: Double
 
     public init(index: Int, id: Int, admitted: Bool = true, inflight: Int = 0, waiting: Int = 0, kvUse: Double = 0,
                 adapter: AdapterState = .notRequested, homeHash: UInt64, prefixBlocks: Int = 0, running: Int = 0,
@@ -64,6 +66,7 @@ public struct Candidate: Sendable, Equatable {
         self.meanUncachedTokens = meanUncachedTokens
         self.coefficients = coefficients
         predictedTTFT = 0
+        cost = 0
     }
 
     /// Queue depth as the gateway sees it: its own requests in flight there plus the server's

@@ -1,6 +1,7 @@
-/// Takes the candidate with the least predicted time to first token (``PredictedTTFTScorer``
-/// fills ``Candidate/predictedTTFT``). Candidates alike to the best — predicted within
-/// `band = max(absoluteBand, relativeBand × least)` of it and expecting the same prefix hit —
+/// Takes the candidate with the least cost (``PredictedTTFTScorer`` fills ``Candidate/cost``:
+/// the predicted time to first token + the delay its prefill imposes on others). Candidates
+/// alike to the best — within `band = max(absoluteBand, relativeBand × least)` of it and
+/// expecting the same prefix hit —
 /// are a tie, broken by rendezvous hashing of the prompt's first block (`argmax
 /// mix(homeHash ⊕ firstBlock)`), so that replicas sharing nothing, whose learned coefficients
 /// differ slightly, still place a new prefix alike; without prompt blocks, uniformly at random
@@ -24,14 +25,14 @@ public struct LeastTTFTPicker: RoutingPicker {
     public func pick(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext,
                      random: inout SplitMix64) -> Int {
         var best = 0
-        for k in 1..<max(count, 1) where c[k].predictedTTFT < c[best].predictedTTFT { best = k }
-        let limit = c[best].predictedTTFT + max(absoluteBand, relativeBand * c[best].predictedTTFT)
+        for k in 1..<max(count, 1) where c[k].cost < c[best].cost { best = k }
+        let limit = c[best].cost + max(absoluteBand, relativeBand * c[best].cost)
         let blocks = c[best].prefixBlocks
         let request = context.request
         var chosen = best
         if request.promptBlocks > 0 {
             var top = SplitMix64.mix(c[best].homeHash ^ request.firstBlock)
-            for k in 0..<count where k != best && c[k].predictedTTFT <= limit && c[k].prefixBlocks == blocks {
+            for k in 0..<count where k != best && c[k].cost <= limit && c[k].prefixBlocks == blocks {
                 let w = SplitMix64.mix(c[k].homeHash ^ request.firstBlock)
                 if w > top {
                     top = w
@@ -40,7 +41,7 @@ public struct LeastTTFTPicker: RoutingPicker {
             }
         } else {
             var ties: UInt64 = 1
-            for k in 0..<count where k != best && c[k].predictedTTFT <= limit && c[k].prefixBlocks == blocks {
+            for k in 0..<count where k != best && c[k].cost <= limit && c[k].prefixBlocks == blocks {
                 ties += 1
                 if random.next() % ties == 0 { chosen = k }
             }
