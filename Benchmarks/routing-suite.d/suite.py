@@ -43,6 +43,7 @@ ROUTERS = [
     ("vllmr", "vllm-router cache_aware"),
     ("weighted", "Sluice weighted (old default)"),
     ("sluice", "Sluice cost model (default)"),
+    ("sluice-t200", "Sluice cost model, telemetry.interval 200ms"),
 ]
 PEERS = ["rr", "sglang", "vllmr"]
 
@@ -196,7 +197,7 @@ def stop_backends(args):
 
 def start_router(args, procs, name, ports, shape, work):
     upstreams = [f"http://127.0.0.1:{p}" for p in ports]
-    if name in ("sluice", "weighted"):
+    if name in ("sluice", "weighted", "sluice-t200"):
         cfg = os.path.join(work, f"{name}.yaml")
         models = ""
         if shape == "5":
@@ -207,11 +208,11 @@ def start_router(args, procs, name, ports, shape, work):
             f.write(f"""listen: [{{ address: "127.0.0.1:{ROUTER_PORT}" }}]
 workers: 1
 timeouts: {{ drain_delay: 0s }}
-telemetry: {{ interval: 50ms }}
-logging: {{ access_log: "{access}" }}
+telemetry: {{ interval: {"200ms" if name == "sluice-t200" else args.telemetry} }}
+{f'logging: {{{{ access_log: "{access}" }}}}' if args.access_log else ''}
 pools:
   - name: sims
-    routing: {"default" if name == "sluice" else "weighted"}
+    routing: {"weighted" if name == "weighted" else "default"}
     endpoints: [{", ".join(f'"{u}"' for u in upstreams)}]
 {models}""")
         if os.path.exists(access):
@@ -251,6 +252,22 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};
                                   "cache_aware", "--log-level", "error", "--max-concurrent-requests", "100000",
                                   "--worker-urls"] + upstreams, cpu=PROXY_CPU)
     raise ValueError(name)
+
+
+def cpu_seconds(procs, prefix):
+    """utime + stime of this run's processes whose name starts with `prefix` (the sims)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in procs.procs:
+        if not p.name.startswith(prefix):
+            continue
+        try:
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / hz
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def counters(ports):
@@ -324,6 +341,7 @@ def run_one(args, shape, router, work, rate=None):
         wait_until(ready, 60, router)
         time.sleep(0.3)  # a few telemetry scrapes for the routers that read them
         h0, q0 = counters(ports)
+        c0 = cpu_seconds(procs, "sim")
         cmd = ["taskset", "-c", LOAD_CPU, PY, os.path.join(HERE, "workload_client.py"), "--target", f"127.0.0.1:{ROUTER_PORT}"]
         out = subprocess.run(cmd + client_args(args, shape, rate), capture_output=True, text=True, timeout=900)
         try:
@@ -332,8 +350,12 @@ def run_one(args, shape, router, work, rate=None):
             raise RuntimeError(f"client failed: {(out.stdout + out.stderr)[-400:]}")
         h1, q1 = counters(ports)
         r["hit_rate"] = (h1 - h0) / max(q1 - q0, 1)
+        # The servers' CPU per 1,000 output tokens: on this machine the 8 sims share a core with
+        # the client, so a router that makes them run more (smaller) steps leaves the client
+        # less CPU; a diagnostic for closed-loop tokens/s, not a target.
+        r["sim_cpu_ms_per_ktok"] = (cpu_seconds(procs, "sim") - c0) * 1e6 / max(r["output_tokens"], 1) if not args.vllm else None
         r.pop("ttfts", None)
-        if router == "sluice":
+        if router == "sluice" and args.access_log:
             time.sleep(0.2)  # the access log's writer thread
             r["pred_err_ms"], r["pred_why"] = prediction_error(work, router, None)
         return r
@@ -364,7 +386,8 @@ def measure(args, shape, routers, work, rate=None):
                 continue
             results[name].append(r)
             log(f"shape {shape}{'' if rate is None else f' @{rate:g}/s'} rep {rep + 1} {name:9} tok/s {r['tokens_per_s']:8.1f} "
-                f"TTFT p90 {fmt(r['ttft_p90'])} ms hit {r['hit_rate']:.3f} req {r['requests']} err {r['errors']}"
+                f"TTFT p90 {fmt(r['ttft_p90'])} ms hit {r['hit_rate']:.3f} req {r['requests']} err {r['errors']} "
+                f"sim CPU {fmt(r.get('sim_cpu_ms_per_ktok'), 0)} ms/ktok"
                 + (f" pred err {fmt(r.get('pred_err_ms'))} ms" if name == "sluice" else ""))
     return results, errors
 
@@ -378,26 +401,26 @@ def table(shape_title, routers, results, errors, note=""):
     lines = [f"### {shape_title}", ""]
     if note:
         lines += [note, ""]
-    lines += ["| router | output tok/s | ×RR | TTFT p50 ms | TTFT p90 ms | ×RR p90 | hit rate | requests / errors (sum) | runs |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| router | output tok/s | ×RR | TTFT p50 ms | TTFT p90 ms | ×RR p90 | hit rate | server CPU ms / 1k tok | requests / errors (sum) | runs |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in routers:
         label = dict(ROUTERS)[name]
         rs = results.get(name, [])
         if not rs:
-            lines.append(f"| {label} | not run: {errors.get(name, '?')} | | | | | | | |")
+            lines.append(f"| {label} | not run: {errors.get(name, '?')} | | | | | | | | |")
             continue
         t, p50, p90, hit = med(rs, "tokens_per_s"), med(rs, "ttft_p50"), med(rs, "ttft_p90"), med(rs, "hit_rate")
         lines.append(f"| {label} | {fmt(t)} | {fmt(t / rr['tokens_per_s'], 2) if rr['tokens_per_s'] else '-'} | {fmt(p50)} | "
                      f"{fmt(p90)} | {fmt(p90 / rr['ttft_p90'], 3) if rr['ttft_p90'] and p90 is not None else '-'} | "
-                     f"{fmt(hit, 3)} | {sum(r['requests'] for r in rs)} / {sum(r['errors'] for r in rs)} | {len(rs)} |")
+                     f"{fmt(hit, 3)} | {fmt(med(rs, 'sim_cpu_ms_per_ktok'), 0)} | {sum(r['requests'] for r in rs)} / {sum(r['errors'] for r in rs)} | {len(rs)} |")
     return lines
 
 
-def verdict(shape, results, rate=None):
+def verdict(shape, results, rate=None, who="sluice"):
     """The issue's targets for the new profile, met or not."""
-    s = results.get("sluice", [])
+    s = results.get(who, [])
     if not s:
-        return ["- cost model not run."]
+        return [] if who != "sluice" else ["- cost model not run."]
     t, p90 = med(s, "tokens_per_s"), med(s, "ttft_p90")
     peers = {n: (med(results[n], "tokens_per_s"), med(results[n], "ttft_p90")) for n in PEERS if results.get(n)}
     rr = peers.get("rr")
@@ -419,7 +442,9 @@ def verdict(shape, results, rate=None):
     if rr and rr[1] is not None and p90 is not None:
         out.append(f"- TTFT p90{tag} ≤ round robin's ({fmt(rr[1])} ms): {ok(p90 <= rr[1])}")
     e = med(s, "pred_err_ms")
-    why = next((r.get("pred_why") for r in s if r.get("pred_why")), None)
+    why = next((r.get("pred_why") for r in s if r.get("pred_why")), "run with --access-log")
+    if who != "sluice":
+        return out
     out.append(f"- cost model's median absolute TTFT prediction error: {fmt(e)} ms" if e is not None
                else f"- cost model's TTFT prediction error: not measured ({why})")
     return out
@@ -431,7 +456,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs (< 10 minutes)")
     ap.add_argument("--reps", type=int, default=3, help="runs per router and shape (medians)")
     ap.add_argument("--shapes", default="1,2,3,4,5")
-    ap.add_argument("--routers", default=",".join(n for n, _ in ROUTERS))
+    ap.add_argument("--routers", default=",".join(n for n, _ in ROUTERS if n != "sluice-t200"),
+                    help="of rr, sglang, vllmr, weighted, sluice, sluice-t200 (the cost model scraping every 200 ms)")
     ap.add_argument("--duration", type=float, help="seconds per closed-loop run (quick 4, full 20)")
     ap.add_argument("--window", type=float, help="open loop: seconds of arrivals per rate (quick 3, full 12)")
     ap.add_argument("--loads", default="0.5,0.8,0.95", help="open loop: fractions of capacity")
@@ -440,6 +466,9 @@ def main():
     ap.add_argument("--vllm-dir", default=os.path.join(os.path.dirname(ROOT), "shared", "vllm-cpu"))
     ap.add_argument("--vllm-kv", default="8M", help="--vllm: KV cache bytes per server (8M = 4,096 tokens)")
     ap.add_argument("--no-lock", action="store_true", help="measure without holding the shared build lock")
+    ap.add_argument("--telemetry", default="50ms", help="Sluice's telemetry.interval (its default: 50ms)")
+    ap.add_argument("--access-log", action="store_true",
+                    help="Sluice writes an access log (for the prediction error: needs predicted_ttft_ms in its lines)")
     ap.add_argument("--out", help="results file (default Benchmarks/results/<date>-routing-suite[-quick].md)")
     args = ap.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
@@ -489,6 +518,9 @@ def main():
         lines += [f"Open loop: {capacity_note}.", ""]
     for title, results, errors, rate, shape in sections:
         lines += table(title, routers, results, errors) + [""] + verdict(shape, results, rate) + [""]
+        extra = verdict(shape, results, rate, "sluice-t200")
+        if extra:
+            lines += ["With the cost model scraping every 200 ms:"] + [l for l in extra if "prediction error" not in l] + [""]
     lines.append(f"Wall time {(time.time() - started) / 60:.1f} min.")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
