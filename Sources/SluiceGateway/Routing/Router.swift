@@ -3,13 +3,20 @@ import SluiceLLM
 import SluiceRouting
 
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
+/// Its candidates are always initialized (the read loop assigns their fields in place).
 final class RouterScratch {
-    private var buffer = UnsafeMutableBufferPointer<Candidate>.allocate(capacity: 64)
+    private var buffer = RouterScratch.make(64)
+
+    private static func make(_ n: Int) -> UnsafeMutableBufferPointer<Candidate> {
+        let b = UnsafeMutableBufferPointer<Candidate>.allocate(capacity: n)
+        b.initialize(repeating: Candidate(index: 0, id: 0, homeHash: 0))
+        return b
+    }
 
     func candidates(_ n: Int) -> UnsafeMutableBufferPointer<Candidate> {
         if buffer.count < n {
             buffer.deallocate()
-            buffer = .allocate(capacity: max(n, buffer.count * 2))
+            buffer = Self.make(max(n, buffer.count * 2))
         }
         return buffer
     }
@@ -69,7 +76,11 @@ enum Router {
         let runtimes = pool.runtimes
         let staleNanos = UInt64(max(0, staleness.nanoseconds))
         for i in 0..<runtimes.count where i != excluding || runtimes.count == 1 {
-            cands[n] = runtimes[i]._withUnsafeGuaranteedRef { rt in
+            // Fields are assigned in place: a Candidate built in the closure and copied out
+            // went through a stack temporary whose 32-bit and 8-bit stores the copy's 64-bit
+            // loads could not forward from (a stall per endpoint: most of a decision at 256).
+            let slot = cands.baseAddress! + n
+            runtimes[i]._withUnsafeGuaranteedRef { rt in
                 let scraped = rt.scrapedAtNanos.load(ordering: .relaxed)
                 // A worker's clock is read once per loop iteration, so a scrape may look newer than now.
                 let fresh = scraped != 0 && (now.nanoseconds <= scraped || now.nanoseconds - scraped <= staleNanos)
@@ -87,27 +98,31 @@ enum Router {
                 }
                 let inflight = rt.inflight.load(ordering: .relaxed)
                 let running = fresh ? rt.runningNow.load(ordering: .relaxed) : 0
-                let meanUncached = Double(bitPattern: rt.meanUncachedBits.load(ordering: .relaxed))
-                var pendingRequests: Int, pendingTokens: Int?, decoding: Int
+                slot.pointee.index = i
+                slot.pointee.id = rt.id
+                slot.pointee.admitted = rt.isAdmitted(at: now)
+                slot.pointee.inflight = inflight
+                slot.pointee.waiting = fresh ? rt.waitingNow.load(ordering: .relaxed) : 0
+                slot.pointee.kvUse = fresh ? Double(bitPattern: rt.kvUseBits.load(ordering: .relaxed)) : 0
+                slot.pointee.adapter = state
+                slot.pointee.homeHash = rt.addressHash
+                slot.pointee.prefixBlocks = 0
+                slot.pointee.running32 = Int32(clamping: running)
+                slot.pointee.meanUncached32 = Float(bitPattern: rt.meanUncachedBits.load(ordering: .relaxed))
+                slot.pointee.coefficients32 = rt.coefficients32
                 if rt.leaseReported.load(ordering: .relaxed) {
-                    pendingRequests = max(0, rt.pendingRequests.load(ordering: .relaxed))
-                    pendingTokens = max(0, rt.pendingTokens.load(ordering: .relaxed))
-                    decoding = max(0, rt.decodingNow.load(ordering: .relaxed))
+                    slot.pointee.pendingRequests32 = Int32(clamping: max(0, rt.pendingRequests.load(ordering: .relaxed)))
+                    slot.pointee.pendingTokens32 = Int32(clamping: max(0, rt.pendingTokens.load(ordering: .relaxed)))
+                    slot.pointee.decoding32 = Int32(clamping: max(0, rt.decodingNow.load(ordering: .relaxed)))
                 } else {
                     // The request path does not report its requests yet: what it sent since the
                     // scrape (in flight beyond what the server runs) counts as queued, each at
-                    // the mean uncached prompt routed there (the cost model's estimate, tokens
-                    // nil); what the server runs, as decoding.
-                    pendingRequests = max(0, inflight - running)
-                    pendingTokens = nil
-                    decoding = running
+                    // the mean uncached prompt routed there (the cost model's estimate: tokens
+                    // not reported, -1); what the server runs, as decoding.
+                    slot.pointee.pendingRequests32 = Int32(clamping: max(0, inflight - running))
+                    slot.pointee.pendingTokens32 = -1
+                    slot.pointee.decoding32 = Int32(clamping: running)
                 }
-                return Candidate(index: i, id: rt.id, admitted: rt.isAdmitted(at: now), inflight: inflight,
-                                 waiting: fresh ? rt.waitingNow.load(ordering: .relaxed) : 0,
-                                 kvUse: fresh ? Double(bitPattern: rt.kvUseBits.load(ordering: .relaxed)) : 0,
-                                 adapter: state, homeHash: rt.addressHash, running: running, pendingRequests: pendingRequests,
-                                 pendingTokens: pendingTokens, decoding: decoding, meanUncachedTokens: meanUncached,
-                                 coefficients: rt.coefficients)
             }
             n += 1
         }

@@ -11,8 +11,11 @@ import Synchronization
 /// Workers read and update it with relaxed atomics; the telemetry snapshot sits behind a mutex
 /// held only to copy a small struct.
 public final class EndpointRuntime: Sendable {
-    public let authority: String
-    public let address: SocketAddress
+    // Layout: what every routing decision reads comes first, together (stored properties are
+    // laid out in declaration order), so reading an endpoint touches 2-3 cache lines; the
+    // address, the locked telemetry and the learner come after. Spread over the object (the
+    // telemetry struct between them), the reads of 256 endpoints doubled a decision's time.
+
     /// Process-unique id (the prefix index's key).
     let id: Int
     /// A hash of the authority: the same on every replica, for rendezvous hashing.
@@ -27,8 +30,6 @@ public final class EndpointRuntime: Sendable {
     let ejectedUntil = Atomic<UInt64>(0)
     /// How many times it was ejected (for the backoff and the metric).
     let ejections = Atomic<Int>(0)
-    /// The latest scraped state. Read it freely; write it only through ``updateTelemetry(_:)``.
-    let telemetry = Mutex<EndpointTelemetry>(EndpointTelemetry())
     /// The scraped fields every routing decision reads, mirrored into atomics so a decision
     /// takes no lock per endpoint (locks were most of a decision's cost at 256 endpoints).
     /// Each is read relaxed: a decision may mix two scrapes, which a heuristic tolerates.
@@ -36,6 +37,42 @@ public final class EndpointRuntime: Sendable {
     let waitingNow = Atomic<Int>(0)
     let runningNow = Atomic<Int>(0)
     let kvUseBits = Atomic<UInt64>(0)
+
+    /// Requests sent there without a first token yet, and their uncached prompt tokens.
+    let pendingRequests = Atomic<Int>(0)
+    let pendingTokens = Atomic<Int>(0)
+    /// Requests decoding there (first token seen, not finished).
+    let decodingNow = Atomic<Int>(0)
+    /// Set by the first ``prefillStarted(tokens:)``: until the request path reports requests
+    /// here, the router estimates the pending prefill from the in-flight count and the scrape.
+    let leaseReported = Atomic<Bool>(false)
+    /// The mean uncached prompt tokens of requests routed here (EWMA over the last ~16, as
+    /// `Float` bits): what one request of the server's waiting queue is taken to cost.
+    let meanUncachedBits = Atomic<UInt32>(0)
+    /// The learned coefficients (``LatencyLearner``), published as `Float` bits two to a word
+    /// (overhead | prefill per token, step base | step per sequence: what a candidate holds) so
+    /// a decision reads them without a lock in two loads; the learner itself is behind
+    /// ``learner``'s lock, taken once per observation.
+    let coefficientsLow = Atomic<UInt64>(EndpointRuntime.pack(LatencyCoefficients.defaults.overhead, LatencyCoefficients.defaults.prefillPerToken))
+    let coefficientsHigh = Atomic<UInt64>(EndpointRuntime.pack(LatencyCoefficients.defaults.stepBase, LatencyCoefficients.defaults.stepPerSequence))
+
+    static func pack(_ a: Double, _ b: Double) -> UInt64 {
+        UInt64(Float(a).bitPattern) | UInt64(Float(b).bitPattern) << 32
+    }
+
+    /// The published coefficients as a candidate holds them.
+    @inline(__always) var coefficients32: SIMD4<Float> {
+        let lo = coefficientsLow.load(ordering: .relaxed), hi = coefficientsHigh.load(ordering: .relaxed)
+        return SIMD4(Float(bitPattern: UInt32(truncatingIfNeeded: lo)), Float(bitPattern: UInt32(truncatingIfNeeded: lo >> 32)),
+                     Float(bitPattern: UInt32(truncatingIfNeeded: hi)), Float(bitPattern: UInt32(truncatingIfNeeded: hi >> 32)))
+    }
+
+    public let authority: String
+    public let address: SocketAddress
+    /// The latest scraped state. Read it freely; write it only through ``updateTelemetry(_:)``.
+    let telemetry = Mutex<EndpointTelemetry>(EndpointTelemetry())
+    /// The endpoint's latency learner (see the coefficients above).
+    let learner = Mutex(LatencyLearner())
 
     /// Changes the telemetry and republishes the fields routing reads.
     func updateTelemetry(_ change: (inout EndpointTelemetry) -> Void) {
@@ -64,25 +101,6 @@ public final class EndpointRuntime: Sendable {
     // interval old. The scrape corrects them (waiting beyond this gateway's own, running), it
     // never waits for them.
 
-    /// Requests sent there without a first token yet, and their uncached prompt tokens.
-    let pendingRequests = Atomic<Int>(0)
-    let pendingTokens = Atomic<Int>(0)
-    /// Requests decoding there (first token seen, not finished).
-    let decodingNow = Atomic<Int>(0)
-    /// Set by the first ``prefillStarted(tokens:)``: until the request path reports requests
-    /// here, the router estimates the pending prefill from the in-flight count and the scrape.
-    let leaseReported = Atomic<Bool>(false)
-    /// The mean uncached prompt tokens of requests routed here (EWMA over the last ~16, as
-    /// `Double` bits): what one request of the server's waiting queue is taken to cost.
-    let meanUncachedBits = Atomic<UInt64>(0)
-    /// The learned coefficients (``LatencyLearner``), published as `Double` bits so a decision
-    /// reads them without a lock; the learner itself is behind ``learner``'s lock, taken once per
-    /// observation.
-    let overheadBits = Atomic<UInt64>(LatencyCoefficients.defaults.overhead.bitPattern)
-    let prefillPerTokenBits = Atomic<UInt64>(LatencyCoefficients.defaults.prefillPerToken.bitPattern)
-    let stepBaseBits = Atomic<UInt64>(LatencyCoefficients.defaults.stepBase.bitPattern)
-    let stepPerSequenceBits = Atomic<UInt64>(LatencyCoefficients.defaults.stepPerSequence.bitPattern)
-    let learner = Mutex(LatencyLearner())
 
     /// A request was sent here with `tokens` uncached prompt tokens (the decision's
     /// `uncachedTokens`). Call once per request sent (each retry is a new request).
@@ -157,26 +175,22 @@ public final class EndpointRuntime: Sendable {
     private static func seconds(_ i: Instant) -> Double { Double(i.nanoseconds) / 1e9 }
 
     private func publish(_ c: LatencyCoefficients) {
-        overheadBits.store(c.overhead.bitPattern, ordering: .relaxed)
-        prefillPerTokenBits.store(c.prefillPerToken.bitPattern, ordering: .relaxed)
-        stepBaseBits.store(c.stepBase.bitPattern, ordering: .relaxed)
-        stepPerSequenceBits.store(c.stepPerSequence.bitPattern, ordering: .relaxed)
+        coefficientsLow.store(Self.pack(c.overhead, c.prefillPerToken), ordering: .relaxed)
+        coefficientsHigh.store(Self.pack(c.stepBase, c.stepPerSequence), ordering: .relaxed)
     }
 
     /// The published coefficients (relaxed reads: a decision may mix two updates, which moves a
     /// prediction by a fraction of one update).
     var coefficients: LatencyCoefficients {
-        LatencyCoefficients(overhead: Double(bitPattern: overheadBits.load(ordering: .relaxed)),
-                            prefillPerToken: Double(bitPattern: prefillPerTokenBits.load(ordering: .relaxed)),
-                            stepBase: Double(bitPattern: stepBaseBits.load(ordering: .relaxed)),
-                            stepPerSequence: Double(bitPattern: stepPerSequenceBits.load(ordering: .relaxed)))
+        let k = coefficients32
+        return LatencyCoefficients(overhead: Double(k.x), prefillPerToken: Double(k.y), stepBase: Double(k.z), stepPerSequence: Double(k.w))
     }
 
     /// A request with `tokens` uncached prompt tokens was routed here: the mean moves 1/16 of
     /// the way (the first sets it). A lost update between two workers only skips one sample.
     func noteRouted(uncachedTokens tokens: Int) {
-        let old = Double(bitPattern: meanUncachedBits.load(ordering: .relaxed))
-        let v = Double(max(0, tokens))
+        let old = Float(bitPattern: meanUncachedBits.load(ordering: .relaxed))
+        let v = Float(max(0, tokens))
         meanUncachedBits.store((old == 0 ? v : old + (v - old) / 16).bitPattern, ordering: .relaxed)
     }
 

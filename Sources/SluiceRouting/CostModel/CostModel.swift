@@ -62,35 +62,54 @@ public struct CostModel: Sendable, Equatable {
         /// Prefill tokens queued ahead (Q) and sequences decoding (D).
         public var queuedTokens: Int
         public var decoding: Int
+
+        @inlinable
+        init(ttft: Double, cost: Double, hitTokens: Int, uncachedTokens: Int, queuedTokens: Int, decoding: Int) {
+            self.ttft = ttft
+            self.cost = cost
+            self.hitTokens = hitTokens
+            self.uncachedTokens = uncachedTokens
+            self.queuedTokens = queuedTokens
+            self.decoding = decoding
+        }
     }
 
     /// Q and D of the formula (for tests and the decision's record).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func load(_ c: Candidate, promptTokens: Int) -> (queuedTokens: Int, decoding: Int) {
-        let m = c.meanUncachedTokens > 0 ? c.meanUncachedTokens : Double(max(0, promptTokens))
-        let pending = max(0, c.pendingRequests)
-        let extra = max(0, c.waiting - pending)
-        let own = c.pendingTokens.map { max(0, $0) } ?? Int((Double(pending) * m).rounded())
-        let q = own + Int((Double(extra) * m).rounded())
-        return (q, max(c.decoding, c.running - pending, 0))
+        let (q, d) = loadValues(c, promptTokens: Double(max(0, promptTokens)))
+        return (Int(q + 0.5), Int(d))
     }
 
-    @inline(__always)
+    /// Q and D as doubles: the per-candidate path (no rounding calls, no integer division).
+    @inlinable @inline(__always)
+    static func loadValues(_ c: Candidate, promptTokens: Double) -> (Double, Double) {
+        let m = c.meanUncached32 > 0 ? Double(c.meanUncached32) : promptTokens
+        let pending = Double(max(0, c.pendingRequests32))
+        let extra = max(0, Double(c.waiting) - pending)
+        let own = c.pendingTokens32 >= 0 ? Double(c.pendingTokens32) : pending * m
+        return (own + extra * m, max(Double(c.decoding32), Double(c.running32) - pending, 0))
+    }
+
+    @inlinable @inline(__always)
     public func predict(_ c: Candidate, _ r: RoutingRequest) -> Prediction {
         let prompt = max(0, r.promptTokens)
         let hit = min(max(0, c.prefixBlocks) * r.blockTokens, prompt)
         let p = prompt - hit
-        let (q, d) = Self.load(c, promptTokens: prompt)
-        let t = q + p
-        let steps = 0.5 + Double(max(1, (t + chunkTokens - 1) / chunkTokens))
-        let k = c.coefficients
-        var ttft = k.overhead + k.prefillPerToken * Double(t) + steps * k.step(decoding: d)
+        let (q, d) = Self.loadValues(c, promptTokens: Double(prompt))
+        let t = (q + 0.5).rounded(.down) + Double(p)
+        // ⌈T / chunk⌉ without an integer division: T is a whole number of tokens.
+        let chunks = max(1, (t / Double(chunkTokens)).rounded(.up))
+        let steps = 0.5 + chunks
+        let k = c.coefficients32
+        let prefill = Double(k.y)
+        var ttft = Double(k.x) + prefill * t + steps * (Double(k.z) + Double(k.w) * d)
         switch c.adapter {
         case .notRequested, .running: break
         case .registeredSlotFree, .unknown: ttft += adapterLoad
         case .waiting, .registeredSlotsFull, .absent: ttft += adapterWait
         }
-        let cost = ttft + interference * Double(d) * Double(p) * k.prefillPerToken
-        return Prediction(ttft: ttft, cost: cost, hitTokens: hit, uncachedTokens: p, queuedTokens: q, decoding: d)
+        let cost = ttft + interference * d * Double(p) * prefill
+        return Prediction(ttft: ttft, cost: cost, hitTokens: hit, uncachedTokens: p, queuedTokens: Int(q + 0.5), decoding: Int(d))
     }
 }

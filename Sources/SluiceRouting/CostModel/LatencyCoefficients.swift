@@ -14,6 +14,7 @@ public struct LatencyCoefficients: Sendable, Equatable {
     /// What each decoding sequence adds to a step.
     public var stepPerSequence: Double
 
+    @inlinable
     public init(overhead: Double, prefillPerToken: Double, stepBase: Double, stepPerSequence: Double) {
         self.overhead = overhead
         self.prefillPerToken = prefillPerToken
@@ -44,5 +45,5 @@ public struct LatencyCoefficients: Sendable, Equatable {
     }
 
     /// One engine step with `decoding` sequences decoding.
-    @inline(__always) public func step(decoding: Int) -> Double { stepBase + stepPerSequence * Double(decoding) }
+    @inlinable @inline(__always) public func step(decoding: Int) -> Double { stepBase + stepPerSequence * Double(decoding) }
 }

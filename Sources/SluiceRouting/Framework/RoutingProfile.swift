@@ -47,7 +47,7 @@ public struct RoutingProfile: Sendable {
             p = 0
             reason = .onlyCandidate
         } else {
-            let context = DecisionContext(request: request, c, count: n)
+            let context = DecisionContext(request: request, c, count: n, loads: costModel == nil)
             for k in 0..<n { c[k].score = 0 }
             for s in scorers where s.weight != 0 { s.scorer.score(c, count: n, context: context, weight: s.weight) }
             p = picker.pick(c, count: n, context: context, random: &random)
