@@ -508,12 +508,12 @@ public struct ConfigLoader {
             }
         }
         var model = CostModel()
-        var absoluteBand = 0.001, relativeBand = 0.05
+        var absoluteBand = 0.001, relativeBand = 0.05, homeBand = 0.25
         if let c = field(m, "cost") {
             if pool.routing != .default { issue("\(p).cost", "applies to policy default only", c.line) }
             if let cm = map(c, "\(p).cost") {
                 let q = "\(p).cost"
-                unknown(cm, q, ["chunk_tokens", "adapter_load", "adapter_wait", "interference", "tie_band", "tie_band_relative"])
+                unknown(cm, q, ["chunk_tokens", "adapter_load", "adapter_wait", "interference", "tie_band", "tie_band_relative", "home_band"])
                 if let v = intField(cm, q, "chunk_tokens", min: 1, max: 1 << 24) { model.chunkTokens = v }
                 if let d = durationField(cm, q, "adapter_load") { model.adapterLoad = Double(d.nanoseconds) / 1e9 }
                 if let d = durationField(cm, q, "adapter_wait") { model.adapterWait = Double(d.nanoseconds) / 1e9 }
@@ -524,6 +524,9 @@ public struct ConfigLoader {
                 if let v = number(cm, q, "tie_band_relative") {
                     if v < 0 || v > 1 { issue("\(q).tie_band_relative", "must be >= 0 and <= 1", field(cm, "tie_band_relative")!.line) } else { relativeBand = v }
                 }
+                if let v = number(cm, q, "home_band") {
+                    if v < 0 || v > 1 { issue("\(q).home_band", "must be >= 0 and <= 1", field(cm, "home_band")!.line) } else { homeBand = v }
+                }
             }
         }
         var saturation = SaturationFilter()
@@ -532,7 +535,7 @@ public struct ConfigLoader {
             if kv <= 0 || kv > 1 { issue("\(p).max_kv_use", "must be > 0 and <= 1", field(m, "max_kv_use")!.line) } else { saturation.maxKVUse = kv }
         }
         pool.profile = weighted ? .weighted(weights: weights, guard: loadGuard, saturation: saturation)
-            : .costModel(model: model, absoluteBand: absoluteBand, relativeBand: relativeBand, saturation: saturation)
+            : .costModel(model: model, absoluteBand: absoluteBand, relativeBand: relativeBand, homeBand: homeBand, saturation: saturation)
     }
 
     // MARK: typed readers

@@ -127,7 +127,7 @@ import Testing
               - name: c
                 endpoints: [http://127.0.0.1:3]
                 routing:
-                  cost: { chunk_tokens: 512, adapter_load: 20ms, adapter_wait: 1s, interference: 0.5, tie_band: 2ms, tie_band_relative: 0.1 }
+                  cost: { chunk_tokens: 512, adapter_load: 20ms, adapter_wait: 1s, interference: 0.5, tie_band: 2ms, tie_band_relative: 0.1, home_band: 0.3 }
                   max_waiting: 8
             """)
         #expect(s.pools.map(\.routing) == [.default, .weighted, .default])
@@ -137,7 +137,7 @@ import Testing
         #expect(s.pools[1].profile.scorers.map(\.weight) == RoutingProfile.defaultScorers.map(\.weight))
         #expect(s.pools[2].profile.costModel == CostModel(chunkTokens: 512, adapterLoad: 0.02, adapterWait: 1, interference: 0.5))
         let picker = try #require(s.pools[2].profile.picker as? LeastTTFTPicker)
-        #expect(picker.absoluteBand == 0.002 && picker.relativeBand == 0.1)
+        #expect(picker.absoluteBand == 0.002 && picker.relativeBand == 0.1 && picker.homeBand == 0.3)
         #expect(s.pools[2].profile.filters.map(\.name) == ["health", "adapter", "saturation"])
         let wrong = """
             pools:
@@ -312,7 +312,7 @@ import Testing
                     "pools[].routing.weights.inflight", "pools[].routing.load_guard.factor", "pools[].routing.load_guard.slack",
                     "pools[].routing.max_waiting", "pools[].routing.max_kv_use", "pools[].routing.cost.chunk_tokens",
                     "pools[].routing.cost.adapter_load", "pools[].routing.cost.adapter_wait", "pools[].routing.cost.interference", "pools[].routing.cost.tie_band",
-                    "pools[].routing.cost.tie_band_relative",
+                    "pools[].routing.cost.tie_band_relative", "pools[].routing.cost.home_band",
                     "pools[].tls.server_name", "pools[].tls.verify",
                     "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
                     "models[].split[].model", "models[].split[].weight", "models[].sticky", "logging.access_log",

@@ -207,6 +207,26 @@ import Testing
         #expect(after[try #require(d).position].index != home)
     }
 
+    /// A new prefix goes to its home while the home costs no more than `homeBand` of the
+    /// prompt's prefill over the cheapest (replicas seeing different loads still agree); a
+    /// whole prefill queued there is beyond it.
+    @Test(arguments: [(200, 0.25, true), (450, 0.25, true), (600, 0.25, false), (2000, 0.25, false), (200, 0.0, false)])
+    func aNewPrefixGoesHomeWithinTheHomeBand(_ queued: Int, _ homeBand: Double, _ home: Bool) throws {
+        let request = RoutingRequest(promptBlocks: 125, firstBlock: 0x5EED, promptTokens: 2000)
+        let base = candidates(6)
+        let h = (0..<6).max { SplitMix64.mix(base[$0].homeHash ^ request.firstBlock) < SplitMix64.mix(base[$1].homeHash ^ request.firstBlock) }!
+        let cs = candidates(6) { c, k in
+            c.coefficients = Self.k
+            c.pendingRequests = k == h ? 1 : 0
+            c.pendingTokens = k == h ? queued : 0
+        }
+        var rng = SplitMix64(seed: 2)
+        // 2,000 tokens at 10 µs: a 20 ms prefill, a 5 ms band at 0.25 (500 queued tokens).
+        let profile = RoutingProfile.costModel(model: CostModel(chunkTokens: 8192), absoluteBand: 0, relativeBand: 0, homeBand: homeBand)
+        let (d, after) = withBuffer(cs) { profile.decide($0, count: 6, request: request, random: &rng) }
+        #expect((after[try #require(d).position].index == h) == home)
+    }
+
     /// Without prompt blocks, alike candidates are chosen uniformly at random from the seeded
     /// generator (reproducibly); the slower ones never.
     @Test func tiesWithoutAPrefixAreRandomAndSeeded() {

@@ -75,11 +75,11 @@ extension RoutingProfile {
     /// ``PredictedTTFTScorer`` and ``LeastTTFTPicker``: the least predicted time to first token,
     /// alike candidates by rendezvous hashing of the prefix (seeded random without one).
     public static func costModel(model: CostModel = CostModel(), absoluteBand: Double = 0.001, relativeBand: Double = 0.05,
-                                 saturation: SaturationFilter = SaturationFilter()) -> RoutingProfile {
+                                 homeBand: Double = 0.25, saturation: SaturationFilter = SaturationFilter()) -> RoutingProfile {
         var filters: [any RoutingFilter] = [HealthFilter(), AdapterFilter()]
         if saturation.maxWaiting > 0 || saturation.maxKVUse < 1 { filters.append(saturation) }
         return RoutingProfile(filters: filters, scorers: [Weighted(PredictedTTFTScorer(model: model), 1)],
-                              picker: LeastTTFTPicker(absoluteBand: absoluteBand, relativeBand: relativeBand))
+                              picker: LeastTTFTPicker(absoluteBand: absoluteBand, relativeBand: relativeBand, homeBand: homeBand))
     }
 
     /// The weighted profile's scorers and weights (config overrides by scorer name). Prefix affinity dominates: a miss
