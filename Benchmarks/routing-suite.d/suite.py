@@ -34,6 +34,7 @@ SIM_PORTS = [19901 + i for i in range(8)]
 VLLM_PORTS = [18101, 18102]
 ROUTER_PORT = 19950
 ADAPTERS = ["a1", "a2", "a3", "a4"]
+VLLM_ADAPTERS = ["a1", "a2", "a3"]  # what ../shared/vllm-cpu builds
 PY = sys.executable
 
 # name, label
@@ -173,8 +174,8 @@ def sim_flags(shape):
 def start_backends(args, procs, shape):
     if args.vllm:
         # Real vLLM CPU servers, small KV cache (ctl.sh waits for /health).
-        env = dict(os.environ, KV_BYTES=args.vllm_kv, MAX_LEN="8192" if shape != "1" else "16384", MAX_LORAS="2",
-                   LORAS=" ".join(f"{a}=/opt/vllm-cpu/models/lora-{a}" for a in ADAPTERS) if shape == "5" else "a1=/opt/vllm-cpu/models/lora-a1")
+        env = dict(os.environ, KV_BYTES=args.vllm_kv, MAX_LEN="4096", MAX_LORAS="2",
+                   LORAS=" ".join(f"{a}=/opt/vllm-cpu/models/lora-{a}" for a in VLLM_ADAPTERS) if shape == "5" else "a1=/opt/vllm-cpu/models/lora-a1")
         for port in VLLM_PORTS:
             r = subprocess.run(["taskset", "-c", LOAD_CPU, os.path.join(args.vllm_dir, "ctl.sh"), "start", str(port)],
                                env=env, capture_output=True, text=True, timeout=300)
@@ -202,7 +203,7 @@ def start_router(args, procs, name, ports, shape, work):
         models = ""
         if shape == "5":
             models = "models:\n  - { name: tiny-llama, pool: sims }\n" + "".join(
-                f"  - {{ name: {a}, pool: sims, adapter: {a} }}\n" for a in ADAPTERS)
+                f"  - {{ name: {a}, pool: sims, adapter: {a} }}\n" for a in (VLLM_ADAPTERS if args.vllm else ADAPTERS))
         access = os.path.join(work, f"{name}-access.log")
         with open(cfg, "w") as f:
             f.write(f"""listen: [{{ address: "127.0.0.1:{ROUTER_PORT}" }}]
@@ -283,6 +284,17 @@ def counters(ports):
 
 def client_args(args, shape, rate=None):
     q = args.quick
+    if args.vllm:
+        # Two real CPU servers with 4,096-token KV caches: issue 24's small setup (~500-token
+        # prompts, 6 clients), slower by far than the sims.
+        d = str(args.duration or (15 if q else 30))
+        small = ["--users", "6", "--system-tokens", "500", "--output-tokens", "32"]
+        if shape == "1":
+            return ["--shape", "steady", "--duration", d] + small
+        if shape == "2":
+            return ["--shape", "burst", "--groups", "16", "--chats-per-group", "6", "--turns", "4"] + small
+        if shape == "5":
+            return ["--shape", "lora", "--duration", d, "--adapters", ",".join(VLLM_ADAPTERS)] + small
     d = str(args.duration or (4 if q else 20))
     if shape == "1":
         return ["--shape", "steady", "--users", "32" if q else "48", "--duration", d]
