@@ -174,7 +174,7 @@ def sim_flags(shape):
 def start_backends(args, procs, shape):
     if args.vllm:
         # Real vLLM CPU servers, small KV cache (ctl.sh waits for /health).
-        env = dict(os.environ, KV_BYTES=args.vllm_kv, MAX_LEN="4096", MAX_LORAS="2",
+        env = dict(os.environ, KV_BYTES=args.vllm_kv, MAX_LEN="2048", MAX_LORAS="2",
                    LORAS=" ".join(f"{a}=/opt/vllm-cpu/models/lora-{a}" for a in VLLM_ADAPTERS) if shape == "5" else "a1=/opt/vllm-cpu/models/lora-a1")
         for port in VLLM_PORTS:
             r = subprocess.run(["taskset", "-c", LOAD_CPU, os.path.join(args.vllm_dir, "ctl.sh"), "start", str(port)],
@@ -295,14 +295,14 @@ def client_args(args, shape, rate=None):
             return ["--shape", "burst", "--groups", "16", "--chats-per-group", "6", "--turns", "4"] + small
         if shape == "5":
             return ["--shape", "lora", "--duration", d, "--adapters", ",".join(VLLM_ADAPTERS)] + small
-    d = str(args.duration or (4 if q else 20))
+    d = str(args.duration or (3 if q else 20))
     if shape == "1":
         return ["--shape", "steady", "--users", "32" if q else "48", "--duration", d]
     if shape == "2":
         return ["--shape", "burst", "--users", "48", "--groups", "16", "--chats-per-group", "8", "--system-tokens", "2000",
                 "--turns", "6", "--output-tokens", "32"]
     if shape == "3":
-        window = args.window or (3 if q else 12)
+        window = args.window or (2.5 if q else 12)
         chats = max(1, round(rate * window))
         return ["--shape", "poisson", "--rate", f"{rate:g}", "--chats", str(chats), "--drain", "30", "--timeout", "30"]
     if shape == "4":
@@ -470,8 +470,8 @@ def main():
     ap.add_argument("--shapes", default="1,2,3,4,5")
     ap.add_argument("--routers", default=",".join(n for n, _ in ROUTERS if n != "sluice-t200"),
                     help="of rr, sglang, vllmr, weighted, sluice, sluice-t200 (the cost model scraping every 200 ms)")
-    ap.add_argument("--duration", type=float, help="seconds per closed-loop run (quick 4, full 20)")
-    ap.add_argument("--window", type=float, help="open loop: seconds of arrivals per rate (quick 3, full 12)")
+    ap.add_argument("--duration", type=float, help="seconds per closed-loop run (quick 3, full 20)")
+    ap.add_argument("--window", type=float, help="open loop: seconds of arrivals per rate (quick 2.5, full 12)")
     ap.add_argument("--loads", default="0.5,0.8,0.95", help="open loop: fractions of capacity")
     ap.add_argument("--capacity", type=float, help="open loop: chats/s the pool sustains (default: measured, below)")
     ap.add_argument("--vllm", action="store_true", help="2 real vLLM CPU servers (../shared/vllm-cpu) instead of 8 sims; shapes 1, 2, 5")

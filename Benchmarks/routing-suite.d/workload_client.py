@@ -11,7 +11,8 @@ prompts are words at ~4 bytes a token, seeded, so every router sees the same cha
   --shape burst    closed loop, fixed work: --groups × --chats-per-group chats of --turns turns;
                    --users clients start at once, client u running the chats of group u mod
                    groups one after the other (a group's chats shared among its clients), so
-                   every group starts at once and its clients stay with it; the run ends when
+                   every group starts at once and its clients stay with it (with fewer users
+                   than groups, client u runs groups u, u + users, ...); the run ends when
                    every chat is done (tokens/s = output / makespan).
   --shape poisson  open loop: --chats steady-shape chats arrive as a seeded Poisson process of
                    --rate chats/s, each running its turns one after the other; TTFT over every
@@ -132,12 +133,16 @@ async def burst(run, args, sys_prompts, docs):
     start = time.monotonic()
 
     async def user(u):
-        q = queues[u % args.groups]
-        while q:
-            i = q.pop(0)
-            rng = random.Random(args.seed * 7919 + i)
-            first, turns, model = chat_spec(args, rng, sys_prompts, docs, i)
-            await run.chat(rng, first, turns, model)
+        # users >= groups: client u shares group u mod groups' chats with the others on it;
+        # fewer users than groups: client u runs groups u, u + users, ... one after the other.
+        mine = [u % args.groups] if args.users >= args.groups else list(range(u, args.groups, args.users))
+        for g in mine:
+            q = queues[g]
+            while q:
+                i = q.pop(0)
+                rng = random.Random(args.seed * 7919 + i)
+                first, turns, model = chat_spec(args, rng, sys_prompts, docs, i)
+                await run.chat(rng, first, turns, model)
     await asyncio.gather(*(user(u) for u in range(args.users)))
     return max(run.stats.get("last", start) - start, 1e-9)
 
