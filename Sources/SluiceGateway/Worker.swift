@@ -22,20 +22,39 @@ final class Worker: @unchecked Sendable {
     let loop: EventLoop
     /// The settings in force, as one object per generation (see ``SettingsGeneration``).
     private(set) var generation: SettingsGeneration
-    /// What the inspect phase found for the request being planned (see `Plan.forward`): kept
-    /// here, not in the enum, so the ~300-byte value is copied once into its exchange instead
-    /// of through every enum construction, return and pattern binding on the way.
-    var inspected: RequestFeatures?
     /// Read in place (no copy of the struct): `worker.settings.timeouts.idle` loads one field.
     var settings: GatewaySettings { _read { yield generation.value } }
     /// Listeners by their configured address (which may say port 0 in tests).
     private(set) var listeners: [(address: SocketAddress, listener: Listener)] = []
     private(set) var pools: [UpstreamPool] = []
     private var clients: [ObjectIdentifier: any DownstreamConnection] = [:]
-    var activeExchanges = 0
     /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
     /// per request for the timer). Bounded: beyond it they are freed.
     var spareExchangeTimers: [ExchangeTimer] = []
+    /// Re-checks the pools' flow-control queues while any request waits (room can appear
+    /// without a request ending here: telemetry, endpoints added or re-admitted, other workers).
+    private lazy var flowTimer = Timer { [unowned self] in self.flowTick() }
+
+    /// Dispatches what the pools' queues hold if there is room, and keeps checking while any
+    /// request waits.
+    func flowTick() {
+        var waiting = false
+        for p in pools where p.shared.flow.queued.load(ordering: .relaxed) > 0 {
+            p.shared.flow.dispatch(p, settings, now: loop.now)
+            waiting = waiting || p.shared.flow.queued.load(ordering: .relaxed) > 0
+        }
+        if waiting && !flowTimer.isArmed { loop.schedule(flowTimer, after: .milliseconds(50)) }
+    }
+
+    /// Dispatches again at `deadline` (a held slot is released then), or sooner if due sooner.
+    func flowTick(at deadline: Instant) {
+        if flowTimer.isArmed && flowTimer.deadline <= deadline { return }
+        loop.schedule(flowTimer, at: deadline)
+    }
+
+    /// Makes upstream connections instead of `UpstreamConnection.connect` (tests: a fake
+    /// upstream, no socket). Nil in production.
+    var connectUpstream: ((UpstreamPool.Endpoint) throws -> any Upstream)?
     private(set) var draining = false
     private var requestCounter: UInt64 = 0
     private let requestIDSeed: UInt64
@@ -47,7 +66,9 @@ final class Worker: @unchecked Sendable {
     private let overloadedResponse: [UInt8] = {
         let e = ErrorResponse(status: 503, message: "Too many connections.", type: "server_error", param: nil, code: "overloaded")
         let body = e.body()
-        return Array("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
+        var h: [UInt8] = []
+        HTTP1ResponseHead.write(503, fields: [("Content-Type", "application/json")], framing: .length(body.count), close: true, into: &h)
+        return h + body
     }()
 
     /// The `models:` section compiled for lookups (rebuilt when settings change).
@@ -121,7 +142,7 @@ final class Worker: @unchecked Sendable {
     /// Connections open across all workers (shared with the gateway).
     private let connections: SharedCounter
 
-    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
+    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
          connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
@@ -142,7 +163,7 @@ final class Worker: @unchecked Sendable {
         loop.bufferPool.spareLimit = settings.limits.spareBufferBytes
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
-        pools = settings.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self) }
+        pools = settings.pools.map { UpstreamPool(config: $0, shared: shared[$0.name] ?? SharedPool(), registry: registry, worker: self) }
     }
 
     var defaultPool: UpstreamPool? { pools.first }
@@ -185,7 +206,7 @@ final class Worker: @unchecked Sendable {
     /// Switches to new settings (a reload): listeners that went away close, new ones bind,
     /// pools are rebuilt keeping the endpoints (and idle connections) that remain. Requests in
     /// flight keep the pool and settings they started with.
-    func apply(_ new: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry) throws(SyscallError) {
+    func apply(_ new: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry) throws(SyscallError) {
         let oldAddresses = Set(settings.listen.map(\.address))
         let newAddresses = Set(new.listen.map(\.address))
         var bound: [(address: SocketAddress, listener: Listener)] = []
@@ -213,7 +234,9 @@ final class Worker: @unchecked Sendable {
         if Self.workerCount(new) != localLimiter.share { localLimiter = LocalRateLimiter(share: Self.workerCount(new)) }
         modelTable = ModelTable(new, metrics: catalog)
         loadedAt = WallClock.now().seconds
-        pools = new.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self, previous: previous) }
+        pools = new.pools.map { UpstreamPool(config: $0, shared: shared[$0.name] ?? SharedPool(), registry: registry, worker: self, previous: previous) }
+        // Endpoints that appeared (a scale from zero) can take requests waiting for them.
+        flowTick()
         // Idle connections to endpoints that are gone close now.
         let kept = Set(pools.flatMap { $0.endpoints.map { ObjectIdentifier($0.runtime) } })
         for e in previous.values where !kept.contains(ObjectIdentifier(e.runtime)) {
@@ -267,7 +290,7 @@ final class Worker: @unchecked Sendable {
     /// Hands a connection whose client opened with the HTTP/2 preface to an HTTP/2 session.
     func upgradeToHTTP2(from c: ClientConnection, transport: Transport, registration: Registration?, peer: [UInt8], bytes: UnsafeRawBufferPointer) {
         clients.removeValue(forKey: ObjectIdentifier(c))
-        let h2 = HTTP2Connection(transport: transport, worker: self, peer: peer, initialBytes: bytes)
+        let h2 = HTTP2ServerConnection(transport: transport, loop: loop, delegate: self, peer: peer, initialBytes: bytes)
         clients[ObjectIdentifier(h2)] = h2
         do {
             try h2.start(registrationFrom: registration)

@@ -1,5 +1,6 @@
 import SluiceIO
 import SluiceLLM
+import SluiceSettings
 import SluiceRouting
 
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
@@ -46,27 +47,40 @@ struct RouteDecision {
 /// coefficients) and the shared prefix index into candidates, lets the pool's
 /// ``RoutingProfile`` decide (pure, SluiceRouting), and the caller commits the choice.
 enum Router {
-    /// ``route(pool:scored:adapter:prefixHashes:promptTokens:index:excluding:now:staleness:scratch:random:)``
+    /// ``route(pool:scored:adapter:prefixHashes:promptTokens:index:excluding:now:staleness:flow:scratch:random:)``
     /// for callers that do not yet pass the prompt's size (estimated from its prefix blocks)
     /// nor use the prediction.
     static func pick(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
                      index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
+                     flow: GatewaySettings.FlowControl? = nil,
                      scratch: RouterScratch, random: inout SplitMix64) -> (UpstreamPool.Endpoint, RouteReason)? {
         route(pool: pool, scored: scored, adapter: adapter, prefixHashes: prefixHashes, promptTokens: 0, index: index,
-              excluding: excluding, now: now, staleness: staleness, scratch: scratch, random: &random).map { ($0.endpoint, $0.reason) }
+              excluding: excluding, now: now, staleness: staleness, flow: flow, scratch: scratch,
+              random: &random).map { ($0.endpoint, $0.reason) }
     }
 
     /// One decision. `promptTokens`: the prompt's estimated tokens (`TokenReservation.promptTokens`;
     /// 0 when unknown: then what its prefix blocks cover, 16 tokens a block).
     static func route(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
                       promptTokens: Int, index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
+                      flow: GatewaySettings.FlowControl? = nil,
                       scratch: RouterScratch, random: inout SplitMix64) -> RouteDecision? {
         let eps = pool.endpoints
         if eps.isEmpty { return nil }
         let prompt = max(promptTokens, prefixHashes.count * Self.blockTokens)
         if pool.policy == .roundRobin || !scored {
             guard let e = pool.pick(excluding: excluding, now: now) else { return nil }
-            return RouteDecision(endpoint: e, reason: .roundRobin, predictedTTFT: nil, promptTokens: prompt, hitTokens: 0,
+            var chosen = e
+            if let flow, adapter == nil {
+                // Under flow control, the next one in turn with room (if any has).
+                var next = e
+                for _ in 0..<eps.count {
+                    if PoolFlow.room(next.runtime, flow: flow, now: now, staleness: staleness) != 0 { chosen = next; break }
+                    guard let n = pool.pick(excluding: excluding, now: now) else { break }
+                    next = n
+                }
+            }
+            return RouteDecision(endpoint: chosen, reason: .roundRobin, predictedTTFT: nil, promptTokens: prompt, hitTokens: 0,
                                  uncachedTokens: prompt, queuedTokens: 0, decoding: 0)
         }
         // Read: every endpoint but the one that just failed, as the profile's filters see it.
@@ -126,6 +140,7 @@ enum Router {
             }
             n += 1
         }
+        if let flow, adapter == nil { keepToRoom(cands, count: n, runtimes: runtimes, flow: flow, now: now, staleness: staleness) }
         let profile = pool.profile
         var request = RoutingRequest(adapterRequested: adapter != nil, promptTokens: prompt, blockTokens: Self.blockTokens)
         if prefixHashes.count > 0 && profile.usesPrefix {
@@ -158,6 +173,23 @@ enum Router {
 }
 
 extension Router {
+    /// Under flow control, an endpoint with no room left (its learned concurrency plus
+    /// `max_waiting` in flight) is passed over while another has room: a request dispatched from
+    /// the gateway's queue goes where it runs now, not into a full server's own FIFO behind
+    /// others (its prefix affinity is worth less than that wait). Adapter requests are left
+    /// alone: loading the adapter elsewhere costs more than a short wait where it is.
+    private static func keepToRoom(_ cands: UnsafeMutableBufferPointer<Candidate>, count n: Int, runtimes: [Unmanaged<EndpointRuntime>],
+                                   flow: GatewaySettings.FlowControl, now: Instant, staleness: Duration) {
+        var full = 0, open = 0
+        for k in 0..<n where cands[k].admitted {
+            if PoolFlow.room(runtimes[cands[k].index].takeUnretainedValue(), flow: flow, now: now, staleness: staleness) == 0 { full += 1 } else { open += 1 }
+        }
+        guard full > 0 && open > 0 else { return }
+        for k in 0..<n where cands[k].admitted {
+            if PoolFlow.room(runtimes[cands[k].index].takeUnretainedValue(), flow: flow, now: now, staleness: staleness) == 0 { cands[k].admitted = false }
+        }
+    }
+
     /// Where to load an adapter no endpoint has: among admitted endpoints with a free LoRA slot
     /// (fewer adapters running than `max_lora`, or not known yet), the least loaded; ties go by
     /// rendezvous hashing of the adapter name, so replicas that share nothing pick alike.

@@ -26,7 +26,7 @@ public import SluiceRouting
         var s = GatewaySettings(listen: [], workers: 1, pools: [pool])
         s.models = [GatewaySettings.Model(name: "tiny", pool: "bench")]
         if let a = adapterModel { s.models.append(GatewaySettings.Model(name: a, pool: "bench", adapter: a)) }
-        worker = Worker(loop: loop, settings: s, shared: ["bench": SharedCounter()], registry: EndpointRegistry(),
+        worker = Worker(loop: loop, settings: s, shared: ["bench": SharedPool()], registry: EndpointRegistry(),
                         connections: SharedCounter(), metrics: GatewayMetrics(), prefixIndex: PrefixIndex(),
                         adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
         worker.random = SplitMix64(seed: seed)
@@ -72,7 +72,7 @@ public import SluiceRouting
     @discardableResult
     public func prepare(_ body: [UInt8]) -> Bool {
         let f: RequestFeatures? = Self.chatPath.withUnsafeBytes { path in
-            body.withUnsafeBytes { b in (try? worker.inspect(method: .post, path: path, body: b)) ?? nil }
+            body.withUnsafeBytes { b in (try? InspectPhase.inspect(method: .post, path: path, body: b, scratch: worker.inspectScratch)) ?? nil }
         }
         guard let features = f else { return false }
         let model = body.withUnsafeBytes { b in String(decoding: b[Int(features.scanned.model.start)..<Int(features.scanned.model.end)], as: UTF8.self) }
