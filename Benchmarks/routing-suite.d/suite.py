@@ -316,7 +316,7 @@ def client_args(args, shape, rate=None):
 
 def prediction_error(work, name, records):
     """Median |predicted − observed| TTFT (ms) from Sluice's access log, when its lines carry both
-    `predicted_ttft_ms` and `ttft_ms`; None (and why) otherwise."""
+    `ttft_predicted_ms` and `ttft_ms`; None (and why) otherwise."""
     path = os.path.join(work, f"{name}-access.log")
     errs, lines, with_pred = [], 0, 0
     try:
@@ -327,7 +327,7 @@ def prediction_error(work, name, records):
                     o = json.loads(line)
                 except ValueError:
                     continue
-                p, t = o.get("predicted_ttft_ms"), o.get("ttft_ms")
+                p, t = o.get("ttft_predicted_ms"), o.get("ttft_ms")
                 if p is not None:
                     with_pred += 1
                 if p is not None and t is not None:
@@ -335,7 +335,7 @@ def prediction_error(work, name, records):
     except OSError:
         return None, "no access log"
     if not errs:
-        return None, "access log has no predicted_ttft_ms" if lines else "access log empty"
+        return None, "access log has no ttft_predicted_ms" if lines else "access log empty"
     return statistics.median(errs), None
 
 
@@ -480,7 +480,7 @@ def main():
     ap.add_argument("--no-lock", action="store_true", help="measure without holding the shared build lock")
     ap.add_argument("--telemetry", default="50ms", help="Sluice's telemetry.interval (its default: 50ms)")
     ap.add_argument("--access-log", action="store_true",
-                    help="Sluice writes an access log (for the prediction error: needs predicted_ttft_ms in its lines)")
+                    help="Sluice writes an access log (for the prediction error: needs ttft_predicted_ms in its lines)")
     ap.add_argument("--out", help="results file (default Benchmarks/results/<date>-routing-suite[-quick].md)")
     args = ap.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]

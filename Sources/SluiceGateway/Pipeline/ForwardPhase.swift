@@ -31,7 +31,10 @@ enum ForwardPhase: RequestPhase {
             return .wait
         }
         x.ctx.attempt.upstream = conn
-        x.ctx.attempt.sentAt = x.loop.now
+        let now = x.loop.now
+        x.ctx.attempt.sentAt = now
+        // Its uncached prompt queues for prefill there from now (the cost model's counters).
+        x.ctx.attempt.lease?.sent(at: now)
         x.worker.metrics.add(ep.requestsSlot)
         let authority = ep.config.authority
         let proxy = x.settings.proxy

@@ -26,7 +26,8 @@ final class RouterScratch {
 }
 
 /// What the route phase decided: the endpoint, why, and what the cost model expects there.
-/// The request path hands `uncachedTokens` to the endpoint's lease
+/// The route phase hands it to the attempt's ``EndpointLease`` (as a ``RoutePrediction``),
+/// which reports `uncachedTokens` to the endpoint's counters
 /// (`EndpointRuntime.prefillStarted(tokens:)` at send, `firstToken(tokens:)`, `finished`) and
 /// `predictedTTFT`, `queuedTokens`, `decoding` back with the observed TTFT
 /// (`EndpointRuntime.observe(ttft:…)`); the access log takes `predictedTTFT`.
@@ -47,18 +48,6 @@ struct RouteDecision {
 /// coefficients) and the shared prefix index into candidates, lets the pool's
 /// ``RoutingProfile`` decide (pure, SluiceRouting), and the caller commits the choice.
 enum Router {
-    /// ``route(pool:scored:adapter:prefixHashes:promptTokens:index:excluding:now:staleness:flow:scratch:random:)``
-    /// for callers that do not yet pass the prompt's size (estimated from its prefix blocks)
-    /// nor use the prediction.
-    static func pick(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
-                     index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
-                     flow: GatewaySettings.FlowControl? = nil,
-                     scratch: RouterScratch, random: inout SplitMix64) -> (UpstreamPool.Endpoint, RouteReason)? {
-        route(pool: pool, scored: scored, adapter: adapter, prefixHashes: prefixHashes, promptTokens: 0, index: index,
-              excluding: excluding, now: now, staleness: staleness, flow: flow, scratch: scratch,
-              random: &random).map { ($0.endpoint, $0.reason) }
-    }
-
     /// One decision. `promptTokens`: the prompt's estimated tokens (`TokenReservation.promptTokens`;
     /// 0 when unknown: then what its prefix blocks cover, 16 tokens a block).
     static func route(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
@@ -129,10 +118,10 @@ enum Router {
                     slot.pointee.pendingTokens32 = Int32(clamping: max(0, rt.pendingTokens.load(ordering: .relaxed)))
                     slot.pointee.decoding32 = Int32(clamping: max(0, rt.decodingNow.load(ordering: .relaxed)))
                 } else {
-                    // The request path does not report its requests yet: what it sent since the
-                    // scrape (in flight beyond what the server runs) counts as queued, each at
-                    // the mean uncached prompt routed there (the cost model's estimate: tokens
-                    // not reported, -1); what the server runs, as decoding.
+                    // No request with a prompt has been sent here yet through a lease (only
+                    // requests without one, or none): what is in flight beyond what the server
+                    // runs counts as queued, each at the mean uncached prompt routed there (the
+                    // cost model's estimate: tokens not reported, -1); what it runs, as decoding.
                     slot.pointee.pendingRequests32 = Int32(clamping: max(0, inflight - running))
                     slot.pointee.pendingTokens32 = -1
                     slot.pointee.decoding32 = Int32(clamping: running)
