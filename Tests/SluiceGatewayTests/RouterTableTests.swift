@@ -1,4 +1,5 @@
-@testable @_spi(Benchmarks) import SluiceGateway
+@testable import SluiceGateway
+import SluiceTestSupport
 import SluiceSettings
 import SluiceRouting
 import Testing

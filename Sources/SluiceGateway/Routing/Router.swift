@@ -1,11 +1,11 @@
-import SluiceIO
+package import SluiceIO
 import SluiceLLM
-import SluiceSettings
-import SluiceRouting
+package import SluiceSettings
+package import SluiceRouting
 
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
 /// Its candidates are always initialized (the read loop assigns their fields in place).
-final class RouterScratch {
+package final class RouterScratch {
     private var buffer = RouterScratch.make(64)
 
     private static func make(_ n: Int) -> UnsafeMutableBufferPointer<Candidate> {
@@ -31,14 +31,14 @@ final class RouterScratch {
 /// (`EndpointRuntime.prefillStarted(tokens:)` at send, `firstToken(tokens:)`, `finished`) and
 /// `predictedTTFT`, `queuedTokens`, `decoding` back with the observed TTFT
 /// (`EndpointRuntime.observe(ttft:…)`); the access log takes `predictedTTFT`.
-struct RouteDecision {
-    let endpoint: UpstreamPool.Endpoint
-    let reason: RouteReason
+package struct RouteDecision {
+    package let endpoint: UpstreamPool.Endpoint
+    package let reason: RouteReason
     /// Seconds; nil for round robin and the weighted profile.
-    let predictedTTFT: Double?
+    package let predictedTTFT: Double?
     let promptTokens: Int
     let hitTokens: Int
-    let uncachedTokens: Int
+    package let uncachedTokens: Int
     let queuedTokens: Int
     let decoding: Int
 }
@@ -47,10 +47,10 @@ struct RouteDecision {
 /// in-flight and lease counters, scraped queue, running and KV use, adapters, learned latency
 /// coefficients) and the shared prefix index into candidates, lets the pool's
 /// ``RoutingProfile`` decide (pure, SluiceRouting), and the caller commits the choice.
-enum Router {
+package enum Router {
     /// One decision. `promptTokens`: the prompt's estimated tokens (`TokenReservation.promptTokens`;
     /// 0 when unknown: then what its prefix blocks cover, 16 tokens a block).
-    static func route(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
+    package static func route(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
                       promptTokens: Int, index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
                       flow: GatewaySettings.FlowControl? = nil,
                       scratch: RouterScratch, random: inout SplitMix64) -> RouteDecision? {

@@ -2,7 +2,7 @@ public import SluiceSettings
 public import SluiceIO
 import SluiceRouting
 public import SluiceLLM
-import Synchronization
+package import Synchronization
 
 /// What the gateway knows about one endpoint, shared by every worker and the control loop, and
 /// kept across config reloads (keyed by the endpoint's authority): health, the gateway's own
@@ -17,17 +17,17 @@ public final class EndpointRuntime: Sendable {
     // telemetry struct between them), the reads of 256 endpoints doubled a decision's time.
 
     /// Process-unique id (the prefix index's key).
-    let id: Int
+    package let id: Int
     /// A hash of the authority: the same on every replica, for rendezvous hashing.
     let addressHash: UInt64
     private static let nextID = Atomic<Int>(0)
 
     /// Requests in flight through any worker (incremented at pick, decremented at completion).
-    let inflight = Atomic<Int>(0)
+    package let inflight = Atomic<Int>(0)
     /// Consecutive failures seen by the data path (connect errors, resets, 5xx) or health checks.
     let consecutiveFailures = Atomic<Int>(0)
     /// Monotonic ns until which the endpoint is ejected (0 = admitted).
-    let ejectedUntil = Atomic<UInt64>(0)
+    package let ejectedUntil = Atomic<UInt64>(0)
     /// How many times it was ejected (for the backoff and the metric).
     let ejections = Atomic<Int>(0)
     /// The scraped fields every routing decision reads, mirrored into atomics so a decision
@@ -55,13 +55,13 @@ public final class EndpointRuntime: Sendable {
     /// at once: capacity grows by one per scrape until requests wait there).
     let probe = Atomic<Int>(0)
     /// Requests sent there without a first token yet, and their uncached prompt tokens.
-    let pendingRequests = Atomic<Int>(0)
-    let pendingTokens = Atomic<Int>(0)
+    package let pendingRequests = Atomic<Int>(0)
+    package let pendingTokens = Atomic<Int>(0)
     /// Requests decoding there (first token seen, not finished).
-    let decodingNow = Atomic<Int>(0)
+    package let decodingNow = Atomic<Int>(0)
     /// Set by the first ``prefillStarted(tokens:)``: until the request path reports requests
     /// here, the router estimates the pending prefill from the in-flight count and the scrape.
-    let leaseReported = Atomic<Bool>(false)
+    package let leaseReported = Atomic<Bool>(false)
     /// The mean uncached prompt tokens of requests routed here (EWMA over the last ~16, as
     /// `Float` bits): what one request of the server's waiting queue is taken to cost.
     let meanUncachedBits = Atomic<UInt32>(0)
@@ -141,7 +141,7 @@ public final class EndpointRuntime: Sendable {
     let learner = Mutex(LatencyLearner())
 
     /// Changes the telemetry and republishes the fields routing reads.
-    func updateTelemetry(_ change: (inout EndpointTelemetry) -> Void) {
+    package func updateTelemetry(_ change: (inout EndpointTelemetry) -> Void) {
         let (at, waiting, running, kv) = telemetry.withLock { t in
             change(&t)
             return (t.scrapedAt.nanoseconds, t.waiting, t.running, t.kvUse)

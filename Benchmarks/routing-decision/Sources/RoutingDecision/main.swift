@@ -1,7 +1,7 @@
 import SluiceRouting
 import CMallocCount
 import Glibc
-@_spi(Benchmarks) import SluiceGateway
+import SluiceTestSupport
 
 /// One routing decision at N endpoints (default 256): latency percentiles and heap allocations
 /// per decision, for the default profile (the cost model: filters, prefix index lookup, a

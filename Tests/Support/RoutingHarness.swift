@@ -1,16 +1,23 @@
+import SluiceGateway
 import SluiceIO
 import SluiceLLM
 import SluiceSettings
 public import SluiceRouting
+import Synchronization
 
 /// One routing decision at a time without a network: a worker and a pool of `endpoints` fake
 /// endpoints whose telemetry the caller sets. For table-driven tests of the router and for the
-/// decision micro-benchmark (`Benchmarks/routing-decision`), which is why it is SPI-public.
-@_spi(Benchmarks) public final class RoutingHarness {
+/// decision micro-benchmark (`Benchmarks/routing-decision`), which is why it is public (it is
+/// test support: the `sluice` binary never links it).
+public final class RoutingHarness {
     let loop: EventLoop
     let worker: Worker
     private var features: RequestFeatures?
     private var adapter: String?
+    /// The settings' telemetry staleness, read once: `Worker.settings` is a `_read` coroutine,
+    /// which called from another module allocates its frame (1,000 bytes a decision in the
+    /// micro-benchmark; inside the gateway it is inlined).
+    private let staleness: Duration
 
     /// `profile` nil: the policy's own (the cost model for `default`, the weighted profile for `weighted`).
     public init(endpoints count: Int, policy: RoutingPolicy = .default, profile: RoutingProfile? = nil,
@@ -30,6 +37,7 @@ public import SluiceRouting
                         connections: SharedCounter(), metrics: GatewayMetrics(), prefixIndex: PrefixIndex(),
                         adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
         worker.random = SplitMix64(seed: seed)
+        staleness = s.telemetry.staleness
     }
 
     var pool: UpstreamPool { worker.pools[0] }
@@ -100,7 +108,7 @@ public import SluiceRouting
         let prompt = features.map { TokenReservation.promptTokens($0.scanned) } ?? 0
         guard let d = Router.route(pool: pool, scored: features != nil, adapter: adapter, prefixHashes: hashes, promptTokens: prompt,
                                    index: worker.prefixIndex, excluding: nil, now: loop.now,
-                                   staleness: worker.settings.telemetry.staleness, scratch: worker.routerScratch,
+                                   staleness: staleness, scratch: worker.routerScratch,
                                    random: &worker.random) else { return nil }
         if commit && blocks > 0 { worker.prefixIndex.record(hashes, endpoint: d.endpoint.runtime.id) }
         if send { d.endpoint.runtime.prefillStarted(tokens: d.uncachedTokens) }
