@@ -210,7 +210,7 @@ def start_router(args, procs, name, ports, shape, work):
 workers: 1
 timeouts: {{ drain_delay: 0s }}
 telemetry: {{ interval: {"200ms" if name == "sluice-t200" else args.telemetry} }}
-{f'logging: {{{{ access_log: "{access}" }}}}' if args.access_log else ''}
+{f'logging: {{ access_log: "{access}" }}' if args.access_log else ''}
 pools:
   - name: sims
     routing: {"weighted" if name == "weighted" else "default"}
