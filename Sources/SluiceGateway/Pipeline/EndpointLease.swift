@@ -1,4 +1,5 @@
 import SluiceIO
+import SluiceRouting
 
 /// An endpoint chosen for a request, counted in its in-flight load (shared by all workers and
 /// read by routing) from the pick until the lease ends. Noncopyable, so it has one owner — the
@@ -20,6 +21,9 @@ struct EndpointLease: ~Copyable {
     let endpoint: UpstreamPool.Endpoint
     /// The tenant whose share of a saturated pool this lease counts in (flow control), if any.
     let flowTenant: String?
+    /// The request's priority band (a slot is held only for the bands above sheddable while
+    /// sheddable requests are being refused).
+    let flowBand: PriorityBand
     /// What the route decision expected there, for the counters and the learner; nil for
     /// requests the gateway does not read (no prompt: they are not reported).
     let prediction: RoutePrediction?
@@ -27,9 +31,11 @@ struct EndpointLease: ~Copyable {
     private(set) var sentAt: Instant?
     private(set) var sawFirstToken = false
 
-    init(_ endpoint: UpstreamPool.Endpoint, flowTenant: String? = nil, prediction: RoutePrediction? = nil) {
+    init(_ endpoint: UpstreamPool.Endpoint, flowTenant: String? = nil, band: PriorityBand = .standard,
+         prediction: RoutePrediction? = nil) {
         self.endpoint = endpoint
         self.flowTenant = flowTenant
+        self.flowBand = band
         self.prediction = prediction
         endpoint.runtime.inflight.add(1, ordering: .relaxed)
         if let t = flowTenant { endpoint.pool?.shared.flow.leaseBegan(tenant: t) }
@@ -76,7 +82,7 @@ struct EndpointLease: ~Copyable {
         if let t = flowTenant {
             // The slot may be kept a moment for the tenant's next request; when the hold
             // ends, this worker dispatches again.
-            if let until = pool.shared.flow.leaseEnded(tenant: t, pool: pool, w.settings, now: w.loop.now) { w.flowTick(at: until) }
+            if let until = pool.shared.flow.leaseEnded(tenant: t, band: flowBand, pool: pool, w.settings, now: w.loop.now) { w.flowTick(at: until) }
         } else if pool.shared.flow.queued.load(ordering: .relaxed) > 0 {
             // A slot freed: a request waiting for this pool may go.
             pool.shared.flow.dispatch(pool, w.settings, now: w.loop.now)

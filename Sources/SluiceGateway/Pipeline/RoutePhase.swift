@@ -53,7 +53,8 @@ enum RoutePhase: RequestPhase {
         // counters through the lease (requests the gateway does not read have no prompt to
         // queue there and are left out).
         let tenant = x.ctx.queue.counted ? x.ctx.tenant : nil
-        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: tenant, prediction: scored ? RoutePrediction(d) : nil)
+        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: tenant, band: x.ctx.queue.band,
+                                            prediction: scored ? RoutePrediction(d) : nil)
         return .next
     }
 
