@@ -54,8 +54,8 @@ public struct GatewaySettings: Sendable {
         public var dnsInterval: Duration = .seconds(5)
         /// How an endpoint is picked for each request.
         public var routing: RoutingPolicy = .default
-        /// The filters, weighted scorers and picker of the `default` policy.
-        public var profile: RoutingProfile = .standard()
+        /// The filters, scorers and picker of the `default` (cost model) or `weighted` policy.
+        public var profile: RoutingProfile = .costModel()
         public init(name: String, endpoints: [Endpoint], dns: (host: String, port: UInt16)? = nil) {
             self.name = name
             self.endpoints = endpoints

@@ -130,7 +130,7 @@ final class PipelineHarness {
     var refuse: Set<Int> = []
     var connecting = false
 
-    init(endpoints: Int = 2, configure: (inout GatewaySettings) -> Void = { _ in }) throws {
+    init(endpoints: Int = 2, accessLog: AccessLog? = nil, configure: (inout GatewaySettings) -> Void = { _ in }) throws {
         loop = try EventLoop()
         let eps = (0..<endpoints).map { i -> GatewaySettings.Endpoint in
             let a = "10.0.0.\(i + 1):8000"
@@ -141,7 +141,7 @@ final class PipelineHarness {
         configure(&s)
         worker = Worker(loop: loop, settings: s, shared: Dictionary(uniqueKeysWithValues: s.pools.map { ($0.name, SharedPool()) }),
                         registry: EndpointRegistry(), connections: SharedCounter(), metrics: GatewayMetrics(),
-                        prefixIndex: PrefixIndex(), adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
+                        prefixIndex: PrefixIndex(), adapterLoader: AdapterLoader(control: loop), accessLog: accessLog) {}
         worker.connectUpstream = { [unowned self] ep in
             if refuse.contains(ep.index) { throw SyscallError("connect", errno: ECONNREFUSED) }
             let u = FakeUpstream(endpoint: ep.index, connecting: connecting)

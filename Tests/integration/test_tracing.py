@@ -123,6 +123,10 @@ def test_request_spans_continue_the_clients_trace(sluice, py_upstream):
         assert a["gen_ai.usage.input_tokens"] == 9 and a["gen_ai.usage.output_tokens"] == 2
         assert a["sluice.pool"] == "main"
         assert a["http.response.status_code"] == 200
+        # The routing decision: the endpoint chosen and the cost model's predicted TTFT.
+        route = [s for s in spans if s["name"] == "sluice.route"]
+        assert len(route) == 1 and route[0]["attributes"]["sluice.endpoint"].startswith("127.0.0.1:")
+        assert 0 < route[0]["attributes"]["sluice.route.predicted_ttft"] < 10
         # The model server sees the gateway's span as the parent, in the same trace, sampled.
         sent = dict((k.lower(), v) for k, v in py_upstream.seen[-1][1].items())
         assert sent["traceparent"].startswith(f"00-{trace}-") and sent["traceparent"].endswith("-01")

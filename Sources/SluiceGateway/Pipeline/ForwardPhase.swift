@@ -34,6 +34,8 @@ enum ForwardPhase: RequestPhase {
         x.ctx.attempt.upstream = conn
         let now = x.loop.now
         x.ctx.attempt.sentAt = now
+        // Its uncached prompt queues for prefill there from now (the cost model's counters).
+        x.ctx.attempt.lease?.sent(at: now)
         x.worker.metrics.add(ep.requestsSlot)
         let authority = ep.config.authority
         let proxy = x.settings.proxy

@@ -1,26 +1,26 @@
-import SluiceHTTP
+package import SluiceHTTP
 import SluiceIO
-import SluiceLLM
+package import SluiceLLM
 
 /// What the inspect phase learned from an OpenAI request body: enough for routing, metrics and
 /// the relay, kept as plain values (the body itself stays where it was read). Trivially
 /// copyable on purpose — no references — so it costs no reference counting.
-struct RequestFeatures {
+package struct RequestFeatures {
     var endpoint: OpenAIEndpoint
-    var scanned: ScannedRequest
+    package var scanned: ScannedRequest
     /// The client asked for a stream.
     var stream: Bool { scanned.stream == true }
     /// Sluice asked the model server for usage the client did not ask for, so the usage-only
     /// chunk must be kept from the client.
     var injectedUsage = false
     /// Chained prefix block hashes (in the worker's scratch buffer, valid until the next inspect).
-    var prefixBlocks = 0
+    package var prefixBlocks = 0
 }
 
 /// Per-worker scratch space for the inspect phase, allocated once.
-final class InspectScratch {
+package final class InspectScratch {
     let segments = UnsafeMutableBufferPointer<PromptSegment>.allocate(capacity: 1024)
-    let prefixHashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 256)
+    package let prefixHashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 256)
     deinit {
         segments.deallocate()
         prefixHashes.deallocate()
@@ -32,7 +32,7 @@ final class InspectScratch {
 /// wrong shape or an out-of-range number is a 400 naming the problem, before any model server
 /// is bothered — and the prompt's chained prefix block hashes are computed into the worker's
 /// scratch space. Other requests pass uninspected (`features` stays nil).
-enum InspectPhase: RequestPhase {
+package enum InspectPhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         var action = PhaseAction.next
         x.client.withRequest { r in
@@ -45,7 +45,7 @@ enum InspectPhase: RequestPhase {
         return action
     }
 
-    static func inspect(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
+    package static func inspect(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
                         scratch: InspectScratch) throws(OpenAIError) -> RequestFeatures? {
         guard method == .post, let endpoint = OpenAIEndpoint(path: path) else { return nil }
         let scanned: ScannedRequest

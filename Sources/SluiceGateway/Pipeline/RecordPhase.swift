@@ -62,6 +62,14 @@ enum RecordPhase {
         line.field("prompt_tokens", x.ctx.response.observer?.usage?.promptTokens)
         line.field("completion_tokens", x.ctx.response.observer?.usage?.completionTokens)
         line.field("ttft_ms", x.ctx.response.observer?.firstTokenAt.map { $0.seconds(since: x.ctx.startedAt) * 1000 })
+        // The cost model's prediction, measured like `ttft_ms` (from the request's arrival):
+        // the time until the last attempt was sent plus what was predicted from there, so that
+        // |ttft_predicted_ms − ttft_ms| is the model's error alone.
+        var predictedMs: Double? = nil
+        if let p = x.ctx.attempt.predictedTTFT, let sent = x.ctx.attempt.sentAt {
+            predictedMs = (sent.seconds(since: x.ctx.startedAt) + p) * 1000
+        }
+        line.field("ttft_predicted_ms", predictedMs)
         line.field("duration_ms", now.seconds(since: x.ctx.startedAt) * 1000)
         line.field("route_reason", x.ctx.attempt.routeReason.rawValue)
         line.field("attempts", x.ctx.attempt.number)

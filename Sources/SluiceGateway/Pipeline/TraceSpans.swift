@@ -153,6 +153,11 @@ enum TraceSpans {
             if let pool { b.append(SpanAttribute(SpanKey.pool, pool)) }
             if let e = x.ctx.attempt.endpointName { b.append(SpanAttribute(SpanKey.endpoint, e)) }
             if let p = x.pool { b.append(SpanAttribute(SpanKey.routeCandidates, p.endpoints.count)) }
+            // The cost model's prediction (seconds from the request's arrival, as the server
+            // span's time to first token is) beside what was observed.
+            if let p = x.ctx.attempt.predictedTTFT, let sent = x.ctx.attempt.sentAt {
+                b.append(SpanAttribute(SpanKey.predictedTTFT, sent.seconds(since: x.ctx.startedAt) + p))
+            }
             let from = t.dequeuedAt ?? t.admittedAt ?? x.ctx.startedAt
             spans.record(.child(of: ctx, spanID: spans.newSpanID(), name: "sluice.route", start: spans.unixNanos(from),
                                 end: spans.unixNanos(max(routed, from)), attributes: b))

@@ -5,9 +5,10 @@ import Synchronization
 
 /// What the workers of a process share about one pool: the round-robin position and the flow
 /// control queue (kept across reloads, by pool name).
-final class SharedPool: Sendable {
+package final class SharedPool: Sendable {
     let roundRobin = SharedCounter()
     let flow = PoolFlow()
+    package init() {}
 }
 
 /// A pool's flow control, shared by every worker: the requests waiting while all its
