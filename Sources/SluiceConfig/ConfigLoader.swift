@@ -395,7 +395,7 @@ public struct ConfigLoader {
         if let n = child("flow_control"), let m = map(n, "flow_control") {
             let p = "flow_control"
             unknown(m, p, ["enabled", "max_waiting", "max_kv_use", "queue_ttl", "max_queued", "max_queued_bytes",
-                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold", "sheddable_headroom"])
+                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold", "sheddable_headroom", "max_prefill_tokens"])
             if let v = bool(m, p, "enabled") { s.flow.enabled = v }
             if let v = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { s.flow.maxWaiting = v }
             if let v = number(m, p, "max_kv_use") {
@@ -408,6 +408,7 @@ public struct ConfigLoader {
             if let v = number(m, p, "sheddable_headroom") {
                 if v >= 0 && v < 1 { s.flow.sheddableHeadroom = v } else { issue("\(p).sheddable_headroom", "must be >= 0 and < 1", field(m, "sheddable_headroom")!.line) }
             }
+            if let v = intField(m, p, "max_prefill_tokens", min: 0, max: 1 << 30) { s.flow.maxPrefillTokens = v }
             if let v = intField(m, p, "max_queued", min: 0, max: 1 << 24) { s.flow.maxQueued = v }
             if let v = sizeField(m, p, "max_queued_bytes", min: 0, max: 1 << 40) { s.flow.maxQueuedBytes = v }
             if let v = intField(m, p, "max_queued_per_tenant", min: 0, max: 1 << 24) { s.flow.maxQueuedPerTenant = v }

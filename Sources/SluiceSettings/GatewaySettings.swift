@@ -255,6 +255,11 @@ public struct GatewaySettings: Sendable {
         /// headroom, so a `critical` or `standard` request arriving finds a slot at once
         /// instead of waiting for a sheddable one to finish. 0: sheddable may take every slot.
         public var sheddableHeadroom = 0.1
+        /// An endpoint is saturated while the uncached prompt tokens the gateway sent it that
+        /// have not produced a first token reach this (a burst of long prompts: the next
+        /// request's prefill would start only after all of theirs). ~4 of vLLM's default
+        /// 8,192-token batches. 0: not counted.
+        public var maxPrefillTokens = 32_768
         public init() {}
     }
 

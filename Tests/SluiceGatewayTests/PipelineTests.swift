@@ -480,6 +480,27 @@ extension OutputQueue {
         #expect(PoolFlow.freeSlots(h.worker.pools[0], flow: h.worker.settings.flow, staleness: h.worker.settings.telemetry.staleness, now: h.loop.now, pending: 0) == 1)
     }
 
+    /// The gateway's own count of prefill work sent and not begun saturates an endpoint before
+    /// any scrape does: over `max_prefill_tokens`, no room; when the first tokens come, room.
+    @Test func pendingPrefillTokensSaturateAnEndpoint() throws {
+        let h = try PipelineHarness(endpoints: 1) { $0.flow.maxPrefillTokens = 1000 }
+        let rt = h.worker.pools[0].endpoints[0].runtime
+        let s = h.worker.settings
+        func room() -> Int? { PoolFlow.room(rt, flow: s.flow, now: h.loop.now, staleness: s.telemetry.staleness) }
+        #expect(room() == nil)  // not learned, not saturated: unbounded
+        rt.prefillStarted(tokens: 600)
+        #expect(room() == nil)
+        rt.prefillStarted(tokens: 400)
+        #expect(room() == 0)
+        rt.firstToken(tokens: 600)
+        #expect(room() == nil)
+        // Off: never counted.
+        rt.prefillStarted(tokens: 5000)
+        var off = s.flow
+        off.maxPrefillTokens = 0
+        #expect(PoolFlow.room(rt, flow: off, now: h.loop.now, staleness: s.telemetry.staleness) == nil)
+    }
+
     /// Two endpoints that run four requests each; a long prompt was last sent to one of them
     /// (its prefix is cached there), which is full now while the other has one slot free.
     /// Returns the endpoint the same prompt goes to next, and the one its prefix is on.

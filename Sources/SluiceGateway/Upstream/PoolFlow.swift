@@ -62,6 +62,8 @@ final class PoolFlow: @unchecked Sendable {
         let scraped = rt.scrapedAtNanos.load(ordering: .relaxed)
         let fresh = scraped != 0 && (now.nanoseconds <= scraped || now.nanoseconds - scraped <= UInt64(max(0, staleness.nanoseconds)))
         if fresh && Double(bitPattern: rt.kvUseBits.load(ordering: .relaxed)) >= flow.maxKVUse { return 0 }
+        // The gateway's own count, without scrape lag: prefill work sent and not yet begun.
+        if flow.maxPrefillTokens > 0 && rt.pendingTokens.load(ordering: .relaxed) >= flow.maxPrefillTokens { return 0 }
         let cap = rt.learnedCapacity.load(ordering: .relaxed)
         if cap > 0 { return max(0, cap + flow.maxWaiting + rt.probe.load(ordering: .relaxed) - rt.inflight.load(ordering: .relaxed)) }
         if fresh && rt.waitingNow.load(ordering: .relaxed) > flow.maxWaiting { return 0 }
