@@ -47,6 +47,14 @@ package final class Worker: @unchecked Sendable {
         if waiting && !flowTimer.isArmed { loop.schedule(flowTimer, after: .milliseconds(50)) }
     }
 
+    /// A request of this worker's waits in a pool's queue: check every 50 ms until none does.
+    /// Room also appears without a lease ending here (a scrape, an ejection ending, a first
+    /// token, another worker's request ending): without the tick, a request queued while no
+    /// request of this worker was in flight would wait for its TTL.
+    func flowWaiting() {
+        if !flowTimer.isArmed { loop.schedule(flowTimer, after: .milliseconds(50)) }
+    }
+
     /// Dispatches again at `deadline` (a held slot is released then), or sooner if due sooner.
     func flowTick(at deadline: Instant) {
         if flowTimer.isArmed && flowTimer.deadline <= deadline { return }

@@ -480,6 +480,21 @@ extension OutputQueue {
         #expect(PoolFlow.freeSlots(h.worker.pools[0], flow: h.worker.settings.flow, staleness: h.worker.settings.telemetry.staleness, now: h.loop.now, pending: 0) == 1)
     }
 
+    /// Room that appears without a lease ending here (a scrape: the server's queue emptied)
+    /// reaches a queued request within the worker's 50 ms tick, not at its TTL.
+    @Test func roomFromAScrapeDispatchesWithinATick() throws {
+        let h = try PipelineHarness(endpoints: 1)
+        let rt = h.worker.pools[0].endpoints[0].runtime
+        rt.scrapedAtNanos.store(max(1, h.loop.now.nanoseconds), ordering: .relaxed)
+        rt.waitingNow.store(3, ordering: .relaxed)  // its own queue is long: saturated
+        let (x, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(x.stage == .pipeline(.queue))
+        rt.waitingNow.store(0, ordering: .relaxed)
+        rt.scrapedAtNanos.store(h.loop.now.nanoseconds, ordering: .relaxed)
+        h.advance(.milliseconds(60))
+        #expect(x.stage == .waiting && h.upstreams.count == 1)
+    }
+
     /// The gateway's own count of prefill work sent and not begun saturates an endpoint before
     /// any scrape does: over `max_prefill_tokens`, no room; when the first tokens come, room.
     @Test func pendingPrefillTokensSaturateAnEndpoint() throws {

@@ -66,6 +66,7 @@ enum QueuePhase: RequestPhase {
             // The prompt's prefix hashes leave the worker's scratch space while it waits.
             RoutePhase.savePrefixHashes(x)
             x.waitInQueue(until: g.value.flow.queueTTL)
+            x.worker.flowWaiting()
             // Room may be there (others were waiting ahead): the fairest goes now.
             flow.dispatch(pool, g.value, now: now)
             return .wait
@@ -148,6 +149,7 @@ enum QueuePhase: RequestPhase {
             if case .queued(let id) = flow.enqueue(PoolFlow.Waiter(exchange: x, loop: x.loop), tenant: x.ctx.tenant, band: x.ctx.queue.band,
                                                    cost: cost, bytes: x.ctx.queue.bytes, now: x.loop.now, settings: g.value) {
                 x.ctx.queue.id = id
+                x.worker.flowWaiting()
                 return
             }
         }
