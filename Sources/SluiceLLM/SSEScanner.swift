@@ -22,7 +22,8 @@ internal import CSluiceSIMD
 /// event is still delimited but reported with `inspected == false`. The buffer is allocated once,
 /// on the first event that spans chunks, and reused; nothing else is allocated. Only events with one
 /// `data:` line are inspected (what OpenAI-compatible servers send); the payload is read with
-/// ``ResponseScanner``.
+/// ``ResponseScanner`` in the scanner's ``dialect`` (`event:` lines, which Anthropic and the
+/// Responses API send, are delimited and not read: their data repeats the type).
 ///
 /// ```
 ///  line start ──byte──▶ in line ──CR/LF──▶ line start ──CR/LF (blank line)──▶ event complete
@@ -37,6 +38,8 @@ public struct SSEScanner: Sendable {
     }
 
     public let maxEventBytes: Int
+    /// How each event's payload is read (Anthropic and Responses API streams have their own).
+    public let dialect: ResponseDialect
     /// Absolute offset of the current chunk's first byte.
     public private(set) var streamOffset = 0
     /// Absolute offset where the open event starts (= the end of the last complete event).
@@ -54,8 +57,9 @@ public struct SSEScanner: Sendable {
     var dataLines = 0
     var dataValue = ByteRange(start: 0, end: 0)
 
-    public init(maxEventBytes: Int = 64 << 10) {
+    public init(maxEventBytes: Int = 64 << 10, dialect: ResponseDialect = .openAI) {
         self.maxEventBytes = maxEventBytes
+        self.dialect = dialect
     }
 
     /// Absolute offset up to which the stream consists of complete events.
@@ -129,12 +133,12 @@ public struct SSEScanner: Sendable {
             let value = dataLines == 1
                 ? UnsafeRawBufferPointer(rebasing: chunk[(dataValue.start - streamOffset)..<(dataValue.end - streamOffset)])
                 : UnsafeRawBufferPointer(start: nil, count: 0)
-            Self.read(value, &e)
+            Self.read(value, dialect, &e)
         } else if pendingOverflow || pending.count + end > maxEventBytes {
             e.inspected = false
         } else {
             pending.append(contentsOf: chunk[0..<end])
-            pending.withUnsafeBytes { Self.inspect($0, &e) }
+            pending.withUnsafeBytes { Self.inspect($0, dialect, &e) }
         }
         pending.removeAll(keepingCapacity: true)
         pendingOverflow = false
@@ -167,7 +171,7 @@ public struct SSEScanner: Sendable {
 
     /// Reads the fields of one complete event (`bytes` from its first byte to past its blank line)
     /// that arrived in pieces: its lines are found again in the copy.
-    static func inspect(_ bytes: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
+    static func inspect(_ bytes: UnsafeRawBufferPointer, _ dialect: ResponseDialect, _ e: inout SSEEvent) {
         var data = ByteRange(start: 0, end: 0)
         var i = 0
         let n = bytes.count
@@ -181,12 +185,12 @@ public struct SSEScanner: Sendable {
             }
             i = lineEnd + 1
         }
-        read(data.bytes(in: bytes), &e)
+        read(data.bytes(in: bytes), dialect, &e)
     }
 
     /// Reads the event's `payload`, the value of its one `data:` line (with `e.dataLines` already
     /// counted: any other count leaves it unread).
-    static func read(_ payload: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
+    static func read(_ payload: UnsafeRawBufferPointer, _ dialect: ResponseDialect, _ e: inout SSEEvent) {
         guard e.dataLines == 1 else {
             // Several data lines would have to be joined with "\n" to be read; servers do not send them.
             e.inspected = e.dataLines == 0
@@ -194,7 +198,7 @@ public struct SSEScanner: Sendable {
         }
         if Bytes.equal(payload, "[DONE]") {
             e.isDone = true
-        } else if let r = ResponseScanner.scan(payload) {
+        } else if let r = dialect == .openAI ? ResponseScanner.scan(payload) : ResponseScanner.scan(payload, dialect: dialect) {
             e.payload = r
         } else {
             e.isMalformed = true
