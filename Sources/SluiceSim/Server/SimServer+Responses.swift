@@ -146,9 +146,11 @@ extension SimServer {
                                messageID: newID("msg_"), inputTokens: promptTokens, prompt: prompt)
         if store || background { remember(r) }
         var sequence = 0
-        func event(_ type: String, _ fields: String) -> [UInt8] {
+        // Event members are in alphabetical order (as vLLM serializes OpenAI's event types):
+        // `fields` sort before `sequence_number`, `after` between it and `type`.
+        func event(_ type: String, _ fields: String, after: String = "") -> [UInt8] {
             defer { sequence += 1 }
-            return Self.namedEvent(type, "{\(fields)\"sequence_number\":\(sequence),\"type\":\"\(type)\"}")
+            return Self.namedEvent(type, "{\(fields)\"sequence_number\":\(sequence),\(after)\"type\":\"\(type)\"}")
         }
         let streaming = stream && !background
         if streaming {
@@ -199,8 +201,8 @@ extension SimServer {
                 if streaming {
                     var out: [UInt8] = []
                     if p.generated > 0 {
-                        out += event("response.output_text.done", "\"content_index\":0,\"item_id\":\"\(r.messageID)\",\"logprobs\":[],\"output_index\":0,"
-                                     + "\"text\":\(JSONText.quote(r.text)),")
+                        out += event("response.output_text.done", "\"content_index\":0,\"item_id\":\"\(r.messageID)\",\"logprobs\":[],\"output_index\":0,",
+                                     after: "\"text\":\(JSONText.quote(r.text)),")
                         out += event("response.content_part.done", "\"content_index\":0,\"item_id\":\"\(r.messageID)\",\"output_index\":0,"
                                      + "\"part\":{\"annotations\":[],\"text\":\(JSONText.quote(r.text)),\"type\":\"output_text\",\"logprobs\":null},")
                         out += event("response.output_item.done", "\"item\":\(r.itemJSON(done: true)),\"output_index\":0,")
