@@ -200,7 +200,8 @@ extension LLMEndpoint {
         public var server: ServerProtocol
         /// A WebSocket upgrade (HTTP/1.1 `Upgrade: websocket`, or RFC 8441 over HTTP/2).
         public var upgrade: Bool
-        /// The answer creates server-side state named by its id (``ScannedResponse/responseID``):
+        /// The answer creates server-side state named by its id (``ScannedResponse/responseID``,
+        /// ``SSEScanner/responseID`` in a stream):
         /// remember id → endpoint for later ``ModelSource/storedResponse`` requests and
         /// `previous_response_id` follow-ups (``ScannedRequest/previousResponseID``).
         public var createsStoredResponse: Bool

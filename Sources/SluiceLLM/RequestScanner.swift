@@ -58,7 +58,8 @@ public struct RequestScanner: Sendable {
         segments: UnsafeMutableBufferPointer<PromptSegment>
     ) throws(RequestScanError) -> ScannedRequest {
         guard let schema = Schema(endpoint) else { return ScannedRequest() }
-        var run = Run(body, maxDepth: maxDepth, schema: schema, requireModel: endpoint.traits.modelRequired, segments: segments)
+        let t = endpoint.traits
+        var run = Run(body, maxDepth: maxDepth, schema: schema, requireModel: t.modelRequired && t.model == .jsonField, segments: segments)
         try run.top()
         return run.result
     }

@@ -117,8 +117,7 @@ extension ResponseScanner {
             switch c.keyLength(key, escaped) {
             case 2 where c.keyIs(key, escaped, "id"):
                 if try c.peek() == UInt8(ascii: "\"") {
-                    let (range, _) = try c.scanString()
-                    r.responseID = ResponseID(range.bytes(in: UnsafeRawBufferPointer(start: c.p, count: c.end)))
+                    r.responseID = try c.scanString().range
                 } else {
                     try c.skipValue()
                 }

@@ -6,9 +6,10 @@ public struct ScannedResponse: Sendable, Equatable {
     /// Which counts `usage` really held (the others read as 0); ``UsageTally`` merges by them.
     public var usageFields: Usage.Fields = []
     /// Responses API: the response's `id` (top level of a JSON body, `response.id` in stream
-    /// events), to remember which server holds it. Nil in other dialects, or when longer than
-    /// ``ResponseID/capacity``.
-    public var responseID: ResponseID?
+    /// events) as offsets into the bytes scanned (raw string contents), to remember which server
+    /// holds it. An ``SSEScanner`` copies it into ``SSEScanner/responseID`` (the event's bytes do
+    /// not outlive the read) and leaves it nil in the event. Nil in other dialects.
+    public var responseID: ByteRange?
     /// The first non-null `choices[].finish_reason`; Anthropic's `stop_reason` (`end_turn` and
     /// `stop_sequence` → stop, `max_tokens` → length, `tool_use` → toolCalls); the Responses
     /// API's `status` (`completed` → stop, `incomplete` → length or contentFilter, `cancelled` → abort).
@@ -29,13 +30,14 @@ public struct ScannedResponse: Sendable, Equatable {
     public var isUsageOnly: Bool { choiceCount == 0 && usage != nil }
 }
 
-/// A response id copied out of the body it was read from (the bytes of an SSE event do not
-/// outlive the read that delivered them), inline: no allocation. Raw JSON string contents
-/// (escapes kept; ids are ASCII in practice).
+/// A response id copied out of the stream it was read from (the bytes of an SSE event do not
+/// outlive the read that delivered them), inline: no allocation, and kept in the
+/// ``SSEScanner`` rather than in every event (events are copied several times on their way).
+/// Raw JSON string contents (escapes kept; ids are ASCII in practice: vLLM's are
+/// `resp_` + 16 hex digits, OpenAI's `resp_` + 48).
 public struct ResponseID: Sendable, Hashable, CustomStringConvertible {
-    public static let capacity = 96
-    var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
-        = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    public static let capacity = 64
+    var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     public private(set) var count: Int
 
     /// A copy of `bytes`; nil when longer than ``capacity``.

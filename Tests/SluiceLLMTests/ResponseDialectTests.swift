@@ -7,7 +7,13 @@ import SluiceLLM
 /// vLLM 0.32 in Tests/vllm-captures/ (generate-*.txt).
 @Suite struct ResponseDialectTests {
     static func events(_ stream: [UInt8], dialect: ResponseDialect, cuts: [Int] = []) -> [SSEEvent] {
+        eventsAndIDs(stream, dialect: dialect, cuts: cuts).0
+    }
+
+    /// The events and the scanner's ``SSEScanner/responseID`` after each.
+    static func eventsAndIDs(_ stream: [UInt8], dialect: ResponseDialect, cuts: [Int] = []) -> ([SSEEvent], [String?]) {
         var scanner = SSEScanner(dialect: dialect)
+        var ids: [String?] = []
         var out: [SSEEvent] = []
         let bounds = [0] + cuts.filter { $0 > 0 && $0 < stream.count }.sorted() + [stream.count]
         for k in 0..<bounds.count - 1 {
@@ -16,11 +22,18 @@ import SluiceLLM
                 var i = 0
                 while case .event(let e, let next) = scanner.next(c, from: i) {
                     out.append(e)
+                    ids.append(scanner.responseID?.description)
                     i = next
                 }
             }
         }
-        return out
+        return (out, ids)
+    }
+
+    static func id(_ s: String, _ r: ScannedResponse?) -> String? {
+        guard let range = r?.responseID else { return nil }
+        let b = Array(s.utf8)
+        return String(decoding: b[range.start..<range.end], as: UTF8.self)
     }
 
     static func json(_ s: String, _ dialect: ResponseDialect) -> ScannedResponse? {
@@ -79,8 +92,9 @@ import SluiceLLM
         let all = Self.events(body, dialect: .responses)
         #expect(all.count == 12)
         #expect(all.filter(\.hasToken).count == 4)
-        #expect(all[0].payload.responseID?.description == "resp_899c36ce342a110d")
-        #expect(all.last?.payload.responseID?.description == "resp_899c36ce342a110d")
+        let (_, ids) = Self.eventsAndIDs(body, dialect: .responses, cuts: [700])
+        #expect(ids.allSatisfy { $0 == "resp_899c36ce342a110d" })
+        #expect(all.allSatisfy { $0.payload.responseID == nil })
         #expect(all.last?.usage == Usage(promptTokens: 16, completionTokens: 4, totalTokens: 20))
         #expect(all.compactMap(\.finishReason) == [.length])
         #expect(all.allSatisfy { !$0.hasError && !$0.isMalformed })
@@ -92,7 +106,7 @@ import SluiceLLM
     @Test func responsesBodies() throws {
         let body = try #require(capture("generate-responses.txt", "non-streaming"))
         let r = try #require(body.withUnsafeBytes { ResponseScanner.scan($0, dialect: .responses) })
-        #expect(r.responseID?.description == "resp_8830393ff09ccf88")
+        #expect(r.responseID.map { String(decoding: body[$0.start..<$0.end], as: UTF8.self) } == "resp_8830393ff09ccf88")
         #expect(r.usage == Usage(promptTokens: 16, completionTokens: 8, totalTokens: 24))
         #expect(r.finishReason == .length)
         let queued = try #require(capture("generate-responses-background.txt", "background"))
@@ -106,8 +120,13 @@ import SluiceLLM
         #expect(Self.json(#"{"type":"response.failed","response":{"id":"r","status":"failed"}}"#, .responses)?.hasError == true)
         #expect(Self.json(#"{"id":"r","status":"completed"}"#, .responses)?.finishReason == .stop)
         #expect(Self.json(#"{"status":"incomplete","incomplete_details":{"reason":"content_filter"}}"#, .responses)?.finishReason == .contentFilter)
-        #expect(Self.json(#"{"id":"\#(String(repeating: "x", count: 97))"}"#, .responses)?.responseID == nil)
-        #expect(Self.json(#"{"id":"\#(String(repeating: "x", count: 96))"}"#, .responses)?.responseID?.count == 96)
+        // Ids beyond the inline capacity are not kept by a stream scanner (a JSON body's range is).
+        let long = String(repeating: "x", count: ResponseID.capacity + 1)
+        let stream = Array("data: {\"type\":\"response.created\",\"response\":{\"id\":\"\(long)\"}}\n\n".utf8)
+        #expect(Self.eventsAndIDs(stream, dialect: .responses).1 == [nil])
+        let fits = String(long.dropLast())
+        #expect(Self.eventsAndIDs(Array("data: {\"response\":{\"id\":\"\(fits)\"}}\n\n".utf8), dialect: .responses).1 == [fits])
+        #expect(Self.id(#"{"id":"\#(long)"}"#, Self.json(#"{"id":"\#(long)"}"#, .responses)) == long)
         // An item's id is not the response's.
         #expect(Self.json(#"{"type":"response.output_item.added","item":{"id":"msg_1","status":"in_progress"}}"#, .responses)?.responseID == nil)
     }

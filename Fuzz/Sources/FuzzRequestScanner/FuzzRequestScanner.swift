@@ -46,7 +46,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         if let m = r.maxTokens { precondition(m >= 1 && m <= ScannedRequest.maxCount) }
         if let p = r.previousResponseID { precondition(p.start >= 0 && p.end <= size) }
         if let u = r.user { precondition(u.end <= size) }
-        _ = TokenReservation.estimate(r, endpoint: .chatCompletions, defaultMaxTokens: Int(Int32.max))
+        _ = TokenReservation.estimate(r, for: endpoint, defaultMaxTokens: Int(Int32.max))
     }
     // Multipart: the whole body, then growing prefixes (the streaming use); parts stay inside.
     let boundary: StaticString = "fuzzB"

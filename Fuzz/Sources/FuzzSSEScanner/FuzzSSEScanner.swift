@@ -33,7 +33,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             tally.add(w.payload)
         }
         if dialect != .openAI, let r = ResponseScanner.scan(bytes, dialect: dialect), let id = r.responseID {
-            precondition(id.count <= ResponseID.capacity)
+            precondition(id.start >= 0 && id.end <= size)
         }
     }
     return 0
