@@ -214,6 +214,7 @@ public final class SimServer {
         for (id, p) in pending where !p.responder.isOpen && !p.detached {
             engine.abort(id, now: now)
             pending.removeValue(forKey: id)
+            p.onFinish?(p, .abort)  // the APIs with state (a stored response) record it
         }
         events.removeAll(keepingCapacity: true)
         engine.advance(to: now, into: &events)

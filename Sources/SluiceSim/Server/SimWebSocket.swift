@@ -138,6 +138,8 @@ final class SimWebSocket: UpgradedConnectionHandler {
 
     private func deliver(_ c: UpgradedConnection) {
         if messageOpcode == 1 && String(validating: message, as: UTF8.self) == nil { return fail(c, 1007) }
+        // A client that sends without reading: stop before its echoes pile up (1008, policy).
+        if c.pendingOutput > 4 * maxMessageBytes { return fail(c, 1008) }
         c.write(Self.frame(opcode: messageOpcode, message))
         echoed += 1
         message = []
