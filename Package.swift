@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "SluiceIOTests", dependencies: ["SluiceIO", "CSluiceLinux"]),
 
         // protocols
-        .target(name: "SluiceHTTP", dependencies: ["SluiceBase", "SluiceIO", "COpenSSL"], swiftSettings: strict),
+        .target(name: "SluiceHTTP", dependencies: ["SluiceBase", "SluiceIO", "COpenSSL", "CNghttp2"], swiftSettings: strict),
         .testTarget(name: "SluiceHTTPTests", dependencies: ["SluiceHTTP", "SluiceIO"]),
 
         .target(name: "SluiceRedis", dependencies: ["SluiceBase", "SluiceIO", "CHiredis"], swiftSettings: strict),
@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "SluiceSettings", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceRedis", "SluiceRouting"], swiftSettings: strict),
 
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceSettings", "SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis", "CNghttp2"], swiftSettings: strict),
+        .target(name: "SluiceGateway", dependencies: ["SluiceSettings", "SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis"], swiftSettings: strict),
         .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim"]),
 
         // the YAML config: schema, validation, secrets

@@ -18,5 +18,8 @@ let package = Package(
         .executableTarget(name: "FuzzSSEScanner", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
         .executableTarget(name: "FuzzPrometheus", dependencies: ["FuzzDriver", .product(name: "SluiceLLM", package: "sluice")]),
         .executableTarget(name: "FuzzConfig", dependencies: ["FuzzDriver", .product(name: "SluiceConfig", package: "sluice")]),
+        .executableTarget(name: "FuzzHTTP2", dependencies: ["FuzzDriver", .product(name: "SluiceGateway", package: "sluice"),
+                                                            .product(name: "SluiceSettings", package: "sluice"),
+                                                            .product(name: "SluiceHTTP", package: "sluice")]),
     ]
 )

@@ -22,20 +22,18 @@ final class Worker: @unchecked Sendable {
     let loop: EventLoop
     /// The settings in force, as one object per generation (see ``SettingsGeneration``).
     private(set) var generation: SettingsGeneration
-    /// What the inspect phase found for the request being planned (see `Plan.forward`): kept
-    /// here, not in the enum, so the ~300-byte value is copied once into its exchange instead
-    /// of through every enum construction, return and pattern binding on the way.
-    var inspected: RequestFeatures?
     /// Read in place (no copy of the struct): `worker.settings.timeouts.idle` loads one field.
     var settings: GatewaySettings { _read { yield generation.value } }
     /// Listeners by their configured address (which may say port 0 in tests).
     private(set) var listeners: [(address: SocketAddress, listener: Listener)] = []
     private(set) var pools: [UpstreamPool] = []
     private var clients: [ObjectIdentifier: any DownstreamConnection] = [:]
-    var activeExchanges = 0
     /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
     /// per request for the timer). Bounded: beyond it they are freed.
     var spareExchangeTimers: [ExchangeTimer] = []
+    /// Makes upstream connections instead of `UpstreamConnection.connect` (tests: a fake
+    /// upstream, no socket). Nil in production.
+    var connectUpstream: ((UpstreamPool.Endpoint) throws -> any Upstream)?
     private(set) var draining = false
     private var requestCounter: UInt64 = 0
     private let requestIDSeed: UInt64
@@ -47,7 +45,9 @@ final class Worker: @unchecked Sendable {
     private let overloadedResponse: [UInt8] = {
         let e = ErrorResponse(status: 503, message: "Too many connections.", type: "server_error", param: nil, code: "overloaded")
         let body = e.body()
-        return Array("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
+        var h: [UInt8] = []
+        HTTP1ResponseHead.write(503, fields: [("Content-Type", "application/json")], framing: .length(body.count), close: true, into: &h)
+        return h + body
     }()
 
     /// The `models:` section compiled for lookups (rebuilt when settings change).
@@ -267,7 +267,7 @@ final class Worker: @unchecked Sendable {
     /// Hands a connection whose client opened with the HTTP/2 preface to an HTTP/2 session.
     func upgradeToHTTP2(from c: ClientConnection, transport: Transport, registration: Registration?, peer: [UInt8], bytes: UnsafeRawBufferPointer) {
         clients.removeValue(forKey: ObjectIdentifier(c))
-        let h2 = HTTP2Connection(transport: transport, worker: self, peer: peer, initialBytes: bytes)
+        let h2 = HTTP2ServerConnection(transport: transport, loop: loop, delegate: self, peer: peer, initialBytes: bytes)
         clients[ObjectIdentifier(h2)] = h2
         do {
             try h2.start(registrationFrom: registration)

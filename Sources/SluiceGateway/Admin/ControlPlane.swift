@@ -102,7 +102,7 @@ final class ControlPlane: @unchecked Sendable {
         if req.path == "/healthz" || req.path == "/readyz" { return true }
         guard let value = req.header("authorization") else { return false }
         let bytes = Array(value.utf8)
-        guard let token = bytes.withUnsafeBytes({ Worker.bearerToken($0).map(Array.init) }) else { return false }
+        guard let token = bytes.withUnsafeBytes({ AuthenticatePhase.bearerToken($0).map(Array.init) }) else { return false }
         var h = SHA256()
         h.update(token)
         let got = h.finalize()

@@ -55,6 +55,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
     /// The socket's receive low-water mark while waiting for the rest of a large body (0: the
     /// kernel's default of one byte).
     private var readLowWater = 0
+    /// `process()` is on the stack: a request that ends at once leaves the next to its loop.
+    private var processing = false
 
     init(transport: Transport, worker: Worker) {
         self.transport = transport
@@ -189,6 +191,8 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     /// Advances the request state machine over the buffered bytes.
     private func process() {
+        processing = true
+        defer { processing = false }
         while true {
             switch state {
             case .readingHead:
@@ -239,7 +243,10 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
                     if !dechunk() { return }
                 }
                 startExchange()
-                return
+                // An answer written at once (a local endpoint, an error, a cache hit) may have
+                // ended the exchange already: the next pipelined request is taken by this loop,
+                // never by recursion (20,000 pipelined requests would overflow the stack).
+                if state != .readingHead { return }
             case .handshaking, .proxying, .closing, .lingering, .closed:
                 return
             }
@@ -315,56 +322,17 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         let bytes = inbuf.readable
         clientRequestID = UpstreamRequestEncoder.clientRequestID(head, bytes) ?? .empty
         requestID = worker.nextRequestID()
-        _ = bytes
-        let plan = worker.plan(method: head.method, path: bytes.slice(head.target),
-                               body: UnsafeRawBufferPointer(rebasing: bytes[head.length..<bodyEnd]),
-                               headerNamed: { [head] name in head.value(named: name, in: bytes) },
-                               requestID: { self.clientRequestID.isEmpty ? hex16(self.requestID) : String(decoding: bytes.slice(self.clientRequestID), as: UTF8.self) },
-                               rewritten: &upstreamBody)
-        let x: Exchange
-        switch plan {
-        case .reject(let e):
-            exchangeFailed(e)
-            return
-        case .local(let status, let contentType, let body):
-            respondLocal(status, contentType: contentType, body: body)
-            return
-        case .forward(let pool, let arm, let adapter, let ticket):
-            x = Exchange(client: self, worker: worker, pool: pool, method: head.method, features: worker.inspected)
-            worker.inspected = nil
-            x.arm = arm
-            x.adapter = adapter
-            x.ticket = ticket
-            if worker.accessLog != nil {
-                x.requestID = clientRequestID.isEmpty ? hex16(requestID) : String(decoding: bytes.slice(clientRequestID), as: UTF8.self)
-                if let f = x.features { x.clientModel = String(decoding: bytes[(head.length + Int(f.scanned.model.start))..<(head.length + Int(f.scanned.model.end))], as: UTF8.self) }
-            }
+        let x = Exchange(client: self, worker: worker, method: head.method, requestID: requestID)
+        if worker.accessLog != nil {
+            x.logRequestID = clientRequestID.isEmpty ? hex16(requestID) : String(decoding: bytes.slice(clientRequestID), as: UTF8.self)
         }
         exchange = x
         x.start()
     }
 
-    /// Answers the request from Sluice itself (the model list, health) and goes on.
-    private func respondLocal(_ status: Int, contentType: String, body: [UInt8]) {
-        var h = loop.bufferPool.take(minimumCapacity: body.count + 256)
-        h.append("HTTP/1.1 ")
-        h.appendDecimal(status)
-        h.append(" ")
-        h.append(StatusText.reason(status))
-        h.append("\r\nContent-Type: ")
-        h.append(contentType.utf8)
-        h.append("\r\nContent-Length: ")
-        h.appendDecimal(body.count)
-        h.append("\r\nX-Request-Id: ")
-        appendRequestID(&h)
-        h.append(keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
-        body.withUnsafeBytes { h.append($0) }
-        out.append(h)
-        flush()
-        endExchange()
-    }
-
     // MARK: the request for the upstream
+
+    func setUpstreamBody(_ body: consuming ByteBuffer) { upstreamBody = body }
 
     func withRequest(_ body: (DownstreamRequest) -> Void) {
         let b = inbuf.readable
@@ -376,20 +344,9 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func appendRequestID(_ h: inout ByteBuffer) { h.appendHex64(requestID) }
 
-    /// Extra response fields (rate-limit state, cache result, an error's Retry-After), one line each.
-    private func appendFields(_ fields: [ErrorResponse.Header], to h: inout ByteBuffer) {
-        for f in fields {
-            h.append(f.name.utf8)
-            h.append(": ")
-            h.append(f.value.utf8)
-            h.append("\r\n")
-        }
-    }
-
     // MARK: writing the response
 
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange x: Exchange) {
-        let b = inbuf.readable
         if !uh.keepAlive && uh.framing == .untilClose && head.version == .http10 { keepAlive = false }
         switch uh.framing {
         case .length, .none: framing = .passthrough
@@ -397,47 +354,74 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         }
         if framing == .untilClose || worker.draining { keepAlive = false }
         var h = loop.bufferPool.take(minimumCapacity: uh.length + 256)
-        h.append("HTTP/1.1 ")
-        h.appendDecimal(uh.status)
-        h.append(" ")
-        if uh.reason.isEmpty { h.append(StatusText.reason(uh.status)) } else { h.append(ub.slice(uh.reason)) }
-        h.append("\r\n")
+        HTTP1ResponseHead.start(uh.status, reason: uh.reason.isEmpty ? nil : ub.slice(uh.reason), into: &h)
         var lines = FieldLineCopier()
         uh.forEachEndToEndField(in: ub) { i in lines.add(uh[i], from: ub, to: &h) }
         lines.flush(from: ub, to: &h)
+        let bodyFraming: HTTP1ResponseHead.Framing
         switch uh.framing {
         case .length(let n):
-            h.append("Content-Length: ")
-            h.appendDecimal(n)
-            h.append("\r\n")
+            bodyFraming = .length(n)
         case .none:
             // HEAD and 304 keep the length the upstream announced; others have an empty body.
             if let cl = uh.first(.contentLength), head.method == .head || uh.status == 304 {
                 h.append("Content-Length: ")
                 h.append(ub.slice(cl.value))
                 h.append("\r\n")
-            } else if uh.status != 204 && uh.status != 304 {
-                h.append("Content-Length: 0\r\n")
+                bodyFraming = .none
+            } else {
+                bodyFraming = uh.status != 204 && uh.status != 304 ? .length(0) : .none
             }
         case .chunked, .untilClose:
-            if framing == .chunked { h.append("Transfer-Encoding: chunked\r\n") }
+            bodyFraming = framing == .chunked ? .chunked : .untilClose
         }
-        if uh.first(.xRequestID) == nil {
-            h.append("X-Request-Id: ")
-            if clientRequestID.isEmpty { appendRequestID(&h) } else { h.append(b.slice(clientRequestID)) }
-            h.append("\r\n")
-        }
-        if let arm = x.arm {
-            h.append("X-Sluice-Arm: ")
-            h.append(arm.utf8)
-            h.append("\r\n")
-        }
-        appendFields(x.responseHeaders, to: &h)
-        if !keepAlive { h.append("Connection: close\r\n") }
-        h.append("\r\n")
+        appendGatewayFields(x, upstreamHasID: uh.first(.xRequestID) != nil, extra: x.ctx.response.headers, to: &h)
+        HTTP1ResponseHead.end(bodyFraming, close: !keepAlive, into: &h)
         // Not flushed here: the body bytes of the same upstream read follow, and everything
         // goes out in one sendmsg (flushResponse, or exchangeCompleted).
         out.append(h)
+    }
+
+    /// The fields Sluice adds to every response: the request id (unless the upstream set
+    /// one), the split arm, and `extra` (rate-limit state, cache result, route, Retry-After).
+    private func appendGatewayFields(_ x: Exchange?, upstreamHasID: Bool, extra: [ErrorResponse.Header], to h: inout ByteBuffer) {
+        if !upstreamHasID {
+            h.append("X-Request-Id: ")
+            // The client's own id only for its exchange (an early error has none yet).
+            if x == nil || clientRequestID.isEmpty { appendRequestID(&h) } else { h.append(inbuf.readable.slice(clientRequestID)) }
+            h.append("\r\n")
+        }
+        if let arm = x?.ctx.target.arm { HTTP1ResponseHead.field("X-Sluice-Arm", arm, into: &h) }
+        for f in extra { HTTP1ResponseHead.field(f.name, f.value, into: &h) }
+    }
+
+    /// Sluice's own answer (an error, a local endpoint, a cached response), then the next
+    /// request (or the close the answer asks for).
+    func writeLocal(_ r: LocalResponse, exchange x: Exchange) {
+        exchange = nil
+        answer(r, exchange: x)
+        if keepAlive && state == .proxying { nextRequest() }
+    }
+
+    private func answer(_ r: LocalResponse, exchange x: Exchange?) {
+        if r.close { keepAlive = false }
+        var h = loop.bufferPool.take(minimumCapacity: r.body.count + 256)
+        HTTP1ResponseHead.start(r.status, into: &h)
+        if !r.contentType.isEmpty {
+            h.append("Content-Type: ")
+            r.contentType.withUnsafeBytes { h.append($0) }
+            h.append("\r\n")
+        }
+        appendGatewayFields(x, upstreamHasID: false, extra: r.headers, to: &h)
+        HTTP1ResponseHead.end(.length(r.body.count), close: !keepAlive, into: &h)
+        r.body.withUnsafeBytes { h.append($0) }
+        out.append(h)
+        if !keepAlive {
+            state = .closing
+            // Bound how long a client that does not read its answer may hold the connection.
+            setDeadline(loop.now + .seconds(5))
+        }
+        flush()
     }
 
     func releaseRequest() {
@@ -507,12 +491,6 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         abort()
     }
 
-    func exchangeFailed(_ error: ErrorResponse) {
-        exchange = nil
-        respondError(error, close: !keepAlive)
-        if keepAlive && state == .proxying { nextRequest() }
-    }
-
     private func endExchange() {
         exchange = nil
         if !keepAlive || worker.draining {
@@ -525,43 +503,28 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
 
     private func nextRequest() {
         requestID = 0
+        clientRequestID = .empty
         upstreamBody.release()
         inbuf.readerIndex += messageEnd
         if inbuf.readableBytes == 0 { inbuf.release() }
         parser.reset()
         state = .readingHead
         if inbuf.readableBytes > 0 { requestStarted = loop.now; armHeaderTimeout() } else { armIdle() }
+        // Called from within process() when an answer came at once: its loop goes on.
+        if processing { return }
         process()
         if state == .readingHead || state == .readingBody { readLoop() }
     }
 
     // MARK: errors and closing
 
+    /// An error answered before any exchange (a bad head, a body too large, a timeout).
     private func respondError(_ e: ErrorResponse, close: Bool) {
-        // An error before the request got its id (a bad head, a body too large) still gets one.
+        // An error before the request got its id still gets one.
         if requestID == 0 { requestID = worker.nextRequestID() }
-        let body = e.body()
-        var h = loop.bufferPool.take(minimumCapacity: body.count + 256)
-        h.append("HTTP/1.1 ")
-        h.appendDecimal(e.status)
-        h.append(" ")
-        h.append(StatusText.reason(e.status))
-        h.append("\r\nContent-Type: application/json\r\nContent-Length: ")
-        h.appendDecimal(body.count)
-        h.append("\r\nX-Request-Id: ")
-        appendRequestID(&h)
-        h.append("\r\n")
-        appendFields(e.headers, to: &h)
-        h.append(close ? "Connection: close\r\n\r\n" : "\r\n")
-        body.withUnsafeBytes { h.append($0) }
-        out.append(h)
-        if close {
-            keepAlive = false
-            state = .closing
-            // Bound how long a client that does not read its error may hold the connection.
-            setDeadline(loop.now + .seconds(5))
-        }
-        flush()
+        var r = LocalResponse(e)
+        r.close = close
+        answer(r, exchange: nil)
     }
 
     private func flush() {

@@ -2,14 +2,20 @@ import SluiceHTTP
 import SluiceIO
 
 /// The client side of an ``Exchange``: an HTTP/1.1 connection (one exchange at a time) or an
-/// HTTP/2 stream (many per connection). The exchange forwards through it without knowing which.
+/// HTTP/2 stream (many per connection). The pipeline reads the request and writes the response
+/// through it without knowing which.
 protocol Downstream: AnyObject {
-    /// Lends the request (head, bytes, body) to `body`, which encodes it for the upstream
-    /// (``UpstreamRequestEncoder``, the same for every protocol). The body stays where it was
-    /// received until the exchange ends, so a retry can resend it.
+    /// Lends the request (head, bytes, body) to `body`: the phases read it, and the upstream
+    /// encoder (the same for every protocol) writes it. The body stays where it was received
+    /// until the exchange ends, so a retry can resend it.
     func withRequest(_ body: (DownstreamRequest) -> Void)
+    /// The body to send instead of the received one (the inspect phase's rewrite).
+    func setUpstreamBody(_ body: consuming ByteBuffer)
     /// The upstream's response head arrived; `bytes` holds the ranges `head` refers to.
     func writeResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer, exchange: Exchange)
+    /// Sluice answers itself (an error, a local endpoint, a cached response): head and body at
+    /// once, nothing sent to the client before.
+    func writeLocal(_ response: LocalResponse, exchange: Exchange)
     /// The upstream has written the whole request and begun its response, so no retry can
     /// resend it: the request's buffers may go back to the pool (a long stream then holds
     /// none). Request fields are not read after this.
@@ -26,8 +32,6 @@ protocol Downstream: AnyObject {
     /// An event stream was cut off upstream: end it with `event` (an SSE error event) if the
     /// framing allows a clean end, then close; otherwise as ``exchangeAborted()``.
     func exchangeEndedWithError(event: [UInt8])
-    /// Sluice answers itself (nothing was sent to the client yet).
-    func exchangeFailed(_ error: ErrorResponse)
 }
 
 /// A client connection as its worker sees it: HTTP/1.1 or HTTP/2.

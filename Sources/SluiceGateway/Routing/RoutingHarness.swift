@@ -57,7 +57,7 @@ public import SluiceRouting
     @discardableResult
     public func prepare(_ body: [UInt8]) -> Bool {
         let f: RequestFeatures? = Self.chatPath.withUnsafeBytes { path in
-            body.withUnsafeBytes { b in (try? worker.inspect(method: .post, path: path, body: b)) ?? nil }
+            body.withUnsafeBytes { b in (try? InspectPhase.inspect(method: .post, path: path, body: b, scratch: worker.inspectScratch)) ?? nil }
         }
         guard let features = f else { return false }
         let model = body.withUnsafeBytes { b in String(decoding: b[Int(features.scanned.model.start)..<Int(features.scanned.model.end)], as: UTF8.self) }

@@ -31,6 +31,9 @@ final class AdapterLoader: @unchecked Sendable {
     let started = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     var timeout: Duration = .seconds(60)
+    /// Replaces the HTTP call (tests: no model server): (adapter, path, endpoint, runtime,
+    /// done) on the control loop; `done(ok)` must be called once.
+    var post: ((String, String, GatewaySettings.Endpoint, EndpointRuntime, @escaping (Bool) -> Void) -> Void)?
 
     init(control: EventLoop) { self.control = control }
 
@@ -49,7 +52,20 @@ final class AdapterLoader: @unchecked Sendable {
         }
         guard first else { return }
         started.add(1, ordering: .relaxed)
-        control.execute { [self] in post(adapter: adapter, path: path, endpoint: endpoint, runtime: runtime) }
+        control.execute { [self] in
+            if let post {
+                post(adapter, path, endpoint, runtime) { ok in self.finished(adapter, ok) }
+            } else {
+                post(adapter: adapter, path: path, endpoint: endpoint, runtime: runtime)
+            }
+        }
+    }
+
+    /// Resumes every request waiting for `adapter` on its own loop.
+    private func finished(_ adapter: String, _ ok: Bool) {
+        if !ok { failed.add(1, ordering: .relaxed) }
+        let waiters = loading.withLock { $0.removeValue(forKey: adapter) } ?? []
+        for w in waiters { w.loop.execute { w.done(ok) } }
     }
 
     private func post(adapter: String, path: String, endpoint: GatewaySettings.Endpoint, runtime: EndpointRuntime) {
@@ -85,12 +101,9 @@ final class AdapterLoader: @unchecked Sendable {
                 }
                 log("loaded LoRA adapter '\(adapter)' on \(endpoint.authority)")
             } else {
-                failed.add(1, ordering: .relaxed)
                 log("loading LoRA adapter '\(adapter)' on \(endpoint.authority) failed: \(why)")
             }
-            let waiters = loading.withLock { $0.removeValue(forKey: adapter) } ?? []
-            let outcome = ok
-            for w in waiters { w.loop.execute { w.done(outcome) } }
+            finished(adapter, ok)
         }
     }
 

@@ -13,7 +13,7 @@ import SluiceIO
 /// While active it belongs to one ``Exchange``: it writes the request the exchange queued
 /// (head copied, body borrowed from the client's buffer) and reads the response, which it hands
 /// to the exchange in place: read buffers move into the client's write queue, never copied.
-final class UpstreamConnection: EventHandler {
+final class UpstreamConnection: EventHandler, Upstream {
     enum State { case connecting, handshaking, active, idle, closed }
 
     let transport: Transport
@@ -158,6 +158,17 @@ final class UpstreamConnection: EventHandler {
     }
 
     var isReused: Bool { requestsServed > 1 }
+    var isConnecting: Bool { state == .connecting || state == .handshaking }
+    var requestSent: Bool { out.isEmpty }
+
+    func send(_ x: Exchange, method: HTTPMethod, _ write: (inout OutputQueue) -> Void) {
+        write(&out)
+        begin(x, requestMethod: method)
+    }
+
+    func close(reset: Bool) {
+        if reset { abort() } else { close() }
+    }
 
     func close() {
         guard state != .closed else { return }

@@ -86,11 +86,13 @@ final class UpstreamPool {
         return endpoints[start % n]
     }
 
-    /// An idle connection to `endpoint`, or a new one being connected.
-    func checkout(_ endpoint: Endpoint) throws(SyscallError) -> UpstreamConnection {
+    /// An idle connection to `endpoint`, or a new one being connected (by the worker's
+    /// connector when one is set: tests play the upstream without a socket).
+    func checkout(_ endpoint: Endpoint) throws -> any Upstream {
         while let c = endpoint.idle.popLast() {
             if c.takeFromIdle() { return c }
         }
+        if let connect = worker.connectUpstream { return try connect(endpoint) }
         return try UpstreamConnection.connect(to: endpoint, worker: worker, settings: worker.settings)
     }
 

@@ -11,13 +11,19 @@ struct DownstreamRequest {
     let head: HTTPHead
     /// The bytes `head` was parsed from (its ranges are offsets into them).
     let bytes: UnsafeRawBufferPointer
-    /// The body to send: as received, or as the inspect phase rewrote it.
+    /// The body to send: as received, or as the forward phase rewrote it.
     let body: UnsafeRawBufferPointer
     /// The client's address as text.
     let peer: UnsafeRawBufferPointer
     let isTLS: Bool
     /// The id Sluice gave the request (used when the client sent no usable `X-Request-Id`).
     let requestID: UInt64
+
+    /// The request target as sent (path and query; absolute-form for some HTTP/1.1 clients).
+    var target: UnsafeRawBufferPointer { bytes.slice(head.target) }
+
+    /// The value of the first field named `name` (ASCII case-insensitive), if any.
+    func header(named name: String) -> UnsafeRawBufferPointer? { head.value(named: name, in: bytes) }
 }
 
 /// The one place a request head is written for the upstream (HTTP/1.1), whichever protocol the

@@ -73,10 +73,10 @@ public final class HTTPResponder {
     public func respond(status: Int, headers: [(String, String)] = [], body: [UInt8]) {
         guard !finished, let c = openConnection else { return }
         finished = true
-        var h = "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n"
-        for (k, v) in headers { h += "\(k): \(v)\r\n" }
-        h += "Content-Length: \(body.count)\r\n\r\n"
-        c.write(Array(h.utf8) + body)
+        var h: [UInt8] = []
+        h.reserveCapacity(128 + body.count)
+        HTTP1ResponseHead.write(status, fields: headers, framing: .length(body.count), close: false, into: &h)
+        c.write(h + body)
         if c.isOpen { c.responseDone() }
     }
 
@@ -88,10 +88,9 @@ public final class HTTPResponder {
     public func startStream(status: Int = 200, headers: [(String, String)]) {
         guard !finished, !streaming, let c = openConnection else { return }
         streaming = true
-        var h = "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n"
-        for (k, v) in headers { h += "\(k): \(v)\r\n" }
-        h += "Transfer-Encoding: chunked\r\n\r\n"
-        c.write(Array(h.utf8))
+        var h: [UInt8] = []
+        HTTP1ResponseHead.write(status, fields: headers, framing: .chunked, close: false, into: &h)
+        c.write(h)
     }
 
     public func writeChunk(_ bytes: [UInt8]) {
@@ -418,8 +417,10 @@ final class HTTPServerConnection: EventHandler {
             default: escaped.unicodeScalars.append(ch.value < 0x20 ? " " : ch)
             }
         }
-        let body = "{\"error\":{\"message\":\"\(escaped)\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}"
-        write(Array("HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
+        let body = Array("{\"error\":{\"message\":\"\(escaped)\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}".utf8)
+        var h: [UInt8] = []
+        HTTP1ResponseHead.write(status, fields: [("Content-Type", "application/json")], framing: .length(body.count), close: true, into: &h)
+        write(h + body)
         keepAlive = false
         busy = true
         finish()

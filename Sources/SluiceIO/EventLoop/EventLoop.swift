@@ -274,6 +274,25 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    // MARK: a clock turned by hand (tests)
+
+    /// For tests of state machines that live on a loop but need no socket: the loop is never
+    /// `run()`; the test moves its clock and runs what is then due (tasks, timers, deferred
+    /// work) on its own thread.
+    @_spi(Testing) public func advance(to instant: Instant) {
+        now = instant
+        runPending()
+    }
+
+    /// Runs queued tasks, due timers and deferred work until none is left (tests).
+    @_spi(Testing) public func runPending() {
+        repeat {
+            drainTasks()
+            runTimers()
+            runDeferred()
+        } while tasks.withLock({ !$0.isEmpty }) || !deferred.isEmpty
+    }
+
     /// Resets ``maxBusy`` and returns what it was (the lag gauge reads it periodically).
     public func takeMaxBusy() -> Duration {
         let m = maxBusy

@@ -1,17 +1,17 @@
 import CNghttp2
 import Glibc
-import SluiceHTTP
-import SluiceIO
+public import SluiceIO
 
 /// A client's HTTP/2 connection, driven through nghttp2 bytes-in / bytes-out: socket reads go to
 /// `nghttp2_session_mem_recv`, frames come back from `nghttp2_session_mem_send` and response
 /// DATA frames are written by us from our own buffers (`NGHTTP2_DATA_FLAG_NO_COPY`). Every
 /// nghttp2 callback is a thin C thunk into this object (swift-nio-ssl's pattern).
 ///
-/// Each stream is an independent request (``HTTP2Stream``) going through an ``Exchange`` like an
-/// HTTP/1.1 request. Flow control is nghttp2's: a stream whose client window is closed keeps
-/// its body in its own queue, and once that queue passes the high-water mark the exchange stops
-/// reading the upstream — a slow client backs pressure up to the model server's socket.
+/// Each stream (``HTTP2ServerStream``) carries one request, handed whole to the delegate (the
+/// gateway runs it through its pipeline like an HTTP/1.1 request) and answered through
+/// ``submitResponse(_:hasBody:)``. Flow control is nghttp2's: a stream whose client window is
+/// closed keeps its body in its own queue, and once that queue passes the high-water mark its
+/// handler stops reading the upstream — a slow client backs pressure up to the model server.
 ///
 /// Protections (nghttp2 1.52 predates its own rapid-reset and CONTINUATION limits): streams
 /// reset by the client before their response completed, CONTINUATION frames per header block
@@ -30,17 +30,20 @@ import SluiceIO
 /// request must arrive within `timeouts.client_header` (its header block) and
 /// `timeouts.client_body` (its body); the connection closes after `timeouts.idle` without a
 /// frame from the client while no request is being forwarded.
-final class HTTP2Connection: EventHandler, DownstreamConnection {
-    let transport: Transport
+public final class HTTP2ServerConnection: EventHandler {
+    public let transport: Transport
     var fd: Int32 { transport.fd }
-    unowned(unsafe) let worker: Worker
+    public unowned(unsafe) let loop: EventLoop
+    /// Holds the connection (its client table), so not retained here.
+    unowned(unsafe) let delegate: any HTTP2ServerDelegate
+    var limits: HTTP2ServerLimits { delegate.http2Limits }
     private var registration: Registration?
     private var session: OpaquePointer!
     var out: OutputQueue
     /// Frames nghttp2 serialized (headers, settings, ...) not yet moved into `out`.
     private var frames: ByteBuffer
     private var inbuf: ByteBuffer
-    private var streams: [Int32: HTTP2Stream] = [:]
+    private var streams: [Int32: HTTP2ServerStream] = [:]
     private var closed = false
     private var sending = false
     private var sendAgain = false
@@ -48,21 +51,21 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     private var goingAway = false
     /// Exchanges to notify that their stream's queue drained (after the send loop, so that
     /// nghttp2 is never re-entered from its own callback).
-    private var drained: [HTTP2Stream] = []
+    private var drained: [HTTP2ServerStream] = []
     private let peer: [UInt8]
     private var idleTimer: Timer!
     /// When the client last sent anything (the idle timeout is measured from it).
     private var lastRead: Instant
     /// Streams whose request is still arriving, oldest first: their deadlines, and the body
     /// budget they share.
-    private var arriving: [HTTP2Stream] = []
+    private var arriving: [HTTP2ServerStream] = []
     /// Request body bytes held by the streams in `arriving`.
     private var arrivingBytes = 0
     /// Fires at the earliest deadline of an arriving request (moved only earlier; see `setDeadline`).
     private var streamTimer: Timer!
     /// Streams that answered before their request was complete: once that answer is out they
     /// get RST_STREAM(NO_ERROR), asking the client to stop sending (RFC 9113 §8.1).
-    private var resetAfterResponse: [HTTP2Stream] = []
+    private var resetAfterResponse: [HTTP2ServerStream] = []
 
     // Flood accounting (per connection, reset every second).
     private var windowStart = Instant(nanoseconds: 0)
@@ -73,39 +76,42 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     static let maxEmptyDataPerSecond = 1000
     static let maxContinuationsPerBlock = 16
 
-    init(transport: Transport, worker: Worker, peer: [UInt8], initialBytes: UnsafeRawBufferPointer) {
+    public init(transport: Transport, loop: EventLoop, delegate: any HTTP2ServerDelegate, peer: [UInt8], initialBytes: UnsafeRawBufferPointer) {
         self.transport = transport
-        self.worker = worker
+        self.loop = loop
+        self.delegate = delegate
         self.peer = peer
-        let pool = worker.loop.bufferPool
+        let pool = loop.bufferPool
         out = OutputQueue(pool: pool)
         frames = ByteBuffer(emptyIn: pool)
         inbuf = ByteBuffer(emptyIn: pool)
         if initialBytes.count > 0 { inbuf.append(initialBytes) }
-        lastRead = worker.loop.now
+        lastRead = loop.now
         idleTimer = Timer { [unowned self] in self.idleExpired() }
         streamTimer = Timer { [unowned self] in self.streamDeadlinePassed() }
     }
 
     /// Request body bytes the streams of one connection may hold while their requests arrive,
     /// beyond the oldest one's (see the type's comment).
-    var bodyBudget: Int { worker.settings.limits.http2BufferBytes }
+    var bodyBudget: Int { limits.bodyBudget }
 
-    var maxConcurrentStreams: Int { worker.settings.limits.maxConcurrentStreams }
+    var maxConcurrentStreams: Int { limits.maxConcurrentStreams }
 
-    func start(registrationFrom old: Registration?) throws(SyscallError) {
+    /// Takes over the socket (registered with `old` by the connection that saw the preface) and
+    /// processes what was read already.
+    public func start(registrationFrom old: Registration?) throws(SyscallError) {
         session = makeSession()
         var settings = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(maxConcurrentStreams)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(worker.settings.limits.head.maxHeadBytes)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(limits.head.maxHeadBytes)),
         ]
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         // A connection window as large as the body budget (at least 1 MiB), so concurrent
         // uploads are not throttled while within it; bytes are consumed by hand (see `received`).
         nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: max(bodyBudget, 1 << 20)))
-        if let old { worker.loop.deregister(old) }
-        registration = try worker.loop.register(fd, handler: self)
+        if let old { loop.deregister(old) }
+        registration = try loop.register(fd, handler: self)
         canRead = true
         if inbuf.readableBytes > 0 {
             feed(inbuf.readable)
@@ -121,29 +127,29 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         nghttp2_session_callbacks_new(&cbs)
         defer { nghttp2_session_callbacks_del(cbs) }
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, ud in
-            HTTP2Connection.from(ud).beginHeaders(frame!.pointee.hd.stream_id, trailers: frame!.pointee.headers.cat != NGHTTP2_HCAT_REQUEST)
+            HTTP2ServerConnection.from(ud).beginHeaders(frame!.pointee.hd.stream_id, trailers: frame!.pointee.headers.cat != NGHTTP2_HCAT_REQUEST)
         }
         nghttp2_session_callbacks_set_on_header_callback(cbs) { _, frame, name, namelen, value, valuelen, _, ud in
-            HTTP2Connection.from(ud).header(frame!.pointee.hd.stream_id, UnsafeRawBufferPointer(start: name, count: namelen),
+            HTTP2ServerConnection.from(ud).header(frame!.pointee.hd.stream_id, UnsafeRawBufferPointer(start: name, count: namelen),
                                              UnsafeRawBufferPointer(start: value, count: valuelen))
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, ud in
-            HTTP2Connection.from(ud).frameReceived(frame!.pointee.hd)
+            HTTP2ServerConnection.from(ud).frameReceived(frame!.pointee.hd)
         }
         nghttp2_session_callbacks_set_on_begin_frame_callback(cbs) { _, hd, ud in
-            HTTP2Connection.from(ud).beginFrame(hd!.pointee)
+            HTTP2ServerConnection.from(ud).beginFrame(hd!.pointee)
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, streamID, data, len, ud in
-            HTTP2Connection.from(ud).data(streamID, UnsafeRawBufferPointer(start: data, count: len))
+            HTTP2ServerConnection.from(ud).data(streamID, UnsafeRawBufferPointer(start: data, count: len))
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, streamID, code, ud in
-            HTTP2Connection.from(ud).streamClosed(streamID, code)
+            HTTP2ServerConnection.from(ud).streamClosed(streamID, code)
         }
         nghttp2_session_callbacks_set_send_data_callback(cbs) { _, frame, framehd, length, source, ud in
             // The stream is the data provider's source (set in submitResponse), not looked up
             // by id: the bytes nghttp2 framed are that object's.
-            let s = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
-            return HTTP2Connection.from(ud).sendData(s, framehd!, length, padding: Int(frame!.pointee.data.padlen))
+            let s = Unmanaged<HTTP2ServerStream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
+            return HTTP2ServerConnection.from(ud).sendData(s, framehd!, length, padding: Int(frame!.pointee.data.padlen))
         }
         var opt: OpaquePointer?
         nghttp2_option_new(&opt)
@@ -156,13 +162,13 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         return s!
     }
 
-    static func from(_ ud: UnsafeMutableRawPointer?) -> HTTP2Connection {
-        Unmanaged<HTTP2Connection>.fromOpaque(ud!).takeUnretainedValue()
+    static func from(_ ud: UnsafeMutableRawPointer?) -> HTTP2ServerConnection {
+        Unmanaged<HTTP2ServerConnection>.fromOpaque(ud!).takeUnretainedValue()
     }
 
     // MARK: socket events
 
-    func handleEvent(_ events: UInt32) {
+    public func handleEvent(_ events: UInt32) {
         if events & EventLoop.Events.error != 0 { abort(); return }
         if events & EventLoop.Events.writable != 0 { flush() }
         if closed { return }
@@ -199,7 +205,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
                 return
             case .processed(let n):
                 inbuf.writerIndex += n
-                lastRead = worker.loop.now
+                lastRead = loop.now
                 feed(inbuf.readable)
                 inbuf.clear()
             }
@@ -219,7 +225,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
 
     /// Runs nghttp2's send loop: small frames are copied into `frames`, DATA frames are
     /// written by `sendData` from the streams' queues; then everything is flushed.
-    func sendPending() {
+    public func sendPending() {
         if closed || lingering { return }
         if sending { sendAgain = true; return }
         sending = true
@@ -251,7 +257,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         flush()
         let notify = drained
         drained.removeAll()
-        for s in notify { s.exchange?.clientDrained() }
+        for s in notify { s.handler?.streamDrained() }
         if !closed && !lingering && ((nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0)
                                       || goingAway) && out.isEmpty {
             lingerThenClose()
@@ -267,7 +273,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         transport.shutdownWrite()
         let t = Timer { [unowned self] in self.close() }
         lingerTimer = t
-        worker.loop.schedule(t, after: .seconds(1))
+        loop.schedule(t, after: .seconds(1))
         discardInput()
     }
     private var lingerTimer: Timer?
@@ -290,7 +296,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         if frames.readableBytes > 0 { out.append(frames.take()) }
     }
 
-    private func sendData(_ s: HTTP2Stream, _ framehd: UnsafePointer<UInt8>, _ length: Int, padding: Int) -> Int32 {
+    private func sendData(_ s: HTTP2ServerStream, _ framehd: UnsafePointer<UInt8>, _ length: Int, padding: Int) -> Int32 {
         // readCallback promised `length` bytes from this queue and nothing runs in between; if
         // that ever fails, end the session rather than write a frame shorter than its header.
         guard s.body.pendingBytes >= length else { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
@@ -330,7 +336,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     // MARK: nghttp2 callbacks
 
     private func rotateWindow() {
-        let now = worker.loop.now
+        let now = loop.now
         if now.since(windowStart) > .seconds(1) {
             windowStart = now
             earlyResets = 0
@@ -371,15 +377,15 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             streams[id]?.beginTrailers()
             return 0
         }
-        if goingAway || worker.draining {
+        if goingAway || delegate.isDraining {
             nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, UInt32(NGHTTP2_REFUSED_STREAM.rawValue))
             return 0
         }
-        let now = worker.loop.now
-        let s = HTTP2Stream(id: id, connection: self)
+        let now = loop.now
+        let s = HTTP2ServerStream(id: id, connection: self)
         streams[id] = s
         arriving.append(s)
-        let t = worker.settings.timeouts.clientHeader
+        let t = limits.clientHeader
         s.deadline = t.isPositive ? now + t : Instant(nanoseconds: .max)
         setDeadline(s.deadline)
         return 0
@@ -387,7 +393,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
 
     private func header(_ id: Int32, _ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Int32 {
         guard let s = streams[id] else { return 0 }
-        if !s.addHeader(name, value) {
+        if !s.addHeader(name, value, limits.head) {
             // A header block past the limit (the CONTINUATION flood of CVE-2024-27316 looks
             // like this): the whole connection goes, not just the stream, or the peer keeps
             // us decoding.
@@ -402,9 +408,9 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
             nghttp2_session_consume(session, id, bytes.count)
             return 0
         }
-        if !s.addBody(bytes) {
-            stopArriving(s, consumed: bytes.count)
-            s.respondError(.client(413, "Request body too large; the limit is \(worker.settings.limits.maxBodyBytes) bytes."))
+        let limit = limits.maxBodyBytes
+        if !s.addBody(bytes, limit: limit) {
+            refuse(s, 413, "Request body too large; the limit is \(limit) bytes.", consumed: bytes.count)
             return 0
         }
         arrivingBytes += bytes.count
@@ -432,7 +438,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     /// `s` no longer receives a body to keep (complete, answered early, or closed): its bytes
     /// leave the budget and what it had not consumed is consumed (for a closed stream nghttp2
     /// counts it towards the connection only).
-    private func stopArriving(_ s: HTTP2Stream, consumed extra: Int = 0) {
+    private func stopArriving(_ s: HTTP2ServerStream, consumed extra: Int = 0) {
         if let i = arriving.firstIndex(where: { $0 === s }) {
             arriving.remove(at: i)
             arrivingBytes -= s.requestBodyBytes
@@ -449,13 +455,13 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         if type == NGHTTP2_HEADERS.rawValue && !s.headersDone {
             // The request's header block is complete: its body is due within client_body.
             s.headersDone = true
-            let t = worker.settings.timeouts.clientBody
-            s.deadline = t.isPositive ? worker.loop.now + t : Instant(nanoseconds: .max)
+            let t = limits.clientBody
+            s.deadline = t.isPositive ? loop.now + t : Instant(nanoseconds: .max)
             setDeadline(s.deadline)
         }
         guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return 0 }
         if s.isArriving { stopArriving(s) }
-        s.requestComplete()
+        s.requestComplete(delegate)
         return 0
     }
 
@@ -469,7 +475,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         }
         if s.isArriving { stopArriving(s) }
         s.closed(into: &out)
-        if streams.isEmpty && worker.draining { startGoaway() }
+        if streams.isEmpty && delegate.isDraining { startGoaway() }
         return 0
     }
 
@@ -479,7 +485,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     /// deadline is found when the timer fires).
     private func setDeadline(_ d: Instant) {
         guard d.nanoseconds != .max, !closed else { return }
-        if !streamTimer.isArmed || streamTimer.deadline > d { worker.loop.schedule(streamTimer, at: d) }
+        if !streamTimer.isArmed || streamTimer.deadline > d { loop.schedule(streamTimer, at: d) }
     }
 
     /// Requests that did not arrive in time: a header block still incomplete holds the whole
@@ -487,7 +493,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     /// body still incomplete gets 408 on its stream.
     private func streamDeadlinePassed() {
         guard !closed else { return }
-        let now = worker.loop.now
+        let now = loop.now
         var next = Instant(nanoseconds: .max)
         for s in arriving {
             if s.deadline > now { next = min(next, s.deadline); continue }
@@ -495,33 +501,40 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
                 abort()
                 return
             }
-            stopArriving(s)
-            s.respondError(.client(408, "Timed out reading the request body."))
+            refuse(s, 408, "Timed out reading the request body.")
         }
         setDeadline(next)
         sendPending()
     }
 
-    /// A stream that answered before its request was complete asks the client to stop once
-    /// the answer is out (called by the stream when it queues such an answer).
-    func answeredEarly(_ s: HTTP2Stream) {
+    /// Refuses a request still arriving: its body is discarded, the delegate answers, and the
+    /// client is asked to stop sending once the answer is out.
+    private func refuse(_ s: HTTP2ServerStream, _ status: Int, _ message: String, consumed: Int = 0) {
+        stopArriving(s, consumed: consumed)
+        answeredEarly(s)
+        delegate.refuse(s, status: status, message: message)
+    }
+
+    /// A stream answered before its request was complete: once the answer is out it gets
+    /// RST_STREAM(NO_ERROR), asking the client to stop sending (RFC 9113 §8.1).
+    public func answeredEarly(_ s: HTTP2ServerStream) {
         if s.isArriving { stopArriving(s) }
-        resetAfterResponse.append(s)
+        if !s.started || s.isArriving { resetAfterResponse.append(s) }
     }
 
     // MARK: stream plumbing
 
     /// Response fields under construction (reused by every response on this connection).
-    let responseFields = HeaderBlock()
+    public let responseFields = HeaderBlock()
 
     /// Submits the response whose fields are in ``responseFields`` (`:status` first).
-    func submitResponse(_ s: HTTP2Stream, hasBody: Bool) {
+    public func submitResponse(_ s: HTTP2ServerStream, hasBody: Bool) {
         responseFields.withNVs { nva, count in
             if hasBody {
                 var provider = nghttp2_data_provider()
                 provider.source.ptr = Unmanaged.passUnretained(s).toOpaque()
                 provider.read_callback = { _, _, _, length, dataFlags, source, _ in
-                    let s = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
+                    let s = Unmanaged<HTTP2ServerStream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
                     return s.readCallback(length, dataFlags!)
                 }
                 nghttp2_submit_response(session, s.id, nva, count, &provider)
@@ -532,7 +545,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         scheduleSend()
     }
 
-    func resumeData(_ s: HTTP2Stream) {
+    func resumeData(_ s: HTTP2ServerStream) {
         nghttp2_session_resume_data(session, s.id)
         scheduleSend()
     }
@@ -543,25 +556,28 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     private func scheduleSend() {
         if sendScheduled || closed { return }
         sendScheduled = true
-        worker.loop.deferUntilEndOfIteration { [self] in
+        loop.deferUntilEndOfIteration { [self] in
             sendScheduled = false
             sendPending()
         }
     }
 
-    func resetStream(_ s: HTTP2Stream, code: UInt32 = UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)) {
+    func resetStream(_ s: HTTP2ServerStream, code: UInt32 = UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)) {
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), s.id, code)
         scheduleSend()
     }
 
-    var peerAddress: [UInt8] { peer }
-    var isTLS: Bool { transport.isTLS }
+    public var peerAddress: [UInt8] { peer }
+    public var isTLS: Bool { transport.isTLS }
 
     // MARK: lifecycle
 
     private func armIdle() {
-        let t = worker.settings.timeouts.idle
-        if t.isPositive { worker.loop.schedule(idleTimer, after: t) }
+        // start() may already have closed the connection (EOF or a protocol error in the first
+        // bytes): a timer armed then would fire into a freed connection (found by FuzzHTTP2).
+        guard !closed else { return }
+        let t = limits.idle
+        if t.isPositive { loop.schedule(idleTimer, after: t) }
     }
 
     /// The idle timeout: measured from the client's last frame, and only while no request is
@@ -569,11 +585,12 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     /// deadlines cover that wait). Requests still arriving have their own deadlines, and a
     /// stream whose answer waits for a window the client never opens is not activity.
     private func idleExpired() {
-        let t = worker.settings.timeouts.idle
+        let t = limits.idle
         guard t.isPositive, !closed else { return }
         let due = lastRead + t
-        if streams.values.contains(where: { $0.exchange != nil }) || due > worker.loop.now {
-            worker.loop.schedule(idleTimer, at: max(due, worker.loop.now + .milliseconds(100)))
+        // A stream with a handler whose response has not ended is being answered.
+        if streams.values.contains(where: { $0.handler != nil && !$0.ended }) || due > loop.now {
+            loop.schedule(idleTimer, at: max(due, loop.now + .milliseconds(100)))
             return
         }
         startGoaway()
@@ -590,7 +607,7 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
     }
 
     /// Graceful stop: GOAWAY now, close once the streams in progress are done.
-    func drain() {
+    public func drain() {
         if streams.isEmpty { startGoaway() } else {
             let last = nghttp2_session_get_last_proc_stream_id(session)
             nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
@@ -598,31 +615,29 @@ final class HTTP2Connection: EventHandler, DownstreamConnection {
         }
     }
 
-    func abort() {
-        guard !closed else { return }
-        for s in Array(streams.values) { s.connectionClosed() }
+    /// Closes now; every stream's handler hears that its stream closed.
+    public func abort() {
         close()
     }
 
     private func close() {
         guard !closed else { return }
         closed = true
-        for s in streams.values { s.connectionClosed() }
         for s in streams.values { s.closed(into: &out) }
         streams.removeAll()
         arriving.removeAll()
         resetAfterResponse.removeAll()
-        if idleTimer.isArmed { worker.loop.cancel(idleTimer) }
-        if streamTimer.isArmed { worker.loop.cancel(streamTimer) }
-        if let t = lingerTimer, t.isArmed { worker.loop.cancel(t) }
-        if let r = registration { worker.loop.deregister(r); registration = nil }
+        if idleTimer.isArmed { loop.cancel(idleTimer) }
+        if streamTimer.isArmed { loop.cancel(streamTimer) }
+        if let t = lingerTimer, t.isArmed { loop.cancel(t) }
+        if let r = registration { loop.deregister(r); registration = nil }
         out.removeAll()
         frames.release()
         inbuf.release()
         transport.close()
         nghttp2_session_del(session)
         session = nil
-        worker.clientClosed(self)
+        delegate.connectionClosed(self)
     }
 }
 

@@ -3,7 +3,7 @@ import CNghttp2
 /// A response's header fields for nghttp2, built in storage that one connection reuses for every
 /// response (nghttp2 copies the fields when they are submitted): after the first few responses
 /// submitting one allocates nothing. Names are lowercased on the way in (RFC 9113 §8.2.1).
-final class HeaderBlock {
+public final class HeaderBlock {
     private var bytes = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 8)
     private var capacity = 2048
     private var used = 0
@@ -11,14 +11,14 @@ final class HeaderBlock {
     private var spans: [(Int, Int, Int, Int)] = []
     private var nvs = UnsafeMutableBufferPointer<nghttp2_nv>.allocate(capacity: 32)
 
-    init() { spans.reserveCapacity(32) }
+    public init() { spans.reserveCapacity(32) }
 
     deinit {
         bytes.deallocate()
         nvs.deallocate()
     }
 
-    func reset() {
+    public func reset() {
         used = 0
         spans.removeAll(keepingCapacity: true)
     }
@@ -45,27 +45,27 @@ final class HeaderBlock {
         return (start, b.count)
     }
 
-    func add(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+    public func add(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
         let n = put(name, lowercase: true)
         let v = put(value, lowercase: false)
         spans.append((n.0, n.1, v.0, v.1))
     }
 
-    func add(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
+    public func add(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
         add(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), value)
     }
 
-    func add(_ name: String, _ value: String) {
+    public func add(_ name: String, _ value: String) {
         var n = name, v = value
         n.withUTF8 { nb in v.withUTF8 { vb in add(UnsafeRawBufferPointer(nb), UnsafeRawBufferPointer(vb)) } }
     }
 
-    func add(_ name: StaticString, _ value: StaticString) {
+    public func add(_ name: StaticString, _ value: StaticString) {
         add(name, UnsafeRawBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
     }
 
     /// A decimal value (status, content-length) without a String.
-    func add(_ name: StaticString, decimal value: Int) {
+    public func add(_ name: StaticString, decimal value: Int) {
         withUnsafeTemporaryAllocation(byteCount: 20, alignment: 1) { buf in
             var v = value.magnitude, i = 20
             repeat {
@@ -79,14 +79,14 @@ final class HeaderBlock {
     }
 
     /// A 64-bit value as 16 lowercase hex digits (request ids).
-    func add(_ name: StaticString, hex16 value: UInt64) {
+    public func add(_ name: StaticString, hex16 value: UInt64) {
         withUnsafeTemporaryAllocation(byteCount: 16, alignment: 1) { buf in
             HeaderBlock.writeHex16(value, into: buf.baseAddress!)
             add(name, UnsafeRawBufferPointer(buf))
         }
     }
 
-    static func writeHex16(_ value: UInt64, into p: UnsafeMutableRawPointer) {
+    public static func writeHex16(_ value: UInt64, into p: UnsafeMutableRawPointer) {
         let digits: StaticString = "0123456789abcdef"
         for k in 0..<16 {
             let nibble = Int((value >> UInt64(60 - 4 * k)) & 15)
@@ -94,7 +94,7 @@ final class HeaderBlock {
         }
     }
 
-    var count: Int { spans.count }
+    public var count: Int { spans.count }
 
     /// The fields as nghttp2 name/value pairs (valid until the next change to this block).
     func withNVs<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {

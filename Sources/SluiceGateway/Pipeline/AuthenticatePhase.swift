@@ -1,0 +1,55 @@
+import SluiceBase
+import SluiceHTTP
+import SluiceLLM
+import SluiceSettings
+
+/// Authenticate: who is asking. With `auth` configured, the tenant of the request's API key
+/// (`Authorization: Bearer …`, compared as SHA-256), or a 401. Without it, when Redis scopes
+/// cache entries and limits: `key-` and a hash prefix of the key sent (so keys never share
+/// entries or buckets), or `anonymous`. The key itself is never kept or logged.
+enum AuthenticatePhase: RequestPhase {
+    static func run(_ x: Exchange) -> PhaseAction {
+        let s = x.settings
+        guard s.auth != nil || s.redis != nil else { return .next }
+        var action = PhaseAction.next
+        x.client.withRequest { r in
+            switch tenant(auth: s.auth, authorization: r.header(named: "authorization")) {
+            case .success(let t): x.ctx.tenant = t
+            case .failure(let e): action = .respond(LocalResponse(e))
+            }
+        }
+        return action
+    }
+
+    static func tenant(auth: GatewaySettings.Auth?, authorization: UnsafeRawBufferPointer?) -> Result<String, OpenAIError> {
+        let token = authorization.flatMap(bearerToken)
+        guard let auth else {
+            guard let token else { return .success("anonymous") }
+            var h = SHA256()
+            h.update(token)
+            return .success("key-" + Hex.string(Array(h.finalize()[0..<8])))
+        }
+        guard let token else {
+            var e = OpenAIError.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            e.headers = [.init("WWW-Authenticate", "Bearer")]
+            return .failure(e)
+        }
+        var h = SHA256()
+        h.update(token)
+        guard let tenant = auth.keys[h.finalize()] else {
+            var e = OpenAIError.invalidAPIKey()
+            e.headers = [.init("WWW-Authenticate", "Bearer error=\"invalid_token\"")]
+            return .failure(e)
+        }
+        return .success(tenant)
+    }
+
+    /// The token of `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).
+    static func bearerToken(_ v: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard v.count > 7, ASCIICase.equal(v, ByteRange(0, 7), "bearer ") else { return nil }
+        var s = 7, e = v.count
+        while s < e && (v[s] == 32 || v[s] == 9) { s += 1 }
+        while e > s && (v[e - 1] == 32 || v[e - 1] == 9) { e -= 1 }
+        return s < e ? UnsafeRawBufferPointer(rebasing: v[s..<e]) : nil
+    }
+}

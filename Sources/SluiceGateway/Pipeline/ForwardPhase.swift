@@ -1,0 +1,105 @@
+import SluiceHTTP
+import SluiceIO
+import SluiceLLM
+import SluiceSettings
+
+/// Forward: the request goes to the leased endpoint. The first time, the body is rewritten if
+/// it must change (the model name, usage asked for) — the one place the gateway copies a body.
+/// The head is written by the one encoder (``UpstreamRequestEncoder``) from the exchange's own
+/// settings, the body borrowed from where it was received; then the exchange waits for the
+/// upstream (connect, first byte) under its deadlines.
+enum ForwardPhase: RequestPhase {
+    static func run(_ x: Exchange) -> PhaseAction {
+        guard let ep = x.ctx.attempt.lease?.endpoint, let pool = x.pool else { return .next }
+        if x.ctx.attempt.number == 1, x.ctx.features != nil, needsRewrite(x), var f = x.ctx.features {
+            let model = x.ctx.target.upstreamModel
+            let metered = x.ctx.admission.ticket?.isMetered == true
+            let proxy = x.settings.proxy
+            var rewritten: ByteBuffer? = nil
+            x.client.withRequest { r in
+                rewritten = rewrittenBody(r.body, &f, model: model, metered: metered, proxy: proxy, pool: x.loop.bufferPool)
+            }
+            x.ctx.features = f
+            if let b = rewritten.take() { x.client.setUpstreamBody(b) }
+        }
+        let conn: any Upstream
+        do {
+            conn = try pool.checkout(ep)
+        } catch {
+            x.upstreamFailedImmediately()
+            return .wait
+        }
+        x.ctx.attempt.upstream = conn
+        x.ctx.attempt.sentAt = x.loop.now
+        x.worker.metrics.add(ep.requestsSlot)
+        let authority = ep.config.authority
+        let proxy = x.settings.proxy
+        x.forwarded(on: conn)
+        conn.send(x, method: x.ctx.method) { out in
+            x.client.withRequest { r in
+                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, into: &out, pool: x.loop.bufferPool)
+            }
+        }
+        return .wait
+    }
+
+    /// Whether ``rewrittenBody`` would change anything (read in place: no copy of the scan).
+    @inline(__always)
+    static func needsRewrite(_ x: Exchange) -> Bool {
+        if x.ctx.target.upstreamModel != nil { return true }
+        let wantUsage = (x.settings.proxy.requestUsage || x.ctx.admission.ticket?.isMetered == true)
+            && x.ctx.features!.scanned.stream == true && x.ctx.features!.endpoint != .embeddings
+        return wantUsage && x.ctx.features!.scanned.includeUsage != true
+    }
+
+    /// The request body for the upstream when it must differ from the client's: the `model`
+    /// replaced by the resolved upstream name, and/or usage asked for on a stream whose client
+    /// did not ask (`"stream_options":{"include_usage":true}` added, or the client's `false` or
+    /// `null` turned to `true`) when `proxy.request_usage` is on or token limits apply — metering
+    /// must not depend on what the client chose; the extra chunk is kept from the client.
+    /// Written into a pool buffer; nil when nothing changes. Sets `injectedUsage` on `f`.
+    static func rewrittenBody(_ body: UnsafeRawBufferPointer, _ f: inout RequestFeatures, model: [UInt8]?, metered: Bool,
+                              proxy: GatewaySettings.Proxy, pool: BufferPool) -> ByteBuffer? {
+        // Edits as (offset, bytes to drop, bytes to insert), applied in offset order.
+        var edits: [(at: Int, drop: Int, insert: [UInt8])] = []
+        if let model {
+            edits.append((f.scanned.model.start, f.scanned.model.count, model))
+        }
+        let wantUsage = (proxy.requestUsage || metered) && f.stream && f.endpoint != .embeddings
+        if wantUsage, f.scanned.includeUsage != true, let literal = f.scanned.includeUsageValue {
+            // `"include_usage": false` (or null): the value becomes true.
+            edits.append((literal.start, literal.count, Array("true".utf8)))
+            f.injectedUsage = true
+        } else if wantUsage, f.scanned.includeUsage == nil {
+            if let value = f.scanned.streamOptionsValue {
+                let open = value.start
+                if body[open] == UInt8(ascii: "{") {
+                    var k = open + 1
+                    while k < value.end && (body[k] == 32 || body[k] == 9 || body[k] == 10 || body[k] == 13) { k += 1 }
+                    let empty = body[k] == UInt8(ascii: "}")
+                    edits.append((open + 1, 0, Array((empty ? "\"include_usage\":true" : "\"include_usage\":true,").utf8)))
+                    f.injectedUsage = true
+                } else {
+                    // `"stream_options": null`
+                    edits.append((open, value.count, Array("{\"include_usage\":true}".utf8)))
+                    f.injectedUsage = true
+                }
+            } else {
+                let member = f.scanned.memberCount > 0 ? ",\"stream_options\":{\"include_usage\":true}" : "\"stream_options\":{\"include_usage\":true}"
+                edits.append((f.scanned.closingBrace, 0, Array(member.utf8)))
+                f.injectedUsage = true
+            }
+        }
+        if edits.isEmpty { return nil }
+        edits.sort { $0.at < $1.at }
+        var out = pool.take(minimumCapacity: body.count + 128)
+        var pos = 0
+        for e in edits {
+            out.append(UnsafeRawBufferPointer(rebasing: body[pos..<e.at]))
+            e.insert.withUnsafeBytes { out.append($0) }
+            pos = e.at + e.drop
+        }
+        out.append(UnsafeRawBufferPointer(rebasing: body[pos...]))
+        return out
+    }
+}

@@ -1,0 +1,110 @@
+import SluiceHTTP
+import SluiceIO
+import SluiceLLM
+import SluiceRedis
+
+/// Observe: the response as it is relayed, read in place — time to first token, token gaps,
+/// usage and finish reason (``ResponseObserver``), the usage chunk Sluice asked for kept from
+/// the client, and a copy for the cache while the response may be stored. Called per upstream
+/// read, so it is three entry points rather than one `run`.
+enum ObservePhase {
+    /// The response head arrived.
+    static func begin(_ x: Exchange, _ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
+        guard x.ctx.features != nil, (200..<300).contains(head.status) else { return }
+        let contentType = head.first(.contentType).map { bytes.slice($0.value) }
+        let eventStream = contentType.map { v in v.count >= 17 && ASCIICase.equal(v, ByteRange(0, 17), "text/event-stream") } ?? false
+        var length: Int? = nil
+        if case .length(let n) = head.framing { length = n }
+        x.ctx.response.observer = ResponseObserver(eventStream: eventStream, strip: x.ctx.features!.injectedUsage, contentLength: length)
+        if x.ctx.admission.ticket?.cacheStore == true { beginCapture(x, status: head.status, contentType: contentType) }
+    }
+
+    /// Response body bytes: the whole readable part of `buffer`, or the payload `ranges`.
+    static func relay(_ x: Exchange, _ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
+        guard x.ctx.response.observer != nil else {
+            if let rs = ranges { for r in rs { x.ctx.response.bodyBytes += r.1 - r.0 } } else { x.ctx.response.bodyBytes += buffer.readableBytes }
+            x.client.writeResponseBody(buffer, ranges: ranges)
+            return
+        }
+        let previous = x.ctx.response.observer!.lastTokenAt
+        let now = x.loop.now
+        if ranges == nil && x.ctx.response.observer!.sse == nil {
+            // A JSON body as read (the common non-streaming case): scanned in place, relayed
+            // whole, no range list built.
+            x.ctx.response.observer!.observeJSON(buffer, buffer.readerIndex, buffer.writerIndex, now: now)
+            if x.ctx.response.capture != nil { captureBody(x, buffer, [(buffer.readerIndex, buffer.writerIndex)]) }
+            x.ctx.response.bodyBytes += buffer.readableBytes
+            x.client.writeResponseBody(buffer, ranges: nil)
+        } else {
+            var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
+            x.ctx.response.observer!.observe(buffer, &rs, now: now)
+            if x.ctx.response.capture != nil { captureBody(x, buffer, rs) }
+            for r in rs { x.ctx.response.bodyBytes += r.1 - r.0 }
+            x.client.writeResponseBody(buffer, ranges: rs)
+        }
+        if let p = previous, let last = x.ctx.response.observer!.lastTokenAt, last > p, let pool = x.pool {
+            x.worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
+        }
+    }
+
+    /// The response ended normally.
+    static func end(_ x: Exchange) {
+        x.ctx.response.observer?.finishJSON(now: x.loop.now)
+    }
+
+    // MARK: the cache copy
+
+    /// Starts capturing the response if it may be stored.
+    private static func beginCapture(_ x: Exchange, status: Int, contentType: UnsafeRawBufferPointer?) {
+        guard let t = x.ctx.admission.ticket, t.cacheStore, t.cacheKey != nil, status == 200 else { return }
+        var c: [UInt8] = []
+        c.reserveCapacity(4096)
+        let ct = contentType ?? UnsafeRawBufferPointer(start: nil, count: 0)
+        ResponseCacheEntry.appendHeader(status: status, contentType: ct, isStream: x.ctx.features?.stream ?? false,
+                                        storedAt: Int64(WallClock.now().seconds), to: &c)
+        x.ctx.response.captureHeaderBytes = c.count
+        x.ctx.response.capture = c
+    }
+
+    /// Response body bytes as the client gets them, up to `cache.max_entry_size`.
+    private static func captureBody(_ x: Exchange, _ buffer: borrowing ByteBuffer, _ ranges: [(Int, Int)]) {
+        for r in ranges {
+            if x.ctx.response.capture!.count - x.ctx.response.captureHeaderBytes + (r.1 - r.0) > x.settings.cache.maxEntryBytes {
+                x.ctx.response.capture = nil  // too large to store; relayed all the same
+                return
+            }
+            x.ctx.response.capture!.append(contentsOf: buffer.bytes(r.0, r.1))
+        }
+    }
+}
+
+/// Settle: token limits charged with what the response really used (see
+/// ``TokenReservation/charge(reserved:promptEstimate:usage:relayedTokens:)``), and a complete,
+/// successful response stored in the cache.
+enum SettlePhase {
+    static func run(_ x: Exchange) {
+        let capture = x.ctx.response.capture
+        x.ctx.response.capture = nil
+        guard let t = x.ctx.admission.ticket else { return }
+        if !t.tokenLimitIndices.isEmpty {
+            let used = TokenReservation.charge(reserved: t.tokenEstimate, promptEstimate: t.promptEstimate,
+                                               usage: x.ctx.response.observer?.usage,
+                                               relayedTokens: x.ctx.response.observer?.tokenEvents ?? 0)
+            let delta = TokenReservation.saturatingAdd(used, -t.tokenEstimate)
+            if delta != 0 {
+                x.worker.settleLimits(t.tokenLimitIndices.map {
+                    RateLimitCheck(key: t.limits[$0].key, limit: t.limits[$0].limit, cost: delta)
+                }, locally: x.ctx.admission.chargedLocally)
+            }
+        }
+        // Stored only when complete: a generation that reported why it finished (an embedding
+        // has no reason) and a response that reached its end.
+        guard let value = capture, let key = t.cacheKey, x.ctx.response.completed, x.ctx.response.finalStatus == 200,
+              x.ctx.features?.endpoint == .embeddings || x.ctx.response.observer?.finishReason != nil,
+              let redis = x.worker.redis else { return }
+        let w = x.worker
+        redis.set(key, value, expireAfter: x.settings.cache.ttl) { result in
+            if case .failure = result { w.metrics.add(w.cacheSlots["store_error"]!) } else { w.metrics.add(w.cacheSlots["stored"]!) }
+        }
+    }
+}

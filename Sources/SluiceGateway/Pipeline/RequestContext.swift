@@ -1,0 +1,118 @@
+import SluiceHTTP
+import SluiceIO
+import SluiceLLM
+import SluiceRedis
+import SluiceRouting
+import SluiceSettings
+
+/// Everything a request's phases learn, in one typed value (Pingora's per-request `CTX`): each
+/// phase reads what the earlier ones wrote and adds its own part. It lives in the request's
+/// ``Exchange`` and is changed in place (no copies of the ~300-byte scan result between phases).
+///
+/// Noncopyable because it owns the request's endpoint lease: exactly one owner releases it.
+struct RequestContext: ~Copyable {
+    /// The settings the request started with: a reload during the request changes neither its
+    /// timeouts, retries nor the header policy of a retry.
+    let generation: SettingsGeneration
+    var settings: GatewaySettings { _read { yield generation.value } }
+    let method: HTTPMethod
+    /// Sluice's id for the request (the client's own `X-Request-Id`, when usable, is kept by
+    /// the downstream and echoed).
+    let requestID: UInt64
+    let startedAt: Instant
+
+    /// Inspect: what the body says (nil for requests that are not OpenAI inference calls).
+    var features: RequestFeatures?
+    /// Authenticate: who is asking (API key → tenant; never the key itself).
+    var tenant = "anonymous"
+    /// Resolve: where the request goes.
+    var target = Target()
+    /// Admit: rate limits and the cache.
+    var admission = Admission()
+    /// Route and forward: the current attempt.
+    var attempt = Attempt()
+    /// Observe: the response as it went to the client.
+    var response = ResponseState()
+
+    init(generation: SettingsGeneration, method: HTTPMethod, requestID: UInt64, startedAt: Instant) {
+        self.generation = generation
+        self.method = method
+        self.requestID = requestID
+        self.startedAt = startedAt
+    }
+
+    /// Where the resolve phase sent the request.
+    struct Target {
+        /// The pool (nil until resolved, and for requests Sluice answers itself).
+        var pool: UpstreamPool?
+        /// The split arm chosen (`x-sluice-arm`).
+        var arm: String?
+        /// The LoRA adapter the model resolved to.
+        var adapter: LoRATarget?
+        /// The `model` to send upstream when it differs from the client's (nil: unchanged).
+        var upstreamModel: [UInt8]?
+        /// What the model resolved to upstream (the cache key's model).
+        var resolvedModel: [UInt8]?
+        /// The model as the client named it (access log, per-model limits).
+        var clientModel: String?
+    }
+
+    /// What admission decided.
+    struct Admission {
+        /// Limits to charge and the cache key (nil: nothing to do, e.g. no Redis).
+        var ticket: AdmissionTicket?
+        var limitOutcome: LimitOutcome?
+        var cacheOutcome: CacheOutcome?
+        /// Limits were charged by the local limiter (Redis was unreachable at admission).
+        var chargedLocally = false
+        /// Replies still awaited from Redis (rate limits, cache lookup).
+        var pending = 0
+        var limitResult: Result<RateLimitDecision, RedisError>?
+        var cacheResult: Result<[UInt8]?, RedisError>?
+    }
+
+    /// The current attempt at an endpoint.
+    struct Attempt: ~Copyable {
+        /// Attempts made so far (1 after the first pick).
+        var number = 0
+        /// The endpoint that just failed (a retry avoids it).
+        var excluded: Int?
+        var routeReason = RouteReason.roundRobin
+        var endpointName: String?
+        /// The chosen endpoint, counted in its in-flight load while this is held.
+        var lease: EndpointLease?
+        /// The connection carrying the attempt.
+        var upstream: (any Upstream)?
+        /// When the attempt's request went to its endpoint (nil: never forwarded).
+        var sentAt: Instant?
+        /// An on-demand adapter load was tried for this request (at most once).
+        var loadedAdapter = false
+        /// Prefix hashes kept across an asynchronous step (the worker's scratch space is
+        /// reused by requests inspected meanwhile); nil while they are still in the scratch.
+        var savedPrefixHashes: [UInt64]?
+    }
+
+    /// The response as the client got it.
+    struct ResponseState {
+        /// Watches tokens and usage (inspected requests with a 2xx answer).
+        var observer: ResponseObserver?
+        var upstreamStatus = 0
+        /// The status the client ended up with (0: the client went away).
+        var finalStatus = 0
+        /// The head went to the client: from then on an upstream failure can only cut it.
+        var started = false
+        /// The upstream's response reached its end (only then may it be cached).
+        var completed = false
+        /// Body bytes relayed (the access log's `bytes`).
+        var bodyBytes = 0
+        /// Fields added to the response head (rate-limit state, cache result, route).
+        var headers: [OpenAIError.Header] = []
+        /// The response as it will be stored in the cache (entry header, then body bytes).
+        var capture: [UInt8]?
+        var captureHeaderBytes = 0
+    }
+}
+
+/// How a request fared in admission (metrics and the access log).
+enum CacheOutcome: String { case hit, miss, bypass, error }
+enum LimitOutcome: String { case allowed, limited, error, local }

@@ -1,0 +1,366 @@
+import Glibc
+import SluiceHTTP
+import SluiceIO
+@_spi(Testing) import SluiceIO
+import SluiceLLM
+import SluiceRedis
+import SluiceRouting
+import SluiceSettings
+import Testing
+@testable import SluiceGateway
+
+/// A client side for pipeline tests: records what the exchange writes.
+final class RecordingDownstream: Downstream {
+    let head: HTTPHead
+    var bytes: [UInt8]
+    let bodyStart: Int
+    var upstreamBody: [UInt8]?
+    var locals: [LocalResponse] = []
+    var responseStatus: Int?
+    var responseFields: [String: String] = [:]
+    var body: [UInt8] = []
+    var completed = 0
+    var aborted = 0
+    var endedWithError: [UInt8]?
+    var released = false
+    var backpressured = false
+
+    /// `text`: a complete HTTP/1.1 request (head and body).
+    init(_ text: String) {
+        let b = Array(text.utf8)
+        let h = HTTPHead(capacity: 64)
+        var p = HTTP1HeadParser(kind: .request)
+        let r = b.withUnsafeBytes { p.parse($0, into: h) }
+        precondition(r == .complete, "bad test request")
+        bytes = b
+        head = h
+        bodyStart = h.length
+    }
+
+    func withRequest(_ body: (DownstreamRequest) -> Void) {
+        bytes.withUnsafeBytes { b in
+            let received = UnsafeRawBufferPointer(rebasing: b[bodyStart...])
+            let peer = Array("10.1.2.3".utf8)
+            peer.withUnsafeBytes { p in
+                if let u = upstreamBody {
+                    u.withUnsafeBytes { ub in
+                        body(DownstreamRequest(head: head, bytes: b, body: ub, peer: p, isTLS: false, requestID: 42))
+                    }
+                } else {
+                    body(DownstreamRequest(head: head, bytes: b, body: received, peer: p, isTLS: false, requestID: 42))
+                }
+            }
+        }
+    }
+
+    func setUpstreamBody(_ body: consuming ByteBuffer) { upstreamBody = Array(body.readable) }
+
+    func writeResponseHead(_ h: HTTPHead, _ b: UnsafeRawBufferPointer, exchange: Exchange) {
+        responseStatus = h.status
+        for i in 0..<h.count { responseFields[String(decoding: b.slice(h[i].name), as: UTF8.self).lowercased()] = String(decoding: b.slice(h[i].value), as: UTF8.self) }
+        for f in exchange.ctx.response.headers { responseFields[f.name.lowercased()] = f.value }
+    }
+
+    func writeLocal(_ r: LocalResponse, exchange: Exchange) { locals.append(r) }
+    func releaseRequest() { released = true }
+    func writeResponseBody(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
+        if let ranges { for r in ranges { body += buffer.bytes(r.0, r.1) } } else { body += buffer.readable }
+    }
+    func flushResponse() {}
+    var isBackpressured: Bool { backpressured }
+    func exchangeCompleted() { completed += 1 }
+    func exchangeAborted() { aborted += 1 }
+    func exchangeEndedWithError(event: [UInt8]) { endedWithError = event }
+}
+
+/// An upstream for pipeline tests: records the request it was given; the test plays the server
+/// by calling the exchange's upstream events.
+final class FakeUpstream: Upstream {
+    let endpoint: Int
+    var connecting: Bool
+    var reused = false
+    var request: [UInt8] = []
+    var exchange: Exchange?
+    var paused = false
+    var closedWith: Bool?  // reset?
+
+    init(endpoint: Int, connecting: Bool) {
+        self.endpoint = endpoint
+        self.connecting = connecting
+    }
+
+    var isConnecting: Bool { connecting }
+    var isReused: Bool { reused }
+    var requestSent: Bool { true }
+
+    func send(_ x: Exchange, method: HTTPMethod, _ write: (inout OutputQueue) -> Void) {
+        exchange = x
+        var q = OutputQueue(pool: x.loop.bufferPool)
+        write(&q)
+        request = q.flattened()
+        q.removeAll()
+    }
+
+    func pauseReading() { paused = true }
+    func resumeReading() { paused = false }
+    func close(reset: Bool) { closedWith = reset }
+
+    /// Plays a whole response: head, body, end.
+    func respond(_ status: Int, contentType: String = "application/json", body: String) {
+        let text = Array("HTTP/1.1 \(status) X\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\n\r\n".utf8)
+        let head = HTTPHead(capacity: 16)
+        var p = HTTP1HeadParser(kind: .response)
+        _ = text.withUnsafeBytes { p.parse($0, into: head) }
+        let x = exchange!
+        text.withUnsafeBytes { x.upstreamResponseHead(head, $0) }
+        var b = x.loop.bufferPool.take(minimumCapacity: max(body.utf8.count, 1))
+        Array(body.utf8).withUnsafeBytes { b.append($0) }
+        x.relay(b, ranges: nil)
+        x.upstreamComplete()
+    }
+}
+
+/// A worker on a loop that is never run: the test turns its clock and plays both peers, so the
+/// pipeline is tested without a socket.
+final class PipelineHarness {
+    let loop: EventLoop
+    let worker: Worker
+    var upstreams: [FakeUpstream] = []
+    /// Endpoints whose connect fails at once.
+    var refuse: Set<Int> = []
+    var connecting = false
+
+    init(endpoints: Int = 2, configure: (inout GatewaySettings) -> Void = { _ in }) throws {
+        loop = try EventLoop()
+        let eps = (0..<endpoints).map { i -> GatewaySettings.Endpoint in
+            let a = "10.0.0.\(i + 1):8000"
+            return GatewaySettings.Endpoint(address: SocketAddress(a)!, authority: a)
+        }
+        var s = GatewaySettings(listen: [], workers: 1, pools: [.init(name: "p", endpoints: eps)])
+        s.pools[0].routing = .roundRobin
+        configure(&s)
+        worker = Worker(loop: loop, settings: s, shared: Dictionary(uniqueKeysWithValues: s.pools.map { ($0.name, SharedCounter()) }),
+                        registry: EndpointRegistry(), connections: SharedCounter(), metrics: GatewayMetrics(),
+                        prefixIndex: PrefixIndex(), adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
+        worker.connectUpstream = { [unowned self] ep in
+            if refuse.contains(ep.index) { throw SyscallError("connect", errno: ECONNREFUSED) }
+            let u = FakeUpstream(endpoint: ep.index, connecting: connecting)
+            upstreams.append(u)
+            return u
+        }
+    }
+
+    /// Starts an exchange for `request` (an HTTP/1.1 request text).
+    func start(_ request: String) -> (Exchange, RecordingDownstream) {
+        let d = RecordingDownstream(request)
+        let x = Exchange(client: d, worker: worker, method: d.head.method, requestID: 42)
+        x.start()
+        loop.runPending()
+        return (x, d)
+    }
+
+    func inflight(_ i: Int) -> Int { worker.pools[0].endpoints[i].runtime.inflight.load(ordering: .relaxed) }
+
+    /// Moves the loop's clock on and runs what is due.
+    func advance(_ d: Duration) { loop.advance(to: loop.now + d) }
+}
+
+func post(_ path: String, _ body: String, headers: [String] = []) -> String {
+    "POST \(path) HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n" + headers.map { $0 + "\r\n" }.joined()
+        + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+}
+
+let chatBody = #"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#
+let okJSON = #"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"yo"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#
+
+/// The request pipeline and each phase, without sockets: an injected clock and fake peers.
+@Suite struct PipelineTests {
+    @Test func aForwardedRequestRunsEveryPhaseOnce() throws {
+        let h = try PipelineHarness()
+        let (x, d) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(x.ctx.features?.endpoint == .chatCompletions)
+        #expect(x.ctx.attempt.number == 1)
+        #expect(h.upstreams.count == 1)
+        #expect(h.inflight(h.upstreams[0].endpoint) == 1)  // the lease
+        let sent = String(decoding: h.upstreams[0].request, as: UTF8.self)
+        #expect(sent.hasPrefix("POST /v1/chat/completions HTTP/1.1\r\n"))
+        #expect(sent.contains("X-Forwarded-For: 10.1.2.3\r\n"))
+        h.upstreams[0].respond(200, body: okJSON)
+        #expect(d.responseStatus == 200 && d.completed == 1 && d.released)
+        #expect(x.stage == .done)
+        #expect(x.ctx.response.observer?.usage == Usage(promptTokens: 3, completionTokens: 1))
+        #expect(h.inflight(h.upstreams[0].endpoint) == 0)  // released at the end
+    }
+
+    @Test func inspectRejectsBadBodiesBeforeAnyUpstream() throws {
+        let h = try PipelineHarness()
+        for body in [#"{"model":"m","messages":[]"#, #"{"model":"m","max_tokens":-1}"#, #"{"messages":[]}"#] {
+            let (x, d) = h.start(post("/v1/chat/completions", body))
+            #expect(d.locals.map(\.status) == [400], "\(body)")
+            #expect(x.stage == .done && x.ctx.target.pool == nil)
+        }
+        #expect(h.upstreams.isEmpty)
+    }
+
+    @Test func authenticateNeedsAKnownKey() throws {
+        let h = try PipelineHarness { s in
+            var auth = GatewaySettings.Auth()
+            auth.keys[SHA256.hash(Array("k1".utf8))] = "team-a"
+            s.auth = auth
+        }
+        let (_, none) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(none.locals.first?.status == 401)
+        #expect(none.locals.first?.headers.contains { $0.name == "WWW-Authenticate" } == true)
+        let (_, wrong) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer nope"]))
+        #expect(wrong.locals.first?.status == 401)
+        let (x, ok) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer k1"]))
+        #expect(ok.locals.isEmpty && x.ctx.tenant == "team-a")
+        #expect(h.upstreams.count == 1)
+    }
+
+    @Test func resolveAnswersLocallyOrRefusesUnknownModels() throws {
+        let h = try PipelineHarness { s in
+            s.models = [GatewaySettings.Model(name: "m", pool: "p"), GatewaySettings.Model(name: "alias", pool: "p", upstreamModel: "m")]
+        }
+        let (_, list) = h.start("GET /v1/models HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(list.locals.first?.status == 200)
+        let listed = String(decoding: list.locals.first?.body ?? [], as: UTF8.self)
+        #expect(listed.contains("\"alias\""))
+        let (_, unknown) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"nope\"")))
+        #expect(unknown.locals.first?.status == 404)
+        let (_, path) = h.start("GET /elsewhere HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(path.locals.first?.status == 404)
+        // An alias is rewritten for the upstream, once, by the forward phase.
+        let (x, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"alias\"")))
+        #expect(x.ctx.target.upstreamModel == Array("m".utf8))
+        #expect(String(decoding: h.upstreams.last!.request, as: UTF8.self).hasSuffix(chatBody))
+    }
+
+    @Test func retryGoesToAnotherEndpointBeforeAnyResponseByte() throws {
+        let h = try PipelineHarness(endpoints: 3)
+        h.refuse = [0]
+        // Round robin starts at endpoint 0 (refused): the retry must pick another.
+        let (x, d) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(x.ctx.attempt.number == 2)
+        #expect(h.upstreams.count == 1 && h.upstreams[0].endpoint != 0)
+        h.upstreams[0].respond(200, body: okJSON)
+        #expect(d.responseStatus == 200)
+        #expect((0..<3).allSatisfy { h.inflight($0) == 0 })
+        // With every endpoint refusing and one retry allowed: 502 after two attempts.
+        h.refuse = [0, 1, 2]
+        let (y, e) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(y.ctx.attempt.number == 2 && e.locals.first?.status == 502)
+        #expect((0..<3).allSatisfy { h.inflight($0) == 0 })
+    }
+
+    @Test func aReusedConnectionClosedByTheServerIsRetried() throws {
+        let h = try PipelineHarness(endpoints: 2)
+        let (x, d) = h.start(post("/v1/chat/completions", chatBody))
+        h.upstreams[0].reused = true
+        x.upstreamFailed(beforeResponse: true, connectError: false)
+        #expect(h.upstreams.count == 2 && h.upstreams[1].endpoint != h.upstreams[0].endpoint)
+        #expect(x.ctx.attempt.excluded == h.upstreams[0].endpoint)
+        h.upstreams[1].respond(200, body: okJSON)
+        #expect(d.responseStatus == 200 && x.ctx.attempt.number == 2)
+    }
+
+    @Test func clientAbortStopsTheUpstreamAndReleasesTheLease() throws {
+        let h = try PipelineHarness()
+        let (x, d) = h.start(post("/v1/chat/completions", chatBody))
+        let ep = h.upstreams[0].endpoint
+        #expect(h.inflight(ep) == 1)
+        x.clientAborted()
+        #expect(h.upstreams[0].closedWith == true)  // reset: the server stops generating
+        #expect(h.inflight(ep) == 0 && x.stage == .done && x.ctx.response.finalStatus == 0)
+        #expect(d.completed == 0 && d.locals.isEmpty)
+    }
+
+    @Test func deadlinesOnAnInjectedClock() throws {
+        let h = try PipelineHarness { s in
+            s.timeouts.upstreamConnect = .seconds(2)
+            s.timeouts.upstreamFirstByte = .seconds(10)
+            s.upstream.retries = 0
+        }
+        h.connecting = true
+        let (x, d) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(x.stage == .connecting)
+        h.advance(.milliseconds(1999))
+        #expect(d.locals.isEmpty)
+        h.advance(.milliseconds(2))
+        #expect(d.locals.first?.status == 504)
+        #expect(h.upstreams[0].closedWith == true && h.inflight(h.upstreams[0].endpoint) == 0)
+        // Connected: the first-byte deadline applies from then.
+        let (y, e) = h.start(post("/v1/chat/completions", chatBody))
+        h.advance(.seconds(1))
+        y.upstreamConnected()
+        #expect(y.stage == .waiting)
+        h.advance(.seconds(9))
+        #expect(e.locals.isEmpty)
+        h.advance(.milliseconds(1001))
+        #expect(e.locals.first?.status == 504)
+    }
+
+    @Test func aCachedResponseIsAnsweredWithoutTheUpstream() throws {
+        let h = try PipelineHarness()
+        let (x, _) = h.start(post("/v1/chat/completions", chatBody))
+        // Admission's decision over replies as Redis would give them (injected, no Redis).
+        let t = AdmissionTicket(tenant: "a")
+        t.cacheLookup = true
+        t.cacheKey = Array("k".utf8)
+        var entry: [UInt8] = []
+        let ct = Array("application/json".utf8)
+        ct.withUnsafeBytes { ResponseCacheEntry.appendHeader(status: 200, contentType: $0, isStream: false, storedAt: 1, to: &entry) }
+        entry += Array(okJSON.utf8)
+        x.ctx.admission.cacheResult = .success(entry)
+        guard case .respond(let r) = AdmitPhase.decide(x, t) else {
+            Issue.record("expected a cached answer")
+            return
+        }
+        #expect(r.status == 200 && r.body == Array(okJSON.utf8) && r.contentType == ct)
+        #expect(r.headers.contains { $0.name == "x-sluice-cache" && $0.value == "hit" })
+        #expect(x.ctx.admission.cacheOutcome == .hit && x.ctx.attempt.routeReason == .cache)
+        // A miss goes on (and says so), and a rate-limited request is answered 429 first.
+        x.ctx.admission.cacheResult = .success(nil)
+        guard case .next = AdmitPhase.decide(x, t) else { Issue.record("a miss goes on"); return }
+        t.limits = [RateLimitCheck(key: Array("r".utf8), limit: .perMinute(1), cost: 1)]
+        x.ctx.admission.limitResult = .success(RateLimitDecision(allowed: false, results: [
+            RateLimitResult(allowed: false, limit: 1, remaining: 0, resetAfter: .seconds(60), retryAfter: .seconds(30))]))
+        guard case .respond(let limited) = AdmitPhase.decide(x, t) else { Issue.record("expected a 429"); return }
+        #expect(limited.status == 429 && limited.headers.contains { $0.name == "Retry-After" && $0.value == "30" })
+    }
+
+    @Test func anAdapterIsLoadedThenTheRouteRunsAgain() throws {
+        let h = try PipelineHarness { s in
+            var m = GatewaySettings.Model(name: "sql", pool: "p", adapter: "sql-lora")
+            m.adapterPath = "/adapters/sql"
+            s.models = [m]
+            s.pools[0].routing = .default
+        }
+        // Every endpoint was scraped and has none of it: a load is needed.
+        for e in h.worker.pools[0].endpoints { e.runtime.updateTelemetry { $0.scrapedAt = h.loop.now; $0.maxLoras = 2 } }
+        var posted: [(String, String)] = []
+        h.worker.adapterLoader.post = { adapter, path, endpoint, runtime, done in
+            posted.append((adapter, endpoint.authority))
+            runtime.updateTelemetry { $0.adaptersLoaded.append(adapter) }
+            done(true)
+        }
+        let (x, d) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"sql\"")))
+        #expect(posted.count == 1 && posted[0].0 == "sql-lora")
+        #expect(x.ctx.attempt.loadedAdapter && x.ctx.attempt.number == 1)
+        #expect(h.upstreams.count == 1 && x.ctx.attempt.endpointName == posted[0].1)
+        #expect(String(decoding: h.upstreams[0].request, as: UTF8.self).contains(#""model":"sql-lora""#))
+        h.upstreams[0].respond(200, body: okJSON)
+        #expect(d.responseStatus == 200)
+    }
+}
+
+extension OutputQueue {
+    /// The queued bytes, copied (tests).
+    func flattened() -> [UInt8] {
+        var iov = [iovec](repeating: iovec(), count: 64)
+        let n = iov.withUnsafeMutableBufferPointer { gather(into: $0.baseAddress!, max: 64) }
+        var out: [UInt8] = []
+        for i in 0..<n { out += UnsafeRawBufferPointer(start: iov[i].iov_base, count: iov[i].iov_len) }
+        return out
+    }
+}
