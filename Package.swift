@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
         .library(name: "SluiceSettings", targets: ["SluiceSettings"]),
         .library(name: "SluiceRouting", targets: ["SluiceRouting"]),
+        .library(name: "SluiceTracing", targets: ["SluiceTracing"]),
     ],
     targets: [
         // C layer
@@ -63,16 +64,20 @@ let package = Package(
         .target(name: "SluiceSim", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
         .testTarget(name: "SluiceSimTests", dependencies: ["SluiceSim", "SluiceIO"]),
 
+        // OpenTelemetry trace export: span model, OTLP protobuf encoder, sampler, exporter thread
+        .target(name: "SluiceTracing", dependencies: ["SluiceIO", "SluiceHTTP"], swiftSettings: strict),
+        .testTarget(name: "SluiceTracingTests", dependencies: ["SluiceTracing", "SluiceIO", "SluiceHTTP"]),
+
         // the settings schema: what a worker needs, compiled from the config (no YAML here)
-        .target(name: "SluiceSettings", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceRedis", "SluiceRouting"], swiftSettings: strict),
+        .target(name: "SluiceSettings", dependencies: ["SluiceIO", "SluiceHTTP", "SluiceRedis", "SluiceRouting", "SluiceTracing"], swiftSettings: strict),
 
         // app
-        .target(name: "SluiceGateway", dependencies: ["SluiceSettings", "SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis"], swiftSettings: strict),
-        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim"]),
+        .target(name: "SluiceGateway", dependencies: ["SluiceSettings", "SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis", "SluiceTracing"], swiftSettings: strict),
+        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim", "SluiceTracing"]),
 
         // the YAML config: schema, validation, secrets
-        .target(name: "SluiceConfig", dependencies: ["SluiceSettings", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "CYAML"], swiftSettings: strict),
-        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceSettings", "SluiceRedis", "SluiceRouting"]),
+        .target(name: "SluiceConfig", dependencies: ["SluiceSettings", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceTracing", "CYAML"], swiftSettings: strict),
+        .testTarget(name: "SluiceConfigTests", dependencies: ["SluiceConfig", "SluiceSettings", "SluiceRedis", "SluiceRouting", "SluiceTracing", "SluiceIO"]),
 
         // programs
         .executableTarget(name: "sluice", dependencies: ["SluiceConfig", "SluiceGateway", "SluiceIO", "SluiceHTTP", "SluiceSim"], swiftSettings: strict),

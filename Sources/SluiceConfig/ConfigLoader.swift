@@ -4,6 +4,7 @@ import SluiceHTTP
 import SluiceIO
 import SluiceRedis
 import SluiceRouting
+import SluiceTracing
 
 /// One problem in a config file: where (path and line) and what.
 public struct ConfigIssue: CustomStringConvertible, Sendable {
@@ -65,7 +66,7 @@ public struct ConfigLoader {
         var s = GatewaySettings(listen: [], workers: 0, pools: [])
         guard let top = map(root, "(document)") else { return nil }
         let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models",
-                     "logging", "redis", "auth", "cache", "rate_limits"]
+                     "logging", "redis", "auth", "cache", "rate_limits", "flow_control", "tenancy", "tracing"]
         for (key, keyLine, _) in top where !known.contains(key) { issue(key, "unknown key", keyLine) }
         func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
 
@@ -224,12 +225,13 @@ public struct ConfigLoader {
             for (i, item) in seq(n, "models").enumerated() {
                 let p = "models[\(i)]"
                 guard let m = map(item, p) else { continue }
-                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky"])
+                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky", "priority"])
                 guard let name = str(m, p, "name", required: true) else { continue }
                 if s.models.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate model name '\(name)'", item.line) }
                 var model = GatewaySettings.Model(name: name, pool: str(m, p, "pool"), upstreamModel: str(m, p, "upstream_model"),
                                                   adapter: str(m, p, "adapter"))
                 model.adapterPath = str(m, p, "adapter_path")
+                model.priority = band(m, p)
                 if let sp = field(m, "split") {
                     for (j, armNode) in seq(sp, "\(p).split").enumerated() {
                         let ap = "\(p).split[\(j)]"
@@ -275,6 +277,7 @@ public struct ConfigLoader {
             }
         }
         services(s: &s, child: child, root: root)
+        if let n = child("tracing"), let m = map(n, "tracing") { tracing(m, into: &s) }
         // Listeners and the admin listener must not collide.
         var ports: [SocketAddress] = s.listen.map(\.address)
         if let a = s.admin { ports.append(a) }
@@ -321,7 +324,7 @@ public struct ConfigLoader {
                 for (i, item) in seq(list, "auth.api_keys").enumerated() {
                     let p = "auth.api_keys[\(i)]"
                     guard let km = map(item, p) else { continue }
-                    unknown(km, p, ["key", "key_sha256", "tenant"])
+                    unknown(km, p, ["key", "key_sha256", "tenant", "priority", "allow_priority_header"])
                     guard let tenant = str(km, p, "tenant", required: true) else { continue }
                     if tenant == "*" || tenant.isEmpty { issue("\(p).tenant", "must be a name (not empty, not '*')", item.line) }
                     var digest: [UInt8]? = nil
@@ -338,6 +341,9 @@ public struct ConfigLoader {
                     if let d = digest {
                         if auth.keys[d] != nil { issue(p, "the same key is listed twice", item.line) }
                         auth.keys[d] = tenant
+                        let band = band(km, p)
+                        let header = bool(km, p, "allow_priority_header") ?? false
+                        if band != nil || header { auth.priorities[d] = GatewaySettings.KeyPriority(band: band, allowHeader: header) }
                     }
                 }
             }
@@ -386,6 +392,88 @@ public struct ConfigLoader {
             }
             if !s.rateLimits.isEmpty && s.redis == nil { issue("rate_limits", "needs redis (limits are enforced in Redis)", n.line) }
         }
+        if let n = child("flow_control"), let m = map(n, "flow_control") {
+            let p = "flow_control"
+            unknown(m, p, ["enabled", "max_waiting", "max_kv_use", "queue_ttl", "max_queued", "max_queued_bytes",
+                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold"])
+            if let v = bool(m, p, "enabled") { s.flow.enabled = v }
+            if let v = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { s.flow.maxWaiting = v }
+            if let v = number(m, p, "max_kv_use") {
+                if v > 0 && v <= 1 { s.flow.maxKVUse = v } else { issue("\(p).max_kv_use", "must be > 0 and <= 1", field(m, "max_kv_use")!.line) }
+            }
+            if let v = durationField(m, p, "queue_ttl") { s.flow.queueTTL = v }
+            if let v = durationField(m, p, "slot_hold") {
+                if v <= .seconds(10) { s.flow.slotHold = v } else { issue("\(p).slot_hold", "must be at most 10s", field(m, "slot_hold")!.line) }
+            }
+            if let v = intField(m, p, "max_queued", min: 0, max: 1 << 24) { s.flow.maxQueued = v }
+            if let v = sizeField(m, p, "max_queued_bytes", min: 0, max: 1 << 40) { s.flow.maxQueuedBytes = v }
+            if let v = intField(m, p, "max_queued_per_tenant", min: 0, max: 1 << 24) { s.flow.maxQueuedPerTenant = v }
+            if let v = sizeField(m, p, "max_queued_bytes_per_tenant", min: 0, max: 1 << 40) { s.flow.maxQueuedBytesPerTenant = v }
+            if let v = str(m, p, "fairness") {
+                if let f = FairnessPolicy(rawValue: v) { s.flow.fairness = f } else {
+                    issue("\(p).fairness", "must be tokens or round_robin", field(m, "fairness")!.line)
+                }
+            }
+        }
+        if let n = child("tenancy"), let m = map(n, "tenancy") {
+            unknown(m, "tenancy", ["kv_isolation"])
+            if let v = bool(m, "tenancy", "kv_isolation") { s.kvIsolation = v }
+        }
+    }
+
+    /// A flow-control priority band (`critical`, `standard` or `sheddable`).
+    private mutating func band(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String) -> PriorityBand? {
+        guard let v = str(m, p, "priority") else { return nil }
+        guard let b = PriorityBand(name: v) else {
+            issue("\(p).priority", "must be critical, standard or sheddable", field(m, "priority")!.line)
+            return nil
+        }
+        return b
+    }
+
+    /// `tracing`: OTLP/HTTP export to a collector. The endpoint's host is resolved at load time
+    /// (as Redis's is); offline, any host will do.
+    private mutating func tracing(_ m: [(key: String, keyLine: Int, value: YAMLNode)], into s: inout GatewaySettings) {
+        let p = "tracing"
+        unknown(m, p, ["endpoint", "sample_ratio", "always_sample_errors", "parent_based", "service_name",
+                       "max_batch_size", "max_queue_size", "export_interval", "export_timeout"])
+        // An endpoint that is missing or wrong is one problem; the other keys are still checked.
+        var endpoint: (address: SocketAddress, authority: String, path: String)? = nil
+        if let url = str(m, p, "endpoint", required: true) {
+            if let parts = TracingConfiguration.splitEndpoint(url) {
+                var address = SocketAddress("\(parts.host):\(parts.port)") ?? SocketAddress("[\(parts.host)]:\(parts.port)")
+                if address == nil {
+                    if offline { address = SocketAddress("127.0.0.1:\(parts.port)") } else {
+                        address = (try? SocketAddress.resolve(host: parts.host, port: parts.port))?.first
+                    }
+                }
+                if let address { endpoint = (address, parts.authority, parts.path) } else {
+                    issue("\(p).endpoint", "cannot resolve \(parts.host)", field(m, "endpoint")!.line)
+                }
+            } else {
+                issue("\(p).endpoint", "'\(url)' is not an http://host[:port][/path] URL (OTLP/HTTP; https is not supported)", field(m, "endpoint")!.line)
+            }
+        }
+        var t = TracingConfiguration(address: endpoint?.address ?? SocketAddress("127.0.0.1:4318")!, authority: endpoint?.authority ?? "",
+                                     basePath: endpoint?.path ?? "")
+        if let r = number(m, p, "sample_ratio") {
+            if r < 0 || r > 1 { issue("\(p).sample_ratio", "must be between 0 and 1", field(m, "sample_ratio")!.line) } else { t.sampleRatio = r }
+        }
+        if let v = bool(m, p, "always_sample_errors") { t.alwaysSampleErrors = v }
+        if let v = bool(m, p, "parent_based") { t.parentBased = v }
+        if let v = str(m, p, "service_name") {
+            if v.isEmpty { issue("\(p).service_name", "is empty", field(m, "service_name")!.line) } else { t.serviceName = v }
+        }
+        if let v = intField(m, p, "max_batch_size", min: 1, max: 65_536) { t.maxBatchSize = v }
+        if let v = intField(m, p, "max_queue_size", min: 1, max: 1 << 20) { t.maxQueueSize = v }
+        if t.maxQueueSize < t.maxBatchSize { issue("\(p).max_queue_size", "must be at least max_batch_size (\(t.maxBatchSize))", field(m, "max_queue_size")?.line ?? 0) }
+        if let d = durationField(m, p, "export_interval") {
+            if d < .milliseconds(10) || d > .seconds(3600) { issue("\(p).export_interval", "must be between 10ms and 1h", field(m, "export_interval")!.line) } else { t.exportInterval = d }
+        }
+        if let d = durationField(m, p, "export_timeout") {
+            if d < .milliseconds(10) || d > .seconds(300) { issue("\(p).export_timeout", "must be between 10ms and 5m", field(m, "export_timeout")!.line) } else { t.exportTimeout = d }
+        }
+        if endpoint != nil { s.tracing = t }
     }
 
     /// Expands secret references in a value: `${env:NAME}` (an environment variable) and

@@ -3,12 +3,15 @@ public import SluiceSettings
 public import SluiceIO
 import SluiceRouting
 public import Synchronization
+public import SluiceTracing
 
 /// The gateway: N worker loops serving the configured listeners.
 ///
 /// `start` returns once every worker listens; `stop(grace:)` drains them (stop accepting, let
 /// in-flight requests finish up to the grace period) and joins the threads.
 public final class Gateway: @unchecked Sendable {
+    /// The version Sluice reports (`sluice --version`, the trace resource's `service.version`).
+    public static let version = "0.1.0"
     private let state: Mutex<(settings: GatewaySettings, generation: Int)>
     /// The settings as configured (DNS pools without endpoints); `state` holds the effective
     /// ones with discovered endpoints filled in.
@@ -16,6 +19,12 @@ public final class Gateway: @unchecked Sendable {
     private let discovered = Mutex<[String: [GatewaySettings.Endpoint]]>([:])
     /// The access log writer (nil when off).
     let accessLog: AccessLog?
+    /// OpenTelemetry trace export (`tracing:`): its thread runs only while a section is configured;
+    /// `start`, a reload and `stop` configure it.
+    public let tracer = TraceExporter(version: Gateway.version)
+    /// One span recorder per worker, by loop index: `spanRecorders[loop.index]` belongs to that
+    /// worker's thread (the request path's record phase calls it; see SpanRecorder).
+    public let spanRecorders: [SpanRecorder]
     /// Which endpoint got which prompt-prefix blocks, shared by all workers.
     let prefixIndex = PrefixIndex()
     /// Metric families and series, shared by all workers.
@@ -23,7 +32,7 @@ public final class Gateway: @unchecked Sendable {
     /// Client connections open across all workers (for `limits.maxConnections`).
     let connectionCount = SharedCounter()
     /// Round-robin positions by pool name, shared by workers and kept across reloads.
-    private let counters = Mutex<[String: SharedCounter]>([:])
+    private let counters = Mutex<[String: SharedPool]>([:])
     /// Endpoint state shared by workers and the control loop, kept across reloads.
     public let registry = EndpointRegistry()
     let group: WorkerGroup
@@ -60,8 +69,20 @@ public final class Gateway: @unchecked Sendable {
     /// program that loads it.
     public let configSource = Mutex<(path: String, digest: String)>(("(flags)", ""))
 
+    /// The last reload: whether it applied, when (unix seconds), and why not (for `/admin/stats`).
+    public let lastReload = Mutex<(ok: Bool, at: Int, message: String)?>(nil)
+
     func recordReload(failed: Bool) {
         if failed { reloadFailures.add(1, ordering: .relaxed) } else { loadedAt.store(WallClock.now().seconds, ordering: .relaxed) }
+        lastReload.withLock { $0 = (!failed, WallClock.now().seconds, failed ? "see the log" : "") }
+    }
+
+    /// Why the last reload failed, as the program that loaded the file reports it (the config
+    /// issues, which name paths and lines, never secret values); shown by `/admin/stats`.
+    public func noteReloadFailure(_ message: String) {
+        lastReload.withLock { r in
+            if r?.ok == false { r?.message = String(message.prefix(2000)) }
+        }
     }
 
     /// The admin listener's port, when one is configured.
@@ -74,6 +95,7 @@ public final class Gateway: @unchecked Sendable {
         let n = settings.workers > 0 ? settings.workers : Threads.availableCPUs
         group = try WorkerGroup(count: n)
         workers.withLock { $0 = Array(repeating: nil, count: n) }
+        spanRecorders = group.loops.map { [tracer] in SpanRecorder(exporter: tracer, loop: $0) }
     }
 
     public var workerCount: Int { group.loops.count }
@@ -82,6 +104,7 @@ public final class Gateway: @unchecked Sendable {
     public func start() throws(SyscallError) {
         let settings = effective(currentSettings)
         state.withLock { $0.settings = settings }
+        tracer.configure(settings.tracing)
         let shared = sharedCounters(for: settings)
         // The control loop exists (not yet running) before the workers, so they can queue work
         // on it (adapter loads) from their first request.
@@ -106,6 +129,7 @@ public final class Gateway: @unchecked Sendable {
         if let e = startError.withLock({ $0 }) {
             group.stop()
             group.join()
+            tracer.configure(nil)
             throw e
         }
         do {
@@ -117,12 +141,15 @@ public final class Gateway: @unchecked Sendable {
         started.store(true, ordering: .releasing)
     }
 
-    private func sharedCounters(for s: GatewaySettings) -> [String: SharedCounter] {
+    private func sharedCounters(for s: GatewaySettings) -> [String: SharedPool] {
         counters.withLock { map in
-            for p in s.pools where map[p.name] == nil { map[p.name] = SharedCounter() }
+            for p in s.pools where map[p.name] == nil { map[p.name] = SharedPool() }
             return map
         }
     }
+
+    /// The flow-control state of each pool (gauges).
+    var poolFlows: [String: PoolFlow] { counters.withLock { $0.mapValues(\.flow) } }
 
     /// Publishes new settings to every worker and waits until each has switched. Listener
     /// changes bind new sockets and close removed ones; the worker count and the admin address
@@ -137,6 +164,7 @@ public final class Gateway: @unchecked Sendable {
             throw error
         }
         control?.reconfigure(new)
+        tracer.configure(new.tracing)
     }
 
     /// The settings as configured (DNS pools without their discovered endpoints).
@@ -292,6 +320,9 @@ public final class Gateway: @unchecked Sendable {
         workers.withLock { $0 = [] }
         control?.stop()
         control = nil
+        // After the workers: their last spans were handed over at the end of their last
+        // iterations; what is queued gets one export, bounded by tracing.export_timeout.
+        tracer.stop()
         accessLog?.close()
     }
 }

@@ -31,6 +31,27 @@ final class Worker: @unchecked Sendable {
     /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
     /// per request for the timer). Bounded: beyond it they are freed.
     var spareExchangeTimers: [ExchangeTimer] = []
+    /// Re-checks the pools' flow-control queues while any request waits (room can appear
+    /// without a request ending here: telemetry, endpoints added or re-admitted, other workers).
+    private lazy var flowTimer = Timer { [unowned self] in self.flowTick() }
+
+    /// Dispatches what the pools' queues hold if there is room, and keeps checking while any
+    /// request waits.
+    func flowTick() {
+        var waiting = false
+        for p in pools where p.shared.flow.queued.load(ordering: .relaxed) > 0 {
+            p.shared.flow.dispatch(p, settings, now: loop.now)
+            waiting = waiting || p.shared.flow.queued.load(ordering: .relaxed) > 0
+        }
+        if waiting && !flowTimer.isArmed { loop.schedule(flowTimer, after: .milliseconds(50)) }
+    }
+
+    /// Dispatches again at `deadline` (a held slot is released then), or sooner if due sooner.
+    func flowTick(at deadline: Instant) {
+        if flowTimer.isArmed && flowTimer.deadline <= deadline { return }
+        loop.schedule(flowTimer, at: deadline)
+    }
+
     /// Makes upstream connections instead of `UpstreamConnection.connect` (tests: a fake
     /// upstream, no socket). Nil in production.
     var connectUpstream: ((UpstreamPool.Endpoint) throws -> any Upstream)?
@@ -121,7 +142,7 @@ final class Worker: @unchecked Sendable {
     /// Connections open across all workers (shared with the gateway).
     private let connections: SharedCounter
 
-    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry,
+    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
          connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
@@ -142,7 +163,7 @@ final class Worker: @unchecked Sendable {
         loop.bufferPool.spareLimit = settings.limits.spareBufferBytes
         let seed = UInt64.random(in: .min ... .max)
         requestIDSeed = seed ^ UInt64(loop.index) << 56
-        pools = settings.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self) }
+        pools = settings.pools.map { UpstreamPool(config: $0, shared: shared[$0.name] ?? SharedPool(), registry: registry, worker: self) }
     }
 
     var defaultPool: UpstreamPool? { pools.first }
@@ -185,7 +206,7 @@ final class Worker: @unchecked Sendable {
     /// Switches to new settings (a reload): listeners that went away close, new ones bind,
     /// pools are rebuilt keeping the endpoints (and idle connections) that remain. Requests in
     /// flight keep the pool and settings they started with.
-    func apply(_ new: GatewaySettings, shared: [String: SharedCounter], registry: EndpointRegistry) throws(SyscallError) {
+    func apply(_ new: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry) throws(SyscallError) {
         let oldAddresses = Set(settings.listen.map(\.address))
         let newAddresses = Set(new.listen.map(\.address))
         var bound: [(address: SocketAddress, listener: Listener)] = []
@@ -213,7 +234,9 @@ final class Worker: @unchecked Sendable {
         if Self.workerCount(new) != localLimiter.share { localLimiter = LocalRateLimiter(share: Self.workerCount(new)) }
         modelTable = ModelTable(new, metrics: catalog)
         loadedAt = WallClock.now().seconds
-        pools = new.pools.map { UpstreamPool(config: $0, roundRobin: shared[$0.name]!, registry: registry, worker: self, previous: previous) }
+        pools = new.pools.map { UpstreamPool(config: $0, shared: shared[$0.name] ?? SharedPool(), registry: registry, worker: self, previous: previous) }
+        // Endpoints that appeared (a scale from zero) can take requests waiting for them.
+        flowTick()
         // Idle connections to endpoints that are gone close now.
         let kept = Set(pools.flatMap { $0.endpoints.map { ObjectIdentifier($0.runtime) } })
         for e in previous.values where !kept.contains(ObjectIdentifier(e.runtime)) {

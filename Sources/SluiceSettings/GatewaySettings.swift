@@ -2,6 +2,7 @@ public import SluiceIO
 public import SluiceHTTP
 public import SluiceRedis
 public import SluiceRouting
+public import SluiceTracing
 
 /// Where access log lines go (`logging.access_log`).
 public enum AccessLogTarget: Sendable, Equatable {
@@ -182,6 +183,9 @@ public struct GatewaySettings: Sendable {
         /// A weighted A/B split over other models (arms).
         public var split: [(model: String, weight: Double)] = []
         public var sticky: Sticky = .none
+        /// The flow-control band of requests for this model (a key's band or an allowed
+        /// `x-sluice-priority` header overrides it).
+        public var priority: PriorityBand?
         public init(name: String, pool: String? = nil, upstreamModel: String? = nil, adapter: String? = nil) {
             self.name = name
             self.pool = pool
@@ -206,6 +210,46 @@ public struct GatewaySettings: Sendable {
     public struct Auth: Sendable {
         /// SHA-256 of each accepted key (keys themselves are not kept) and its tenant.
         public var keys: [[UInt8]: String] = [:]
+        /// What a key may say about its requests' priority (keys absent here: nothing).
+        public var priorities: [[UInt8]: KeyPriority] = [:]
+        public init() {}
+    }
+
+    /// A key's priority band for flow control, and whether its requests may choose their own
+    /// with `x-sluice-priority`.
+    public struct KeyPriority: Sendable, Equatable {
+        public var band: PriorityBand?
+        public var allowHeader: Bool
+        public init(band: PriorityBand?, allowHeader: Bool) {
+            self.band = band
+            self.allowHeader = allowHeader
+        }
+    }
+
+    /// Flow control: while every endpoint of a pool is saturated, requests wait in a queue per
+    /// pool (shared by the workers), per priority band and per tenant, served fairly.
+    public struct FlowControl: Sendable {
+        public var enabled = true
+        /// An endpoint whose concurrency Sluice has learned (from `num_requests_running` while
+        /// requests were waiting there) is saturated once the gateway has this many more in
+        /// flight there than it runs; 0 keeps the model server's own queue empty, so the
+        /// gateway's fair queue decides who goes next.
+        public var maxWaiting = 0
+        /// An endpoint with at least this KV-cache use (scraped) is saturated.
+        public var maxKVUse = 0.95
+        /// How long a request may wait; then 503 with Retry-After.
+        public var queueTTL: Duration = .seconds(30)
+        public var maxQueued = 1000
+        public var maxQueuedBytes = 256 << 20
+        public var maxQueuedPerTenant = 250
+        public var maxQueuedBytesPerTenant = 64 << 20
+        public var fairness: FairnessPolicy = .tokens
+        /// How long a slot freed by a tenant using less than its fair share of a saturated
+        /// pool is kept for that tenant's next request before it goes to others waiting
+        /// (anticipation: an agent or a chat's next turn comes moments after the last ended;
+        /// without it, the slot goes to the busiest tenant and the next turn waits a whole
+        /// request's time). 0 turns it off.
+        public var slotHold: Duration = .milliseconds(20)
         public init() {}
     }
 
@@ -267,6 +311,13 @@ public struct GatewaySettings: Sendable {
     public var auth: Auth? = nil
     public var cache = Cache()
     public var rateLimits: [RateLimitRule] = []
+    public var flow = FlowControl()
+    /// Tenants never share vLLM's prefix cache: each request carries its tenant's `cache_salt`,
+    /// and the prefix index keys blocks by tenant (one tenant cannot probe another's prompts by
+    /// timing).
+    public var kvIsolation = false
+    /// OpenTelemetry trace export (`tracing:`); nil: off.
+    public var tracing: TracingConfiguration? = nil
 
     /// The files the settings read credentials from (listener certificates and keys, upstream
     /// CA bundles): a change to one reloads the config, so rotated certificates are used for

@@ -6,8 +6,9 @@ struct Options {
     var values: [String: [String]] = [:]
     var flags: Set<String> = []
 
-    /// Parses `args`; `valued` are the options that take a value.
-    init(_ args: ArraySlice<String>, valued: Set<String>) throws(UsageError) {
+    /// Parses `args`; `valued` are the options that take a value, `flags` those that take none.
+    /// Any other option is a usage error (a mistyped `--hepl` must not start a server).
+    init(_ args: ArraySlice<String>, valued: Set<String>, flags known: Set<String> = []) throws(UsageError) {
         var i = args.startIndex
         while i < args.endIndex {
             let a = args[i]
@@ -25,9 +26,11 @@ struct Options {
                         value = args[i]
                     }
                     values[name, default: []].append(value!)
-                } else {
+                } else if known.contains(name) {
                     if value != nil { throw UsageError("--\(name) takes no value") }
                     flags.insert(name)
+                } else {
+                    throw UsageError("unknown option --\(name)")
                 }
             } else {
                 positional.append(a)
@@ -49,4 +52,9 @@ struct Options {
 struct UsageError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
+}
+
+/// `--help` or `-h` anywhere after the command: print that command's usage instead of running it.
+func wantsHelp(_ args: ArraySlice<String>) -> Bool {
+    args.contains { $0 == "--help" || $0 == "-h" }
 }

@@ -11,8 +11,29 @@ import SluiceIO
 /// Without a config file, flags describe a single pool:
 ///   sluice serve --listen 127.0.0.1:8080 --endpoint http://127.0.0.1:8000 [--endpoint ...]
 ///                [--workers N] [--admin 127.0.0.1:9090] [--drain-delay 5s] [--grace 30s]
-enum Serve {
+enum Serve: Command {
     static let valued: Set<String> = ["config", "listen", "endpoint", "workers", "admin", "drain-delay", "grace", "upstream-ca"]
+
+    static let usage = """
+        usage: sluice serve --config FILE
+               sluice serve --endpoint URL [--endpoint URL]... [--listen ADDR] [--workers N]
+                            [--admin ADDR] [--drain-delay D] [--grace D] [--upstream-ca FILE]
+
+        Runs the gateway until SIGINT or SIGTERM (graceful stop, exit 0). With --config, the
+        YAML file is reloaded when it changes and on SIGHUP; docs/configuration.md lists every key.
+        Without a file, the flags describe one pool.
+
+          --config FILE        the config file (YAML)
+          --endpoint URL       a model server, http://host:port or https://host:port (repeatable)
+          --listen ADDR        where clients connect (default 127.0.0.1:8080)
+          --workers N          worker threads (default 0: one per available CPU)
+          --admin ADDR         admin listener: /metrics, /healthz, /readyz, the dashboard at /
+                               (default: none with flags)
+          --drain-delay D      after SIGTERM, keep accepting this long (default 5s)
+          --grace D            wait this long for in-flight requests on stop (default 30s)
+          --upstream-ca FILE   CA bundle for https:// endpoints (default: the system store)
+          -h, --help           print this
+        """
 
     static func run(_ o: Options) throws -> Int32 {
         let source: SettingsSource
@@ -90,7 +111,9 @@ enum SettingsSource {
             case .success(let generation):
                 gateway.configSource.withLock { $0 = (path, fileDigest(path)) }
                 log("config reloaded from \(path) (generation \(generation))")
-            case .failure(let error): log("config reload failed, keeping the previous config:\n\(error)")
+            case .failure(let error):
+                log("config reload failed, keeping the previous config:\n\(error)")
+                gateway.noteReloadFailure("\(error)")
             }
         }
     }

@@ -3,9 +3,33 @@ import SluiceIO
 import SluiceSim
 
 /// `sluice sim`: one simulated vLLM server.
-enum SimCommand {
+enum SimCommand: Command {
     static let valued: Set<String> = ["port", "host", "model", "lora", "max-loras", "kv-tokens", "block-tokens", "seed",
                                       "max-num-seqs", "max-model-len", "time-scale", "max-num-queued-reqs"]
+
+    static let usage: String = {
+        let d = SimOptions()
+        return """
+            usage: sluice sim [--port N] [--host ADDR] [--model NAME] [--lora NAME[=PATH]]... [options]
+
+            Runs one simulated vLLM server (OpenAI API, vLLM's /metrics, LoRA load/unload) until
+            SIGINT or SIGTERM.
+
+              --port N                  listen port (default \(d.port); 0 picks a free one)
+              --host ADDR               numeric listen address (default \(d.host))
+              --model NAME              the served model (default \(d.model))
+              --lora NAME[=PATH]        a LoRA adapter registered at start (repeatable)
+              --max-loras K             adapters that may run at once (default \(d.maxLoras))
+              --kv-tokens N             KV-cache capacity in tokens (default \(d.kvTokens))
+              --block-tokens N          tokens per KV block and prefix-cache unit (default \(d.blockTokens))
+              --max-num-seqs N          sequences in a batch (default \(d.maxNumSeqs))
+              --max-model-len N         prompt plus completion tokens per request (default \(d.maxModelLen))
+              --max-num-queued-reqs N   waiting requests beyond which new ones get 503 (default: unlimited)
+              --time-scale X            multiplies every simulated duration (default 1)
+              --seed S                  seeds ids, text and step jitter (default 1)
+              -h, --help                print this
+            """
+    }()
 
     static func options(_ o: Options) throws(UsageError) -> SimOptions {
         var s = SimOptions()

@@ -3,9 +3,28 @@ import SluiceGateway
 import SluiceIO
 
 /// `sluice`: the gateway's command line. Commands: serve, validate, demo, sim, --version.
+/// One `sluice` command: its usage text (`sluice <command> --help`), its options, and what it
+/// does.
+protocol Command {
+    static var usage: String { get }
+    /// Options that take a value (`--port 8080`).
+    static var valued: Set<String> { get }
+    /// Options that take none (`--offline`).
+    static var flags: Set<String> { get }
+    static func run(_ o: Options) throws -> Int32
+}
+
+extension Command {
+    static var flags: Set<String> { [] }
+}
+
 @main
 struct Sluice {
-    static let version = "0.1.0"
+    static let version = Gateway.version
+
+    static var commands: [(name: String, command: any Command.Type)] { [
+        ("serve", Serve.self), ("validate", Validate.self), ("demo", Demo.self), ("sim", SimCommand.self),
+    ] }
 
     static let usage = """
         usage: sluice <command> [options]
@@ -18,6 +37,8 @@ struct Sluice {
               [--block-tokens N] [--seed S]
                                   run one simulated vLLM server
           --version               print the version
+
+        sluice <command> --help prints the command's options.
         """
 
     static func main() {
@@ -26,25 +47,35 @@ struct Sluice {
             print(usage)
             exit(2)
         }
+        var commandUsage = usage
         do {
             switch args[1] {
             case "--version", "version":
                 print("sluice \(version)")
-            case "serve":
-                exit(try Serve.run(Options(args.dropFirst(2), valued: Serve.valued)))
-            case "validate":
-                exit(try Validate.run(Options(args.dropFirst(2), valued: [])))
-            case "demo":
-                exit(try Demo.run(Options(args.dropFirst(2), valued: ["port", "servers"])))
-            case "sim":
-                exit(try SimCommand.run(Options(args.dropFirst(2), valued: SimCommand.valued)))
-            case "-h", "--help", "help":
+            case "-h", "--help":
                 print(usage)
+            case "help":
+                // `sluice help serve` is `sluice serve --help`.
+                if args.count > 2 {
+                    guard let c = commands.first(where: { $0.name == args[2] }) else { throw UsageError("unknown command '\(args[2])'") }
+                    print(c.command.usage)
+                } else {
+                    print(usage)
+                }
             default:
-                throw UsageError("unknown command '\(args[1])'")
+                guard let c = commands.first(where: { $0.name == args[1] })?.command else {
+                    throw UsageError("unknown command '\(args[1])'")
+                }
+                commandUsage = c.usage
+                let rest = args.dropFirst(2)
+                if wantsHelp(rest) {
+                    print(c.usage)
+                    exit(0)
+                }
+                exit(try c.run(Options(rest, valued: c.valued, flags: c.flags)))
             }
         } catch let e as UsageError {
-            stderr("sluice: \(e)\n\n\(usage)")
+            stderr("sluice: \(e)\n\n\(commandUsage)")
             exit(2)
         } catch {
             stderr("sluice: \(error)")

@@ -4,6 +4,8 @@ import Foundation
 import SluiceRedis
 import SluiceRouting
 import Testing
+import SluiceTracing
+import SluiceIO
 @testable import SluiceConfig
 
 @Suite struct ConfigLoaderTests {
@@ -172,10 +174,39 @@ import Testing
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlimits: { max_connections: 9223372036854775807 }", "limits.max_connections: must be between 1"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nadmin: { address: \"127.0.0.1:9\", token: \"\" }", "admin.token: is empty"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nadmin: { address: \"127.0.0.1:9\", token_sha256: abc }", "admin.token_sha256: must be 64 hex digits"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { fairness: lottery }", "flow_control.fairness: must be tokens or round_robin"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { max_kv_use: 0 }", "flow_control.max_kv_use: must be > 0 and <= 1"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels: [{ name: m, pool: p, priority: urgent }]", "models[0].priority: must be critical, standard or sheddable"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: k, tenant: a, priority: high }] }", "auth.api_keys[0].priority: must be critical"),
     ])
+
     func rules(_ yaml: String, _ expected: String) {
         let found = issues(yaml)
         #expect(found.contains { $0.contains(expected) }, "\(found)")
+    }
+
+    @Test func flowControlAndPriorities() throws {
+        let s = try ConfigLoader.load(text: """
+            pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]
+            models: [{ name: m, pool: p, priority: sheddable }]
+            auth: { api_keys: [{ key: k1, tenant: a, priority: critical }, { key: k2, tenant: b, allow_priority_header: true }, { key: k3, tenant: c }] }
+            flow_control: { enabled: false, max_waiting: 2, max_kv_use: 0.9, queue_ttl: 5s, max_queued: 10, max_queued_bytes: 1MiB,
+                            max_queued_per_tenant: 3, max_queued_bytes_per_tenant: 64KiB, fairness: round_robin, slot_hold: 5ms }
+            tenancy: { kv_isolation: true }
+            """)
+        #expect(!s.flow.enabled && s.flow.maxWaiting == 2 && s.flow.maxKVUse == 0.9 && s.flow.queueTTL == .seconds(5))
+        #expect(s.flow.maxQueued == 10 && s.flow.maxQueuedBytes == 1 << 20 && s.flow.maxQueuedPerTenant == 3)
+        #expect(s.flow.maxQueuedBytesPerTenant == 64 << 10 && s.flow.fairness == .roundRobin && s.kvIsolation && s.flow.slotHold == .milliseconds(5))
+        #expect(s.models[0].priority == .sheddable)
+        let p = s.auth!.priorities
+        #expect(p[SHA256.hash(Array("k1".utf8))] == GatewaySettings.KeyPriority(band: .critical, allowHeader: false))
+        #expect(p[SHA256.hash(Array("k2".utf8))] == GatewaySettings.KeyPriority(band: nil, allowHeader: true))
+        #expect(p[SHA256.hash(Array("k3".utf8))] == nil)
+        // Defaults: on, with no keys at all.
+        let d = try ConfigLoader.load(text: "pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]")
+        #expect(d.flow.enabled && d.flow.maxWaiting == 0 && d.flow.fairness == .tokens && !d.kvIsolation && d.flow.slotHold == .milliseconds(20))
+        #expect(issues("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { slot_hold: 11s }")
+            .contains { $0.contains("flow_control.slot_hold") && $0.contains("at most 10s") })
     }
 
     /// Redis, auth, cache and limits are read, with secrets from the environment and files
@@ -283,7 +314,84 @@ import Testing
                     "auth.api_keys[].key", "auth.api_keys[].key_sha256", "auth.api_keys[].tenant",
                     "cache.enabled", "cache.ttl", "cache.max_entry_size", "cache.scope", "cache.seed_is_deterministic",
                     "rate_limits[].tenant", "rate_limits[].model", "rate_limits[].requests_per_minute", "rate_limits[].tokens_per_minute",
-                    "rate_limits[].request_burst", "rate_limits[].token_burst"]
+                    "rate_limits[].request_burst", "rate_limits[].token_burst",
+                    "tracing.endpoint", "tracing.sample_ratio", "tracing.always_sample_errors", "tracing.parent_based",
+                    "tracing.service_name", "tracing.max_batch_size", "tracing.max_queue_size", "tracing.export_interval",
+                    "tracing.export_timeout"]
         for k in keys { #expect(doc.contains("`\(k)`"), "\(k) is not documented") }
+    }
+}
+
+@Suite struct TracingConfigTests {
+    let base = "pools: [{name: p, endpoints: ['http://127.0.0.1:8000']}]\n"
+
+    @Test func noSectionIsOff() throws {
+        #expect(try ConfigLoader.load(text: base).tracing == nil)
+    }
+
+    @Test func everyKeyIsRead() throws {
+        let s = try ConfigLoader.load(text: base + """
+            tracing:
+              endpoint: http://127.0.0.1:4318/otlp
+              sample_ratio: 0.25
+              always_sample_errors: false
+              parent_based: true
+              service_name: gateway-eu
+              max_batch_size: 100
+              max_queue_size: 1000
+              export_interval: 500ms
+              export_timeout: 2s
+            """)
+        let t = try #require(s.tracing)
+        #expect(t.address == SocketAddress("127.0.0.1:4318")!)
+        #expect(t.authority == "127.0.0.1:4318")
+        #expect(t.tracesPath == "/otlp/v1/traces")
+        #expect(t.sampleRatio == 0.25)
+        #expect(t.alwaysSampleErrors == false)
+        #expect(t.parentBased == true)
+        #expect(t.serviceName == "gateway-eu")
+        #expect(t.maxBatchSize == 100)
+        #expect(t.maxQueueSize == 1000)
+        #expect(t.exportInterval == .milliseconds(500))
+        #expect(t.exportTimeout == .seconds(2))
+    }
+
+    @Test func defaults() throws {
+        let t = try #require(try ConfigLoader.load(text: base + "tracing: {endpoint: 'http://127.0.0.1:4318'}").tracing)
+        let d = TracingConfiguration(address: t.address, authority: t.authority)
+        #expect(t == d)
+        #expect(t.sampleRatio == 0.01 && t.alwaysSampleErrors && !t.parentBased && t.serviceName == "sluice")
+        #expect(t.tracesPath == "/v1/traces")
+    }
+
+    @Test(arguments: [
+        ("tracing: {}", "tracing.endpoint: is required"),
+        ("tracing: {endpoint: 'https://c:4318'}", "tracing.endpoint: 'https://c:4318' is not an http://host[:port][/path] URL"),
+        ("tracing: {endpoint: 'http://127.0.0.1:4318', sample_ratio: 1.5}", "tracing.sample_ratio: must be between 0 and 1"),
+        ("tracing: {endpoint: 'http://127.0.0.1:4318', max_batch_size: 100, max_queue_size: 10}", "tracing.max_queue_size: must be at least max_batch_size"),
+        ("tracing: {endpoint: 'http://127.0.0.1:4318', export_interval: 1ms}", "tracing.export_interval: must be between 10ms and 1h"),
+        ("tracing: {endpoint: 'http://127.0.0.1:4318', export_timeout: 1h}", "tracing.export_timeout: must be between 10ms and 5m"),
+        ("tracing: {endpoint: 'http://127.0.0.1:4318', sampler: always}", "tracing.sampler: unknown key"),
+        ("tracing: {endpoint: 'http://no-such-host.invalid:4318'}", "tracing.endpoint: cannot resolve no-such-host.invalid"),
+    ])
+    func problemsAreReported(yaml: String, problem: String) {
+        let found = issues(base + yaml)
+        #expect(found.contains { $0.hasPrefix(problem) }, "\(found)")
+    }
+
+    @Test func offlineDoesNotResolve() throws {
+        let s = try ConfigLoader.load(text: base + "tracing: {endpoint: 'http://collector.observability:4318'}", offline: true)
+        #expect(s.tracing?.authority == "collector.observability:4318")
+    }
+
+    func issues(_ yaml: String) -> [String] {
+        do {
+            _ = try ConfigLoader.load(text: yaml)
+            return []
+        } catch let e as ConfigInvalid {
+            return e.issues.map(\.description)
+        } catch {
+            return ["\(error)"]
+        }
     }
 }

@@ -139,7 +139,7 @@ final class PipelineHarness {
         var s = GatewaySettings(listen: [], workers: 1, pools: [.init(name: "p", endpoints: eps)])
         s.pools[0].routing = .roundRobin
         configure(&s)
-        worker = Worker(loop: loop, settings: s, shared: Dictionary(uniqueKeysWithValues: s.pools.map { ($0.name, SharedCounter()) }),
+        worker = Worker(loop: loop, settings: s, shared: Dictionary(uniqueKeysWithValues: s.pools.map { ($0.name, SharedPool()) }),
                         registry: EndpointRegistry(), connections: SharedCounter(), metrics: GatewayMetrics(),
                         prefixIndex: PrefixIndex(), adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
         worker.connectUpstream = { [unowned self] ep in
@@ -151,8 +151,13 @@ final class PipelineHarness {
     }
 
     /// Starts an exchange for `request` (an HTTP/1.1 request text).
+    /// Every downstream made (an exchange holds its client unowned, as in production, where
+    /// the client owns the exchange).
+    var downstreams: [RecordingDownstream] = []
+
     func start(_ request: String) -> (Exchange, RecordingDownstream) {
         let d = RecordingDownstream(request)
+        downstreams.append(d)
         let x = Exchange(client: d, worker: worker, method: d.head.method, requestID: 42)
         x.start()
         loop.runPending()
@@ -362,5 +367,261 @@ extension OutputQueue {
         var out: [UInt8] = []
         for i in 0..<n { out += UnsafeRawBufferPointer(start: iov[i].iov_base, count: iov[i].iov_len) }
         return out
+    }
+}
+
+/// Flow control without a socket: the queue phase over a pool whose concurrency is known.
+@Suite struct QueuePhaseTests {
+    /// One endpoint that runs one request at a time (as if learned from its scrapes).
+    func saturable(_ configure: (inout GatewaySettings) -> Void = { _ in }) throws -> PipelineHarness {
+        let h = try PipelineHarness(endpoints: 1, configure: configure)
+        h.worker.pools[0].endpoints[0].runtime.learnedCapacity.store(1, ordering: .relaxed)
+        return h
+    }
+
+    var flow: (PipelineHarness) -> PoolFlow { { $0.worker.pools[0].shared.flow } }
+
+    @Test func straightThroughWhileThereIsRoom() throws {
+        let h = try saturable()
+        let (x, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(x.stage == .waiting && x.ctx.queue.id == nil && x.ctx.queue.waited == nil)
+        #expect(flow(h).queued.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aSaturatedPoolQueuesThenDispatchesWhenALeaseEnds() throws {
+        let h = try saturable()
+        let (a, _) = h.start(post("/v1/chat/completions", chatBody))
+        let (b, bd) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(a.stage == .waiting)
+        #expect(b.stage == .pipeline(.queue) && b.ctx.queue.id != nil)
+        #expect(flow(h).queued.load(ordering: .relaxed) == 1 && h.upstreams.count == 1)
+        h.advance(.milliseconds(250))
+        h.upstreams[0].respond(200, body: okJSON)  // A ends: its lease frees the slot
+        h.loop.runPending()
+        #expect(b.stage == .waiting && h.upstreams.count == 2)
+        #expect(b.ctx.queue.waited == .milliseconds(250))
+        #expect(flow(h).queued.load(ordering: .relaxed) == 0 && flow(h).pending.load(ordering: .relaxed) == 0)
+        h.upstreams[1].respond(200, body: okJSON)
+        #expect(bd.responseStatus == 200)
+    }
+
+    @Test func theQueueTTLAnswers503WithRetryAfter() throws {
+        let h = try saturable { $0.flow.queueTTL = .seconds(2) }
+        _ = h.start(post("/v1/chat/completions", chatBody))
+        let (b, bd) = h.start(post("/v1/chat/completions", chatBody))
+        h.advance(.milliseconds(1999))
+        #expect(bd.locals.isEmpty)
+        h.advance(.milliseconds(2))
+        #expect(bd.locals.first?.status == 503)
+        #expect(bd.locals.first?.headers.contains { $0.name == "Retry-After" } == true)
+        #expect(b.stage == .done && flow(h).queued.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aClientThatLeavesIsTakenOutAndTheSlotGoesToTheNext() throws {
+        let h = try saturable()
+        _ = h.start(post("/v1/chat/completions", chatBody))
+        let (b, _) = h.start(post("/v1/chat/completions", chatBody))
+        let (c, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(flow(h).queued.load(ordering: .relaxed) == 2)
+        b.clientAborted()
+        #expect(flow(h).queued.load(ordering: .relaxed) == 1 && b.stage == .done)
+        h.upstreams[0].respond(200, body: okJSON)
+        h.loop.runPending()
+        #expect(c.stage == .waiting && h.upstreams.count == 2)
+    }
+
+    @Test func bandsAndSheddable() throws {
+        let h = try saturable { s in
+            var m = GatewaySettings.Model(name: "m", pool: "p")
+            m.priority = .sheddable
+            var c = GatewaySettings.Model(name: "urgent", pool: "p", upstreamModel: "m")
+            c.priority = .critical
+            s.models = [m, c, GatewaySettings.Model(name: "plain", pool: "p", upstreamModel: "m")]
+        }
+        // Not saturated: even sheddable goes through.
+        let (a, _) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(a.stage == .waiting)
+        let (_, shed) = h.start(post("/v1/chat/completions", chatBody))
+        #expect(shed.locals.first?.status == 503)
+        let (n, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"plain\"")))
+        let (u, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"urgent\"")))
+        #expect(n.ctx.queue.band == .standard && u.ctx.queue.band == .critical)
+        h.upstreams[0].respond(200, body: okJSON)
+        h.loop.runPending()
+        // The critical request, though it came later, goes first.
+        #expect(u.stage == .waiting && n.stage == .pipeline(.queue))
+    }
+
+    /// Two endpoints that run four requests each; a long prompt was last sent to one of them
+    /// (its prefix is cached there), which is full now while the other has one slot free.
+    /// Returns the endpoint the same prompt goes to next, and the one its prefix is on.
+    func samePromptWithItsPrefixOnAFullEndpoint(flow: Bool) throws -> (to: Int, prefixOn: Int) {
+        let h = try PipelineHarness(endpoints: 2) { s in
+            s.pools[0].routing = .default
+            s.flow.enabled = flow
+        }
+        let rts = h.worker.pools[0].endpoints.map(\.runtime)
+        for rt in rts { rt.learnedCapacity.store(4, ordering: .relaxed) }
+        let long = chatBody.replacingOccurrences(of: "\"hi\"", with: "\"" + String(repeating: "tell me a story. ", count: 40) + "\"")
+        _ = h.start(post("/v1/chat/completions", long))
+        h.upstreams[0].respond(200, body: okJSON)
+        let prefixOn = h.upstreams[0].endpoint
+        // Others' requests: four on the prompt's endpoint, three on the other.
+        rts[prefixOn].inflight.store(4, ordering: .relaxed)
+        rts[1 - prefixOn].inflight.store(3, ordering: .relaxed)
+        let (x, _) = h.start(post("/v1/chat/completions", long))
+        #expect(x.stage == .waiting && h.upstreams.count == 2)
+        return (h.upstreams[1].endpoint, prefixOn)
+    }
+
+    @Test func aRequestGoesToTheEndpointWithRoomNotToItsPrefix() throws {
+        let r = try samePromptWithItsPrefixOnAFullEndpoint(flow: true)
+        #expect(r.to != r.prefixOn)
+        // The control: without flow control the prefix decides (and the request would wait in
+        // that server's own queue).
+        let off = try samePromptWithItsPrefixOnAFullEndpoint(flow: false)
+        #expect(off.to == off.prefixOn)
+    }
+
+    @Test func roundRobinSkipsEndpointsWithoutRoom() throws {
+        let h = try PipelineHarness(endpoints: 3)
+        let rts = h.worker.pools[0].endpoints.map(\.runtime)
+        for rt in rts { rt.learnedCapacity.store(1, ordering: .relaxed) }
+        rts[1].inflight.store(1, ordering: .relaxed)  // endpoint 1 is full
+        for _ in 0..<2 { _ = h.start(post("/v1/chat/completions", chatBody)) }
+        #expect(h.upstreams.map(\.endpoint).sorted() == [0, 2])
+    }
+
+    /// One endpoint that runs two; tenant `quiet` has one request in flight, `noisy` one in
+    /// flight and one waiting.
+    func quietBesideNoisy(_ configure: @escaping (inout GatewaySettings) -> Void = { _ in }) throws
+        -> (h: PipelineHarness, quiet: Exchange, noisyQueued: Exchange) {
+        let h = try PipelineHarness(endpoints: 1, configure: configure)
+        h.worker.pools[0].endpoints[0].runtime.learnedCapacity.store(2, ordering: .relaxed)
+        let (q, _) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer quiet"]))
+        _ = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer noisy"]))
+        let (n2, _) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer noisy"]))
+        #expect(q.ctx.queue.counted && q.stage == .waiting && n2.stage == .pipeline(.queue))
+        return (h, q, n2)
+    }
+
+    @Test func aSlotFreedBelowTheFairShareIsHeldForTheTenantsNextRequest() throws {
+        let (h, _, n2) = try quietBesideNoisy()
+        h.upstreams[0].respond(200, body: okJSON)  // quiet's request ends (1 of its fair 1)
+        h.loop.runPending()
+        #expect(n2.stage == .pipeline(.queue) && flow(h).held.load(ordering: .relaxed) == 1)
+        h.advance(.milliseconds(5))
+        let (q2, _) = h.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer quiet"]))
+        #expect(q2.stage == .waiting && q2.ctx.queue.waited == nil && flow(h).held.load(ordering: .relaxed) == 0)
+        #expect(n2.stage == .pipeline(.queue))
+    }
+
+    @Test func aHeldSlotGoesToOthersWhenTheHoldEnds() throws {
+        let (h, _, n2) = try quietBesideNoisy()
+        h.upstreams[0].respond(200, body: okJSON)
+        h.loop.runPending()
+        h.advance(.milliseconds(19))
+        #expect(n2.stage == .pipeline(.queue))
+        h.advance(.milliseconds(1))
+        #expect(n2.stage == .waiting && n2.ctx.queue.waited == .milliseconds(20) && flow(h).held.load(ordering: .relaxed) == 0)
+        // Another tenant's request meanwhile does not take a held slot.
+        let (h2, _, m2) = try quietBesideNoisy()
+        h2.upstreams[0].respond(200, body: okJSON)
+        h2.loop.runPending()
+        let (o, _) = h2.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer other"]))
+        #expect(o.stage == .pipeline(.queue) && m2.stage == .pipeline(.queue))
+    }
+
+    @Test func noHoldForATenantWithRequestsWaitingOrWhenOff() throws {
+        // Noisy's request ends: it has one waiting, so the slot goes to the queue at once.
+        let (h, _, n2) = try quietBesideNoisy()
+        h.upstreams[1].respond(200, body: okJSON)
+        h.loop.runPending()
+        #expect(n2.stage == .waiting && flow(h).held.load(ordering: .relaxed) == 0)
+        // slot_hold: 0 — quiet's slot goes to noisy at once.
+        let (h0, _, m2) = try quietBesideNoisy { $0.flow.slotHold = .zero }
+        h0.upstreams[0].respond(200, body: okJSON)
+        h0.loop.runPending()
+        #expect(m2.stage == .waiting)
+    }
+
+    @Test func kvIsolationSaltsEachTenant() throws {
+        let h = try PipelineHarness { s in
+            s.kvIsolation = true
+            s.flow.enabled = false
+        }
+        let long = chatBody.replacingOccurrences(of: "\"hi\"", with: "\"" + String(repeating: "tell me a story. ", count: 20) + "\"")
+        func hashes(_ key: String) -> ([UInt64], String) {
+            let (x, _) = h.start(post("/v1/chat/completions", long, headers: ["Authorization: Bearer \(key)"]))
+            let blocks = x.ctx.attempt.savedPrefixHashes ?? Array(h.worker.inspectScratch.prefixHashes[0..<(x.ctx.features?.prefixBlocks ?? 0)])
+            return (blocks, String(decoding: h.upstreams.last!.request, as: UTF8.self))
+        }
+        let (a1, bodyA) = hashes("alpha")
+        let (a2, _) = hashes("alpha")
+        let (b1, bodyB) = hashes("beta")
+        #expect(!a1.isEmpty && a1 == a2 && a1 != b1)
+        let salt = { (t: String) in String(decoding: ForwardPhase.cacheSalt(t), as: UTF8.self) }
+        #expect(bodyA.contains(#""cache_salt":"\#(salt("key-" + Hex.string(Array(SHA256.hash(Array("alpha".utf8))[0..<8]))))""#))
+        #expect(!bodyB.contains(salt("key-" + Hex.string(Array(SHA256.hash(Array("alpha".utf8))[0..<8])))))
+    }
+}
+
+/// How an endpoint's concurrency is learned from its scrapes (flow control's room).
+@Suite struct LearnedCapacityTests {
+    let rt = EndpointRuntime(authority: "a:1", address: SocketAddress("127.0.0.1:1")!)
+    func at(_ s: Double) -> Instant { Instant(nanoseconds: UInt64(s * 1e9)) }
+    var cap: Int { rt.learnedCapacity.load(ordering: .relaxed) }
+
+    @Test func learnedWhileRequestsWaitAndRaisedWhenMoreRun() {
+        rt.observeConcurrency(running: 3, waiting: 0, at: at(1))
+        #expect(cap == 0)  // nothing waits: the server may take more
+        rt.observeConcurrency(running: 4, waiting: 2, at: at(2))
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 6, waiting: 0, at: at(3))
+        #expect(cap == 6)
+    }
+
+    @Test func aLowerCountIsBelievedOnlyAfterAWindowThatNeverReachedIt() {
+        rt.observeConcurrency(running: 4, waiting: 1, at: at(0))
+        // Scrapes between a request finishing and the next step: one running fewer, one waiting.
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(1))
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(2))
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(5))
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(10.5))  // the window ends; it reached 4 in it
+        #expect(cap == 4)
+        // Longer prompts: its KV cache holds two now, and requests wait there.
+        for t in 11...20 { rt.observeConcurrency(running: 2, waiting: 3, at: at(Double(t))) }
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 2, waiting: 3, at: at(21))
+        #expect(cap == 2)
+    }
+
+    @Test func keptWhileRunningAtCapacityForgottenAfterAWindowBelowIt() {
+        rt.observeConcurrency(running: 4, waiting: 1, at: at(0))
+        // Flow control holds the server at 4 with nothing waiting there: still known.
+        for s in stride(from: 1.0, through: 30.0, by: 1.0) { rt.observeConcurrency(running: 4, waiting: 0, at: at(s)) }
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 1, waiting: 0, at: at(35))  // ends the window that reached 4
+        rt.observeConcurrency(running: 1, waiting: 0, at: at(41))
+        #expect(cap == 4)
+        rt.observeConcurrency(running: 1, waiting: 0, at: at(45.5))  // a whole window below it, nothing waiting
+        #expect(cap == 0)
+    }
+
+    @Test func aProbeOffersOneMoreWhileItRunsAtCapacityWithNothingWaiting() {
+        rt.observeConcurrency(running: 3, waiting: 1, at: at(0))  // learned between steps: one too few
+        #expect(cap == 3 && rt.probe.load(ordering: .relaxed) == 0)
+        rt.observeConcurrency(running: 3, waiting: 0, at: at(0.1))
+        #expect(rt.probe.load(ordering: .relaxed) == 1)  // one more may go
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(0.2))  // and it ran
+        #expect(cap == 4 && rt.probe.load(ordering: .relaxed) == 1)  // it may run more still: probed again at once
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(0.3))
+        #expect(cap == 4 && rt.probe.load(ordering: .relaxed) == 1)
+        rt.observeConcurrency(running: 4, waiting: 1, at: at(0.4))  // it waited there: 4 is right
+        #expect(cap == 4 && rt.probe.load(ordering: .relaxed) == 0)
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(0.5))
+        #expect(rt.probe.load(ordering: .relaxed) == 0)  // a window before the next probe
+        rt.observeConcurrency(running: 4, waiting: 0, at: at(10.5))
+        #expect(rt.probe.load(ordering: .relaxed) == 1)
     }
 }

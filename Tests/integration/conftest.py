@@ -28,6 +28,33 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_port_range(n, avoid=()):
+    """A first port of n consecutive free loopback ports, none of them in `avoid` (`sluice demo
+    --sim-port`: the kernel hands out ports close together, so a free port's neighbours may be
+    the gateway's own)."""
+    for _ in range(100):
+        base = free_port()
+        ports = range(base, base + n)
+        if base + n > 65535 or any(p in avoid for p in ports):
+            continue
+        try:
+            for p in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def demo_ports(servers):
+    """(port, admin port, first simulated server's port) for `sluice demo`, all free and apart."""
+    port, admin = free_port(), free_port()
+    while admin == port:
+        admin = free_port()
+    return port, admin, free_port_range(servers, avoid={port, admin})
+
+
 def wait_port(port, timeout=10.0):
     end = time.time() + timeout
     while time.time() < end:

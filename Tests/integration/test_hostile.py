@@ -867,7 +867,7 @@ def test_admin_token(upstream, gateway, tmp_path, form):
     gw = gateway(admin_config(upstream.port, admin={"token": ref}), env={"SLUICE_TEST_ADMIN_TOKEN": secret})
     base = f"http://127.0.0.1:{gw.admin_port}"
     with httpx.Client(timeout=5, trust_env=False) as c:
-        for path in ("/metrics", "/admin/config", "/admin/endpoints"):
+        for path in ("/metrics", "/admin/config", "/admin/endpoints", "/admin/stats"):
             for auth in (None, "Bearer wrong", "Basic czNjcmV0"):
                 r = c.get(base + path, headers={"Authorization": auth} if auth else {})
                 assert r.status_code == 401, (path, auth, r.status_code, r.text[:200])

@@ -10,13 +10,15 @@ import httpx
 import openai
 import pytest
 
-from conftest import SLUICE, Proc, free_port, wait_port
+from conftest import SLUICE, Proc, demo_ports, wait_port
 
 
 @pytest.fixture(scope="module")
 def demo2():
-    port = free_port()
-    p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "2"])
+    # Free ports for the simulated servers and the admin listener too: the defaults (18001...,
+    # port + 1010) may be taken by another demo on the same machine.
+    port, admin, sim = demo_ports(2)
+    p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "2", "--sim-port", str(sim), "--admin", f"127.0.0.1:{admin}"])
     wait_port(port)
     yield port
     assert p.stop() == 0

@@ -6,16 +6,23 @@ import time
 import openai
 import pytest
 
-from conftest import SLUICE, Proc, free_port, wait_port
+from conftest import SLUICE, Proc, demo_ports, wait_port
 
 
 @pytest.fixture(scope="module")
 def demo():
-    port = free_port()
-    p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "2"])
-    wait_port(port)
-    wait_port(18001)
-    yield port
+    # Free ports for the simulated servers and the admin listener too: the defaults (18001...,
+    # port + 1010) may be taken by another demo on the same machine.
+    port, admin, sim = demo_ports(2)
+    p = Proc([SLUICE, "demo", "--port", str(port), "--servers", "2", "--sim-port", str(sim), "--admin", f"127.0.0.1:{admin}"])
+    try:
+        wait_port(port)
+        wait_port(sim)
+    except Exception:
+        p.stop()
+        raise
+    p.port, p.sim = port, sim
+    yield p
     assert p.stop() == 0
 
 
@@ -25,7 +32,7 @@ def client(port):
 
 @pytest.mark.parametrize("through_sluice", [False, True])
 def test_chat_completions_and_streaming(demo, through_sluice):
-    c = client(demo if through_sluice else 18001)
+    c = client(demo.port if through_sluice else demo.sim)
     r = c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "Hello"}], max_tokens=5)
     assert r.choices[0].finish_reason == "length"
     assert r.usage.completion_tokens == 5
@@ -42,7 +49,7 @@ def test_chat_completions_and_streaming(demo, through_sluice):
 
 @pytest.mark.parametrize("through_sluice", [False, True])
 def test_completions_embeddings_models(demo, through_sluice):
-    c = client(demo if through_sluice else 18001)
+    c = client(demo.port if through_sluice else demo.sim)
     r = c.completions.create(model="tiny-llama", prompt="Once upon a time", max_tokens=3)
     assert r.usage.completion_tokens == 3 and r.choices[0].text
     e = c.embeddings.create(model="tiny-llama", input="hello")
@@ -52,7 +59,7 @@ def test_completions_embeddings_models(demo, through_sluice):
 
 
 def test_errors_in_openai_shape(demo):
-    c = client(demo)
+    c = client(demo.port)
     with pytest.raises(openai.NotFoundError) as e:
         c.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert e.value.body["code"] == "model_not_found"
@@ -61,7 +68,7 @@ def test_errors_in_openai_shape(demo):
 
 
 def test_lora_model_and_parent(demo):
-    c = client(demo)
+    c = client(demo.port)
     models = {m.id: m for m in c.models.list()}
     assert "sql" in models
     r = c.chat.completions.create(model="sql", messages=[{"role": "user", "content": "tables?"}], max_tokens=2)

@@ -3,6 +3,7 @@ import Glibc
 import SluiceHTTP
 import SluiceIO
 import SluiceRedis
+import SluiceRouting
 import Synchronization
 
 /// The control loop: one extra event-loop thread beside the workers for everything that is not
@@ -22,6 +23,8 @@ final class ControlPlane: @unchecked Sendable {
     var telemetryTicks: Int { telemetry?.ticks.load(ordering: .relaxed) ?? 0 }
     /// Set before `start` returns.
     private(set) var heapTrimmer: HeapTrimmer?
+    /// `/admin/stats` (the dashboard's data); samples only while polled.
+    private(set) var stats: DashboardStats?
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
@@ -37,8 +40,12 @@ final class ControlPlane: @unchecked Sendable {
         thread = Threads.spawn(name: "sluice-control") { [self] in
             do throws(SyscallError) {
                 if let a = adminAddress {
-                    admin = try HTTPServer(address: a, loop: loop, limits: Self.adminLimits(gateway.currentSettings)) { [unowned self] req, r in
-                        self.handleAdmin(req, r)
+                    do throws(SyscallError) {
+                        admin = try HTTPServer(address: a, loop: loop, limits: Self.adminLimits(gateway.currentSettings)) { [unowned self] req, r in
+                            self.handleAdmin(req, r)
+                        }
+                    } catch {
+                        throw error.about("admin listener \(a)")
                     }
                 }
                 scheduleHealthChecks()
@@ -46,6 +53,7 @@ final class ControlPlane: @unchecked Sendable {
                 telemetry!.start()
                 dns = DNSDiscovery(gateway: gateway, loop: loop)
                 dns!.configure(gateway.desiredSettings)
+                stats = DashboardStats(gateway: gateway, loop: loop)
                 heapTrimmer = HeapTrimmer(gateway: gateway, loop: loop)
                 heapTrimmer!.start()
                 ready.store(1, ordering: .releasing)
@@ -70,6 +78,7 @@ final class ControlPlane: @unchecked Sendable {
             dns?.stop()
             telemetry?.stop()
             heapTrimmer?.stop()
+            stats?.stop()
             for c in healthClients.values { c.close() }
         }
         loop.stop()
@@ -95,11 +104,12 @@ final class ControlPlane: @unchecked Sendable {
                          headerTimeout: s.timeouts.clientHeader, bodyTimeout: s.timeouts.clientBody, idleTimeout: s.timeouts.idle)
     }
 
-    /// With `admin.token` set, everything but the probes needs `Authorization: Bearer <token>`
-    /// (compared as SHA-256 digests, in constant time).
+    /// With `admin.token` set, everything but the probes and the dashboard's page needs
+    /// `Authorization: Bearer <token>` (compared as SHA-256 digests, in constant time). The page
+    /// is a static file with no data in it; it sends the token with each `/admin/stats` poll.
     static func authorized(_ req: HTTPServerRequest, _ s: GatewaySettings) -> Bool {
         guard let want = s.adminTokenSHA256 else { return true }
-        if req.path == "/healthz" || req.path == "/readyz" { return true }
+        if req.path == "/healthz" || req.path == "/readyz" || req.path == "/" || req.path == "/admin/ui" { return true }
         guard let value = req.header("authorization") else { return false }
         let bytes = Array(value.utf8)
         guard let token = bytes.withUnsafeBytes({ AuthenticatePhase.bearerToken($0).map(Array.init) }) else { return false }
@@ -153,6 +163,13 @@ final class ControlPlane: @unchecked Sendable {
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: w.bytes)
         case "/admin/endpoints":
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: endpointsJSON())
+        case "/admin/stats":
+            r.respond(status: 200, headers: [("Content-Type", "application/json"), ("Cache-Control", "no-store")], body: stats?.poll() ?? [])
+        case "/", "/admin/ui":
+            r.respond(status: 200, headers: [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-cache"),
+                                             ("Content-Security-Policy", DashboardPage.contentSecurityPolicy),
+                                             ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")],
+                      body: DashboardPage.bytes)
         default:
             if let route = routes[req.path] {
                 route(req, r)
@@ -191,7 +208,22 @@ final class ControlPlane: @unchecked Sendable {
                 }
             }
         }
+        var queuedReqs: [(labels: [(String, String)], value: Double)] = []
+        var queuedBytes: [(labels: [(String, String)], value: Double)] = []
+        var queuedTenants: [(labels: [(String, String)], value: Double)] = []
+        let flows = gateway.poolFlows
+        let tenants = Array(Set((gateway.currentSettings.auth?.keys ?? [:]).values)).sorted()
+        for pool in gateway.currentSettings.pools {
+            guard let f = flows[pool.name] else { continue }
+            for b in PriorityBand.allCases { queuedReqs.append(([("pool", pool.name), ("band", b.description)], Double(f.queued(b)))) }
+            queuedBytes.append(([("pool", pool.name)], Double(f.queuedBytes.load(ordering: .relaxed))))
+            // Per tenant only for tenants the config names (bounded series).
+            for t in tenants { queuedTenants.append(([("pool", pool.name), ("tenant", t)], Double(f.queuedBy(tenant: t)))) }
+        }
         let gauges = [
+            PrometheusExposition.Gauge(name: "sluice_queue_length", help: "Requests waiting in each pool's flow-control queue, by priority band.", samples: queuedReqs),
+            PrometheusExposition.Gauge(name: "sluice_queue_bytes", help: "Request bytes held by each pool's flow-control queue.", samples: queuedBytes),
+            PrometheusExposition.Gauge(name: "sluice_queue_tenant_length", help: "Requests waiting per configured tenant.", samples: queuedTenants),
             PrometheusExposition.Gauge(name: "sluice_inflight_requests", help: "Requests in flight to each endpoint (all workers).", samples: inflight),
             PrometheusExposition.Gauge(name: "sluice_endpoint_up", help: "1 when the endpoint is admitted (not ejected).", samples: up),
             PrometheusExposition.Gauge(name: "sluice_endpoint_ejections", help: "Times the endpoint was ejected since it was last healthy.", samples: ejections),
@@ -207,6 +239,18 @@ final class ControlPlane: @unchecked Sendable {
             PrometheusExposition.Gauge(name: "sluice_heap_trims",
                                        help: "Times freed heap memory was given back to the system (limits.heap_trim_bytes).",
                                        samples: [([], Double(heapTrimmer?.trims ?? 0))]),
+            PrometheusExposition.Gauge(name: "sluice_trace_spans_exported_total", help: "Spans the trace exporter delivered to the collector.",
+                                       samples: [([], Double(gateway.tracer.exportedSpans.load(ordering: .relaxed)))], counter: true),
+            PrometheusExposition.Gauge(name: "sluice_trace_spans_dropped_total",
+                                       help: "Spans dropped: the export queue was full (queue_full) or their export failed (export_failed; no retry).",
+                                       samples: [([("reason", "queue_full")], Double(gateway.tracer.droppedQueueFull.load(ordering: .relaxed))),
+                                                 ([("reason", "export_failed")], Double(gateway.tracer.droppedExportFailed.load(ordering: .relaxed)))],
+                                       counter: true),
+            PrometheusExposition.Gauge(name: "sluice_trace_export_failures_total",
+                                       help: "Trace export requests that failed (no connection, timeout, or a status other than 2xx).",
+                                       samples: [([], Double(gateway.tracer.failedExports.load(ordering: .relaxed)))], counter: true),
+            PrometheusExposition.Gauge(name: "sluice_trace_spans_queued", help: "Spans waiting for export.",
+                                       samples: [([], Double(gateway.tracer.queuedSpans))]),
             PrometheusExposition.Gauge(name: "sluice_event_loop_lag_seconds",
                                        help: "How long a task posted to each worker's loop waited before it ran (measured at this scrape).",
                                        samples: snapshot.workers.enumerated().map { ([("worker", String($0.offset))], $0.element.lag) }),

@@ -24,6 +24,11 @@ public final class GatewayMetrics: Sendable {
     let cache: Int
     let routes: Int
     let rateLimit: Int
+    let queueOutcomes: Int
+    let queueWait: Int
+
+    /// How a request that met a saturated pool fared (flow control).
+    static let queueOutcomeNames = ["dispatched", "shed", "expired", "rejected_tenant", "rejected_pool", "abandoned"]
 
     public init() {
         requests = schema.family("sluice_requests_total", help: "Requests answered, by pool and status class (aborted: the client left).",
@@ -56,6 +61,11 @@ public final class GatewayMetrics: Sendable {
                                   kind: .counter, labels: ["result"])
         connectErrors = schema.family("sluice_upstream_errors_total", help: "Upstream connection failures, resets and 5xx answers.",
                                       kind: .counter, labels: ["pool", "endpoint"])
+        queueOutcomes = schema.family("sluice_queue_requests_total",
+                                      help: "Requests that met a saturated pool: dispatched (waited, then served), shed (sheddable band), expired (queue_ttl), rejected_tenant / rejected_pool (queue bounds), abandoned (the client left while queued).",
+                                      kind: .counter, labels: ["pool", "outcome"])
+        queueWait = schema.family("sluice_queue_wait_seconds", help: "Time requests waited in a pool's flow-control queue before dispatch.",
+                                  kind: .histogram, labels: ["pool"], buckets: Self.latencyBuckets)
     }
 
     static let classes = ["2xx", "3xx", "4xx", "5xx", "aborted", "1xx"]
@@ -83,6 +93,9 @@ public final class GatewayMetrics: Sendable {
         var retries: Int
         /// By `RouteReason.ordinal`.
         var routes: [Int]
+        /// By `queueOutcomeNames` index.
+        var queue: [Int]
+        var queueWait: Int
     }
 
     func slots(pool: String) -> PoolSlots {
@@ -92,6 +105,8 @@ public final class GatewayMetrics: Sendable {
                   interToken: schema.series(interToken, [pool]),
                   inputTokens: schema.series(tokens, [pool, "input"]), outputTokens: schema.series(tokens, [pool, "output"]),
                   retries: schema.series(retries, [pool]),
-                  routes: RouteReason.allCases.map { schema.series(routes, [pool, $0.rawValue]) })
+                  routes: RouteReason.allCases.map { schema.series(routes, [pool, $0.rawValue]) },
+                  queue: Self.queueOutcomeNames.map { schema.series(queueOutcomes, [pool, $0]) },
+                  queueWait: schema.series(queueWait, [pool]))
     }
 }

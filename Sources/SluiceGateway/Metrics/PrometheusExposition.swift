@@ -1,14 +1,18 @@
 /// Renders merged shard values in the Prometheus text format 0.0.4, plus gauges computed at
 /// scrape time.
 public struct PrometheusExposition {
+    /// A value read at scrape time: a gauge, or a counter kept outside the shards (an atomic
+    /// of another thread, such as the trace exporter's).
     public struct Gauge {
         public var name: String
         public var help: String
         public var samples: [(labels: [(String, String)], value: Double)]
-        public init(name: String, help: String, samples: [(labels: [(String, String)], value: Double)]) {
+        public var isCounter = false
+        public init(name: String, help: String, samples: [(labels: [(String, String)], value: Double)], counter: Bool = false) {
             self.name = name
             self.help = help
             self.samples = samples
+            self.isCounter = counter
         }
     }
 
@@ -47,7 +51,7 @@ public struct PrometheusExposition {
             }
         }
         for g in gauges {
-            out += "# HELP \(g.name) \(escapeHelp(g.help))\n# TYPE \(g.name) gauge\n"
+            out += "# HELP \(g.name) \(escapeHelp(g.help))\n# TYPE \(g.name) \(g.isCounter ? "counter" : "gauge")\n"
             for s in g.samples { out += "\(g.name)\(labelText(s.labels)) \(number(s.value))\n" }
         }
         return out

@@ -1,6 +1,7 @@
 import SluiceBase
 import SluiceHTTP
 import SluiceLLM
+import SluiceRouting
 import SluiceSettings
 
 /// Authenticate: who is asking. With `auth` configured, the tenant of the request's API key
@@ -10,15 +11,32 @@ import SluiceSettings
 enum AuthenticatePhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         let s = x.settings
-        guard s.auth != nil || s.redis != nil else { return .next }
+        guard s.auth != nil || s.redis != nil || s.kvIsolation else { return .next }
         var action = PhaseAction.next
         x.client.withRequest { r in
-            switch tenant(auth: s.auth, authorization: r.header(named: "authorization")) {
-            case .success(let t): x.ctx.tenant = t
+            let authorization = r.header(named: "authorization")
+            switch tenant(auth: s.auth, authorization: authorization) {
+            case .success(let t):
+                x.ctx.tenant = t
+                if let auth = s.auth, !auth.priorities.isEmpty, let token = authorization.flatMap(bearerToken) {
+                    var h = SHA256()
+                    h.update(token)
+                    x.ctx.queue.keyPriority = auth.priorities[h.finalize()]
+                }
             case .failure(let e): action = .respond(LocalResponse(e))
             }
         }
+        if s.kvIsolation, case .next = action { isolate(x) }
         return action
+    }
+
+    /// `tenancy.kv_isolation`: the prompt's prefix blocks are keyed by tenant too (the
+    /// chained hashes re-mixed with the tenant's, so no block of one tenant matches another's).
+    static func isolate(_ x: Exchange) {
+        guard let blocks = x.ctx.features?.prefixBlocks, blocks > 0 else { return }
+        let key = ModelTable.hash(Array(x.ctx.tenant.utf8))
+        let h = x.worker.inspectScratch.prefixHashes
+        for i in 0..<blocks { h[i] = SplitMix64.mix(h[i] ^ key) }
     }
 
     static func tenant(auth: GatewaySettings.Auth?, authorization: UnsafeRawBufferPointer?) -> Result<String, OpenAIError> {

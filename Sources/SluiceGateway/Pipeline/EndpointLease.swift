@@ -7,13 +7,27 @@ import SluiceIO
 /// (Pingora's `inflight::Guard`.)
 struct EndpointLease: ~Copyable {
     let endpoint: UpstreamPool.Endpoint
+    /// The tenant whose share of a saturated pool this lease counts in (flow control), if any.
+    let flowTenant: String?
 
-    init(_ endpoint: UpstreamPool.Endpoint) {
+    init(_ endpoint: UpstreamPool.Endpoint, flowTenant: String? = nil) {
         self.endpoint = endpoint
+        self.flowTenant = flowTenant
         endpoint.runtime.inflight.add(1, ordering: .relaxed)
+        if let t = flowTenant { endpoint.pool?.shared.flow.leaseBegan(tenant: t) }
     }
 
     deinit {
         endpoint.runtime.inflight.add(-1, ordering: .relaxed)
+        guard let pool = endpoint.pool else { return }
+        let w = pool.worker
+        if let t = flowTenant {
+            // The slot may be kept a moment for the tenant's next request; when the hold
+            // ends, this worker dispatches again.
+            if let until = pool.shared.flow.leaseEnded(tenant: t, pool: pool, w.settings, now: w.loop.now) { w.flowTick(at: until) }
+        } else if pool.shared.flow.queued.load(ordering: .relaxed) > 0 {
+            // A slot freed: a request waiting for this pool may go.
+            pool.shared.flow.dispatch(pool, w.settings, now: w.loop.now)
+        }
     }
 }

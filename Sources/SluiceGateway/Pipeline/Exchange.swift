@@ -121,6 +121,11 @@ final class Exchange {
         arm(stage == .connecting ? t.upstreamConnect : t.upstreamFirstByte)
     }
 
+    /// Waits in its pool's queue at most `ttl` (then QueuePhase.expired).
+    func waitInQueue(until ttl: Duration) {
+        arm(ttl)
+    }
+
     private func arm(_ d: Duration) {
         phaseDeadline = d.isPositive ? loop.now + d : Instant(nanoseconds: .max)
         let deadline = min(phaseDeadline, requestDeadline)
@@ -144,6 +149,10 @@ final class Exchange {
         }
         if phaseDeadline > now && requestDeadline > now {
             loop.schedule(timer, at: min(phaseDeadline, requestDeadline))
+            return
+        }
+        if stage == .pipeline(.queue) {
+            QueuePhase.expired(self)
             return
         }
         let what: String = switch stage {
@@ -306,6 +315,7 @@ final class Exchange {
     private func finish() {
         guard stage != .done else { return }
         stage = .done
+        if ctx.queue.id != nil { QueuePhase.leave(self) }
         ctx.attempt.lease = nil
         Pipeline.end(self)
         if let t = timer {

@@ -15,9 +15,10 @@ enum ForwardPhase: RequestPhase {
             let model = x.ctx.target.upstreamModel
             let metered = x.ctx.admission.ticket?.isMetered == true
             let proxy = x.settings.proxy
+            let salt = x.settings.kvIsolation ? cacheSalt(x.ctx.tenant) : nil
             var rewritten: ByteBuffer? = nil
             x.client.withRequest { r in
-                rewritten = rewrittenBody(r.body, &f, model: model, metered: metered, proxy: proxy, pool: x.loop.bufferPool)
+                rewritten = rewrittenBody(r.body, &f, model: model, metered: metered, salt: salt, proxy: proxy, pool: x.loop.bufferPool)
             }
             x.ctx.features = f
             if let b = rewritten.take() { x.client.setUpstreamBody(b) }
@@ -46,7 +47,7 @@ enum ForwardPhase: RequestPhase {
     /// Whether ``rewrittenBody`` would change anything (read in place: no copy of the scan).
     @inline(__always)
     static func needsRewrite(_ x: Exchange) -> Bool {
-        if x.ctx.target.upstreamModel != nil { return true }
+        if x.ctx.target.upstreamModel != nil || x.settings.kvIsolation { return true }
         let wantUsage = (x.settings.proxy.requestUsage || x.ctx.admission.ticket?.isMetered == true)
             && x.ctx.features!.scanned.stream == true && x.ctx.features!.endpoint != .embeddings
         return wantUsage && x.ctx.features!.scanned.includeUsage != true
@@ -59,11 +60,20 @@ enum ForwardPhase: RequestPhase {
     /// must not depend on what the client chose; the extra chunk is kept from the client.
     /// Written into a pool buffer; nil when nothing changes. Sets `injectedUsage` on `f`.
     static func rewrittenBody(_ body: UnsafeRawBufferPointer, _ f: inout RequestFeatures, model: [UInt8]?, metered: Bool,
-                              proxy: GatewaySettings.Proxy, pool: BufferPool) -> ByteBuffer? {
+                              salt: [UInt8]? = nil, proxy: GatewaySettings.Proxy, pool: BufferPool) -> ByteBuffer? {
         // Edits as (offset, bytes to drop, bytes to insert), applied in offset order.
         var edits: [(at: Int, drop: Int, insert: [UInt8])] = []
         if let model {
             edits.append((f.scanned.model.start, f.scanned.model.count, model))
+        }
+        if let salt {
+            // `tenancy.kv_isolation`: vLLM keys its prefix cache by `cache_salt` too, so no
+            // tenant's cached prefix serves (or times) another's. Added last: JSON's last
+            // duplicate key wins, so a client's own salt cannot undo it.
+            var member = Array((f.scanned.memberCount > 0 ? ",\"cache_salt\":\"" : "\"cache_salt\":\"").utf8)
+            member += salt
+            member.append(UInt8(ascii: "\""))
+            edits.append((f.scanned.closingBrace, 0, member))
         }
         let wantUsage = (proxy.requestUsage || metered) && f.stream && f.endpoint != .embeddings
         if wantUsage, f.scanned.includeUsage != true, let literal = f.scanned.includeUsageValue {
@@ -101,5 +111,10 @@ enum ForwardPhase: RequestPhase {
         }
         out.append(UnsafeRawBufferPointer(rebasing: body[pos...]))
         return out
+    }
+
+    /// The tenant's salt: a hash of its name (the model server never sees tenant names).
+    static func cacheSalt(_ tenant: String) -> [UInt8] {
+        Array(hex16(ModelTable.hash(Array(("sluice-tenant:" + tenant).utf8))).utf8)
     }
 }

@@ -14,6 +14,8 @@ struct ResolvedTarget {
     var rewriteModel: Bool
     /// The `sluice_model_requests_total` slot (model asked for, arm chosen).
     var metricSlot: Int
+    /// The flow-control band of the model asked for (or, if it sets none, of the one resolved).
+    var priority: PriorityBand?
 }
 
 /// The LoRA adapter a resolved model is served by, and where it lives on the model servers
@@ -112,7 +114,8 @@ struct ModelTable {
         guard let pool = e.pool else { return nil }
         return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter.map { LoRATarget(name: $0, path: e.model.adapterPath) }, arm: arm,
                               rewriteModel: !e.upstream.withUnsafeBytes { $0.elementsEqual(name) },
-                              metricSlot: entries[first].requestSlots[arm ?? ""] ?? -1)
+                              metricSlot: entries[first].requestSlots[arm ?? ""] ?? -1,
+                              priority: entries[first].model.priority ?? e.model.priority)
     }
 
     static func hash(_ bytes: [UInt8]) -> UInt64 {

@@ -53,9 +53,9 @@ struct LocalResponse {
 /// The order of a request's phases (../shared/DESIGN.md "the request pipeline"):
 ///
 /// ```
-/// inspect → authenticate → resolve → admit → route → forward ─┬─ response ─▶ observe (per chunk)
-///                                         ▲                   │
-///                                         └──── retry ────────┘   then settle → record
+/// inspect → authenticate → resolve → admit → queue → route → forward ─┬─ response ─▶ observe
+///                                                    ▲                 │      (per chunk)
+///                                                    └──── retry ──────┘   then settle → record
 /// ```
 /// Request phases run in order until one answers, waits or forwards; the response is observed
 /// as it is relayed; settle and record run once at the end, whatever the ending.
@@ -63,7 +63,7 @@ enum Pipeline {
     /// The request phases, in order. A new phase is one file, one case here and one line in
     /// `run` (a switch rather than an array of types: the calls are then direct).
     enum Phase: Int, CaseIterable {
-        case inspect, authenticate, resolve, admit, route, forward
+        case inspect, authenticate, resolve, admit, queue, route, forward
 
         @inline(__always)
         func run(_ x: Exchange) -> PhaseAction {
@@ -72,6 +72,7 @@ enum Pipeline {
             case .authenticate: AuthenticatePhase.run(x)
             case .resolve: ResolvePhase.run(x)
             case .admit: AdmitPhase.run(x)
+            case .queue: QueuePhase.run(x)
             case .route: RoutePhase.run(x)
             case .forward: ForwardPhase.run(x)
             }

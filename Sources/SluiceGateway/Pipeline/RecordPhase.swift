@@ -64,6 +64,8 @@ enum RecordPhase {
         line.field("duration_ms", now.seconds(since: x.ctx.startedAt) * 1000)
         line.field("route_reason", x.ctx.attempt.routeReason.rawValue)
         line.field("attempts", x.ctx.attempt.number)
+        line.field("queue_ms", x.ctx.queue.waited.map { Double($0.nanoseconds) / 1e6 })
+        if x.ctx.queue.waited != nil { line.field("priority", x.ctx.queue.band.description) }
         if let t = x.ctx.admission.ticket {
             line.field("tenant", t.tenant)
             line.field("cache", x.ctx.admission.cacheOutcome?.rawValue)

@@ -29,6 +29,8 @@ struct RequestContext: ~Copyable {
     var target = Target()
     /// Admit: rate limits and the cache.
     var admission = Admission()
+    /// Queue: flow control while the pool is saturated.
+    var queue = QueueState()
     /// Route and forward: the current attempt.
     var attempt = Attempt()
     /// Observe: the response as it went to the client.
@@ -53,6 +55,8 @@ struct RequestContext: ~Copyable {
         var upstreamModel: [UInt8]?
         /// What the model resolved to upstream (the cache key's model).
         var resolvedModel: [UInt8]?
+        /// The model's flow-control band, if it sets one.
+        var modelPriority: PriorityBand?
         /// The model as the client named it (access log, per-model limits).
         var clientModel: String?
     }
@@ -69,6 +73,22 @@ struct RequestContext: ~Copyable {
         var pending = 0
         var limitResult: Result<RateLimitDecision, RedisError>?
         var cacheResult: Result<[UInt8]?, RedisError>?
+    }
+
+    /// Where the request stands in its pool's flow control.
+    struct QueueState {
+        /// What the key may say about priority (authenticate; nil without auth).
+        var keyPriority: GatewaySettings.KeyPriority?
+        var band = PriorityBand.standard
+        /// Its id in the pool's queue while it waits there.
+        var id: UInt64?
+        var enqueuedAt: Instant?
+        /// Time spent queued (the access log's `queue_ms`).
+        var waited: Duration?
+        var bytes = 0
+        /// Its leases count in its tenant's share of the pool (the pool was saturated lately:
+        /// see ``PoolFlow/leaseBegan(tenant:)``).
+        var counted = false
     }
 
     /// The current attempt at an endpoint.

@@ -54,6 +54,7 @@ enum ResolvePhase: RequestPhase {
             x.ctx.target.pool = w.pools[t.pool]
             x.ctx.target.arm = t.arm
             x.ctx.target.adapter = t.adapter
+            x.ctx.target.modelPriority = t.priority
             if t.rewriteModel || f.scanned.modelEscaped { x.ctx.target.upstreamModel = t.upstreamModel }
             x.ctx.target.resolvedModel = t.upstreamModel
             if needName {

@@ -26,7 +26,8 @@ enum RoutePhase: RequestPhase {
         let adapter = x.ctx.target.adapter
         let picked = Router.pick(pool: pool, scored: scored, adapter: adapter?.name, prefixHashes: hashes,
                                  index: w.prefixIndex, excluding: x.ctx.attempt.excluded, now: x.loop.now,
-                                 staleness: x.settings.telemetry.staleness, scratch: w.routerScratch, random: &w.random)
+                                 staleness: x.settings.telemetry.staleness, flow: x.settings.flow.enabled ? x.settings.flow : nil,
+                                 scratch: w.routerScratch, random: &w.random)
         guard let (ep, reason) = picked else {
             if first, !x.ctx.attempt.loadedAdapter, let a = adapter, let path = a.path,
                let target = Router.loadTarget(pool: pool, adapter: a.name, now: x.loop.now) {
@@ -41,7 +42,7 @@ enum RoutePhase: RequestPhase {
         x.ctx.attempt.endpointName = ep.config.authority
         // Commit: the chosen endpoint now has these prefix blocks (vLLM will cache them there).
         if hashes.count > 0 { w.prefixIndex.record(hashes, endpoint: ep.runtime.id) }
-        x.ctx.attempt.lease = EndpointLease(ep)
+        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil)
         return .next
     }
 

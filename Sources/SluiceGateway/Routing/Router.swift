@@ -1,4 +1,5 @@
 import SluiceIO
+import SluiceSettings
 import SluiceRouting
 
 /// Per-worker space for one decision's candidates, grown to the largest pool seen and reused.
@@ -23,11 +24,20 @@ final class RouterScratch {
 enum Router {
     static func pick(pool: UpstreamPool, scored: Bool, adapter: String?, prefixHashes: UnsafeBufferPointer<UInt64>,
                      index: PrefixIndex, excluding: Int?, now: Instant, staleness: Duration,
+                     flow: GatewaySettings.FlowControl? = nil,
                      scratch: RouterScratch, random: inout SplitMix64) -> (UpstreamPool.Endpoint, RouteReason)? {
         let eps = pool.endpoints
         if eps.isEmpty { return nil }
         if pool.policy == .roundRobin || !scored {
             guard let e = pool.pick(excluding: excluding, now: now) else { return nil }
+            guard let flow, adapter == nil else { return (e, .roundRobin) }
+            // Under flow control, the next one in turn with room (if any has).
+            var next = e
+            for _ in 0..<eps.count {
+                if PoolFlow.room(next.runtime, flow: flow, now: now, staleness: staleness) != 0 { return (next, .roundRobin) }
+                guard let n = pool.pick(excluding: excluding, now: now) else { break }
+                next = n
+            }
             return (e, .roundRobin)
         }
         // Read: every endpoint but the one that just failed, as the profile's filters see it.
@@ -60,6 +70,7 @@ enum Router {
             }
             n += 1
         }
+        if let flow, adapter == nil { keepToRoom(cands, count: n, runtimes: runtimes, flow: flow, now: now, staleness: staleness) }
         let profile = pool.profile
         var request = RoutingRequest(adapterRequested: adapter != nil)
         if prefixHashes.count > 0 && profile.usesPrefix {
@@ -81,6 +92,23 @@ enum Router {
 }
 
 extension Router {
+    /// Under flow control, an endpoint with no room left (its learned concurrency plus
+    /// `max_waiting` in flight) is passed over while another has room: a request dispatched from
+    /// the gateway's queue goes where it runs now, not into a full server's own FIFO behind
+    /// others (its prefix affinity is worth less than that wait). Adapter requests are left
+    /// alone: loading the adapter elsewhere costs more than a short wait where it is.
+    private static func keepToRoom(_ cands: UnsafeMutableBufferPointer<Candidate>, count n: Int, runtimes: [Unmanaged<EndpointRuntime>],
+                                   flow: GatewaySettings.FlowControl, now: Instant, staleness: Duration) {
+        var full = 0, open = 0
+        for k in 0..<n where cands[k].admitted {
+            if PoolFlow.room(runtimes[cands[k].index].takeUnretainedValue(), flow: flow, now: now, staleness: staleness) == 0 { full += 1 } else { open += 1 }
+        }
+        guard full > 0 && open > 0 else { return }
+        for k in 0..<n where cands[k].admitted {
+            if PoolFlow.room(runtimes[cands[k].index].takeUnretainedValue(), flow: flow, now: now, staleness: staleness) == 0 { cands[k].admitted = false }
+        }
+    }
+
     /// Where to load an adapter no endpoint has: among admitted endpoints with a free LoRA slot
     /// (fewer adapters running than `max_lora`, or not known yet), the least loaded; ties go by
     /// rendezvous hashing of the adapter name, so replicas that share nothing pick alike.

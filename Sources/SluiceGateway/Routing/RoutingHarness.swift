@@ -24,7 +24,7 @@ public import SluiceRouting
         var s = GatewaySettings(listen: [], workers: 1, pools: [pool])
         s.models = [GatewaySettings.Model(name: "tiny", pool: "bench")]
         if let a = adapterModel { s.models.append(GatewaySettings.Model(name: a, pool: "bench", adapter: a)) }
-        worker = Worker(loop: loop, settings: s, shared: ["bench": SharedCounter()], registry: EndpointRegistry(),
+        worker = Worker(loop: loop, settings: s, shared: ["bench": SharedPool()], registry: EndpointRegistry(),
                         connections: SharedCounter(), metrics: GatewayMetrics(), prefixIndex: PrefixIndex(),
                         adapterLoader: AdapterLoader(control: loop), accessLog: nil) {}
         worker.random = SplitMix64(seed: seed)

@@ -36,6 +36,16 @@ struct JSONWriter {
         bytes.append(93)
     }
     mutating func value(_ s: String) { separator(); JSON.appendString(s, to: &bytes) }
+    /// A series (the dashboard's sparklines): numbers rounded to a millionth, `null` for gaps.
+    mutating func field(_ k: String, _ v: [Double?]) {
+        key(k)
+        bytes.append(91)
+        for (i, x) in v.enumerated() {
+            if i > 0 { bytes.append(44) }
+            if let x, x.isFinite { bytes += PrometheusExposition.number((x * 1e6).rounded() / 1e6).utf8 } else { bytes += "null".utf8 }
+        }
+        bytes.append(93)
+    }
 }
 
 /// `value` as 16 lowercase hex digits (request ids in logs).

@@ -123,6 +123,7 @@ final class TelemetryScraper {
                         for r in VLLMMetrics.adapterNames(l.running, in: bytes) { running.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
                         for r in VLLMMetrics.adapterNames(l.waiting, in: bytes) { waiting.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
                     }
+                    rt.observeConcurrency(running: Self.count(m.requestsRunning), waiting: Self.count(m.requestsWaiting), at: now)
                     rt.updateTelemetry { t in
                         t.scrapedAt = now
                         // What a model server reports is range-checked here, where it enters:

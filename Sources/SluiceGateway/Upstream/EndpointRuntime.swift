@@ -33,6 +33,71 @@ public final class EndpointRuntime: Sendable {
     let scrapedAtNanos = Atomic<UInt64>(0)
     let waitingNow = Atomic<Int>(0)
     let kvUseBits = Atomic<UInt64>(0)
+    /// How many requests the model server runs at once, as learned from its scrapes (0: not
+    /// yet). First learned as its `num_requests_running` when requests wait there (it can take
+    /// no more), and raised whenever it is seen running more. A scrape can fall between a
+    /// request finishing and the scheduler's next step (one running fewer while one waits), so
+    /// a single lower count means nothing; it is lowered only after a whole `capacityMemory`
+    /// window in which requests waited there but it never ran as many (what fits in its KV
+    /// cache fell with longer prompts), to the most it ran then; and forgotten after a window
+    /// in which it neither reached it nor queued (the load fell: the next saturation measures
+    /// it again). Flow control keeps the gateway's requests in flight there at most this plus
+    /// `flow_control.max_waiting` plus ``probe``.
+    let learnedCapacity = Atomic<Int>(0)
+    /// 1 while one request more than the learned capacity may be sent, to find out whether it
+    /// runs more (the estimate could only fall otherwise, as flow control keeps its queue
+    /// empty): offered while it runs at its capacity with nothing waiting, withdrawn when it
+    /// queues (then offered again a window later) or is seen running more (then offered again
+    /// at once: capacity grows by one per scrape until requests wait there).
+    let probe = Atomic<Int>(0)
+    // The current window (the control loop's alone: one scrape at a time).
+    private let windowStart = Atomic<UInt64>(0)
+    private let reachedCapacity = Atomic<Bool>(false)
+    private let mostRunningWhileWaiting = Atomic<Int>(0)
+    private let probedAt = Atomic<UInt64>(0)
+    static let capacityMemory: UInt64 = 10_000_000_000
+
+    /// A scrape's running and waiting counts (the control loop: one scrape at a time).
+    func observeConcurrency(running: Int, waiting: Int, at now: Instant) {
+        var cap = learnedCapacity.load(ordering: .relaxed)
+        if cap == 0 {
+            guard waiting > 0 && running > 0 else { return }
+            learnedCapacity.store(running, ordering: .relaxed)
+            windowStart.store(now.nanoseconds, ordering: .relaxed)
+            reachedCapacity.store(true, ordering: .relaxed)
+            mostRunningWhileWaiting.store(0, ordering: .relaxed)
+            probe.store(0, ordering: .relaxed)
+            probedAt.store(0, ordering: .relaxed)
+            return
+        }
+        if running > cap {
+            // It ran more (a probe's request, or more sent before): learned, and probed again
+            // at once — it may run more still. Only a probe that ends up waiting there waits a
+            // window before the next.
+            cap = running
+            learnedCapacity.store(cap, ordering: .relaxed)
+            probe.store(0, ordering: .relaxed)
+            probedAt.store(0, ordering: .relaxed)
+        }
+        if running >= cap { reachedCapacity.store(true, ordering: .relaxed) }
+        if waiting > 0 {
+            probe.store(0, ordering: .relaxed)
+            if running > mostRunningWhileWaiting.load(ordering: .relaxed) { mostRunningWhileWaiting.store(running, ordering: .relaxed) }
+        } else if running >= cap, probe.load(ordering: .relaxed) == 0,
+                  probedAt.load(ordering: .relaxed) == 0 || now.nanoseconds &- probedAt.load(ordering: .relaxed) > Self.capacityMemory {
+            probe.store(1, ordering: .relaxed)
+            probedAt.store(now.nanoseconds, ordering: .relaxed)
+        }
+        guard now.nanoseconds &- windowStart.load(ordering: .relaxed) > Self.capacityMemory else { return }
+        if !reachedCapacity.load(ordering: .relaxed) {
+            let most = mostRunningWhileWaiting.load(ordering: .relaxed)
+            learnedCapacity.store(most, ordering: .relaxed)  // 0: forgotten
+            if most == 0 { probe.store(0, ordering: .relaxed) }
+        }
+        windowStart.store(now.nanoseconds, ordering: .relaxed)
+        reachedCapacity.store(false, ordering: .relaxed)
+        mostRunningWhileWaiting.store(0, ordering: .relaxed)
+    }
 
     /// Changes the telemetry and republishes the fields routing reads.
     func updateTelemetry(_ change: (inout EndpointTelemetry) -> Void) {

@@ -23,6 +23,9 @@ final class UpstreamPool {
         /// Metric slots of this endpoint (requests sent, errors).
         var requestsSlot = -1
         var errorsSlot = -1
+        /// The pool this object belongs to (a reload makes new ones; an exchange keeps its
+        /// pool, and so this, alive while it holds a lease).
+        unowned(unsafe) var pool: UpstreamPool!
         init(index: Int, config: GatewaySettings.Endpoint, runtime: EndpointRuntime, idle: [UpstreamConnection] = []) {
             self.index = index
             self.config = config
@@ -43,12 +46,14 @@ final class UpstreamPool {
     let profile: RoutingProfile
     /// Metric slots of this pool (resolved once).
     let slots: GatewayMetrics.PoolSlots
-    let roundRobin: SharedCounter
+    /// What the workers share about this pool (round robin, flow control).
+    let shared: SharedPool
+    var roundRobin: SharedCounter { shared.roundRobin }
     unowned(unsafe) let worker: Worker
 
     /// `previous` are this worker's endpoint objects before a reload: those that remain (same
     /// authority and address) are kept with their idle connections.
-    init(config: GatewaySettings.Pool, roundRobin: SharedCounter, registry: EndpointRegistry, worker: Worker,
+    init(config: GatewaySettings.Pool, shared: SharedPool, registry: EndpointRegistry, worker: Worker,
          previous: [String: Endpoint] = [:]) {
         name = config.name
         policy = config.routing
@@ -60,10 +65,11 @@ final class UpstreamPool {
             return Endpoint(index: i, config: e, runtime: registry.runtime(for: e))
         }
         runtimes = endpoints.map { Unmanaged.passUnretained($0.runtime) }
-        self.roundRobin = roundRobin
+        self.shared = shared
         self.worker = worker
         slots = worker.catalog.slots(pool: config.name)
         for e in endpoints {
+            e.pool = self
             e.requestsSlot = worker.catalog.schema.series(worker.catalog.upstreamRequests, [config.name, e.config.authority])
             e.errorsSlot = worker.catalog.schema.series(worker.catalog.connectErrors, [config.name, e.config.authority])
         }

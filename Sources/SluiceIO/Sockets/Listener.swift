@@ -16,7 +16,13 @@ public final class Listener: EventHandler {
     /// Binds and starts accepting; `onAccept` receives each new non-blocking descriptor.
     public init(address: SocketAddress, loop: EventLoop, reusePort: Bool = true, backlog: Int32 = 4096,
                 onAccept: @escaping (Int32) -> Void) throws(SyscallError) {
-        fd = try TCP.listen(address, reusePort: reusePort, backlog: backlog)
+        do {
+            fd = try TCP.listen(address, reusePort: reusePort, backlog: backlog)
+        } catch {
+            // "bind: Address already in use" does not say which of several listeners clashed
+            // (two instances on one host share the default admin port).
+            throw error.about("listener \(address)")
+        }
         self.address = TCP.localAddress(fd) ?? address
         self.loop = loop
         self.onAccept = onAccept

@@ -8,16 +8,29 @@ public import CSluiceLinux
 public struct SyscallError: Error, CustomStringConvertible, Equatable, Sendable {
     public let call: StaticString
     public let errno: Int32
+    /// What the call was for, when the caller knows better than the call's name
+    /// (`admin listener 127.0.0.1:9090`); the description then names it instead of the call.
+    public var context: String?
 
     @inlinable
     public init(_ call: StaticString, errno: Int32) {
         self.call = call
         self.errno = errno
+        self.context = nil
+    }
+
+    /// The same failure, said of `context` (`listener 0.0.0.0:8080: address already in use`).
+    public func about(_ context: String) -> SyscallError {
+        var e = self
+        e.context = context
+        return e
     }
 
     public var description: String {
         let text = strerror(errno).map { String(cString: $0) } ?? "errno \(errno)"
-        return "\(call): \(text)"
+        guard let context else { return "\(call): \(text)" }
+        // strerror's capital belongs at the start of a sentence, not after "listener ...:".
+        return "\(context): \(text.prefix(1).lowercased() + text.dropFirst())"
     }
 
     public static func == (a: SyscallError, b: SyscallError) -> Bool {
