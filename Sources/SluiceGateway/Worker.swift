@@ -4,6 +4,7 @@ import SluiceIO
 import SluiceHTTP
 import SluiceRedis
 import SluiceRouting
+import SluiceLLM
 import Synchronization
 
 /// The settings of one config generation as one object. A request keeps the generation it
@@ -106,10 +107,23 @@ final class Worker: @unchecked Sendable {
         pendingLog += line
     }
 
+    /// `sluice_endpoint_requests_total` slots: (endpoint raw value, or the last for other) ×
+    /// status class, flattened.
+    let endpointSlots: [Int]
+    let tunnelSlots: [String: Int]
+    let tunnelByteSlots: [Int]
+
+    func endpointSlot(_ e: LLMEndpoint?, status: Int) -> Int {
+        let row = e.map { Int($0.rawValue) } ?? LLMEndpoint.allCases.count
+        return endpointSlots[row * GatewayMetrics.classes.count + GatewayMetrics.classIndex(status)]
+    }
+
     /// The shared prefix index (the gateway's).
     let prefixIndex: PrefixIndex
     /// On-demand LoRA loading (the gateway's).
     let adapterLoader: AdapterLoader
+    /// Stored response id → endpoint (the gateway's, shared by the workers).
+    let responseAffinity: ResponseAffinity
 
     /// This worker's Redis connections (nil without `redis:`), the limiter on them, and the
     /// local limiter used while Redis is unreachable.
@@ -143,15 +157,23 @@ final class Worker: @unchecked Sendable {
     private let connections: SharedCounter
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
-         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
+         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?,
+         responseAffinity: ResponseAffinity = ResponseAffinity(), onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
             ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, metrics.schema.series(metrics.cache, [$0])) })
         limitSlots = Dictionary(uniqueKeysWithValues:
             ["allowed", "limited", "error", "local"].map { ($0, metrics.schema.series(metrics.rateLimit, [$0])) })
+        endpointSlots = (LLMEndpoint.allCases.map(\.description) + ["other"]).flatMap { e in
+            GatewayMetrics.classes.map { metrics.schema.series(metrics.endpointRequests, [e, $0]) }
+        }
+        tunnelSlots = Dictionary(uniqueKeysWithValues:
+            ["opened", "closed", "idle_closed", "refused"].map { ($0, metrics.schema.series(metrics.tunnels, [$0])) })
+        tunnelByteSlots = ["client_to_server", "server_to_client"].map { metrics.schema.series(metrics.tunnelBytes, [$0]) }
         self.accessLog = accessLog
         self.prefixIndex = prefixIndex
         self.adapterLoader = adapterLoader
+        self.responseAffinity = responseAffinity
         self.loop = loop
         self.connections = connections
         self.generation = SettingsGeneration(settings)

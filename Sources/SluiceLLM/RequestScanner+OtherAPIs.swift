@@ -366,3 +366,36 @@ extension RequestScanner.Run {
         } while try c.arrayNext()
     }
 }
+
+// MARK: paths outside the table
+
+extension RequestScanner {
+    /// The top-level `model` string of a JSON object body (the last one, as Python reads it),
+    /// for a path outside ``LLMEndpoint``'s table that `passthrough: default_pool` sends on:
+    /// nil when the body is not a JSON object, is malformed, or names no model as a string.
+    /// Validates the whole body (strict JSON); allocation-free.
+    public static func topLevelModel(_ body: UnsafeRawBufferPointer, maxDepth: Int = 64) -> (range: ByteRange, escaped: Bool)? {
+        var c = JSONCursor(body, maxDepth: maxDepth)
+        do throws(RequestScanError) {
+            guard try c.peek() == UInt8(ascii: "{") else { return nil }
+            var found: (range: ByteRange, escaped: Bool)? = nil
+            if try c.enterObject() {
+                repeat {
+                    let (key, escaped) = try c.scanKey()
+                    let isModel = c.keyIs(key, escaped, "model")
+                    let next = try c.peek()
+                    if isModel && next == UInt8(ascii: "\"") {
+                        found = try c.scanString()
+                    } else {
+                        if isModel { found = nil }
+                        try c.skipValue()
+                    }
+                } while try c.objectNext()
+            }
+            try c.expectEnd()
+            return found
+        } catch {
+            return nil
+        }
+    }
+}

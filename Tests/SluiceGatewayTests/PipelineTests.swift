@@ -199,7 +199,7 @@ let okJSON = #"{"id":"x","object":"chat.completion","choices":[{"index":0,"messa
 
     @Test func inspectRejectsBadBodiesBeforeAnyUpstream() throws {
         let h = try PipelineHarness()
-        for body in [#"{"model":"m","messages":[]"#, #"{"model":"m","max_tokens":-1}"#, #"{"messages":[]}"#] {
+        for body in [#"{"model":"m","messages":[]"#, #"{"model":"m","max_tokens":-1}"#, #"{"model":"m","n":0}"#] {
             let (x, d) = h.start(post("/v1/chat/completions", body))
             #expect(d.locals.map(\.status) == [400], "\(body)")
             #expect(x.stage == .done && x.ctx.target.pool == nil)

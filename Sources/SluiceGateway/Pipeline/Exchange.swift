@@ -102,8 +102,9 @@ final class Exchange {
     }
 
     /// Sluice answers (an error, a local endpoint, the cache).
-    func respond(_ r: LocalResponse) {
+    func respond(_ response: LocalResponse) {
         guard stage != .done else { return }
+        let r = response.shaped(ctx.errorShape)
         ctx.response.finalStatus = r.status
         ctx.response.bodyBytes = r.body.count
         finish()

@@ -37,6 +37,9 @@ struct LocalResponse {
     /// Close the connection after this answer (an HTTP/1.1 client that sent something the
     /// connection cannot recover from).
     var close = false
+    /// The error this answer renders, kept so that the exchange can word it in the shape of
+    /// the path it answers (Anthropic's on `/v1/messages`, KServe's on `/v2/...`).
+    var error: OpenAIError?
 
     init(status: Int, contentType: String, body: [UInt8], headers: [OpenAIError.Header] = []) {
         self.status = status
@@ -47,6 +50,15 @@ struct LocalResponse {
 
     init(_ e: OpenAIError) {
         self.init(status: e.status, contentType: "application/json", body: e.render(), headers: e.headers)
+        error = e
+    }
+
+    /// The same answer with its error (if it is one) worded in `shape`.
+    func shaped(_ shape: ErrorShape) -> LocalResponse {
+        guard shape != .openAI, let e = error else { return self }
+        var r = self
+        r.body = shape.render(e)
+        return r
     }
 }
 

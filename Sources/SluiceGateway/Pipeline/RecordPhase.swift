@@ -10,6 +10,7 @@ enum RecordPhase {
         let m = w.metrics
         let now = x.loop.now
         let status = x.ctx.response.finalStatus
+        m.add(w.endpointSlot(x.ctx.endpoint, status: status))
         guard let pool = x.pool else {
             // Answered before a pool was chosen (a bad request, a local endpoint).
             m.add(w.localSlots.requests[GatewayMetrics.classIndex(status)])

@@ -9,6 +9,8 @@ public enum RouteReason: String, CaseIterable, Sendable {
     case panic = "no_healthy_endpoint"
     /// Served from the response cache: no endpoint was picked.
     case cache = "cache_hit"
+    /// The endpoint holding the stored response the request continues, retrieves or cancels.
+    case storedResponse = "stored_response"
 
     /// Position in `allCases`: per-reason metric slots are an array indexed by it, so counting a
     /// decision is an index, not a dictionary lookup (tests check the order).
@@ -22,6 +24,7 @@ public enum RouteReason: String, CaseIterable, Sendable {
         case .onlyCandidate: 5
         case .panic: 6
         case .cache: 7
+        case .storedResponse: 8
         }
     }
 }
