@@ -30,6 +30,8 @@ public final class Gateway: @unchecked Sendable {
     /// Stored response id → endpoint (Responses API follow-ups), shared by all workers; sized
     /// by the settings at start (`responses.max_ids`, `responses.ttl`; a reload keeps it).
     private(set) var responseAffinity = ResponseAffinity()
+    /// WebSocket tunnels open across the workers (`realtime.max_connections`).
+    let tunnelCount = SharedCounter()
     /// Metric families and series, shared by all workers.
     public let metrics = GatewayMetrics()
     /// Client connections open across all workers (for `limits.maxConnections`).
@@ -118,7 +120,7 @@ public final class Gateway: @unchecked Sendable {
         let responseAffinity = responseAffinity
         group.start(name: "sluice-worker") { [self] loop in
             let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, adapterLoader: loader, accessLog: accessLog,
-                           responseAffinity: responseAffinity) { [self] in
+                           responseAffinity: responseAffinity, tunnels: tunnelCount) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {

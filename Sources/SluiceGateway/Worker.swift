@@ -124,6 +124,25 @@ final class Worker: @unchecked Sendable {
     let adapterLoader: AdapterLoader
     /// Stored response id → endpoint (the gateway's, shared by the workers).
     let responseAffinity: ResponseAffinity
+    /// WebSocket tunnels open (or being opened) across the workers (`realtime.max_connections`).
+    let tunnels: SharedCounter
+
+    /// Takes a tunnel slot if fewer than `realtime.max_connections` are taken.
+    func acquireTunnelSlot() -> Bool {
+        let max = settings.realtime.maxConnections
+        if tunnels.value.add(1, ordering: .relaxed).newValue > max {
+            tunnels.value.add(-1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// A client connection became a tunnel: the tunnel takes its place among the clients
+    /// (the connection count is unchanged: it is the same connection).
+    func adoptTunnel(_ t: Tunnel, replacing c: AnyObject) {
+        clients.removeValue(forKey: ObjectIdentifier(c))
+        clients[ObjectIdentifier(t)] = t
+    }
 
     /// This worker's Redis connections (nil without `redis:`), the limiter on them, and the
     /// local limiter used while Redis is unreachable.
@@ -158,7 +177,7 @@ final class Worker: @unchecked Sendable {
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
          connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?,
-         responseAffinity: ResponseAffinity = ResponseAffinity(), onDrained: @escaping @Sendable () -> Void) {
+         responseAffinity: ResponseAffinity = ResponseAffinity(), tunnels: SharedCounter = SharedCounter(), onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
             ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, metrics.schema.series(metrics.cache, [$0])) })
@@ -174,6 +193,7 @@ final class Worker: @unchecked Sendable {
         self.prefixIndex = prefixIndex
         self.adapterLoader = adapterLoader
         self.responseAffinity = responseAffinity
+        self.tunnels = tunnels
         self.loop = loop
         self.connections = connections
         self.generation = SettingsGeneration(settings)

@@ -24,6 +24,9 @@ final class RecordingDownstream: Downstream {
     var endedWithError: [UInt8]?
     var released = false
     var backpressured = false
+    /// Claims to carry WebSocket upgrades (HTTP/1.1); the takeover itself needs a socket.
+    var upgradable = false
+    var canUpgrade: Bool { upgradable }
 
     /// `text`: a complete HTTP/1.1 request (head and body).
     init(_ text: String) {

@@ -254,4 +254,41 @@ import Testing
         #expect(v(h.worker.endpointSlot(nil, status: 200)) == 1)
         #expect(v(h.worker.endpointSlot(.chatCompletions, status: 200)) == 0)
     }
+
+    @Test func realtimeUpgradesAreForwardedWithinTheConnectionLimit() throws {
+        let h = try PipelineHarness { $0.realtime.maxConnections = 1 }
+        let upgrade = "GET /v1/realtime?model=m HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        // A downstream that cannot upgrade (HTTP/2) forwards a plain GET.
+        let (plain, _) = h.start(upgrade)
+        let plainUpgrade = plain.ctx.upgrade
+        #expect(!plainUpgrade)
+        let plainHead = String(decoding: h.upstreams[0].request, as: UTF8.self)
+        #expect(!plainHead.contains("Upgrade: websocket") && plainHead.contains("Sec-WebSocket-Key"))
+        h.upstreams[0].respond(404, body: "{}")
+        // HTTP/1.1: forwarded with the upgrade pair, holding the one slot.
+        let d = RecordingDownstream(upgrade)
+        d.upgradable = true
+        h.downstreams.append(d)
+        let x = Exchange(client: d, worker: h.worker, method: .get, requestID: 7)
+        x.start()
+        let (up, slot) = (x.ctx.upgrade, x.ctx.tunnelSlot)
+        #expect(up && slot)
+        let sent = String(decoding: h.upstreams[1].request, as: UTF8.self)
+        #expect(sent.hasPrefix("GET /v1/realtime?model=m HTTP/1.1\r\n"))
+        #expect(sent.contains("Connection: Upgrade\r\nUpgrade: websocket\r\n"))
+        #expect(sent.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"))
+        #expect(h.worker.tunnels.value.load(ordering: .relaxed) == 1)
+        // A second is refused while the first holds the slot.
+        let d2 = RecordingDownstream(upgrade)
+        d2.upgradable = true
+        h.downstreams.append(d2)
+        let x2 = Exchange(client: d2, worker: h.worker, method: .get, requestID: 8)
+        x2.start()
+        #expect(d2.locals.first?.status == 503)
+        #expect(h.upstreams.count == 2)
+        // The server refuses the upgrade: the slot is given back.
+        h.upstreams[1].respond(426, body: "{}")
+        #expect(h.worker.tunnels.value.load(ordering: .relaxed) == 0)
+    }
 }

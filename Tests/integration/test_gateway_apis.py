@@ -344,3 +344,89 @@ def test_metrics_by_endpoint_kind(gw):
     text = metrics(gw.admin_port)
     assert 'sluice_endpoint_requests_total{endpoint="messages",code_class="2xx"} 1' in text
     assert 'sluice_endpoint_requests_total{endpoint="tokenize",code_class="2xx"} 1' in text
+
+
+# -- the realtime WebSocket ------------------------------------------------------------------
+
+def realtime_config(sims, extra=""):
+    return config(sims, extra)
+
+
+def test_realtime_websocket_through_the_gateway(gw):
+    from websockets.sync.client import connect
+    from websockets.exceptions import InvalidStatus
+    for model in ["tiny-llama", "whisper"]:  # routed by the query's model (the speech pool serves whisper)
+        with connect(f"ws://127.0.0.1:{gw.port}/v1/realtime?model={model}", open_timeout=5) as ws:
+            hello = json.loads(ws.recv(timeout=5))
+            assert hello["type"] == "session.created"
+            event = json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"})
+            ws.send(event)
+            assert ws.recv(timeout=5) == event
+            ws.send(b"\x00\x01\xff")
+            assert ws.recv(timeout=5) == b"\x00\x01\xff"
+            ws.send("x" * 1_000_000)  # past realtime.buffer_bytes: backpressure, not loss
+            assert ws.recv(timeout=10) == "x" * 1_000_000
+            assert ws.ping(b"p").wait(5)
+    with pytest.raises(InvalidStatus) as e:
+        connect(f"ws://127.0.0.1:{gw.port}/v1/realtime?model=nope", open_timeout=5)
+    assert e.value.response.status_code == 404
+    with pytest.raises(InvalidStatus) as e:
+        connect(f"ws://127.0.0.1:{gw.port}/v1/realtime", open_timeout=5)  # with models:, a model is needed
+    assert e.value.response.status_code == 400
+    text = metrics(gw.admin_port)
+    assert 'sluice_realtime_connections_total{outcome="opened"} 2' in text
+    assert 'sluice_endpoint_requests_total{endpoint="realtime",code_class="1xx"} 2' in text
+    alive(gw)
+
+
+def test_realtime_limits_and_idle_timeout(sluice, sims):
+    from websockets.sync.client import connect
+    from websockets.exceptions import InvalidStatus, ConnectionClosed
+    g = sluice(config(sims, "realtime: { max_connections: 1, idle_timeout: 1s }\n"))
+    url = f"ws://127.0.0.1:{g.port}/v1/realtime?model=tiny-llama"
+    with connect(url, open_timeout=5) as ws:
+        ws.recv(timeout=5)
+        # The one slot is taken: the next is refused with a 503.
+        with pytest.raises(InvalidStatus) as e:
+            connect(url, open_timeout=5)
+        assert e.value.response.status_code == 503
+        assert "realtime.max_connections" in e.value.response.body.decode()
+        # Activity keeps it open past the idle timeout...
+        for _ in range(3):
+            time.sleep(0.5)
+            ws.send("ping")
+            assert ws.recv(timeout=5) == "ping"
+        # ... silence closes it.
+        time.sleep(1.6)
+        with pytest.raises(ConnectionClosed):
+            ws.send("late")
+            ws.recv(timeout=5)
+    # The slot came back.
+    with connect(url, open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "session.created"
+    text = metrics(g.admin_port)
+    assert 'sluice_realtime_connections_total{outcome="refused"} 1' in text
+    assert 'sluice_realtime_connections_total{outcome="idle_closed"} 1' in text
+    alive(g)
+
+
+def test_realtime_abrupt_ends_free_the_slot(sluice, sims):
+    import socket as pysocket
+    from websockets.sync.client import connect
+    g = sluice(config(sims, "realtime: { max_connections: 1 }\n"))
+    url = f"ws://127.0.0.1:{g.port}/v1/realtime?model=tiny-llama"
+    for _ in range(3):
+        # A client that upgrades and vanishes without a close frame.
+        s = pysocket.create_connection(("127.0.0.1", g.port))
+        s.sendall(b"GET /v1/realtime?model=tiny-llama HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 101")
+        s.close()
+        time.sleep(0.2)
+    with connect(url, open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "session.created"
+    # Over HTTP/2 there is no upgrade (RFC 8441 is not offered): a plain GET, answered by the server.
+    with httpx.Client(http2=True, http1=False, timeout=5) as h:
+        r = h.get(f"http://127.0.0.1:{g.port}/v1/realtime?model=tiny-llama")
+        assert r.http_version == "HTTP/2" and r.status_code in (400, 404, 426)
+    alive(g)

@@ -198,6 +198,36 @@ final class Exchange {
         if ctx.attempt.upstream?.requestSent == true { client.releaseRequest() }
     }
 
+    /// The model server switched protocols (a WebSocket upgrade the gateway asked for): the
+    /// exchange ends (recorded with status 101) and a ``Tunnel`` joins the two connections,
+    /// holding the lease and the tunnel slot. The server's pending bytes start with the 101
+    /// head, forwarded as the server wrote it.
+    func upstreamUpgraded(_ server: consuming TunnelEnd) {
+        ctx.attempt.upstream = nil
+        guard var c = client.takeOverForTunnel() else {
+            server.transport.close()
+            fail(.badGateway("The model server switched protocols on a connection that cannot be tunnelled."))
+            return
+        }
+        ctx.response.upstreamStatus = 101
+        ctx.response.finalStatus = 101
+        ctx.response.started = true
+        ctx.tunnelSlot = false  // the tunnel gives it back
+        let lease = ctx.attempt.lease.take()
+        let w = worker
+        let serverTransport = server.transport
+        let clientTransport = c.transport
+        let t = Tunnel(worker: w, client: clientTransport, server: serverTransport, toClient: server.pending.take(), toServer: c.pending.take(),
+                       lease: lease, slots: w.tunnels)
+        w.adoptTunnel(t, replacing: client)
+        finish()
+        do throws(SyscallError) {
+            try t.start()
+        } catch {
+            t.abort()
+        }
+    }
+
     /// Hands response body bytes to the client: the whole readable part of `buffer`, or the
     /// payload `ranges` (block offsets) of a chunked body.
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
@@ -317,6 +347,10 @@ final class Exchange {
         guard stage != .done else { return }
         stage = .done
         if ctx.queue.id != nil { QueuePhase.leave(self) }
+        if ctx.tunnelSlot {
+            ctx.tunnelSlot = false
+            worker.tunnels.value.add(-1, ordering: .relaxed)
+        }
         ctx.attempt.lease = nil
         Pipeline.end(self)
         if let t = timer {

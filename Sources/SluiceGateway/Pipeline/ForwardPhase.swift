@@ -23,6 +23,13 @@ enum ForwardPhase: RequestPhase {
             x.ctx.features = f
             if let b = rewritten.take() { x.client.setUpstreamBody(b) }
         }
+        if x.ctx.upgrade && !x.ctx.tunnelSlot {
+            guard x.worker.acquireTunnelSlot() else {
+                x.worker.metrics.add(x.worker.tunnelSlots["refused"]!)
+                return .respond(LocalResponse(.unavailable("Too many realtime sessions (realtime.max_connections is \(x.settings.realtime.maxConnections)); try again shortly.")))
+            }
+            x.ctx.tunnelSlot = true
+        }
         let conn: any Upstream
         do {
             conn = try pool.checkout(ep)
@@ -35,10 +42,11 @@ enum ForwardPhase: RequestPhase {
         x.worker.metrics.add(ep.requestsSlot)
         let authority = ep.config.authority
         let proxy = x.settings.proxy
+        let upgrade = x.ctx.upgrade
         x.forwarded(on: conn)
         conn.send(x, method: x.ctx.method) { out in
             x.client.withRequest { r in
-                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, into: &out, pool: x.loop.bufferPool)
+                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, into: &out, pool: x.loop.bufferPool, upgrade: upgrade)
             }
         }
         return .wait

@@ -55,6 +55,10 @@ enum InspectPhase: RequestPhase {
                   r.head.method == .get || r.head.method == .post else { return }
             x.ctx.errorShape = m.endpoint.traits.errors
             x.ctx.endpoint = m.endpoint
+            if m.endpoint.traits.upgrade && x.client.canUpgrade, let u = r.header(named: "upgrade"),
+               u.count == 9, ASCIICase.equal(u, ByteRange(0, 9), "websocket") {
+                x.ctx.upgrade = true
+            }
             do throws(OpenAIError) {
                 x.ctx.features = try inspect(m, request: r, scratch: x.worker.inspectScratch)
             } catch {

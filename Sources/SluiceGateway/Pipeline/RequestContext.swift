@@ -29,6 +29,12 @@ struct RequestContext: ~Copyable {
     /// The vLLM API endpoint the path addresses (inspect; nil outside the table), even when
     /// its body was refused (metrics by endpoint kind).
     var endpoint: LLMEndpoint?
+    /// A WebSocket upgrade the gateway tunnels (`/v1/realtime` with `Upgrade: websocket` over
+    /// HTTP/1.1): forwarded with its upgrade fields, a 101 answer becomes a ``Tunnel``.
+    var upgrade = false
+    /// The request holds one of `realtime.max_connections` (given back at the end unless a
+    /// tunnel took it over).
+    var tunnelSlot = false
     /// Authenticate: who is asking (API key → tenant; never the key itself).
     var tenant = "anonymous"
     /// Resolve: where the request goes.
