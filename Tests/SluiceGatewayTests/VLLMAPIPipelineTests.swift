@@ -291,4 +291,24 @@ import Testing
         h.upstreams[1].respond(426, body: "{}")
         #expect(h.worker.tunnels.value.load(ordering: .relaxed) == 0)
     }
+
+    @Test(arguments: [("/v1/messages", #"{"model":"m","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""),
+                      ("/v1/responses", #"{"model":"m","input":"hi","stream":true}"#, "event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\""),
+                      ("/v1/chat/completions", #"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#, "data: {\"error\":{")])
+    func aCutStreamEndsWithTheDialectsErrorEvent(_ path: String, _ body: String, _ prefix: String) throws {
+        let h = try PipelineHarness()
+        let (x, d) = h.start(post(path, body))
+        let text = Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        let head = HTTPHead(capacity: 16)
+        var p = HTTP1HeadParser(kind: .response)
+        _ = text.withUnsafeBytes { p.parse($0, into: head) }
+        text.withUnsafeBytes { x.upstreamResponseHead(head, $0) }
+        var b = x.loop.bufferPool.take(minimumCapacity: 64)
+        Array("data: {}\n\n".utf8).withUnsafeBytes { b.append($0) }
+        x.relay(b, ranges: nil)
+        x.upstreamFailed(beforeResponse: false, connectError: false)
+        let event = String(decoding: try #require(d.endedWithError), as: UTF8.self)
+        #expect(event.hasPrefix(prefix), "\(event)")
+        #expect(event.hasSuffix("\n\n"))
+    }
 }

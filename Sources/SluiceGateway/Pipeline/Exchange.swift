@@ -301,7 +301,21 @@ final class Exchange {
     private func endCutStream(_ message: String) {
         guard ctx.response.observer?.sse != nil else { return client.exchangeAborted() }
         let e = OpenAIError(status: 502, message: message, type: "server_error", code: "upstream_error")
-        client.exchangeEndedWithError(event: Array("data: ".utf8) + e.render() + Array("\n\n".utf8))
+        switch ctx.errorShape {
+        case .anthropic:
+            // Anthropic's stream error event (its SDKs raise it as an APIError).
+            client.exchangeEndedWithError(event: Array("event: error\ndata: ".utf8) + AnthropicError(e).render() + Array("\n\n".utf8))
+        default:
+            if ctx.features?.endpoint.traits.stream == .responses {
+                // The Responses API's `error` event.
+                var event = Array("event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\",\"message\":".utf8)
+                JSON.appendString(message, to: &event)
+                event += Array(",\"param\":null}\n\n".utf8)
+                client.exchangeEndedWithError(event: event)
+            } else {
+                client.exchangeEndedWithError(event: Array("data: ".utf8) + e.render() + Array("\n\n".utf8))
+            }
+        }
     }
 
     /// Passive health: the data path's failures count towards ejecting the endpoint.
