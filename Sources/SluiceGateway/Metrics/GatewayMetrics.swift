@@ -54,7 +54,7 @@ public final class GatewayMetrics: Sendable {
         retries = schema.family("sluice_upstream_retries_total", help: "Requests retried on another endpoint before any response byte.",
                                 kind: .counter, labels: ["pool"])
         routes = schema.family("sluice_route_decisions_total",
-                               help: "Requests by why their endpoint was chosen (prefix_hit, new_prefix, least_loaded, adapter_affinity, round_robin, only_candidate, no_healthy_endpoint, cache_hit).",
+                               help: "Requests by why their endpoint was chosen (prefix_hit, new_prefix, least_loaded, adapter_affinity, round_robin, only_candidate, no_healthy_endpoint, cache_hit, stored_response).",
                                kind: .counter, labels: ["pool", "reason"])
         cache = schema.family("sluice_cache_requests_total",
                               help: "Response-cache outcomes: hit, miss, bypass (not looked up), error (Redis failed), stored, store_error.",
