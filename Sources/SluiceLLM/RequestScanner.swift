@@ -27,9 +27,10 @@ public struct RequestScanner: Sendable {
     public func scan(
         _ body: UnsafeRawBufferPointer,
         endpoint: OpenAIEndpoint,
-        segments: UnsafeMutableBufferPointer<PromptSegment>
+        segments: UnsafeMutableBufferPointer<PromptSegment>,
+        requireModel: Bool = true
     ) throws(RequestScanError) -> ScannedRequest {
-        var run = Run(body, maxDepth: maxDepth, schema: Schema(endpoint), requireModel: true, segments: segments)
+        var run = Run(body, maxDepth: maxDepth, schema: Schema(endpoint), requireModel: requireModel, segments: segments)
         try run.top()
         return run.result
     }

@@ -107,10 +107,10 @@ enum AdmitPhase: RequestPhase {
             }
         }
         let cache = settings.cache
-        if cache.enabled && f.endpoint.traits.cache != .never {
+        if cache.enabled && f.traits.cache != .never {
             let control = r.header(named: "cache-control").map { Array($0) } ?? []
             let opt = r.header(named: "x-sluice-cache").map { String(decoding: $0, as: UTF8.self).lowercased() }
-            let deterministic = f.endpoint.traits.cache == .deterministic || f.scanned.temperature == 0
+            let deterministic = f.traits.cache == .deterministic || f.scanned.temperature == 0
                 || (cache.seedIsDeterministic && f.scanned.seed != nil)
             if opt != "bypass" && (deterministic || opt == "force") {
                 t.cacheLookup = !directive(control, "no-cache")

@@ -306,7 +306,7 @@ final class Exchange {
             // Anthropic's stream error event (its SDKs raise it as an APIError).
             client.exchangeEndedWithError(event: Array("event: error\ndata: ".utf8) + AnthropicError(e).render() + Array("\n\n".utf8))
         default:
-            if ctx.features?.endpoint.traits.stream == .responses {
+            if ctx.features?.traits.stream == .responses {
                 // The Responses API's `error` event.
                 var event = Array("event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\",\"message\":".utf8)
                 JSON.appendString(message, to: &event)

@@ -8,6 +8,8 @@ import SluiceLLM
 /// reference counting.
 struct RequestFeatures {
     var endpoint: LLMEndpoint
+    /// `endpoint.traits`, read once (a call into SluiceLLM per read otherwise).
+    var traits: LLMEndpoint.Traits
     var scanned: ScannedRequest
     /// The model's name when it is in the request target rather than the body (the realtime
     /// query's `model`, KServe v2's path segment): offsets into the target, `%`-encoded when
@@ -15,8 +17,12 @@ struct RequestFeatures {
     var targetModel: ByteRange?
     var targetModelEncoded = false
     /// The stored response (Responses API) this request addresses: the path's id for retrieve
-    /// and cancel, `previous_response_id` for a follow-up. Copied inline (no allocation).
-    var responseID: ResponseID?
+    /// and cancel (in the target, maybe `%`-encoded), `previous_response_id` for a follow-up (in
+    /// the body); checked at inspect, read by ``responseID(_:)`` when it is routed (offsets, so
+    /// the features every request carries stay small).
+    var responseIDRange: ByteRange?
+    var responseIDInTarget = false
+    var responseIDEncoded = false
     /// The client asked for a stream.
     var stream: Bool { scanned.stream == true }
     /// Sluice asked the model server for usage the client did not ask for, so the usage-only
@@ -27,6 +33,12 @@ struct RequestFeatures {
 
     /// The request names a model (in the body, the query or the path).
     var hasModel: Bool { targetModel != nil || scanned.hasModel }
+
+    /// The stored response's id, copied inline (nil when the request names none).
+    func responseID(_ r: DownstreamRequest) -> ResponseID? {
+        guard let range = responseIDRange else { return nil }
+        return try? InspectPhase.responseID(responseIDInTarget ? r.target : r.body, range, encoded: responseIDEncoded)
+    }
 }
 
 /// Per-worker scratch space for the inspect phase, allocated once.
@@ -51,16 +63,17 @@ enum InspectPhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         var action = PhaseAction.next
         x.client.withRequest { r in
-            guard let m = LLMEndpoint.match(path: r.target), m.endpoint.traits.method == (r.head.method == .get ? .get : .post),
-                  r.head.method == .get || r.head.method == .post else { return }
-            x.ctx.errorShape = m.endpoint.traits.errors
+            guard let m = LLMEndpoint.match(path: r.target) else { return }
+            let t = m.endpoint.traits
+            guard t.method == (r.head.method == .get ? .get : .post), r.head.method == .get || r.head.method == .post else { return }
+            x.ctx.errorShape = t.errors
             x.ctx.endpoint = m.endpoint
-            if m.endpoint.traits.upgrade && x.client.canUpgrade, let u = r.header(named: "upgrade"),
+            if t.upgrade && x.client.canUpgrade, let u = r.header(named: "upgrade"),
                u.count == 9, ASCIICase.equal(u, ByteRange(0, 9), "websocket") {
                 x.ctx.upgrade = true
             }
             do throws(OpenAIError) {
-                x.ctx.features = try inspect(m, request: r, scratch: x.worker.inspectScratch)
+                x.ctx.features = try inspect(m, traits: t, request: r, scratch: x.worker.inspectScratch)
             } catch {
                 action = .respond(LocalResponse(error))
             }
@@ -74,24 +87,32 @@ enum InspectPhase: RequestPhase {
                         scratch: InspectScratch) throws(OpenAIError) -> RequestFeatures? {
         guard let m = LLMEndpoint.match(path: path), m.endpoint.traits.method == (method == .get ? .get : .post),
               method == .get || method == .post else { return nil }
-        return try inspect(m, target: path, body: body, contentType: contentType, scratch: scratch)
+        return try inspect(m, traits: m.endpoint.traits, target: path, body: body, contentType: contentType, scratch: scratch)
     }
 
-    static func inspect(_ m: LLMEndpoint.Match, request r: DownstreamRequest, scratch: InspectScratch) throws(OpenAIError) -> RequestFeatures {
-        let t = m.endpoint.traits
-        return try inspect(m, target: r.target, body: r.body, contentType: t.body == .multipart ? r.header(named: "content-type") : nil,
-                           scratch: scratch)
+    static func inspect(_ m: LLMEndpoint.Match, traits t: LLMEndpoint.Traits, request r: DownstreamRequest,
+                        scratch: InspectScratch) throws(OpenAIError) -> RequestFeatures {
+        try inspect(m, traits: t, target: r.target, body: r.body, contentType: t.body == .multipart ? r.header(named: "content-type") : nil,
+                    scratch: scratch)
     }
 
-    static func inspect(_ m: LLMEndpoint.Match, target: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
+    static func inspect(_ m: LLMEndpoint.Match, traits t: LLMEndpoint.Traits, target: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer,
                         contentType: UnsafeRawBufferPointer?, scratch: InspectScratch) throws(OpenAIError) -> RequestFeatures {
         let endpoint = m.endpoint
-        let t = endpoint.traits
         let scanned: ScannedRequest
         do {
             switch t.body {
             case .json:
-                scanned = try RequestScanner().scan(body, for: endpoint, segments: scratch.segments)
+                switch endpoint {
+                case .chatCompletions:
+                    scanned = try RequestScanner().scan(body, endpoint: .chatCompletions, segments: scratch.segments, requireModel: false)
+                case .completions:
+                    scanned = try RequestScanner().scan(body, endpoint: .completions, segments: scratch.segments, requireModel: false)
+                case .embeddings:
+                    scanned = try RequestScanner().scan(body, endpoint: .embeddings, segments: scratch.segments, requireModel: false)
+                default:
+                    scanned = try RequestScanner().scan(body, for: endpoint, segments: scratch.segments)
+                }
             case .multipart:
                 guard let ct = contentType else {
                     throw OpenAIError.invalidRequest("This endpoint takes a multipart/form-data body (Content-Type: multipart/form-data; boundary=...).",
@@ -108,7 +129,7 @@ enum InspectPhase: RequestPhase {
         } catch {
             throw OpenAIError.invalidRequest("The request body could not be read.")
         }
-        var f = RequestFeatures(endpoint: endpoint, scanned: scanned)
+        var f = RequestFeatures(endpoint: endpoint, traits: t, scanned: scanned)
         switch t.model {
         case .queryParameter:
             if let (range, encoded) = QueryString.value(named: "model", in: target), range.count > 0 {
@@ -119,12 +140,18 @@ enum InspectPhase: RequestPhase {
             f.targetModel = m.parameter
             f.targetModelEncoded = m.parameterEncoded
         case .storedResponse:
-            if let id = m.parameter { f.responseID = try responseID(target, id, encoded: m.parameterEncoded) }
+            if let id = m.parameter {
+                _ = try responseID(target, id, encoded: m.parameterEncoded)  // a 400 now if unusable
+                f.responseIDRange = id
+                f.responseIDInTarget = true
+                f.responseIDEncoded = m.parameterEncoded
+            }
         case .jsonField, .formField, .none:
             break
         }
         if let prev = scanned.previousResponseID {
-            f.responseID = try responseID(body, prev, encoded: false)
+            _ = try responseID(body, prev, encoded: false)
+            f.responseIDRange = prev
         }
         if t.prefixAffinity && scanned.segmentCount > 0 {
             let segments = UnsafeBufferPointer(rebasing: scratch.segments[0..<min(scanned.segmentCount, scratch.segments.count)])

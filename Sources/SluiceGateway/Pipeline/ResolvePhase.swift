@@ -24,7 +24,7 @@ import SluiceSettings
 enum ResolvePhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         let w = x.worker
-        if let id = x.ctx.features?.responseID, x.ctx.target.pinned == nil {
+        if x.ctx.features?.responseIDRange != nil, x.ctx.target.pinned == nil, let id = responseID(x) {
             if let ep = w.responseAffinity.endpoint(of: id, now: x.loop.now) {
                 x.ctx.target.pinned = ep
             } else if let redis = w.redis, !x.ctx.target.lookedUpResponse {
@@ -57,6 +57,12 @@ enum ResolvePhase: RequestPhase {
         return action
     }
 
+    static func responseID(_ x: Exchange) -> ResponseID? {
+        var id: ResponseID?
+        x.client.withRequest { r in id = x.ctx.features?.responseID(r) }
+        return id
+    }
+
     /// Without `models:`: the first pool of the right protocol.
     static func passThrough(_ x: Exchange) -> PhaseAction {
         let w = x.worker
@@ -66,7 +72,7 @@ enum ResolvePhase: RequestPhase {
             x.client.withRequest { r in allowed = x.settings.passthroughPolicy == .defaultPool || isModelList(r) }
             if !allowed { return .respond(LocalResponse(notFound())) }
         }
-        let v2 = f?.endpoint.traits.server == .v2
+        let v2 = f?.traits.server == .v2
         let pool = pinnedPool(x) ?? (v2 ? (w.pools.first { $0.serverProtocol == .kserveV2 } ?? w.defaultPool) : w.defaultPool)
         guard let pool else { return .respond(LocalResponse(.unavailable("No pool is configured."))) }
         x.ctx.target.pool = pool
@@ -87,16 +93,16 @@ enum ResolvePhase: RequestPhase {
     /// health to the first v2 pool; anything else must name one.
     static func unnamed(_ x: Exchange, _ f: RequestFeatures) -> PhaseAction {
         let w = x.worker
-        switch f.endpoint.traits.model {
+        switch f.traits.model {
         case .storedResponse, .none:
-            let v2 = f.endpoint.traits.server == .v2
+            let v2 = f.traits.server == .v2
             let pool = pinnedPool(x) ?? (v2 ? (w.pools.first { $0.serverProtocol == .kserveV2 } ?? w.defaultPool) : w.defaultPool)
             guard let pool else { return .respond(LocalResponse(.unavailable("No pool is configured."))) }
             x.ctx.target.pool = pool
             return .next
         default:
             let names = w.modelTable.entries.prefix(5).map { String(decoding: $0.name, as: UTF8.self) }.joined(separator: ", ")
-            let where_ = switch f.endpoint.traits.model {
+            let where_ = switch f.traits.model {
             case .formField: "a 'model' form field"
             case .queryParameter: "a 'model' query parameter (?model=NAME)"
             case .pathSegment: "the model's name in the path"
@@ -114,7 +120,7 @@ enum ResolvePhase: RequestPhase {
             let target = r.target
             if !f.targetModelEncoded { return Array(target.slice(t)) }
             var out = [UInt8](repeating: 0, count: t.count)
-            let n = out.withUnsafeMutableBytes { QueryString.percentDecode(target, t, plusIsSpace: f.endpoint.traits.model == .queryParameter, into: $0) }
+            let n = out.withUnsafeMutableBytes { QueryString.percentDecode(target, t, plusIsSpace: f.traits.model == .queryParameter, into: $0) }
             guard let n else { return Array(target.slice(t)) }
             return Array(out[0..<n])
         }
@@ -146,7 +152,7 @@ enum ResolvePhase: RequestPhase {
         let name = { inPlace ? String(decoding: raw, as: UTF8.self) : String(decoding: decoded, as: UTF8.self) }
         guard let t = resolved else { return .respond(LocalResponse(.modelNotFound(name()))) }
         let pool = w.pools[t.pool]
-        let wantsV2 = f.endpoint.traits.server == .v2
+        let wantsV2 = f.traits.server == .v2
         if wantsV2 != (pool.serverProtocol == .kserveV2) {
             var e = OpenAIError.modelNotFound(name())
             e.message = wantsV2

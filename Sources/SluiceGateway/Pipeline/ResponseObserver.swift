@@ -18,10 +18,17 @@ struct ResponseObserver {
     var finishReason: FinishReason?
     /// The API's answers are read in this dialect (OpenAI, Anthropic, the Responses API).
     let dialect: ResponseDialect
-    /// The id of the response the server stored (Responses API), once seen.
-    var responseID: ResponseID?
-    /// ``responseID`` was remembered for its endpoint.
-    var recordedResponseID = false
+    /// Responses API answers only: the id of the response the server stored, once seen (boxed:
+    /// the observer of every other request stays small, and it is copied on its way).
+    var stored: StoredResponse?
+
+    final class StoredResponse {
+        var id: ResponseID?
+        /// ``id`` was remembered for its endpoint.
+        var recorded = false
+    }
+
+    var responseID: ResponseID? { stored?.id }
     /// The stream's `data: [DONE]` went by: the client has the whole answer, even if it hangs
     /// up before the end of the HTTP body (OpenAI's SDKs do).
     var sawDone = false
@@ -37,6 +44,7 @@ struct ResponseObserver {
 
     init(eventStream: Bool, strip: Bool, contentLength: Int?, dialect: ResponseDialect = .openAI) {
         self.dialect = dialect
+        if dialect == .responses { stored = StoredResponse() }
         sse = eventStream ? SSEScanner(dialect: dialect) : nil
         self.strip = strip && eventStream
         jsonLength = contentLength
@@ -94,7 +102,7 @@ struct ResponseObserver {
         if let r = ResponseScanner.scan(body, dialect: dialect) {
             usage = r.usage
             finishReason = r.finishReason
-            if let id = r.responseID { responseID = ResponseID(id.bytes(in: body)) }
+            if let s = stored, let id = r.responseID { s.id = ResponseID(id.bytes(in: body)) }
             if r.hasToken { firstTokenAt = firstTokenAt ?? now }
         }
     }
@@ -132,7 +140,7 @@ struct ResponseObserver {
             }
             if kept != nil && keepFrom < r.1 { kept!.append((keepFrom, r.1)) }
         }
-        if responseID == nil, let id = sse!.responseID { responseID = id }
+        if let s = stored, s.id == nil, let id = sse!.responseID { s.id = id }
         if let kept { ranges = kept }
     }
 }

@@ -51,7 +51,7 @@ enum RoutePhase: RequestPhase {
     /// A stored response's request goes to the endpoint holding it, or nowhere: no other
     /// server knows the response (a retry cannot go elsewhere either).
     static func routePinned(_ x: Exchange, _ pinned: String, first: Bool) -> PhaseAction {
-        let id = x.ctx.features?.responseID?.description ?? "?"
+        let id = ResolvePhase.responseID(x)?.description ?? "?"
         guard first else {
             return .respond(LocalResponse(.badGateway("The model server holding response '\(id)' (\(pinned)) failed to answer; no other server has it.")))
         }
