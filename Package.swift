@@ -24,6 +24,8 @@ let package = Package(
         .library(name: "SluiceSettings", targets: ["SluiceSettings"]),
         .library(name: "SluiceRouting", targets: ["SluiceRouting"]),
         .library(name: "SluiceTracing", targets: ["SluiceTracing"]),
+        // test support the nested Benchmarks/ packages use too (never linked into sluice)
+        .library(name: "SluiceTestSupport", targets: ["SluiceTestSupport"]),
     ],
     targets: [
         // C layer
@@ -73,7 +75,12 @@ let package = Package(
 
         // app
         .target(name: "SluiceGateway", dependencies: ["SluiceSettings", "SluiceIO", "SluiceHTTP", "SluiceLLM", "SluiceRouting", "SluiceRedis", "SluiceTracing"], swiftSettings: strict),
-        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim", "SluiceTracing"]),
+        .testTarget(name: "SluiceGatewayTests", dependencies: ["SluiceGateway", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceSim", "SluiceTracing", "SluiceTestSupport"]),
+        // test support: the gateway's router on fake endpoints, one decision at a time (the
+        // router tests and Benchmarks/routing-decision); it reaches the gateway through its
+        // `package` declarations, so it builds in release too (no @testable import)
+        .target(name: "SluiceTestSupport", dependencies: ["SluiceGateway", "SluiceIO", "SluiceLLM", "SluiceRouting", "SluiceSettings"],
+                path: "Tests/Support", swiftSettings: strict),
 
         // the YAML config: schema, validation, secrets
         .target(name: "SluiceConfig", dependencies: ["SluiceSettings", "SluiceHTTP", "SluiceIO", "SluiceRedis", "SluiceRouting", "SluiceTracing", "CYAML"], swiftSettings: strict),

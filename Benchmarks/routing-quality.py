@@ -232,6 +232,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=60, help="open loop: per-request timeout, s")
     ap.add_argument("--drain", type=float, default=120, help="open loop: wait after the last arrival, s")
     ap.add_argument("--out")
+    ap.add_argument("--policy", default="default", help="the policy of the default and 3x variants (e.g. weighted)")
+    ap.add_argument("--only", help="closed loop: a subset of the variants, e.g. default,3x")
     args = ap.parse_args()
     args.turns_per_chat = 4  # routing_client.py's --turns default
     work = tempfile.mkdtemp(prefix="sluice-routing-")
@@ -242,14 +244,21 @@ def main():
             with open(args.out, "w") as f:
                 f.write(text)
         return
-    variants = [("default", "default", 1), ("rr", "round_robin", 1), ("ll", "least_loaded", 1), ("3x", "default", 3),
+    variants = [("default", args.policy, 1), ("rr", "round_robin", 1), ("ll", "least_loaded", 1), ("3x", args.policy, 3),
                 ("pinned", None, 0)]
+    if args.only:
+        variants = [v for v in variants if v[0] in args.only.split(",")]
     results = {}
     for name, policy, replicas in variants:
         results[name] = run_variant(name, policy, replicas, args, work)
         r = results[name]
         print(f"{name:8} tokens/s {r['tokens_per_s']:8.1f}  TTFT p50 {r['ttft_p50'] or 0:8.1f} ms  p90 {r['ttft_p90'] or 0:8.1f} ms  "
               f"hit rate {r['hit_rate']:.3f}  requests {r['requests']}  errors {r['errors']}", flush=True)
+    if args.only:
+        if "default" in results and "3x" in results:
+            print(f"3 replicas: hit rate {results['3x']['hit_rate']:.3f} = "
+                  f"{results['3x']['hit_rate'] / max(results['default']['hit_rate'], 1e-9) * 100:.1f} % of one replica's")
+        return
     d, rr, three = results["default"], results["rr"], results["3x"]
     lines = [
         f"# Routing quality, {time.strftime('%Y-%m-%d')}",

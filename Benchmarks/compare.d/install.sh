@@ -2,17 +2,21 @@
 # Installs what Benchmarks/compare needs, each peer in its own virtualenv under $BENCH_CACHE.
 # Never fails as a whole: each peer's outcome is written to $BENCH_CACHE/status/<peer>
 # ("ok <version>" or "fail <why>") so the tables can say why a peer is missing.
+#   install.sh [--only name,name]   (names: nginx haproxy wrk envoy sglang vllmr litellm guidellm h2client)
 set -uo pipefail
 CACHE="${BENCH_CACHE:-$HOME/.cache/sluice-bench}"
+ONLY=""
+if [ "${1:-}" = "--only" ]; then ONLY=",${2:-},"; fi
+want() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
 mkdir -p "$CACHE/status" "$CACHE/logs"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 # --- Debian packages, only those missing.
 need=()
-command -v nginx   >/dev/null || need+=(nginx-light)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v wrk     >/dev/null || need+=(wrk)
-command -v h2load  >/dev/null || need+=(nghttp2-client)
+want nginx   && ! command -v nginx   >/dev/null && need+=(nginx-light)
+want haproxy && ! command -v haproxy >/dev/null && need+=(haproxy)
+want wrk     && ! command -v wrk     >/dev/null && need+=(wrk)
+want h2load  && ! command -v h2load  >/dev/null && need+=(nghttp2-client)
 command -v taskset >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "apt: installing ${need[*]}"
@@ -20,6 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
     >"$CACHE/logs/apt.log" 2>&1 || echo "apt-get failed for ${need[*]} (see $CACHE/logs/apt.log)"
 fi
 for tool in nginx haproxy wrk; do
+  want $tool || continue
   if command -v $tool >/dev/null; then
     case $tool in
       nginx)   v=$(nginx -v 2>&1 | sed 's/.*nginx\///');;
@@ -35,6 +40,7 @@ done
 # --- Python peers, one virtualenv each (their dependency sets conflict).
 PY="${BENCH_PYTHON:-python3}"
 pip_peer() {  # name "pip spec..." module-for-version
+  want "$1" || return 0
   local name=$1 spec=$2 dist=$3 venv="$CACHE/venv-$1"
   if [ ! -x "$venv/bin/python" ]; then "$PY" -m venv "$venv" >"$CACHE/logs/$name.log" 2>&1 || { echo "fail could not create venv" >"$CACHE/status/$name"; return; }; fi
   if ! "$venv/bin/python" -c "import importlib.metadata as m; m.version('$dist')" >/dev/null 2>&1; then

@@ -11,7 +11,7 @@ let package = Package(
     dependencies: [.package(path: ".build-root/sluice")],
     targets: [
         .target(name: "CMallocCount"),
-        .executableTarget(name: "RoutingDecision", dependencies: ["CMallocCount", .product(name: "SluiceGateway", package: "sluice"), .product(name: "SluiceRouting", package: "sluice")],
+        .executableTarget(name: "RoutingDecision", dependencies: ["CMallocCount", .product(name: "SluiceTestSupport", package: "sluice"), .product(name: "SluiceRouting", package: "sluice")],
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     ]
 )

@@ -401,7 +401,7 @@ public struct ConfigLoader {
         if let n = child("flow_control"), let m = map(n, "flow_control") {
             let p = "flow_control"
             unknown(m, p, ["enabled", "max_waiting", "max_kv_use", "queue_ttl", "max_queued", "max_queued_bytes",
-                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold"])
+                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold", "sheddable_headroom"])
             if let v = bool(m, p, "enabled") { s.flow.enabled = v }
             if let v = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { s.flow.maxWaiting = v }
             if let v = number(m, p, "max_kv_use") {
@@ -410,6 +410,9 @@ public struct ConfigLoader {
             if let v = durationField(m, p, "queue_ttl") { s.flow.queueTTL = v }
             if let v = durationField(m, p, "slot_hold") {
                 if v <= .seconds(10) { s.flow.slotHold = v } else { issue("\(p).slot_hold", "must be at most 10s", field(m, "slot_hold")!.line) }
+            }
+            if let v = number(m, p, "sheddable_headroom") {
+                if v >= 0 && v < 1 { s.flow.sheddableHeadroom = v } else { issue("\(p).sheddable_headroom", "must be >= 0 and < 1", field(m, "sheddable_headroom")!.line) }
             }
             if let v = intField(m, p, "max_queued", min: 0, max: 1 << 24) { s.flow.maxQueued = v }
             if let v = sizeField(m, p, "max_queued_bytes", min: 0, max: 1 << 40) { s.flow.maxQueuedBytes = v }
@@ -579,48 +582,83 @@ public struct ConfigLoader {
         return models.line
     }
 
-    /// `pools[].routing`: a policy name, or a mapping with the policy and the default
-    /// profile's parts (scorer weights, the load guard, hard limits).
+    /// `pools[].routing`: a policy name, or a mapping with the policy and its profile's parts:
+    /// for `default` (the cost model) `cost`; for `weighted` the scorer weights and the load
+    /// guard; for both the hard limits.
     private mutating func routing(_ node: YAMLNode, _ p: String, into pool: inout GatewaySettings.Pool) {
+        let policies = "must be default, weighted, round_robin or least_loaded"
         if case .scalar(let name, let line, _) = node {
-            if let policy = RoutingPolicy(rawValue: name) { pool.routing = policy } else {
-                issue(p, "must be default, round_robin or least_loaded (or a mapping with policy and weights)", line)
+            if let policy = RoutingPolicy(rawValue: name) {
+                pool.routing = policy
+                pool.profile = policy == .weighted ? .weighted() : .costModel()
+            } else {
+                issue(p, policies + " (or a mapping with policy and its parts)", line)
             }
             return
         }
         guard let m = map(node, p) else { return }
-        unknown(m, p, ["policy", "weights", "load_guard", "max_waiting", "max_kv_use"])
+        unknown(m, p, ["policy", "cost", "weights", "load_guard", "max_waiting", "max_kv_use"])
         if let name = str(m, p, "policy") {
             if let policy = RoutingPolicy(rawValue: name) { pool.routing = policy } else {
-                issue("\(p).policy", "must be default, round_robin or least_loaded", field(m, "policy")!.line)
+                issue("\(p).policy", policies, field(m, "policy")!.line)
             }
         }
+        let weighted = pool.routing == .weighted
         var weights: [String: Double] = [:]
-        if let w = field(m, "weights"), let wm = map(w, "\(p).weights") {
-            let names = RoutingProfile.defaultScorers.map(\.scorer.name)
-            for (k, line, _) in wm {
-                guard names.contains(k) else {
-                    issue("\(p).weights.\(k)", "unknown scorer (one of \(names.joined(separator: ", ")))", line)
-                    continue
+        if let w = field(m, "weights") {
+            if !weighted { issue("\(p).weights", "applies to policy weighted only", w.line) }
+            if let wm = map(w, "\(p).weights") {
+                let names = RoutingProfile.defaultScorers.map(\.scorer.name)
+                for (k, line, _) in wm {
+                    guard names.contains(k) else {
+                        issue("\(p).weights.\(k)", "unknown scorer (one of \(names.joined(separator: ", ")))", line)
+                        continue
+                    }
+                    guard let v = number(wm, "\(p).weights", k) else { continue }
+                    if v < 0 { issue("\(p).weights.\(k)", "must be >= 0", line) } else { weights[k] = v }
                 }
-                guard let v = number(wm, "\(p).weights", k) else { continue }
-                if v < 0 { issue("\(p).weights.\(k)", "must be >= 0", line) } else { weights[k] = v }
             }
         }
         var loadGuard = LoadGuardFilter()
-        if let g = field(m, "load_guard"), let gm = map(g, "\(p).load_guard") {
-            unknown(gm, "\(p).load_guard", ["factor", "slack"])
-            if let f = number(gm, "\(p).load_guard", "factor") {
-                if f < 1 { issue("\(p).load_guard.factor", "must be >= 1", field(gm, "factor")!.line) } else { loadGuard.factor = f }
+        if let g = field(m, "load_guard") {
+            if !weighted { issue("\(p).load_guard", "applies to policy weighted only", g.line) }
+            if let gm = map(g, "\(p).load_guard") {
+                unknown(gm, "\(p).load_guard", ["factor", "slack"])
+                if let f = number(gm, "\(p).load_guard", "factor") {
+                    if f < 1 { issue("\(p).load_guard.factor", "must be >= 1", field(gm, "factor")!.line) } else { loadGuard.factor = f }
+                }
+                if let sl = intField(gm, "\(p).load_guard", "slack", min: 0, max: 1 << 20) { loadGuard.slack = sl }
             }
-            if let sl = intField(gm, "\(p).load_guard", "slack", min: 0, max: 1 << 20) { loadGuard.slack = sl }
+        }
+        var model = CostModel()
+        var absoluteBand = 0.001, relativeBand = 0.05, homeBand = 0.25
+        if let c = field(m, "cost") {
+            if pool.routing != .default { issue("\(p).cost", "applies to policy default only", c.line) }
+            if let cm = map(c, "\(p).cost") {
+                let q = "\(p).cost"
+                unknown(cm, q, ["chunk_tokens", "adapter_load", "adapter_wait", "interference", "tie_band", "tie_band_relative", "home_band"])
+                if let v = intField(cm, q, "chunk_tokens", min: 1, max: 1 << 24) { model.chunkTokens = v }
+                if let d = durationField(cm, q, "adapter_load") { model.adapterLoad = Double(d.nanoseconds) / 1e9 }
+                if let d = durationField(cm, q, "adapter_wait") { model.adapterWait = Double(d.nanoseconds) / 1e9 }
+                if let v = number(cm, q, "interference") {
+                    if v < 0 || v > 100 { issue("\(q).interference", "must be >= 0 and <= 100", field(cm, "interference")!.line) } else { model.interference = v }
+                }
+                if let d = durationField(cm, q, "tie_band") { absoluteBand = Double(d.nanoseconds) / 1e9 }
+                if let v = number(cm, q, "tie_band_relative") {
+                    if v < 0 || v > 1 { issue("\(q).tie_band_relative", "must be >= 0 and <= 1", field(cm, "tie_band_relative")!.line) } else { relativeBand = v }
+                }
+                if let v = number(cm, q, "home_band") {
+                    if v < 0 || v > 1 { issue("\(q).home_band", "must be >= 0 and <= 1", field(cm, "home_band")!.line) } else { homeBand = v }
+                }
+            }
         }
         var saturation = SaturationFilter()
         if let w = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { saturation.maxWaiting = w }
         if let kv = number(m, p, "max_kv_use") {
             if kv <= 0 || kv > 1 { issue("\(p).max_kv_use", "must be > 0 and <= 1", field(m, "max_kv_use")!.line) } else { saturation.maxKVUse = kv }
         }
-        pool.profile = .standard(weights: weights, guard: loadGuard, saturation: saturation)
+        pool.profile = weighted ? .weighted(weights: weights, guard: loadGuard, saturation: saturation)
+            : .costModel(model: model, absoluteBand: absoluteBand, relativeBand: relativeBand, homeBand: homeBand, saturation: saturation)
     }
 
     // MARK: typed readers

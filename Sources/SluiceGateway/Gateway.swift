@@ -120,7 +120,7 @@ public final class Gateway: @unchecked Sendable {
         let responseAffinity = responseAffinity
         group.start(name: "sluice-worker") { [self] loop in
             let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, adapterLoader: loader, accessLog: accessLog,
-                           responseAffinity: responseAffinity, tunnels: tunnelCount) { [self] in
+                           responseAffinity: responseAffinity, tunnels: tunnelCount, spans: spanRecorders[loop.index]) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {

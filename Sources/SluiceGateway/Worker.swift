@@ -1,9 +1,10 @@
-import SluiceSettings
+package import SluiceSettings
+package import SluiceTracing
 import Glibc
-import SluiceIO
+package import SluiceIO
 import SluiceHTTP
 import SluiceRedis
-import SluiceRouting
+package import SluiceRouting
 import SluiceLLM
 import Synchronization
 
@@ -19,15 +20,15 @@ final class SettingsGeneration {
 /// One worker thread's share of the gateway: its event loop, its listeners (SO_REUSEPORT: the
 /// kernel spreads connections across workers), its client connections and its upstream pools.
 /// Everything here is confined to the loop's thread.
-final class Worker: @unchecked Sendable {
+package final class Worker: @unchecked Sendable {
     let loop: EventLoop
     /// The settings in force, as one object per generation (see ``SettingsGeneration``).
     private(set) var generation: SettingsGeneration
     /// Read in place (no copy of the struct): `worker.settings.timeouts.idle` loads one field.
-    var settings: GatewaySettings { _read { yield generation.value } }
+    package var settings: GatewaySettings { _read { yield generation.value } }
     /// Listeners by their configured address (which may say port 0 in tests).
     private(set) var listeners: [(address: SocketAddress, listener: Listener)] = []
-    private(set) var pools: [UpstreamPool] = []
+    package private(set) var pools: [UpstreamPool] = []
     private var clients: [ObjectIdentifier: any DownstreamConnection] = [:]
     /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
     /// per request for the timer). Bounded: beyond it they are freed.
@@ -77,7 +78,7 @@ final class Worker: @unchecked Sendable {
     /// Unix time the settings were loaded (the `created` of Sluice's model list).
     private(set) var loadedAt = WallClock.now().seconds
     /// The worker's own seeded generator: split arms, routing tie breaks.
-    var random: SplitMix64
+    package var random: SplitMix64
 
     /// A uniform draw in [0, 1) (split arms).
     func nextRandom() -> Double { random.nextUnit() }
@@ -89,11 +90,14 @@ final class Worker: @unchecked Sendable {
     private(set) lazy var localSlots: GatewayMetrics.PoolSlots = catalog.slots(pool: "")
 
     /// Scratch space for the inspect phase (prompt segments, prefix hashes) and the router.
-    let inspectScratch = InspectScratch()
-    let routerScratch = RouterScratch()
+    package let inspectScratch = InspectScratch()
+    package let routerScratch = RouterScratch()
 
     /// Access log lines of this iteration, handed to the writer at its end (one lock per batch).
     let accessLog: AccessLog?
+    /// This worker's span recorder (the gateway's `spanRecorders[loop.index]`): head sampling
+    /// at a request's start, its spans at its end (``TraceSpans``).
+    let spans: SpanRecorder
     private var pendingLog: [UInt8] = []
 
     func log(_ line: [UInt8]) {
@@ -119,7 +123,7 @@ final class Worker: @unchecked Sendable {
     }
 
     /// The shared prefix index (the gateway's).
-    let prefixIndex: PrefixIndex
+    package let prefixIndex: PrefixIndex
     /// On-demand LoRA loading (the gateway's).
     let adapterLoader: AdapterLoader
     /// Stored response id → endpoint (the gateway's, shared by the workers).
@@ -175,9 +179,10 @@ final class Worker: @unchecked Sendable {
     /// Connections open across all workers (shared with the gateway).
     private let connections: SharedCounter
 
-    init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
+    package init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
          connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?,
-         responseAffinity: ResponseAffinity = ResponseAffinity(), tunnels: SharedCounter = SharedCounter(), onDrained: @escaping @Sendable () -> Void) {
+         responseAffinity: ResponseAffinity = ResponseAffinity(), tunnels: SharedCounter = SharedCounter(),
+         spans: SpanRecorder? = nil, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
             ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, metrics.schema.series(metrics.cache, [$0])) })
@@ -190,6 +195,9 @@ final class Worker: @unchecked Sendable {
             ["opened", "closed", "idle_closed", "refused"].map { ($0, metrics.schema.series(metrics.tunnels, [$0])) })
         tunnelByteSlots = ["client_to_server", "server_to_client"].map { metrics.schema.series(metrics.tunnelBytes, [$0]) }
         self.accessLog = accessLog
+        // Without the gateway's (tests, benchmarks): a recorder of an exporter never configured,
+        // so tracing is off.
+        self.spans = spans ?? SpanRecorder(exporter: TraceExporter(), loop: loop)
         self.prefixIndex = prefixIndex
         self.adapterLoader = adapterLoader
         self.responseAffinity = responseAffinity

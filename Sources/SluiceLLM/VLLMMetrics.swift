@@ -17,6 +17,23 @@ public struct VLLMMetrics: Sendable, Equatable {
     public var numGPUBlocks: Int?
     public var prefixCacheHits: Double?
     public var prefixCacheQueries: Double?
+    /// Histogram sums and counts the gateway's latency learner reads (summed over engines):
+    /// `request_prefill_time_seconds` (scheduled to first token, the queue excluded),
+    /// `request_prefill_kv_computed_tokens` (prompt tokens computed, cached ones excluded),
+    /// `inter_token_latency_seconds`.
+    public var prefillTime: HistogramTotals?
+    public var prefillComputedTokens: HistogramTotals?
+    public var interTokenLatency: HistogramTotals?
+
+    /// A histogram's `_sum` and `_count`.
+    public struct HistogramTotals: Sendable, Equatable {
+        public var sum = 0.0
+        public var count = 0.0
+        public init(sum: Double = 0, count: Double = 0) {
+            self.sum = sum
+            self.count = count
+        }
+    }
 
     /// vLLM keeps one `lora_requests_info` series per distinct (running, waiting) combination it has
     /// ever seen, valued with the time it was last current; the one with the largest value is now.
@@ -53,6 +70,18 @@ public struct VLLMMetrics: Sendable, Equatable {
                 m.prefixCacheHits = (m.prefixCacheHits ?? 0) + s.value
             } else if named("vllm:prefix_cache_queries_total") {
                 m.prefixCacheQueries = (m.prefixCacheQueries ?? 0) + s.value
+            } else if named("vllm:request_prefill_time_seconds_sum") {
+                m.prefillTime = Self.adding(m.prefillTime, sum: s.value)
+            } else if named("vllm:request_prefill_time_seconds_count") {
+                m.prefillTime = Self.adding(m.prefillTime, count: s.value)
+            } else if named("vllm:request_prefill_kv_computed_tokens_sum") {
+                m.prefillComputedTokens = Self.adding(m.prefillComputedTokens, sum: s.value)
+            } else if named("vllm:request_prefill_kv_computed_tokens_count") {
+                m.prefillComputedTokens = Self.adding(m.prefillComputedTokens, count: s.value)
+            } else if named("vllm:inter_token_latency_seconds_sum") {
+                m.interTokenLatency = Self.adding(m.interTokenLatency, sum: s.value)
+            } else if named("vllm:inter_token_latency_seconds_count") {
+                m.interTokenLatency = Self.adding(m.interTokenLatency, count: s.value)
             } else if named("vllm:lora_requests_info") {
                 // Ties go to the later line.
                 if let cur = m.lora, cur.updatedAt > s.value { continue }
@@ -72,6 +101,13 @@ public struct VLLMMetrics: Sendable, Equatable {
         if kvCount > 0 { m.kvCacheUsage = kvSum / Double(kvCount) }
         else if gpuCount > 0 { m.kvCacheUsage = gpuSum / Double(gpuCount) }
         return m
+    }
+
+    static func adding(_ h: HistogramTotals?, sum: Double = 0, count: Double = 0) -> HistogramTotals {
+        var t = h ?? HistogramTotals()
+        t.sum += sum
+        t.count += count
+        return t
     }
 
     /// A label value holding a decimal integer (`"128"`); nil for `"None"` and anything else.

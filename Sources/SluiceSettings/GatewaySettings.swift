@@ -60,8 +60,8 @@ public struct GatewaySettings: Sendable {
         public var dnsInterval: Duration = .seconds(5)
         /// How an endpoint is picked for each request.
         public var routing: RoutingPolicy = .default
-        /// The filters, weighted scorers and picker of the `default` policy.
-        public var profile: RoutingProfile = .standard()
+        /// The filters, scorers and picker of the `default` (cost model) or `weighted` policy.
+        public var profile: RoutingProfile = .costModel()
         /// What the pool's servers speak (`pools[].protocol`): vLLM's OpenAI-compatible API, or
         /// KServe's Open Inference Protocol v2 (`/v2/...` requests go to such pools).
         public var serverProtocol: PoolProtocol = .openAI
@@ -259,6 +259,11 @@ public struct GatewaySettings: Sendable {
         /// without it, the slot goes to the busiest tenant and the next turn waits a whole
         /// request's time). 0 turns it off.
         public var slotHold: Duration = .milliseconds(20)
+        /// The share of a saturated-once pool's slots that `sheddable` requests leave free (at
+        /// least one slot when above 0): batch traffic may fill the pool only up to this
+        /// headroom, so a `critical` or `standard` request arriving finds a slot at once
+        /// instead of waiting for a sheddable one to finish. 0: sheddable may take every slot.
+        public var sheddableHeadroom = 0.1
         public init() {}
     }
 

@@ -93,7 +93,7 @@ import SluiceIO
         #expect(s.models[2].split.map(\.model) == ["m1", "m2"] && s.models[2].sticky == .header("x-user"))
     }
 
-    /// `pools[].routing` as a mapping composes the default profile: weights by scorer name, the
+    /// `pools[].routing` as a mapping composes the weighted profile: weights by scorer name, the
     /// load guard, hard limits; what is not given keeps its default.
     @Test func routingProfilesComeFromConfig() throws {
         let s = try ConfigLoader.load(text: """
@@ -101,6 +101,7 @@ import SluiceIO
               - name: a
                 endpoints: [http://127.0.0.1:1]
                 routing:
+                  policy: weighted
                   weights: { prefix_affinity: 4, inflight: 2.5 }
                   load_guard: { factor: 1.5, slack: 3 }
                   max_waiting: 16
@@ -115,9 +116,43 @@ import SluiceIO
         #expect(guardFilter.factor == 1.5 && guardFilter.slack == 3)
         let saturation = try #require(p.filters[2] as? SaturationFilter)
         #expect(saturation.maxWaiting == 16 && saturation.maxKVUse == 0.95)
-        #expect(s.pools[0].routing == .default && s.pools[1].routing == .leastLoaded)
-        // Without a mapping: the standard profile.
+        #expect(s.pools[0].routing == .weighted && s.pools[1].routing == .leastLoaded)
+    }
+
+    /// The default policy is the cost model; `routing: weighted` the hand-weighted profile; the
+    /// cost model's parameters come from `cost`, and each profile's parts are refused on the other.
+    @Test func theCostModelIsTheDefaultAndConfigurable() throws {
+        let s = try ConfigLoader.load(text: """
+            pools:
+              - { name: a, endpoints: [http://127.0.0.1:1] }
+              - { name: b, endpoints: [http://127.0.0.1:2], routing: weighted }
+              - name: c
+                endpoints: [http://127.0.0.1:3]
+                routing:
+                  cost: { chunk_tokens: 512, adapter_load: 20ms, adapter_wait: 1s, interference: 0.5, tie_band: 2ms, tie_band_relative: 0.1, home_band: 0.3 }
+                  max_waiting: 8
+            """)
+        #expect(s.pools.map(\.routing) == [.default, .weighted, .default])
+        #expect(s.pools[0].profile.costModel == CostModel())
+        #expect(s.pools[0].profile.scorers.map(\.scorer.name) == ["predicted_ttft"] && s.pools[0].profile.picker.name == "least_ttft")
+        #expect(s.pools[1].profile.costModel == nil)
         #expect(s.pools[1].profile.scorers.map(\.weight) == RoutingProfile.defaultScorers.map(\.weight))
+        #expect(s.pools[2].profile.costModel == CostModel(chunkTokens: 512, adapterLoad: 0.02, adapterWait: 1, interference: 0.5))
+        let picker = try #require(s.pools[2].profile.picker as? LeastTTFTPicker)
+        #expect(picker.absoluteBand == 0.002 && picker.relativeBand == 0.1 && picker.homeBand == 0.3)
+        #expect(s.pools[2].profile.filters.map(\.name) == ["health", "adapter", "saturation"])
+        let wrong = """
+            pools:
+              - { name: a, endpoints: [http://127.0.0.1:1], routing: { weights: { kv_use: 2 }, load_guard: { slack: 1 } } }
+              - { name: b, endpoints: [http://127.0.0.1:2], routing: { policy: weighted, cost: { chunk_tokens: 1 } } }
+              - { name: c, endpoints: [http://127.0.0.1:3], routing: { cost: { chunk_tokens: 0, tie_band_relative: 2, speed: 1 } } }
+            """
+        let found = issues(wrong)
+        for expected in ["pools[0].routing.weights: applies to policy weighted only", "pools[0].routing.load_guard: applies to policy weighted only",
+                         "pools[1].routing.cost: applies to policy default only", "pools[2].routing.cost.chunk_tokens",
+                         "pools[2].routing.cost.tie_band_relative: must be >= 0 and <= 1", "pools[2].routing.cost.speed: unknown key"] {
+            #expect(found.contains { $0.contains(expected) }, "\(expected) not in \(found)")
+        }
     }
 
     /// Each rule, with the path and line it reports; several problems come back together.
@@ -155,7 +190,7 @@ import SluiceIO
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nauth: { api_keys: [{ key: k, tenant: a }, { key: k, tenant: b }] }", "the same key is listed twice"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nlogging: { level: debug }", "logging.level: unknown key"),
         ("pools: &x [{ name: p, endpoints: [http://127.0.0.1:1] }]", "anchors are not supported"),
-        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: fastest }]", "pools[0].routing: must be default, round_robin or least_loaded"),
+        ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: fastest }]", "pools[0].routing: must be default, weighted, round_robin or least_loaded"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { policy: fastest } }]", "pools[0].routing.policy: must be default"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { weights: { luck: 1 } } }]", "pools[0].routing.weights.luck: unknown scorer"),
         ("pools: [{ name: p, endpoints: [http://127.0.0.1:1], routing: { weights: { kv_use: -1 } } }]", "pools[0].routing.weights.kv_use: must be >= 0"),
@@ -191,12 +226,14 @@ import SluiceIO
             models: [{ name: m, pool: p, priority: sheddable }]
             auth: { api_keys: [{ key: k1, tenant: a, priority: critical }, { key: k2, tenant: b, allow_priority_header: true }, { key: k3, tenant: c }] }
             flow_control: { enabled: false, max_waiting: 2, max_kv_use: 0.9, queue_ttl: 5s, max_queued: 10, max_queued_bytes: 1MiB,
-                            max_queued_per_tenant: 3, max_queued_bytes_per_tenant: 64KiB, fairness: round_robin, slot_hold: 5ms }
+                            max_queued_per_tenant: 3, max_queued_bytes_per_tenant: 64KiB, fairness: round_robin, slot_hold: 5ms,
+                            sheddable_headroom: 0.25 }
             tenancy: { kv_isolation: true }
             """)
         #expect(!s.flow.enabled && s.flow.maxWaiting == 2 && s.flow.maxKVUse == 0.9 && s.flow.queueTTL == .seconds(5))
         #expect(s.flow.maxQueued == 10 && s.flow.maxQueuedBytes == 1 << 20 && s.flow.maxQueuedPerTenant == 3)
         #expect(s.flow.maxQueuedBytesPerTenant == 64 << 10 && s.flow.fairness == .roundRobin && s.kvIsolation && s.flow.slotHold == .milliseconds(5))
+        #expect(s.flow.sheddableHeadroom == 0.25)
         #expect(s.models[0].priority == .sheddable)
         let p = s.auth!.priorities
         #expect(p[SHA256.hash(Array("k1".utf8))] == GatewaySettings.KeyPriority(band: .critical, allowHeader: false))
@@ -205,6 +242,9 @@ import SluiceIO
         // Defaults: on, with no keys at all.
         let d = try ConfigLoader.load(text: "pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]")
         #expect(d.flow.enabled && d.flow.maxWaiting == 0 && d.flow.fairness == .tokens && !d.kvIsolation && d.flow.slotHold == .milliseconds(20))
+        #expect(d.flow.sheddableHeadroom == 0.1)
+        #expect(issues("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { sheddable_headroom: 1 }")
+            .contains { $0.contains("flow_control.sheddable_headroom") })
         #expect(issues("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { slot_hold: 11s }")
             .contains { $0.contains("flow_control.slot_hold") && $0.contains("at most 10s") })
     }
@@ -306,7 +346,9 @@ import SluiceIO
                     "pools[].routing.policy", "pools[].routing.weights.prefix_affinity", "pools[].routing.weights.prefix_home",
                     "pools[].routing.weights.queue_depth", "pools[].routing.weights.kv_use", "pools[].routing.weights.lora_affinity",
                     "pools[].routing.weights.inflight", "pools[].routing.load_guard.factor", "pools[].routing.load_guard.slack",
-                    "pools[].routing.max_waiting", "pools[].routing.max_kv_use",
+                    "pools[].routing.max_waiting", "pools[].routing.max_kv_use", "pools[].routing.cost.chunk_tokens",
+                    "pools[].routing.cost.adapter_load", "pools[].routing.cost.adapter_wait", "pools[].routing.cost.interference", "pools[].routing.cost.tie_band",
+                    "pools[].routing.cost.tie_band_relative", "pools[].routing.cost.home_band",
                     "pools[].tls.server_name", "pools[].tls.verify",
                     "models[].name", "models[].pool", "models[].upstream_model", "models[].adapter", "models[].adapter_path",
                     "models[].split[].model", "models[].split[].weight", "models[].sticky", "logging.access_log",

@@ -92,6 +92,17 @@ func chat(_ extra: String = "\"temperature\":0", content: String = "hello", mode
         }
     }
 
+    /// Waits until `n` responses were stored in the cache (the store is written after the
+    /// response went out: a request sent before it lands is a miss and asks the pool again).
+    func waitStored(_ admin: UInt16, _ n: Int) -> Bool {
+        eventually {
+            guard let text = try? metrics(admin),
+                  let line = text.split(separator: "\n").first(where: { $0.hasPrefix("sluice_cache_requests_total{result=\"stored\"} ") }),
+                  let v = Double(line.split(separator: " ").last ?? "") else { return false }
+            return v >= Double(n)
+        }
+    }
+
     /// The Prometheus text from a gateway's admin listener.
     func metrics(_ admin: UInt16) throws -> String {
         let c = try TestClient(port: admin)
@@ -121,6 +132,7 @@ func chat(_ extra: String = "\"temperature\":0", content: String = "hello", mode
         #expect(first.status == 200)
         #expect(first.header("x-sluice-cache") == "miss")
         #expect(count.load(ordering: .relaxed) == 1)
+        #expect(waitStored(admin, 1))
         // The same request with other whitespace, member order and `user`: a hit, and the pool
         // is not asked.
         let same = "{ \"temperature\": 0, \"messages\": [ {\"content\":\"hello\", \"role\":\"user\"} ], \"user\":\"u1\", \"model\":\"tiny\" }"
@@ -168,7 +180,11 @@ func chat(_ extra: String = "\"temperature\":0", content: String = "hello", mode
         let up = try TestUpstream(countingModelHandler(count))
         let redis = try TestRedis()
         defer { up.stop(); redis.stop() }
-        let (gw, port) = try gateway(up, redis) { $0.cache.enabled = true }
+        let admin = freePort()
+        let (gw, port) = try gateway(up, redis) {
+            $0.cache.enabled = true
+            $0.admin = SocketAddress("127.0.0.1:\(admin)")!
+        }
         defer { gw.stop(grace: .seconds(1)) }
         let c = try TestClient(port: port)
         let body = chat("\"temperature\":0,\"stream\":true")
@@ -178,6 +194,7 @@ func chat(_ extra: String = "\"temperature\":0", content: String = "hello", mode
         // Sluice asked for usage upstream and kept that chunk from this client; the replay is
         // what this client saw.
         #expect(!first.text.contains("usage"))
+        #expect(waitStored(admin, 1))
         let replay = try #require(try eventuallyValue { let r = try post(c, body); return r.header("x-sluice-cache") == "hit" ? r : nil })
         #expect(replay.body == first.body)
         #expect(replay.header("content-type") == "text/event-stream")

@@ -1,10 +1,12 @@
-@testable @_spi(Benchmarks) import SluiceGateway
+@testable import SluiceGateway
+import SluiceTestSupport
 import SluiceSettings
 import SluiceRouting
 import Testing
 
 /// The router decision by decision, on fake endpoints whose telemetry each case sets: exact
-/// picks and reasons for every filter and score.
+/// picks and reasons for every filter and score of the weighted profile (`routing: weighted`,
+/// the default before the cost model; the cost model's are in CostModelRouterTests).
 @Suite struct RouterTableTests {
     /// A chat request whose prompt is long enough for several prefix blocks.
     func body(_ system: String, model: String = "tiny", question: String = "What now?") -> [UInt8] {
@@ -12,7 +14,7 @@ import Testing
     }
     let short = Array("{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}".utf8)
 
-    func harness(_ n: Int = 4, _ policy: RoutingPolicy = .default, adapter: String? = nil) throws -> RoutingHarness {
+    func harness(_ n: Int = 4, _ policy: RoutingPolicy = .weighted, adapter: String? = nil) throws -> RoutingHarness {
         let h = try RoutingHarness(endpoints: n, policy: policy, adapterModel: adapter)
         for i in 0..<n { h.setTelemetry(i) }
         return h

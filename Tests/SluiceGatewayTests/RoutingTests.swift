@@ -104,6 +104,10 @@ final class SimFleet: @unchecked Sendable {
         let (gw, port) = try startGateway([fleet.endpoints[0], flaky.endpoint, fleet.endpoints[1]]) {
             $0.telemetry.interval = .milliseconds(20)
             $0.health.unhealthyThreshold = 1000  // keep the flaky endpoint in rotation
+            // The weighted profile spreads these prompts over both adapter endpoints by prefix;
+            // the cost model would keep them where the adapter is seen running (the sim).
+            $0.pools[0].routing = .weighted
+            $0.pools[0].profile = .weighted()
             $0.models = [GatewaySettings.Model(name: "tiny-llama", pool: "default"),
                          GatewaySettings.Model(name: "sql", pool: "default", adapter: "sql-lora")]
         }

@@ -5,7 +5,9 @@ import Testing
     func pick(_ scores: [Double], seed: UInt64) -> Int {
         var rng = SplitMix64(seed: seed)
         let cs = candidates(scores.count) { c, k in c.score = scores[k] }
-        return withBuffer(cs) { BestScorePicker().pick($0, count: cs.count, random: &rng) }.0
+        return withBuffer(cs) { b in
+            BestScorePicker().pick(b, count: cs.count, context: DecisionContext(request: RoutingRequest(), b, count: cs.count), random: &rng)
+        }.0
     }
 
     @Test func bestScoreWins() {
@@ -25,7 +27,7 @@ import Testing
     }
 
     @Test func theDefaultProfileDecidesWithReasons() throws {
-        let profile = RoutingProfile.standard()
+        let profile = RoutingProfile.weighted()
         var rng = SplitMix64(seed: 3)
         // A prefix held by endpoint 2 wins over an idle endpoint 0.
         var cs = candidates(4) { c, k in
@@ -58,9 +60,9 @@ import Testing
 
     @Test func weightsComposeTheProfile() throws {
         // KV use alone decides when every other weight is 0.
-        let kvOnly = RoutingProfile.standard(weights: ["prefix_affinity": 0, "prefix_home": 0, "queue_depth": 0, "lora_affinity": 0])
+        let kvOnly = RoutingProfile.weighted(weights: ["prefix_affinity": 0, "prefix_home": 0, "queue_depth": 0, "lora_affinity": 0])
         #expect(!kvOnly.usesPrefix)
-        #expect(RoutingProfile.standard().usesPrefix)
+        #expect(RoutingProfile.weighted().usesPrefix)
         var rng = SplitMix64(seed: 1)
         let cs = candidates(3) { c, k in
             c.kvUse = [0.5, 0.2, 0.9][k]
@@ -70,8 +72,8 @@ import Testing
         let d = try #require(withBuffer(cs) { kvOnly.decide($0, count: 3, request: RoutingRequest(promptBlocks: 4, firstBlock: 5), random: &rng) }.0)
         #expect(d.position == 1)
         // Saturation limits join the filters only when set.
-        #expect(RoutingProfile.standard().filters.map(\.name) == ["health", "adapter", "load_guard"])
-        #expect(RoutingProfile.standard(saturation: SaturationFilter(maxWaiting: 3)).filters.map(\.name)
+        #expect(RoutingProfile.weighted().filters.map(\.name) == ["health", "adapter", "load_guard"])
+        #expect(RoutingProfile.weighted(saturation: SaturationFilter(maxWaiting: 3)).filters.map(\.name)
                 == ["health", "adapter", "saturation", "load_guard"])
         #expect(RoutingProfile.leastLoaded.scorers.map(\.scorer.name) == ["queue_depth"])
     }

@@ -10,17 +10,17 @@ import SluiceSettings
 /// entries or buckets), or `anonymous`. The key itself is never kept or logged.
 enum AuthenticatePhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
-        let s = x.settings
-        guard s.auth != nil || s.redis != nil || s.kvIsolation else { return .next }
+        let g = x.ctx.generation  // read in place: a copy of the settings would retain every field
+        guard g.value.auth != nil || g.value.redis != nil || g.value.kvIsolation else { return .next }
         var action = PhaseAction.next
         x.client.withRequest { r in
             let authorization = r.header(named: "authorization")
             // Anthropic's SDKs send the key as `x-api-key`; accepted on every path.
             let apiKey = authorization == nil ? r.header(named: "x-api-key") : nil
-            switch tenant(auth: s.auth, authorization: authorization, apiKey: apiKey) {
+            switch tenant(auth: g.value.auth, authorization: authorization, apiKey: apiKey) {
             case .success(let t):
                 x.ctx.tenant = t
-                if let auth = s.auth, !auth.priorities.isEmpty, let token = authorization.flatMap(bearerToken) ?? apiKey.flatMap(trimmed) {
+                if let auth = g.value.auth, !auth.priorities.isEmpty, let token = authorization.flatMap(bearerToken) ?? apiKey.flatMap(trimmed) {
                     var h = SHA256()
                     h.update(token)
                     x.ctx.queue.keyPriority = auth.priorities[h.finalize()]
@@ -28,7 +28,7 @@ enum AuthenticatePhase: RequestPhase {
             case .failure(let e): action = .respond(LocalResponse(e))
             }
         }
-        if s.kvIsolation, case .next = action { isolate(x) }
+        if g.value.kvIsolation, case .next = action { isolate(x) }
         return action
     }
 

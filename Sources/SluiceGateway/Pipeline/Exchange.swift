@@ -69,7 +69,10 @@ final class Exchange {
     // MARK: the pipeline
 
     /// Runs the request phases from the first.
-    func start() { apply(Pipeline.Phase.inspect.run(self), at: .inspect) }
+    func start() {
+        TraceSpans.begin(self)
+        apply(Pipeline.Phase.inspect.run(self), at: .inspect)
+    }
 
     /// A phase's I/O completed: carry on as if the phase had returned `action`.
     func resume(_ action: PhaseAction) {
@@ -83,6 +86,7 @@ final class Exchange {
         while true {
             switch a {
             case .next:
+                if let t = ctx.trace { t.passed(p, at: loop.now) }
                 // The forward phase is the last: past it the upstream drives the exchange.
                 guard let n = Pipeline.Phase(rawValue: p.rawValue + 1) else { return }
                 p = n
@@ -162,6 +166,7 @@ final class Exchange {
         case .pipeline: "Timed out before the request could be forwarded."
         default: "The upstream model server stopped sending."
         }
+        if stage != .pipeline(.queue) { endAttemptSpan("timed out") }
         releaseUpstream(abort: true)
         if ctx.response.started {
             ctx.response.finalStatus = 504
@@ -244,6 +249,7 @@ final class Exchange {
         ObservePhase.end(self)
         ctx.response.completed = true
         ctx.response.finalStatus = ctx.response.upstreamStatus
+        endAttemptSpan(ctx.response.upstreamStatus >= 500 ? "the model server answered \(ctx.response.upstreamStatus)" : nil)
         ctx.attempt.upstream = nil
         if let ep = ctx.attempt.lease?.endpoint {
             let status = ctx.response.upstreamStatus
@@ -255,6 +261,7 @@ final class Exchange {
     }
 
     func upstreamFailed(beforeResponse: Bool, connectError: Bool) {
+        endAttemptSpan(connectError ? "could not connect" : "the connection closed")
         let failed = ctx.attempt.lease?.endpoint.index
         if let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
         let reused = ctx.attempt.upstream?.isReused ?? false
@@ -279,6 +286,7 @@ final class Exchange {
 
     /// connect() itself failed (e.g. no route): the same as a refused connection.
     func upstreamFailedImmediately() {
+        endAttemptSpan("could not connect")
         let failed = ctx.attempt.lease?.endpoint.index
         if let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
         ctx.attempt.lease = nil
@@ -286,6 +294,7 @@ final class Exchange {
     }
 
     func upstreamProtocolError(responseStarted started: Bool) {
+        endAttemptSpan("invalid HTTP response")
         releaseUpstream(abort: false)
         if started {
             ctx.response.finalStatus = 502
@@ -344,6 +353,7 @@ final class Exchange {
         guard stage != .done else { return }
         // A client that leaves after `[DONE]` got everything: a completed request, not an abort.
         ctx.response.finalStatus = ctx.response.observer?.sawDone == true ? ctx.response.upstreamStatus : 0
+        endAttemptSpan(ctx.response.finalStatus == 0 ? "the client went away" : nil)
         releaseUpstream(abort: true)
         finish()
     }
@@ -356,10 +366,16 @@ final class Exchange {
         ctx.attempt.lease = nil
     }
 
+    /// The current attempt's client span ends (tracing on, an attempt open).
+    private func endAttemptSpan(_ error: String?) {
+        ctx.trace?.endAttempt(at: loop.now, number: ctx.attempt.number, status: ctx.response.upstreamStatus, error: error)
+    }
+
     /// Ends the exchange once: settle and record, the lease and the timer given back.
     private func finish() {
         guard stage != .done else { return }
         stage = .done
+        endAttemptSpan(nil)  // anything still open (answered while an attempt was pending)
         if ctx.queue.id != nil { QueuePhase.leave(self) }
         if ctx.tunnelSlot {
             ctx.tunnelSlot = false

@@ -1,16 +1,16 @@
-import SluiceHTTP
+package import SluiceHTTP
 import SluiceIO
-import SluiceLLM
+package import SluiceLLM
 
 /// What the inspect phase learned from a request to one of vLLM's API paths (``LLMEndpoint``):
 /// enough for routing, admission, metrics and the relay, kept as plain values (the body itself
 /// stays where it was read). Trivially copyable on purpose — no references — so it costs no
 /// reference counting.
-struct RequestFeatures {
+package struct RequestFeatures {
     var endpoint: LLMEndpoint
     /// `endpoint.traits`, read once (a call into SluiceLLM per read otherwise).
     var traits: LLMEndpoint.Traits
-    var scanned: ScannedRequest
+    package var scanned: ScannedRequest
     /// The model's name when it is in the request target rather than the body (the realtime
     /// query's `model`, KServe v2's path segment): offsets into the target, `%`-encoded when
     /// `targetModelEncoded`. Nil for body models (``ScannedRequest/model``) and for none.
@@ -29,7 +29,7 @@ struct RequestFeatures {
     /// chunk must be kept from the client.
     var injectedUsage = false
     /// Chained prefix block hashes (in the worker's scratch buffer, valid until the next inspect).
-    var prefixBlocks = 0
+    package var prefixBlocks = 0
 
     /// The request names a model (in the body, the query or the path).
     var hasModel: Bool { targetModel != nil || scanned.hasModel }
@@ -42,9 +42,9 @@ struct RequestFeatures {
 }
 
 /// Per-worker scratch space for the inspect phase, allocated once.
-final class InspectScratch {
+package final class InspectScratch {
     let segments = UnsafeMutableBufferPointer<PromptSegment>.allocate(capacity: 1024)
-    let prefixHashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 256)
+    package let prefixHashes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 256)
     deinit {
         segments.deallocate()
         prefixHashes.deallocate()
@@ -59,7 +59,7 @@ final class InspectScratch {
 /// responses) — and the prompt's chained prefix block hashes are computed into the worker's
 /// scratch space. Other requests pass uninspected (`features` stays nil: the resolve phase
 /// answers them itself or applies `passthrough`).
-enum InspectPhase: RequestPhase {
+package enum InspectPhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         var action = PhaseAction.next
         x.client.withRequest { r in
@@ -83,7 +83,7 @@ enum InspectPhase: RequestPhase {
 
     /// The features of a request to `path` (nil when it is no path of the table or is sent
     /// with another method).
-    static func inspect(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer, contentType: UnsafeRawBufferPointer? = nil,
+    package static func inspect(method: HTTPMethod, path: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer, contentType: UnsafeRawBufferPointer? = nil,
                         scratch: InspectScratch) throws(OpenAIError) -> RequestFeatures? {
         guard let m = LLMEndpoint.match(path: path), m.endpoint.traits.method == (method == .get ? .get : .post),
               method == .get || method == .post else { return nil }

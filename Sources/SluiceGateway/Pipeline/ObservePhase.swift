@@ -28,6 +28,7 @@ enum ObservePhase {
             return
         }
         let previous = x.ctx.response.observer!.lastTokenAt
+        let hadFirstToken = x.ctx.response.observer!.firstTokenAt != nil
         let now = x.loop.now
         if ranges == nil && x.ctx.response.observer!.sse == nil {
             // A JSON body as read (the common non-streaming case): scanned in place, relayed
@@ -47,12 +48,31 @@ enum ObservePhase {
             x.worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
         }
         if let s = x.ctx.response.observer!.stored, s.id != nil, !s.recorded { recordResponseID(x, s) }
+        if !hadFirstToken && x.ctx.response.observer!.firstTokenAt != nil { firstToken(x, at: now) }
     }
 
     /// The response ended normally.
     static func end(_ x: Exchange) {
-        x.ctx.response.observer?.finishJSON(now: x.loop.now)
-        if let s = x.ctx.response.observer?.stored, s.id != nil, !s.recorded { recordResponseID(x, s) }
+        guard x.ctx.response.observer != nil else { return }
+        defer { if let s = x.ctx.response.observer?.stored, s.id != nil, !s.recorded { recordResponseID(x, s) } }
+        let now = x.loop.now
+        let hadFirstToken = x.ctx.response.observer!.firstTokenAt != nil
+        x.ctx.response.observer!.finishJSON(now: now)
+        if !hadFirstToken && x.ctx.response.observer!.firstTokenAt != nil { firstToken(x, at: now) }
+        // A stream's decode (first to last token event) feeds the endpoint's step fit.
+        if x.ctx.response.observer!.sse != nil, let first = x.ctx.response.observer!.firstTokenAt,
+           let last = x.ctx.response.observer!.lastTokenAt {
+            let events = x.ctx.response.observer!.tokenEvents
+            x.ctx.attempt.lease?.decoded(firstAt: first, lastAt: last, events: events, at: now)
+        }
+    }
+
+    /// The response's first token went by: the attempt's lease moves it from prefilling to
+    /// decoding at its endpoint, and a stream's time to first token teaches the learner.
+    private static func firstToken(_ x: Exchange, at now: Instant) {
+        // Read into a local first: the lease's mutation must not overlap a read of the context.
+        let stream = x.ctx.response.observer!.sse != nil
+        x.ctx.attempt.lease?.firstToken(at: now, learn: stream)
     }
 
     /// A stored response was made (Responses API): remember which endpoint holds it, as soon as

@@ -15,8 +15,8 @@ import SluiceSettings
 /// to the TTL, so an endpoint that appears (a reload, DNS, a scale from zero) still serves them.
 enum QueuePhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
-        let s = x.settings
-        guard s.flow.enabled, let pool = x.pool else { return .next }
+        let g = x.ctx.generation  // read in place: a copy of the settings would retain every field
+        guard g.value.flow.enabled, let pool = x.pool else { return .next }
         let band: PriorityBand
         switch priority(x) {
         case .success(let b): band = b
@@ -26,7 +26,7 @@ enum QueuePhase: RequestPhase {
         let flow = pool.shared.flow
         let now = x.loop.now
         // A slot kept for this tenant's next request (it ended one moments ago): take it.
-        if flow.held.load(ordering: .relaxed) > 0 {
+        if flow.held.load(ordering: .relaxed) > 0, band != .sheddable {
             nameTenant(x)
             if flow.takeHold(tenant: x.ctx.tenant, now: now) {
                 x.ctx.queue.counted = true
@@ -37,7 +37,9 @@ enum QueuePhase: RequestPhase {
         // latency. Once the pool has been saturated (its endpoints' concurrency is known), the
         // request counts in its tenant's share.
         if flow.queued.load(ordering: .relaxed) == 0, !pool.endpoints.isEmpty {
-            let free = PoolFlow.freeSlots(pool, s, now: now, pending: flow.pending.load(ordering: .relaxed) + flow.held.load(ordering: .relaxed))
+            // Sheddable requests leave the pool's headroom to the bands above them.
+            let free = PoolFlow.freeSlots(pool, flow: g.value.flow, staleness: g.value.telemetry.staleness, now: now, pending: flow.pending.load(ordering: .relaxed) + flow.held.load(ordering: .relaxed),
+                                          headroom: band == .sheddable ? g.value.flow.sheddableHeadroom : 0)
             if free > 0 {
                 if free != .max {
                     nameTenant(x)
@@ -48,23 +50,24 @@ enum QueuePhase: RequestPhase {
         }
         let w = x.worker
         if band == .sheddable {
+            flow.lastShedAt.store(now.nanoseconds, ordering: .relaxed)
             w.metrics.add(pool.slots.queue[1])
             return .respond(overloaded(flow, "The pool is saturated; sheddable requests are not queued. Retry later."))
         }
         nameTenant(x)
         var bytes = 0
         x.client.withRequest { r in bytes = r.head.length + r.body.count }
-        let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, for: $0.endpoint, defaultMaxTokens: s.limits.defaultMaxTokens) } ?? 1
-        switch flow.enqueue(PoolFlow.Waiter(exchange: x, loop: x.loop), tenant: x.ctx.tenant, band: band, cost: cost, bytes: bytes, now: now, settings: s) {
+        let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, for: $0.endpoint, defaultMaxTokens: g.value.limits.defaultMaxTokens) } ?? 1
+        switch flow.enqueue(PoolFlow.Waiter(exchange: x, loop: x.loop), tenant: x.ctx.tenant, band: band, cost: cost, bytes: bytes, now: now, settings: g.value) {
         case .queued(let id):
             x.ctx.queue.id = id
             x.ctx.queue.enqueuedAt = now
             x.ctx.queue.bytes = bytes
             // The prompt's prefix hashes leave the worker's scratch space while it waits.
             RoutePhase.savePrefixHashes(x)
-            x.waitInQueue(until: s.flow.queueTTL)
+            x.waitInQueue(until: g.value.flow.queueTTL)
             // Room may be there (others were waiting ahead): the fairest goes now.
-            flow.dispatch(pool, s, now: now)
+            flow.dispatch(pool, g.value, now: now)
             return .wait
         case .refused(.tenantFull):
             w.metrics.add(pool.slots.queue[3])
@@ -82,7 +85,7 @@ enum QueuePhase: RequestPhase {
     /// else its model's, else `standard`. A header the key may not set is refused (403).
     static func priority(_ x: Exchange) -> Result<PriorityBand, ErrorResponse> {
         var header: [UInt8]?
-        x.client.withRequest { r in header = r.header(named: "x-sluice-priority").map(Array.init) }
+        x.client.withRequest { r in header = r.head.first(.xSluicePriority).map { Array(r.bytes.slice($0.value)) } }
         if let h = header {
             guard x.ctx.queue.keyPriority?.allowHeader == true else {
                 return .failure(ErrorResponse(status: 403, message: "This API key may not set x-sluice-priority.",
@@ -100,8 +103,8 @@ enum QueuePhase: RequestPhase {
 
     /// Names the request's tenant for fairness if nothing has yet (see ``tenantForQueue(_:)``).
     static func nameTenant(_ x: Exchange) {
-        let s = x.settings
-        if x.ctx.tenant == "anonymous" && s.auth == nil && s.redis == nil && !s.kvIsolation { x.ctx.tenant = tenantForQueue(x) }
+        let g = x.ctx.generation  // read in place: a copy of the settings would retain every field
+        if x.ctx.tenant == "anonymous" && g.value.auth == nil && g.value.redis == nil && !g.value.kvIsolation { x.ctx.tenant = tenantForQueue(x) }
     }
 
     /// Without `auth` (and without Redis, which names tenants already), each distinct API key is
@@ -140,10 +143,10 @@ enum QueuePhase: RequestPhase {
         if x.pool!.endpoints.isEmpty {
             // Dispatched by a worker that has the reload already; this one does not yet: back in
             // line (its own reload dispatches again), its deadline unchanged.
-            let s = x.settings
-            let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, for: $0.endpoint, defaultMaxTokens: s.limits.defaultMaxTokens) } ?? 1
+            let g = x.ctx.generation
+            let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, for: $0.endpoint, defaultMaxTokens: g.value.limits.defaultMaxTokens) } ?? 1
             if case .queued(let id) = flow.enqueue(PoolFlow.Waiter(exchange: x, loop: x.loop), tenant: x.ctx.tenant, band: x.ctx.queue.band,
-                                                   cost: cost, bytes: x.ctx.queue.bytes, now: x.loop.now, settings: s) {
+                                                   cost: cost, bytes: x.ctx.queue.bytes, now: x.loop.now, settings: g.value) {
                 x.ctx.queue.id = id
                 return
             }

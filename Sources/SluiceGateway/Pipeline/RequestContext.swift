@@ -47,6 +47,8 @@ struct RequestContext: ~Copyable {
     var attempt = Attempt()
     /// Observe: the response as it went to the client.
     var response = ResponseState()
+    /// The request's trace while tracing is on (nil: off).
+    var trace: TraceState?
 
     init(generation: SettingsGeneration, method: HTTPMethod, requestID: UInt64, startedAt: Instant) {
         self.generation = generation
@@ -116,7 +118,11 @@ struct RequestContext: ~Copyable {
         var excluded: Int?
         var routeReason = RouteReason.roundRobin
         var endpointName: String?
-        /// The chosen endpoint, counted in its in-flight load while this is held.
+        /// What the cost model predicted for this attempt: seconds from sending to the first
+        /// token (nil: not predicted — round robin, the weighted profile, a local answer).
+        var predictedTTFT: Double?
+        /// The chosen endpoint, counted in its in-flight load while this is held (and the
+        /// attempt's prefill and first token reported to its cost-model counters).
         var lease: EndpointLease?
         /// The connection carrying the attempt.
         var upstream: (any Upstream)?

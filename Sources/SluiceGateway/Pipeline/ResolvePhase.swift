@@ -76,7 +76,7 @@ enum ResolvePhase: RequestPhase {
         let pool = pinnedPool(x) ?? (v2 ? (w.pools.first { $0.serverProtocol == .kserveV2 } ?? w.defaultPool) : w.defaultPool)
         guard let pool else { return .respond(LocalResponse(.unavailable("No pool is configured."))) }
         x.ctx.target.pool = pool
-        if (w.accessLog != nil || x.settings.redis != nil), let f {
+        if w.accessLog != nil || x.settings.redis != nil || x.ctx.trace?.context.sampled == true, let f {
             x.client.withRequest { r in x.ctx.target.clientModel = modelName(f, r).map { String(decoding: $0, as: UTF8.self) } }
         }
         return .next
@@ -168,7 +168,7 @@ enum ResolvePhase: RequestPhase {
         // query or the path goes upstream as the client wrote it.
         if f.targetModel == nil && (t.rewriteModel || f.scanned.modelEscaped) { x.ctx.target.upstreamModel = t.upstreamModel }
         x.ctx.target.resolvedModel = t.upstreamModel
-        if w.accessLog != nil || x.settings.redis != nil { x.ctx.target.clientModel = name() }
+        if w.accessLog != nil || x.settings.redis != nil || x.ctx.trace?.context.sampled == true { x.ctx.target.clientModel = name() }
         if t.metricSlot >= 0 { w.metrics.add(t.metricSlot) }
         return .next
     }

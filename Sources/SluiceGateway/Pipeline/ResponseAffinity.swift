@@ -13,10 +13,10 @@ import Synchronization
 /// configured every id is also written to Redis (`sluice:resp:{id}` → authority, with the same
 /// TTL), and an id this replica does not know is looked up there, so every replica routes a
 /// follow-up to the right server whichever replica saw the response made.
-final class ResponseAffinity: Sendable {
+package final class ResponseAffinity: Sendable {
     private let map: Mutex<ExpiringMap<ResponseID, String>>
 
-    init(capacity: Int = GatewaySettings.Responses().maxIDs, ttl: Duration = GatewaySettings.Responses().ttl) {
+    package init(capacity: Int = GatewaySettings.Responses().maxIDs, ttl: Duration = GatewaySettings.Responses().ttl) {
         map = Mutex(ExpiringMap(capacity: max(1, capacity), ttlNanos: UInt64(max(0, ttl.nanoseconds))))
     }
 

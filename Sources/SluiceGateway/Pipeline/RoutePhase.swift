@@ -2,7 +2,7 @@ import SluiceIO
 import SluiceLLM
 import SluiceRouting
 
-/// Route: read → decide → commit (`Router.pick`, decisions in SluiceRouting). The first
+/// Route: read → decide → commit (`Router.route`, decisions in SluiceRouting). The first
 /// attempt routes with the prompt's prefix hashes; a retry (they may be overwritten by then)
 /// routes by load and adapter, avoiding the endpoint that failed. The chosen endpoint is leased
 /// (counted in its in-flight load until the attempt ends) and committed to the prefix index.
@@ -26,11 +26,15 @@ enum RoutePhase: RequestPhase {
             ? UnsafeBufferPointer(rebasing: w.inspectScratch.prefixHashes[0..<blocks])
             : UnsafeBufferPointer(start: nil, count: 0)
         let adapter = x.ctx.target.adapter
-        let picked = Router.pick(pool: pool, scored: scored, adapter: adapter?.name, prefixHashes: hashes,
-                                 index: w.prefixIndex, excluding: x.ctx.attempt.excluded, now: x.loop.now,
-                                 staleness: x.settings.telemetry.staleness, flow: x.settings.flow.enabled ? x.settings.flow : nil,
-                                 scratch: w.routerScratch, random: &w.random)
-        guard let (ep, reason) = picked else {
+        // The prompt's size as admission estimates it (bytes / 4): the cost model's own prefill
+        // there is this minus what that endpoint holds of its prefix.
+        let promptTokens = x.ctx.features.map { TokenReservation.promptTokens($0.scanned) } ?? 0
+        let decided = Router.route(pool: pool, scored: scored, adapter: adapter?.name, prefixHashes: hashes,
+                                   promptTokens: promptTokens, index: w.prefixIndex, excluding: x.ctx.attempt.excluded,
+                                   now: x.loop.now, staleness: x.settings.telemetry.staleness,
+                                   flow: x.settings.flow.enabled ? x.settings.flow : nil,
+                                   scratch: w.routerScratch, random: &w.random)
+        guard let d = decided else {
             if first, !x.ctx.attempt.loadedAdapter, let a = adapter, let path = a.path,
                let target = Router.loadTarget(pool: pool, adapter: a.name, now: x.loop.now) {
                 waitForAdapter(x, a.name, path: path, on: target)
@@ -40,11 +44,18 @@ enum RoutePhase: RequestPhase {
                 ? .unavailable("No endpoint of pool '\(pool.name)' can serve adapter '\(adapter!.name)'.")
                 : .unavailable("No endpoints are available in pool '\(pool.name)'.")))
         }
-        x.ctx.attempt.routeReason = reason
+        let ep = d.endpoint
+        x.ctx.attempt.routeReason = d.reason
         x.ctx.attempt.endpointName = ep.config.authority
+        x.ctx.attempt.predictedTTFT = d.predictedTTFT
         // Commit: the chosen endpoint now has these prefix blocks (vLLM will cache them there).
         if hashes.count > 0 { w.prefixIndex.record(hashes, endpoint: ep.runtime.id) }
-        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil)
+        // Requests with a prompt report their prefill and first token to the endpoint's
+        // counters through the lease (requests the gateway does not read have no prompt to
+        // queue there and are left out).
+        let tenant = x.ctx.queue.counted ? x.ctx.tenant : nil
+        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: tenant, band: x.ctx.queue.band,
+                                            prediction: scored ? RoutePrediction(d) : nil)
         return .next
     }
 
@@ -69,7 +80,7 @@ enum RoutePhase: RequestPhase {
         }
         x.ctx.attempt.routeReason = .storedResponse
         x.ctx.attempt.endpointName = ep.config.authority
-        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil)
+        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil, band: x.ctx.queue.band)
         return .next
     }
 

@@ -125,7 +125,9 @@ final class TelemetryScraper {
                         for r in VLLMMetrics.adapterNames(l.waiting, in: bytes) { waiting.append(String(decoding: bytes[Int(r.start)..<Int(r.end)], as: UTF8.self)) }
                     }
                     rt.observeConcurrency(running: Self.count(m.requestsRunning), waiting: Self.count(m.requestsWaiting), at: now)
+                    var learned: (requests: Double, prefill: Double, tokens: Double, gaps: Double, gap: Double, running: Int)?
                     rt.updateTelemetry { t in
+                        learned = Self.histogramDeltas(m, previous: &t)
                         t.scrapedAt = now
                         // What a model server reports is range-checked here, where it enters:
                         // NaN, infinities and absurd values must not trap a conversion.
@@ -141,6 +143,10 @@ final class TelemetryScraper {
                         t.adaptersWaiting = waiting
                         t.prefixCacheHits = m.prefixCacheHits ?? 0
                         t.prefixCacheQueries = m.prefixCacheQueries ?? 0
+                    }
+                    if let l = learned {
+                        rt.observeScraped(requests: l.requests, prefillSeconds: l.prefill, computedTokens: l.tokens, gaps: l.gaps,
+                                          gapSeconds: l.gap, running: l.running, at: now)
                     }
                     return true
                 }
@@ -212,6 +218,37 @@ final class TelemetryScraper {
             }
         }
         return out
+    }
+
+    /// What the server's histograms say happened since the previous scrape, for the endpoint's
+    /// latency learner: prefills (mean seconds, mean computed tokens) and inter-token gaps
+    /// (mean seconds), with the running count as of the previous scrape; nil when nothing new
+    /// (or a counter went back: the server restarted). Updates the totals kept in `t`.
+    static func histogramDeltas(_ m: VLLMMetrics, previous t: inout EndpointTelemetry)
+        -> (requests: Double, prefill: Double, tokens: Double, gaps: Double, gap: Double, running: Int)? {
+        defer {
+            t.prefillTimeTotals = m.prefillTime
+            t.prefillTokensTotals = m.prefillComputedTokens
+            t.interTokenTotals = m.interTokenLatency
+        }
+        var out = (requests: 0.0, prefill: 0.0, tokens: 0.0, gaps: 0.0, gap: 0.0, running: t.running)
+        if let a = t.prefillTimeTotals, let b = m.prefillTime, let ta = t.prefillTokensTotals, let tb = m.prefillComputedTokens {
+            let n = b.count - a.count
+            if n > 0, n == tb.count - ta.count, b.sum >= a.sum, tb.sum >= ta.sum {
+                out.requests = n
+                out.prefill = (b.sum - a.sum) / n
+                out.tokens = (tb.sum - ta.sum) / n
+            }
+        }
+        if let a = t.interTokenTotals, let b = m.interTokenLatency {
+            let n = b.count - a.count
+            if n > 0, b.sum >= a.sum {
+                out.gaps = n
+                out.gap = (b.sum - a.sum) / n
+            }
+        }
+        let sane = out.prefill.isFinite && out.tokens.isFinite && out.gap.isFinite
+        return sane && (out.requests > 0 || out.gaps > 0) ? out : nil
     }
 
     /// A gauge read as a count in 0...2^31-1 (NaN and negatives: 0).

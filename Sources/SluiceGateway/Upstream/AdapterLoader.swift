@@ -1,6 +1,6 @@
 import SluiceSettings
 import SluiceHTTP
-import SluiceIO
+package import SluiceIO
 import Synchronization
 
 /// On-demand LoRA loading: when no endpoint of a pool has a requested adapter registered and
@@ -15,7 +15,7 @@ import Synchronization
 ///
 /// vLLM needs `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True` for this. Plain-HTTP endpoints only (the
 /// control-plane client does not speak TLS).
-final class AdapterLoader: @unchecked Sendable {
+package final class AdapterLoader: @unchecked Sendable {
     /// A waiting request: resumed with the outcome on `loop`.
     struct Waiter: @unchecked Sendable {
         let loop: EventLoop
@@ -35,7 +35,7 @@ final class AdapterLoader: @unchecked Sendable {
     /// done) on the control loop; `done(ok)` must be called once.
     var post: ((String, String, GatewaySettings.Endpoint, EndpointRuntime, @escaping (Bool) -> Void) -> Void)?
 
-    init(control: EventLoop) { self.control = control }
+    package init(control: EventLoop) { self.control = control }
 
     /// Loads `adapter` from `path` on `endpoint` unless a load of it is already in flight (then
     /// waits for that one). `done(success)` runs on `loop`, never inside this call.

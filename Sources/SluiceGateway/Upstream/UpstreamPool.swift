@@ -1,22 +1,23 @@
 import SluiceSettings
-import SluiceIO
+package import SluiceIO
 import SluiceRouting
 import Synchronization
 
 /// A counter shared by all workers (round-robin position of a pool).
-final class SharedCounter: Sendable {
+package final class SharedCounter: Sendable {
     let value = Atomic<Int>(0)
     func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+    package init() {}
 }
 
 /// One worker's view of a configured pool: its endpoints and, per endpoint, the idle
 /// keep-alive connections of this worker. Thread-confined to the worker's loop.
-final class UpstreamPool {
-    final class Endpoint {
-        let index: Int
+package final class UpstreamPool {
+    package final class Endpoint {
+        package let index: Int
         let config: GatewaySettings.Endpoint
         /// State shared with other workers and the control loop.
-        let runtime: EndpointRuntime
+        package let runtime: EndpointRuntime
         var idle: [UpstreamConnection] = []
         /// False once a reload replaced this object (the endpoint may live on in a new one).
         var isCurrent = true
@@ -36,7 +37,7 @@ final class UpstreamPool {
     }
 
     let name: String
-    let endpoints: [Endpoint]
+    package let endpoints: [Endpoint]
     /// The endpoints' runtimes, unretained (`endpoints` keeps them alive), for the router's
     /// per-endpoint loop: reading them costs no reference counting, which was three quarters
     /// of a decision at 256 endpoints.
@@ -81,7 +82,7 @@ final class UpstreamPool {
     /// The next admitted endpoint in round-robin order, skipping `excluded` (the one that just
     /// failed). When every endpoint is ejected, ejection is ignored (Envoy's "panic" mode):
     /// trying a probably-bad endpoint beats refusing every request.
-    func pick(excluding excluded: Int?, now: Instant) -> Endpoint? {
+    package func pick(excluding excluded: Int?, now: Instant) -> Endpoint? {
         let n = endpoints.count
         if n == 0 { return nil }
         let start = roundRobin.next()

@@ -412,7 +412,8 @@ public struct HTTP1HeadParser: Sendable {
             return eq("x-forwarded-host") ? .xForwardedHost : eq("x-forwarded-port") ? .xForwardedPort : .other
         case 17:
             if first == UInt8(ascii: "t") { return eq("transfer-encoding") ? .transferEncoding : .other }
-            return first == UInt8(ascii: "x") && eq("x-forwarded-proto") ? .xForwardedProto : .other
+            guard first == UInt8(ascii: "x") else { return .other }
+            return eq("x-forwarded-proto") ? .xForwardedProto : eq("x-sluice-priority") ? .xSluicePriority : .other
         case 18: return first == UInt8(ascii: "p") && eq("proxy-authenticate") ? .proxyAuthenticate : .other
         case 19: return first == UInt8(ascii: "p") && eq("proxy-authorization") ? .proxyAuthorization : .other
         default: return .other

@@ -11,6 +11,9 @@ public enum KnownHeader: UInt8, Sendable {
     case proxyConnection, proxyAuthenticate, proxyAuthorization, expect, contentType
     case xForwardedFor, xForwardedProto, xRequestID, traceparent, authorization, forwarded, via
     case xForwardedHost, xForwardedPort, xRealIP, tracestate
+    /// Sluice's own: a flow-control priority band a key may set (found per request without a
+    /// by-name search).
+    case xSluicePriority
 
     /// What an earlier proxy says about the client (`Forwarded`, `X-Forwarded-*`,
     /// `X-Real-IP`): believed only from a trusted hop, otherwise any client could claim any
@@ -154,6 +157,23 @@ public final class HTTPHead {
 
 public enum HTTPMethod: UInt8, Sendable {
     case get, head, post, put, delete, options, patch, trace, connect, other
+
+    /// The method's token as sent (`OTHER` for the ones Sluice does not tell apart). A string
+    /// literal: no formatting, no allocation.
+    public var name: String {
+        switch self {
+        case .get: "GET"
+        case .head: "HEAD"
+        case .post: "POST"
+        case .put: "PUT"
+        case .delete: "DELETE"
+        case .options: "OPTIONS"
+        case .patch: "PATCH"
+        case .trace: "TRACE"
+        case .connect: "CONNECT"
+        case .other: "OTHER"
+        }
+    }
 
     /// Whether the method is idempotent (RFC 9110 §9.2.2), which makes a retry after a partial
     /// send safe.

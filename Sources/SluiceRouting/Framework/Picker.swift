@@ -2,5 +2,5 @@
 public protocol RoutingPicker: Sendable {
     var name: String { get }
     /// The chosen position in `c[0..<count]` (`count` ≥ 1).
-    func pick(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, random: inout SplitMix64) -> Int
+    func pick(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext, random: inout SplitMix64) -> Int
 }

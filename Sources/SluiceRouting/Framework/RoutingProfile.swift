@@ -18,37 +18,71 @@ public struct RoutingProfile: Sendable {
     /// Whether a scorer reads prefix blocks (otherwise the caller need not look them up).
     /// Worked out once here: a type check per scorer per decision is not free.
     public let usesPrefix: Bool
+    /// The cost model of the profile's ``PredictedTTFTScorer``, if it has one: the decision
+    /// then carries its prediction for the chosen endpoint.
+    public let costModel: CostModel?
 
     public init(filters: [any RoutingFilter], scorers: [Weighted], picker: any RoutingPicker = BestScorePicker()) {
         self.filters = filters
         self.scorers = scorers
         self.picker = picker
-        usesPrefix = scorers.contains { $0.weight != 0 && ($0.scorer is PrefixAffinityScorer || $0.scorer is PrefixHomeScorer) }
+        costModel = scorers.lazy.compactMap { $0.weight != 0 ? ($0.scorer as? PredictedTTFTScorer)?.model : nil }.first
+        usesPrefix = scorers.contains { $0.weight != 0 && ($0.scorer is PrefixAffinityScorer || $0.scorer is PrefixHomeScorer
+                                                           || $0.scorer is PredictedTTFTScorer) }
     }
 
-    /// The chosen candidate's position in `c` (its `index` is the pool position) and why, or nil
-    /// when no candidate passes the filters. Filters reorder `c` (survivors first).
+    /// The chosen candidate (its position in `c`; its `index` is the pool position), why, and
+    /// what the cost model predicts there; nil when no candidate passes the filters. Filters
+    /// reorder `c` (survivors first).
     public func decide(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, request: RoutingRequest,
-                       random: inout SplitMix64) -> (position: Int, reason: RouteReason)? {
+                       random: inout SplitMix64) -> RoutingDecision? {
         var n = count
         for f in filters {
             n = f.apply(c, count: n, request: request)
             if n == 0 { return nil }
         }
-        if n == 1 { return (0, .onlyCandidate) }
-        let context = DecisionContext(request: request, c, count: n)
-        for k in 0..<n { c[k].score = 0 }
-        for s in scorers where s.weight != 0 { s.scorer.score(c, count: n, context: context, weight: s.weight) }
-        let p = picker.pick(c, count: n, random: &random)
-        let reason: RouteReason = c[p].prefixBlocks > 0 ? .prefixHit
-            : p == context.home && usesPrefix ? .rendezvous
-            : request.adapterRequested ? .adapter : .leastLoaded
-        return (p, reason)
+        let p: Int
+        let reason: RouteReason
+        if n == 1 {
+            p = 0
+            reason = .onlyCandidate
+        } else {
+            let context = DecisionContext(request: request, c, count: n, loads: costModel == nil)
+            for k in 0..<n { c[k].score = 0 }
+            for s in scorers where s.weight != 0 { s.scorer.score(c, count: n, context: context, weight: s.weight) }
+            p = picker.pick(c, count: n, context: context, random: &random)
+            if c[p].prefixBlocks > 0 {
+                reason = .prefixHit
+            } else if costModel != nil {
+                reason = request.promptBlocks > 0 && !context.anyPrefix ? .rendezvous
+                    : request.adapterRequested ? .adapter : .lowestTTFT
+            } else {
+                reason = p == context.home && usesPrefix ? .rendezvous : request.adapterRequested ? .adapter : .leastLoaded
+            }
+        }
+        guard let model = costModel else {
+            let hit = min(max(0, c[p].prefixBlocks) * request.blockTokens, request.promptTokens)
+            return RoutingDecision(position: p, reason: reason, hitTokens: hit, uncachedTokens: request.promptTokens - hit)
+        }
+        let e = model.predict(c[p], request)
+        return RoutingDecision(position: p, reason: reason, predictedTTFT: e.ttft, hitTokens: e.hitTokens,
+                               uncachedTokens: e.uncachedTokens, queuedTokens: e.queuedTokens, decoding: e.decoding)
     }
 }
 
 extension RoutingProfile {
-    /// The default profile's scorers and weights (config overrides by scorer name). Prefix affinity dominates: a miss
+    /// `default`: the cost model. Health and adapter filters and the optional hard limits, then
+    /// ``PredictedTTFTScorer`` and ``LeastTTFTPicker``: the least predicted time to first token,
+    /// alike candidates by rendezvous hashing of the prefix (seeded random without one).
+    public static func costModel(model: CostModel = CostModel(), absoluteBand: Double = 0.001, relativeBand: Double = 0.05,
+                                 homeBand: Double = 0.25, saturation: SaturationFilter = SaturationFilter()) -> RoutingProfile {
+        var filters: [any RoutingFilter] = [HealthFilter(), AdapterFilter()]
+        if saturation.maxWaiting > 0 || saturation.maxKVUse < 1 { filters.append(saturation) }
+        return RoutingProfile(filters: filters, scorers: [Weighted(PredictedTTFTScorer(model: model), 1)],
+                              picker: LeastTTFTPicker(absoluteBand: absoluteBand, relativeBand: relativeBand, homeBand: homeBand))
+    }
+
+    /// The weighted profile's scorers and weights (config overrides by scorer name). Prefix affinity dominates: a miss
     /// costs a prefill of the whole uncached prompt (tens of ms for a few thousand tokens) and
     /// slows every request batched with it, while one more request in a queue costs a few ms;
     /// the load guard, not the queue score, is what moves traffic off a busy holder. The home
@@ -63,9 +97,10 @@ extension RoutingProfile {
         Weighted(KVUseScorer(), 1), Weighted(LoRAAffinityScorer(), 1), Weighted(InflightLoadScorer(), 0),
     ]
 
-    /// `default`: health and adapter filters, optional hard limits, the load guard; the weighted
-    /// scorers above (`weights` overrides them by name); best score.
-    public static func standard(weights: [String: Double] = [:], guard loadGuard: LoadGuardFilter = LoadGuardFilter(),
+    /// `weighted` (the default before the cost model): health and adapter filters, optional hard
+    /// limits, the load guard; the weighted scorers above (`weights` overrides them by name);
+    /// best score.
+    public static func weighted(weights: [String: Double] = [:], guard loadGuard: LoadGuardFilter = LoadGuardFilter(),
                                 saturation: SaturationFilter = SaturationFilter()) -> RoutingProfile {
         var filters: [any RoutingFilter] = [HealthFilter(), AdapterFilter()]
         if saturation.maxWaiting > 0 || saturation.maxKVUse < 1 { filters.append(saturation) }

@@ -35,8 +35,17 @@ public struct DecisionContext: Sendable, Equatable {
     /// `mix(homeHash ^ firstBlock)`, -1 without prefix blocks. Every replica computes it alike.
     public var home = -1
 
-    public init(request: RoutingRequest, _ c: UnsafeMutableBufferPointer<Candidate>, count: Int) {
+    /// With `loads` false only ``anyPrefix`` is worked out (the cost model's scorer and picker
+    /// read nothing else, and the rest is a mix and four comparisons per candidate).
+    public init(request: RoutingRequest, _ c: UnsafeMutableBufferPointer<Candidate>, count: Int, loads: Bool = true) {
         self.request = request
+        if !loads {
+            for k in 0..<count where c[k].prefixBlocks > 0 {
+                anyPrefix = true
+                break
+            }
+            return
+        }
         var top: UInt64 = 0
         for k in 0..<count {
             let x = c[k]

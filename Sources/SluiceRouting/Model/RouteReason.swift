@@ -9,6 +9,8 @@ public enum RouteReason: String, CaseIterable, Sendable {
     case panic = "no_healthy_endpoint"
     /// Served from the response cache: no endpoint was picked.
     case cache = "cache_hit"
+    /// The cost model's pick without a prefix hit or a new prefix: the least predicted TTFT.
+    case lowestTTFT = "lowest_ttft"
     /// The endpoint holding the stored response the request continues, retrieves or cancels.
     case storedResponse = "stored_response"
 
@@ -24,7 +26,8 @@ public enum RouteReason: String, CaseIterable, Sendable {
         case .onlyCandidate: 5
         case .panic: 6
         case .cache: 7
-        case .storedResponse: 8
+        case .lowestTTFT: 8
+        case .storedResponse: 9
         }
     }
 }

@@ -3,7 +3,8 @@
 public struct BestScorePicker: RoutingPicker {
     public var name: String { "best_score" }
     public init() {}
-    public func pick(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, random: inout SplitMix64) -> Int {
+    public func pick(_ c: UnsafeMutableBufferPointer<Candidate>, count: Int, context: DecisionContext,
+                     random: inout SplitMix64) -> Int {
         var best = 0
         var ties: UInt64 = 1
         for k in 1..<max(count, 1) {

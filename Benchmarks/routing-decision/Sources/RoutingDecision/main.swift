@@ -1,11 +1,12 @@
 import SluiceRouting
 import CMallocCount
 import Glibc
-@_spi(Benchmarks) import SluiceGateway
+import SluiceTestSupport
 
 /// One routing decision at N endpoints (default 256): latency percentiles and heap allocations
-/// per decision, for the default profile (filters, prefix index lookup, scores, load guard,
-/// rendezvous) and least-loaded, against round robin (the cheapest pick) in the same run.
+/// per decision, for the default profile (the cost model: filters, prefix index lookup, a
+/// predicted TTFT per endpoint, least with the rendezvous tie-break), the weighted profile
+/// (scores, load guard) and least-loaded, against round robin (the cheapest pick) in the same run.
 @main
 enum RoutingDecision {
     static func now() -> UInt64 {
@@ -49,6 +50,9 @@ enum RoutingDecision {
             for i in 0..<endpoints {
                 h.setTelemetry(i, waiting: Int.random(in: 0...16, using: &rng), running: 8, kvUse: Double.random(in: 0...0.9, using: &rng))
                 h.setInflight(i, Int.random(in: 0...4, using: &rng))
+                let pending = Int.random(in: 0...3, using: &rng)
+                h.setLease(i, pendingRequests: pending, pendingTokens: pending * Int.random(in: 0...2000, using: &rng),
+                           decoding: Int.random(in: 0...8, using: &rng))
             }
             return h
         }
@@ -58,7 +62,7 @@ enum RoutingDecision {
             let system = String(repeating: "You are assistant \(g) of the support team. ", count: 36)
             return Array("{\"model\":\"tiny\",\"messages\":[{\"role\":\"system\",\"content\":\"\(system)\"},{\"role\":\"user\",\"content\":\"Question \(g * 7)?\"}]}".utf8)
         }
-        let policies: [(String, RoutingPolicy)] = [("default", .default), ("least_loaded", .leastLoaded)]
+        let policies: [(String, RoutingPolicy)] = [("default", .default), ("weighted", .weighted), ("least_loaded", .leastLoaded)]
         var results: [Result] = []
         for (name, policy) in policies {
             let h = try harness(policy)
@@ -87,7 +91,7 @@ enum RoutingDecision {
         }
         let d = results[0]
         let p99 = d.percentile(0.99)
-        let ratio = d.percentile(0.5) / max(results[2].percentile(0.5), 0.001)
+        let ratio = d.percentile(0.5) / max(results[results.count - 1].percentile(0.5), 0.001)
         let perDecision = Double(d.allocations) / Double(iterations)
         print("default p99 \(fmt(p99)) µs (target ≤ 5 µs: \(p99 <= 5 ? "met" : "NOT met")); \(fmt(ratio))× round robin's p50; "
               + "allocations per decision \(perDecision) (target 0: \(d.allocations == 0 ? "met" : "NOT met"))")

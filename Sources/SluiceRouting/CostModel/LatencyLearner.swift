@@ -1,0 +1,64 @@
+/// Learns one endpoint's ``LatencyCoefficients`` online, from what the gateway observes of its
+/// requests there and from the server's own histograms. Pure: observations and time (seconds,
+/// any monotonic origin) are arguments; the gateway keeps one per endpoint behind a lock and
+/// publishes ``coefficients`` for decisions to read.
+///
+/// Two robust line fits (``RobustLineFit``), seeded with the defaults:
+///
+/// ```
+/// step:    gap  ≈ stepBase + stepPerSequence × D                 from inter-token gaps with D sequences decoding
+/// prefill: ttft − steps(T) × step(D) ≈ overhead + prefillPerToken × T
+///                                                                from first tokens after T prefill tokens (queued
+///                                                                ahead + own uncached), steps(T) as in ``CostModel``
+/// ```
+///
+/// The step fit is read first, so decode interference is taken out of a TTFT before the
+/// prefill fit sees it. Samples fade with a half-life (default 60 s), outliers are clipped.
+public struct LatencyLearner: Sendable, Equatable {
+    public private(set) var step: RobustLineFit
+    public private(set) var prefill: RobustLineFit
+    public var chunkTokens: Int
+
+    public init(seed: LatencyCoefficients = .defaults, chunkTokens: Int = 2048, halfLife: Double = 60) {
+        let s = seed.clamped(), lo = LatencyCoefficients.lower, hi = LatencyCoefficients.upper
+        // Prior spreads: each seed may be off by about twice itself.
+        step = RobustLineFit(a: s.stepBase, b: s.stepPerSequence, sigmaA: 2 * max(s.stepBase, 0.001), sigmaB: 2 * max(s.stepPerSequence, 0.0001),
+                             residualScale: s.stepBase * 0.25, boundsA: lo.stepBase...hi.stepBase,
+                             boundsB: lo.stepPerSequence...hi.stepPerSequence, halfLife: halfLife)
+        prefill = RobustLineFit(a: s.overhead, b: s.prefillPerToken, sigmaA: 2 * max(s.overhead, 0.005), sigmaB: 2 * max(s.prefillPerToken, 1e-5),
+                                residualScale: max(s.overhead, 0.001), boundsA: lo.overhead...hi.overhead,
+                                boundsB: lo.prefillPerToken...hi.prefillPerToken, halfLife: halfLife)
+        self.chunkTokens = max(1, chunkTokens)
+    }
+
+    public var coefficients: LatencyCoefficients {
+        LatencyCoefficients(overhead: prefill.a, prefillPerToken: prefill.b, stepBase: step.a, stepPerSequence: step.b)
+    }
+
+    /// The steps a prefill of `tokens` spans, as the cost model counts them.
+    @inline(__always) func steps(_ tokens: Int) -> Double {
+        0.5 + Double(max(1, (max(0, tokens) + chunkTokens - 1) / chunkTokens))
+    }
+
+    /// A first token `seconds` after the request was sent, with `tokens` prefill tokens to do
+    /// (queued ahead + its own uncached) and `decoding` sequences decoding at the time.
+    public mutating func observeTTFT(_ seconds: Double, tokens: Int, decoding: Int, weight: Double = 1, at now: Double) {
+        guard seconds.isFinite, seconds >= 0 else { return }
+        let interference = steps(tokens) * coefficients.step(decoding: max(0, decoding))
+        prefill.observe(x: Double(max(0, tokens)), y: seconds - interference, weight: weight, at: now)
+    }
+
+    /// The mean gap between output tokens (over `weight` gaps) while `decoding` sequences decoded.
+    public mutating func observeGap(_ seconds: Double, decoding: Int, weight: Double = 1, at now: Double) {
+        guard seconds.isFinite, seconds >= 0 else { return }
+        step.observe(x: Double(max(0, decoding)), y: seconds, weight: weight, at: now)
+    }
+}
+
+extension LatencyLearner {
+    /// Sets both fits' outlier clip (tests: `.infinity` is plain recursive least squares).
+    mutating func setClip(_ k: Double) {
+        step.clip = k
+        prefill.clip = k
+    }
+}
