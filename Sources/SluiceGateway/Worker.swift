@@ -117,8 +117,11 @@ package final class Worker: @unchecked Sendable {
     let tunnelSlots: [String: Int]
     let tunnelByteSlots: [Int]
 
+    /// Rows of ``endpointSlots`` before `other` (`allCases` builds an array per call).
+    private static let endpointKinds = LLMEndpoint.allCases.count
+
     func endpointSlot(_ e: LLMEndpoint?, status: Int) -> Int {
-        let row = e.map { Int($0.rawValue) } ?? LLMEndpoint.allCases.count
+        let row = e.map { Int($0.rawValue) } ?? Self.endpointKinds
         return endpointSlots[row * GatewayMetrics.classes.count + GatewayMetrics.classIndex(status)]
     }
 
