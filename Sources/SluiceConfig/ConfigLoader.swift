@@ -66,7 +66,8 @@ public struct ConfigLoader {
         var s = GatewaySettings(listen: [], workers: 0, pools: [])
         guard let top = map(root, "(document)") else { return nil }
         let known = ["listen", "admin", "workers", "limits", "timeouts", "upstream", "proxy", "health", "telemetry", "pools", "models",
-                     "logging", "redis", "auth", "cache", "rate_limits", "flow_control", "tenancy", "tracing"]
+                     "logging", "redis", "auth", "cache", "rate_limits", "flow_control", "tenancy", "tracing",
+                     "passthrough", "responses", "realtime"]
         for (key, keyLine, _) in top where !known.contains(key) { issue(key, "unknown key", keyLine) }
         func child(_ k: String) -> YAMLNode? { top.first { $0.key == k }?.value }
 
@@ -185,7 +186,7 @@ public struct ConfigLoader {
             for (i, item) in seq(n, "pools").enumerated() {
                 let p = "pools[\(i)]"
                 guard let m = map(item, p) else { continue }
-                unknown(m, p, ["name", "endpoints", "dns", "dns_interval", "tls", "routing"])
+                unknown(m, p, ["name", "endpoints", "dns", "dns_interval", "tls", "routing", "protocol"])
                 guard let name = str(m, p, "name", required: true) else { continue }
                 if s.pools.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate pool name '\(name)'", item.line) }
                 var tlsCA: String? = nil
@@ -214,6 +215,11 @@ public struct ConfigLoader {
                     }
                 }
                 if let d = durationField(m, p, "dns_interval") { pool.dnsInterval = d }
+                if let v = str(m, p, "protocol") {
+                    if let proto = PoolProtocol(rawValue: v == "v2" ? "kserve_v2" : v) { pool.serverProtocol = proto } else {
+                        issue("\(p).protocol", "must be openai or kserve_v2 (alias v2)", field(m, "protocol")!.line)
+                    }
+                }
                 if let r = field(m, "routing") { routing(r, "\(p).routing", into: &pool) }
                 if field(m, "endpoints") == nil && pool.dns == nil { issue(p, "needs endpoints or dns", item.line) }
                 if field(m, "endpoints") != nil && pool.dns != nil { issue(p, "has both endpoints and dns; choose one", item.line) }
@@ -422,6 +428,32 @@ public struct ConfigLoader {
         if let n = child("tenancy"), let m = map(n, "tenancy") {
             unknown(m, "tenancy", ["kv_isolation"])
             if let v = bool(m, "tenancy", "kv_isolation") { s.kvIsolation = v }
+        }
+        if let n = child("passthrough") {
+            if case .scalar(let v, let line, _) = n {
+                if let policy = GatewaySettings.Passthrough(rawValue: v) { s.passthrough = policy } else {
+                    issue("passthrough", "must be deny or default_pool", line)
+                }
+            } else {
+                issue("passthrough", "must be deny or default_pool", n.line)
+            }
+        }
+        if let n = child("responses"), let m = map(n, "responses") {
+            unknown(m, "responses", ["max_ids", "ttl"])
+            if let v = intField(m, "responses", "max_ids", min: 1, max: 1 << 24) { s.responses.maxIDs = v }
+            if let v = durationField(m, "responses", "ttl") {
+                if v.isPositive && v <= .seconds(30 * 86_400) { s.responses.ttl = v } else {
+                    issue("responses.ttl", "must be between 1s and 30d", field(m, "ttl")!.line)
+                }
+            }
+        }
+        if let n = child("realtime"), let m = map(n, "realtime") {
+            unknown(m, "realtime", ["max_connections", "idle_timeout", "buffer_bytes"])
+            if let v = intField(m, "realtime", "max_connections", min: 0, max: 1 << 20) { s.realtime.maxConnections = v }
+            if let v = durationField(m, "realtime", "idle_timeout") {
+                if v.isPositive { s.realtime.idleTimeout = v } else { issue("realtime.idle_timeout", "must be positive", field(m, "idle_timeout")!.line) }
+            }
+            if let v = sizeField(m, "realtime", "buffer_bytes", min: 4096, max: 64 << 20) { s.realtime.bufferBytes = v }
         }
     }
 

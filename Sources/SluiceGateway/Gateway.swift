@@ -27,6 +27,11 @@ public final class Gateway: @unchecked Sendable {
     public let spanRecorders: [SpanRecorder]
     /// Which endpoint got which prompt-prefix blocks, shared by all workers.
     let prefixIndex = PrefixIndex()
+    /// Stored response id → endpoint (Responses API follow-ups), shared by all workers; sized
+    /// by the settings at start (`responses.max_ids`, `responses.ttl`; a reload keeps it).
+    private(set) var responseAffinity = ResponseAffinity()
+    /// WebSocket tunnels open across the workers (`realtime.max_connections`).
+    let tunnelCount = SharedCounter()
     /// Metric families and series, shared by all workers.
     public let metrics = GatewayMetrics()
     /// Client connections open across all workers (for `limits.maxConnections`).
@@ -111,9 +116,11 @@ public final class Gateway: @unchecked Sendable {
         control = try ControlPlane(gateway: self)
         adapterLoader = AdapterLoader(control: control.loop)
         let loader = adapterLoader!
+        responseAffinity = ResponseAffinity(capacity: settings.responses.maxIDs, ttl: settings.responses.ttl)
+        let responseAffinity = responseAffinity
         group.start(name: "sluice-worker") { [self] loop in
             let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, adapterLoader: loader, accessLog: accessLog,
-                           spans: spanRecorders[loop.index]) { [self] in
+                           responseAffinity: responseAffinity, tunnels: tunnelCount, spans: spanRecorders[loop.index]) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             do throws(SyscallError) {

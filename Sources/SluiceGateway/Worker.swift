@@ -5,6 +5,7 @@ package import SluiceIO
 import SluiceHTTP
 import SluiceRedis
 package import SluiceRouting
+import SluiceLLM
 import Synchronization
 
 /// The settings of one config generation as one object. A request keeps the generation it
@@ -118,10 +119,45 @@ package final class Worker: @unchecked Sendable {
         pendingLog += line
     }
 
+    /// `sluice_endpoint_requests_total` slots: (endpoint raw value, or the last for other) ×
+    /// status class, flattened.
+    let endpointSlots: [Int]
+    let tunnelSlots: [String: Int]
+    let tunnelByteSlots: [Int]
+
+    /// Rows of ``endpointSlots`` before `other` (`allCases` builds an array per call).
+    private static let endpointKinds = LLMEndpoint.allCases.count
+
+    func endpointSlot(_ e: LLMEndpoint?, status: Int) -> Int {
+        let row = e.map { Int($0.rawValue) } ?? Self.endpointKinds
+        return endpointSlots[row * GatewayMetrics.classes.count + GatewayMetrics.classIndex(status)]
+    }
+
     /// The shared prefix index (the gateway's).
     package let prefixIndex: PrefixIndex
     /// On-demand LoRA loading (the gateway's).
     let adapterLoader: AdapterLoader
+    /// Stored response id → endpoint (the gateway's, shared by the workers).
+    let responseAffinity: ResponseAffinity
+    /// WebSocket tunnels open (or being opened) across the workers (`realtime.max_connections`).
+    let tunnels: SharedCounter
+
+    /// Takes a tunnel slot if fewer than `realtime.max_connections` are taken.
+    func acquireTunnelSlot() -> Bool {
+        let max = settings.realtime.maxConnections
+        if tunnels.value.add(1, ordering: .relaxed).newValue > max {
+            tunnels.value.add(-1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// A client connection became a tunnel: the tunnel takes its place among the clients
+    /// (the connection count is unchanged: it is the same connection).
+    func adoptTunnel(_ t: Tunnel, replacing c: AnyObject) {
+        clients.removeValue(forKey: ObjectIdentifier(c))
+        clients[ObjectIdentifier(t)] = t
+    }
 
     /// This worker's Redis connections (nil without `redis:`), the limiter on them, and the
     /// local limiter used while Redis is unreachable.
@@ -156,18 +192,27 @@ package final class Worker: @unchecked Sendable {
 
     package init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
          connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?,
+         responseAffinity: ResponseAffinity = ResponseAffinity(), tunnels: SharedCounter = SharedCounter(),
          spans: SpanRecorder? = nil, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
             ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, metrics.schema.series(metrics.cache, [$0])) })
         limitSlots = Dictionary(uniqueKeysWithValues:
             ["allowed", "limited", "error", "local"].map { ($0, metrics.schema.series(metrics.rateLimit, [$0])) })
+        endpointSlots = (LLMEndpoint.allCases.map(\.description) + ["other"]).flatMap { e in
+            GatewayMetrics.classes.map { metrics.schema.series(metrics.endpointRequests, [e, $0]) }
+        }
+        tunnelSlots = Dictionary(uniqueKeysWithValues:
+            ["opened", "closed", "idle_closed", "refused"].map { ($0, metrics.schema.series(metrics.tunnels, [$0])) })
+        tunnelByteSlots = ["client_to_server", "server_to_client"].map { metrics.schema.series(metrics.tunnelBytes, [$0]) }
         self.accessLog = accessLog
         // Without the gateway's (tests, benchmarks): a recorder of an exporter never configured,
         // so tracing is off.
         self.spans = spans ?? SpanRecorder(exporter: TraceExporter(), loop: loop)
         self.prefixIndex = prefixIndex
         self.adapterLoader = adapterLoader
+        self.responseAffinity = responseAffinity
+        self.tunnels = tunnels
         self.loop = loop
         self.connections = connections
         self.generation = SettingsGeneration(settings)

@@ -32,6 +32,8 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
         case promptLike
         /// A string, an array of content parts, or null (a message's `content`).
         case contentLike
+        /// An array of non-negative integers (`tokens`).
+        case tokenIDs
     }
 
     /// The request fields the scanner type-checks. `param` is the OpenAI `param` value.
@@ -39,9 +41,34 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
         case model, stream, streamOptions, includeUsage, temperature, seed, n, maxTokens
         case maxCompletionTokens, user, messages, message, role, content, contentPart, text
         case prompt, input
+        // Anthropic Messages
+        case system, block, metadata, userID
+        // Responses API
+        case instructions, maxOutputTokens, previousResponseID, store, background, item
+        // rerank / score / detokenize
+        case query, documents, text1, text2, queries, items, data1, data2, tokens
 
         public var param: String {
             switch self {
+            case .system: "system"
+            case .block: "content"
+            case .metadata: "metadata"
+            case .userID: "metadata.user_id"
+            case .instructions: "instructions"
+            case .maxOutputTokens: "max_output_tokens"
+            case .previousResponseID: "previous_response_id"
+            case .store: "store"
+            case .background: "background"
+            case .item: "input"
+            case .query: "query"
+            case .documents: "documents"
+            case .text1: "text_1"
+            case .text2: "text_2"
+            case .queries: "queries"
+            case .items: "items"
+            case .data1: "data_1"
+            case .data2: "data_2"
+            case .tokens: "tokens"
             case .model: "model"
             case .stream: "stream"
             case .streamOptions: "stream_options"
@@ -73,6 +100,10 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
         case notInRange(Field, min: Int64, max: Int64)
         /// `model` is absent (the gateway answers 400 with param "model").
         case missingModel
+        /// Another required field is absent (Anthropic's `max_tokens`).
+        case missingField(Field)
+        /// A `multipart/form-data` body that cannot be read.
+        case malformedMultipart(MultipartError)
     }
 
     public var offset: Int
@@ -100,9 +131,10 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
     /// The OpenAI `param` for this error, if it concerns one field.
     public var param: String? {
         switch kind {
-        case .syntax, .notAnObject: nil
+        case .syntax, .notAnObject, .malformedMultipart: nil
         case .wrongType(let f, _), .outOfRange(let f), .notInRange(let f, _, _): f.param
         case .missingModel: "model"
+        case .missingField(let f): f.param
         }
     }
 
@@ -122,6 +154,15 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
             return "\"\(Self.name(field))\" must be an integer from \(min) to \(max)"
         case .missingModel:
             return "You must provide a model parameter."
+        case .missingField(let field):
+            return "\"\(Self.name(field))\" is required"
+        case .malformedMultipart(let e):
+            switch e {
+            case .noBoundary: return "Invalid multipart/form-data body: no boundary"
+            case .headersTooLarge: return "Invalid multipart/form-data body: part headers too large"
+            case .malformed: return "Invalid multipart/form-data body at byte \(offset)"
+            case .truncated: return "Invalid multipart/form-data body: it ends inside a part"
+            }
         }
     }
 
@@ -137,6 +178,8 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
         case .content: "content"
         case .contentPart: "content[]"
         case .text: "text"
+        case .block: "content[]"
+        case .item: "input[]"
         default: f.param
         }
     }
@@ -151,6 +194,7 @@ public struct RequestScanError: Error, Sendable, Equatable, CustomStringConverti
         case .array: "an array"
         case .promptLike: "a string, an array of strings, or an array of token IDs"
         case .contentLike: "a string, an array of content parts, or null"
+        case .tokenIDs: "an array of token IDs"
         }
     }
 

@@ -1,5 +1,9 @@
-/// Scans an OpenAI request body (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) in
-/// one pass: validates it as strict RFC 8259 JSON and picks out what the gateway needs.
+/// Scans a request body in one pass: validates it as strict RFC 8259 JSON and picks out what the
+/// gateway needs. ``scan(_:endpoint:segments:)`` reads the three OpenAI inference bodies (and
+/// requires `model`, as the gateway always has); ``scan(_:for:segments:)`` reads every JSON body of
+/// ``LLMEndpoint`` (Anthropic Messages, the Responses API, rerank/score/pooling/classify,
+/// tokenize/detokenize, KServe v2 infer) and requires `model` only where vLLM does
+/// (``LLMEndpoint/Traits/modelRequired``).
 ///
 /// Contract:
 /// - Reads `body` in place and allocates nothing; prompt segments go into the caller's `segments`
@@ -23,11 +27,82 @@ public struct RequestScanner: Sendable {
     public func scan(
         _ body: UnsafeRawBufferPointer,
         endpoint: OpenAIEndpoint,
-        segments: UnsafeMutableBufferPointer<PromptSegment>
+        segments: UnsafeMutableBufferPointer<PromptSegment>,
+        requireModel: Bool = true
     ) throws(RequestScanError) -> ScannedRequest {
-        var run = Run(body, maxDepth: maxDepth, endpoint: endpoint, segments: segments)
+        var run = Run(body, maxDepth: maxDepth, schema: Schema(endpoint), requireModel: requireModel, segments: segments)
         try run.top()
         return run.result
+    }
+
+    /// Scans the JSON body of any endpoint of the table. What each one contributes:
+    ///
+    /// | endpoint | prompt segments (in the order the model reads them) | also |
+    /// |---|---|---|
+    /// | chat, completions, embeddings | as ``scan(_:endpoint:segments:)`` | |
+    /// | messages, count_tokens | `system` (framed as role `system`: a string or text blocks), then each message's role and text (string content, text blocks, `tool_result` contents) | `max_tokens` required on messages; `metadata.user_id` → ``ScannedRequest/user`` |
+    /// | responses | `instructions` (framed as role `instructions`), then `input`: a string, or items with their role and text (`content` string or parts, `output` of tool results) | `max_output_tokens` → ``ScannedRequest/maxTokens``; ``ScannedRequest/previousResponseID``, `store`, `background` |
+    /// | rerank | `query`, then `documents` (strings or `{"text"}` objects) | |
+    /// | score | `text_1`/`queries`/`data_1`, then `text_2`/`documents`/`items`/`data_2` | |
+    /// | pooling, classify | `input` (as embeddings) or chat `messages` | |
+    /// | tokenize | `prompt` or chat `messages` | |
+    /// | detokenize | none: `tokens` counted as ``ScannedRequest/promptTokenIDs`` | |
+    /// | v2 infer | none (validated only; the model is in the path) | |
+    ///
+    /// Leading fields (`system`, `instructions`, `query`, the first score input) are moved in
+    /// front of the rest when the JSON lists them later, so key order does not change the prefix
+    /// hashes. For endpoints without a JSON body (``LLMEndpoint/Traits/body``) nothing is read and
+    /// an empty result is returned.
+    public func scan(
+        _ body: UnsafeRawBufferPointer,
+        for endpoint: LLMEndpoint,
+        segments: UnsafeMutableBufferPointer<PromptSegment>
+    ) throws(RequestScanError) -> ScannedRequest {
+        guard let schema = Schema(endpoint) else { return ScannedRequest() }
+        let t = endpoint.traits
+        var run = Run(body, maxDepth: maxDepth, schema: schema, requireModel: t.modelRequired && t.model == .jsonField, segments: segments)
+        try run.top()
+        return run.result
+    }
+}
+
+extension RequestScanner {
+    /// Which body layout a scan reads (internal: the public names are ``OpenAIEndpoint`` and
+    /// ``LLMEndpoint``). The three OpenAI ones come first: `isOpenAI` is one compare.
+    enum Schema: UInt8 {
+        case chat, completions, embeddings
+        case messages, countTokens, responses, rerank, score, pooling, classify, tokenize, detokenize, v2Infer
+
+        init(_ e: OpenAIEndpoint) {
+            switch e {
+            case .chatCompletions: self = .chat
+            case .completions: self = .completions
+            case .embeddings: self = .embeddings
+            }
+        }
+
+        init?(_ e: LLMEndpoint) {
+            switch e {
+            case .chatCompletions: self = .chat
+            case .completions: self = .completions
+            case .embeddings: self = .embeddings
+            case .messages: self = .messages
+            case .messagesCountTokens: self = .countTokens
+            case .responses: self = .responses
+            case .rerank: self = .rerank
+            case .score: self = .score
+            case .pooling: self = .pooling
+            case .classify: self = .classify
+            case .tokenize: self = .tokenize
+            case .detokenize: self = .detokenize
+            case .v2Infer: self = .v2Infer
+            case .responseRetrieve, .responseCancel, .audioTranscriptions, .audioTranslations, .realtime,
+                 .v2ModelMetadata, .v2ModelReady, .v2HealthLive, .v2HealthReady:
+                return nil
+            }
+        }
+
+        @inline(__always) var isOpenAI: Bool { rawValue <= Schema.embeddings.rawValue }
     }
 }
 
@@ -35,17 +110,22 @@ extension RequestScanner {
     /// The state of one scan.
     struct Run {
         var c: JSONCursor
-        let endpoint: OpenAIEndpoint
+        let schema: Schema
+        let requireModel: Bool
         let segments: UnsafeMutableBufferPointer<PromptSegment>
         var result = ScannedRequest()
         var maxTokens: Int?
         var maxCompletionTokens: Int?
         /// Where the last integer read by `int` started (error offsets).
         var lastNumberStart = 0
+        /// Segments from this index on belong to the fields read after a leading field's place
+        /// (see ``promoteLeading(from:)``); -1 until such a field was seen.
+        var bodyStart = -1
 
-        init(_ body: UnsafeRawBufferPointer, maxDepth: Int, endpoint: OpenAIEndpoint, segments: UnsafeMutableBufferPointer<PromptSegment>) {
+        init(_ body: UnsafeRawBufferPointer, maxDepth: Int, schema: Schema, requireModel: Bool, segments: UnsafeMutableBufferPointer<PromptSegment>) {
             c = JSONCursor(body, maxDepth: maxDepth)
-            self.endpoint = endpoint
+            self.schema = schema
+            self.requireModel = requireModel
             self.segments = segments
         }
 
@@ -59,23 +139,27 @@ extension RequestScanner {
                 try c.expectEnd()
                 throw E(offset: 0, kind: .notAnObject)
             }
-            var haveModel = false
             if try c.enterObject() {
                 repeat {
                     result.memberCount += 1
                     let keyStart = c.pos
                     let (key, escaped) = try c.scanKey()
-                    if try member(key, escaped, keyStart: keyStart) { haveModel = true }
+                    if schema.isOpenAI {
+                        try member(key, escaped, keyStart: keyStart)
+                    } else {
+                        try otherMember(key, escaped, keyStart: keyStart)
+                    }
                 } while try c.objectNext()
             }
             result.closingBrace = c.pos - 1
             try c.expectEnd()
-            guard haveModel else { throw E(offset: result.closingBrace, kind: .missingModel) }
+            guard result.hasModel || !requireModel else { throw E(offset: result.closingBrace, kind: .missingModel) }
             result.maxTokens = maxCompletionTokens ?? maxTokens
+            if !schema.isOpenAI { try finishOther() }
         }
 
-        /// Handles one top-level member whose key has been read; returns true if it was `model`.
-        mutating func member(_ key: ByteRange, _ escaped: Bool, keyStart: Int) throws(E) -> Bool {
+        /// Handles one top-level member of an OpenAI body whose key has been read.
+        mutating func member(_ key: ByteRange, _ escaped: Bool, keyStart: Int) throws(E) {
             // Dispatch on length first: most keys are rejected by one integer compare.
             switch c.keyLength(key, escaped) {
             case 1 where c.keyIs(key, escaped, "n"):
@@ -86,17 +170,14 @@ extension RequestScanner {
             case 4 where c.keyIs(key, escaped, "seed"):
                 result.seed = try int(.seed)
             case 5 where c.keyIs(key, escaped, "model"):
-                let (r, e) = try string(.model, nullable: false)!
-                result.model = r
-                result.modelEscaped = e
-                return true
-            case 5 where endpoint == .embeddings && c.keyIs(key, escaped, "input"):
+                try model()
+            case 5 where schema == .embeddings && c.keyIs(key, escaped, "input"):
                 try promptLike(.input)
             case 6 where c.keyIs(key, escaped, "stream"):
                 result.stream = try bool(.stream)
-            case 6 where endpoint == .completions && c.keyIs(key, escaped, "prompt"):
+            case 6 where schema == .completions && c.keyIs(key, escaped, "prompt"):
                 try promptLike(.prompt)
-            case 8 where endpoint == .chatCompletions && c.keyIs(key, escaped, "messages"):
+            case 8 where schema == .chat && c.keyIs(key, escaped, "messages"):
                 try messages()
             case 10 where c.keyIs(key, escaped, "max_tokens"):
                 maxTokens = try count(.maxTokens)
@@ -109,7 +190,20 @@ extension RequestScanner {
             default:
                 try c.skipValue()
             }
-            return false
+        }
+
+        /// `model`: a string (or `null` where the model is optional: the server's own applies).
+        @inline(__always)
+        mutating func model() throws(E) {
+            if let (r, e) = try string(.model, nullable: !requireModel) {
+                result.model = r
+                result.modelEscaped = e
+                result.hasModel = true
+            } else {
+                result.model = ByteRange.empty
+                result.modelEscaped = false
+                result.hasModel = false
+            }
         }
 
         // MARK: typed values
@@ -228,6 +322,20 @@ extension RequestScanner {
             }
         }
 
+        /// Adds a message's role as its first segment (`first` is where the message's segments
+        /// start): a role read after the message's text is rotated in front of it.
+        @inline(__always)
+        mutating func addRole(_ r: ByteRange, _ e: Bool, first: Int) {
+            let stored = result.segmentCount < segments.count
+            addSegment(r, .role, e)
+            if stored && result.segmentCount - 1 > first {
+                let role = segments[result.segmentCount - 1]
+                var i = result.segmentCount - 1
+                while i > first { segments[i] = segments[i - 1]; i -= 1 }
+                segments[first] = role
+            }
+        }
+
         /// `prompt` / `input`: a string, or an array whose elements are strings, token IDs, or
         /// arrays of token IDs.
         mutating func promptLike(_ f: RequestScanError.Field) throws(E) {
@@ -292,15 +400,7 @@ extension RequestScanner {
                     guard let (r, e) = try string(.role, nullable: false) else { continue }
                     if sawRole { continue }  // a duplicate role: keep the first, it is already framed
                     sawRole = true
-                    let stored = result.segmentCount < segments.count
-                    addSegment(r, .role, e)
-                    if stored && result.segmentCount - 1 > first {
-                        // Rotate the role in front of this message's text segments.
-                        let role = segments[result.segmentCount - 1]
-                        var i = result.segmentCount - 1
-                        while i > first { segments[i] = segments[i - 1]; i -= 1 }
-                        segments[first] = role
-                    }
+                    addRole(r, e, first: first)
                 } else if c.keyLength(key, escaped) == 7 && c.keyIs(key, escaped, "content") {
                     try content()
                 } else {

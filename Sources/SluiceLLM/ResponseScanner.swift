@@ -1,7 +1,8 @@
 import Glibc
 
-/// Finds `usage`, `finish_reason`, generated output and `error` in an OpenAI response JSON body in
-/// place (a non-streaming body, or one SSE event's data).
+/// Finds `usage`, `finish_reason`, generated output and `error` in a response JSON body in place
+/// (a non-streaming body, or one SSE event's data), in the dialect of the API that answered
+/// (``ResponseDialect``; OpenAI's by default).
 ///
 /// Contract: returns nil when the bytes are not valid JSON or not an object (the gateway relays
 /// such bodies untouched; it just learns nothing from them). Allocates nothing.
@@ -10,6 +11,19 @@ public enum ResponseScanner {
         var c = JSONCursor(body, maxDepth: maxDepth)
         do {
             let r = try scanObject(&c)
+            try c.expectEnd()
+            return r
+        } catch {
+            return nil
+        }
+    }
+
+    /// ``scan(_:maxDepth:)`` in `dialect`.
+    public static func scan(_ body: UnsafeRawBufferPointer, dialect: ResponseDialect, maxDepth: Int = 64) -> ScannedResponse? {
+        if dialect == .openAI { return scan(body, maxDepth: maxDepth) }
+        var c = JSONCursor(body, maxDepth: maxDepth)
+        do {
+            let r = dialect == .anthropic ? try anthropicObject(&c) : try responsesObject(&c)
             try c.expectEnd()
             return r
         } catch {
@@ -28,7 +42,8 @@ public enum ResponseScanner {
         var r = ScannedResponse()
         if let at = lastKey(tail, "usage") {
             var c = JSONCursor(UnsafeRawBufferPointer(rebasing: tail[at...]))
-            r.usage = try? usage(&c)
+            var u = ScannedResponse()
+            if (try? usage(&c, &u)) != nil { r.usage = u.usage; r.usageFields = u.usageFields }
         }
         if let at = lastKey(tail, "finish_reason") {
             var c = JSONCursor(UnsafeRawBufferPointer(rebasing: tail[at...]))
@@ -83,7 +98,7 @@ public enum ResponseScanner {
                     try c.skipValue()
                 }
             } else if c.keyLength(key, escaped) == 5 && c.keyIs(key, escaped, "usage") {
-                r.usage = try usage(&c)
+                try usage(&c, &r)
             } else if c.keyLength(key, escaped) == 5 && c.keyIs(key, escaped, "error") {
                 let ch = try c.peek()
                 try c.skipValue()
@@ -152,26 +167,40 @@ public enum ResponseScanner {
         } while try c.objectNext()
     }
 
-    static func usage(_ c: inout JSONCursor) throws(E) -> Usage? {
-        guard try c.peek() == UInt8(ascii: "{") else { try c.skipValue(); return nil }
+    /// A `usage` object: OpenAI's `prompt_tokens`/`completion_tokens`/`total_tokens`, Anthropic's
+    /// and the Responses API's `input_tokens`/`output_tokens` (Anthropic's cache reads and writes,
+    /// which it leaves out of `input_tokens`, are added to the prompt). Sets `r.usage` and
+    /// `r.usageFields`; `null` or another type leaves them alone.
+    static func usage(_ c: inout JSONCursor, _ r: inout ScannedResponse) throws(E) {
+        guard try c.peek() == UInt8(ascii: "{") else { try c.skipValue(); return }
         var prompt = 0
+        var cached = 0
         var completion = 0
         var total: Int?
-        guard try c.enterObject() else { return Usage(promptTokens: 0, completionTokens: 0) }
-        repeat {
-            let (key, escaped) = try c.scanKey()
-            switch c.keyLength(key, escaped) {
-            case 12 where c.keyIs(key, escaped, "total_tokens"):
-                total = try count(&c)
-            case 13 where c.keyIs(key, escaped, "prompt_tokens"):
-                prompt = try count(&c) ?? 0
-            case 17 where c.keyIs(key, escaped, "completion_tokens"):
-                completion = try count(&c) ?? 0
-            default:
-                try c.skipValue()
-            }
-        } while try c.objectNext()
-        return Usage(promptTokens: prompt, completionTokens: completion, totalTokens: total)
+        var fields: Usage.Fields = []
+        if try c.enterObject() {
+            repeat {
+                let (key, escaped) = try c.scanKey()
+                switch c.keyLength(key, escaped) {
+                case 12 where c.keyIs(key, escaped, "total_tokens"):
+                    total = try count(&c)
+                    if total != nil { fields.insert(.total) }
+                case 12 where c.keyIs(key, escaped, "input_tokens"),
+                     13 where c.keyIs(key, escaped, "prompt_tokens"):
+                    if let v = try count(&c) { prompt = v; fields.insert(.prompt) }
+                case 13 where c.keyIs(key, escaped, "output_tokens"),
+                     17 where c.keyIs(key, escaped, "completion_tokens"):
+                    if let v = try count(&c) { completion = v; fields.insert(.completion) }
+                case 23 where c.keyIs(key, escaped, "cache_read_input_tokens"),
+                     27 where c.keyIs(key, escaped, "cache_creation_input_tokens"):
+                    if let v = try count(&c) { cached += v; fields.insert(.prompt) }
+                default:
+                    try c.skipValue()
+                }
+            } while try c.objectNext()
+        }
+        r.usage = Usage(promptTokens: prompt + cached, completionTokens: completion, totalTokens: cached == 0 ? total : nil)
+        r.usageFields = fields
     }
 
     /// A token count: an integer in 0...``Usage/maxCount``; other values (null, floats, negative,

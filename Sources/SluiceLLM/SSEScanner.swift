@@ -22,7 +22,8 @@ internal import CSluiceSIMD
 /// event is still delimited but reported with `inspected == false`. The buffer is allocated once,
 /// on the first event that spans chunks, and reused; nothing else is allocated. Only events with one
 /// `data:` line are inspected (what OpenAI-compatible servers send); the payload is read with
-/// ``ResponseScanner``.
+/// ``ResponseScanner`` in the scanner's ``dialect`` (`event:` lines, which Anthropic and the
+/// Responses API send, are delimited and not read: their data repeats the type).
 ///
 /// ```
 ///  line start ──byte──▶ in line ──CR/LF──▶ line start ──CR/LF (blank line)──▶ event complete
@@ -37,6 +38,8 @@ public struct SSEScanner: Sendable {
     }
 
     public let maxEventBytes: Int
+    /// How each event's payload is read (Anthropic and Responses API streams have their own).
+    public let dialect: ResponseDialect
     /// Absolute offset of the current chunk's first byte.
     public private(set) var streamOffset = 0
     /// Absolute offset where the open event starts (= the end of the last complete event).
@@ -53,9 +56,14 @@ public struct SSEScanner: Sendable {
     /// event that spans chunks is read from its copy by ``inspect(_:_:)``.
     var dataLines = 0
     var dataValue = ByteRange(start: 0, end: 0)
+    /// Responses API streams: the id of the response (``ScannedResponse/responseID`` of the
+    /// latest event that carried one, `response.created` first); nil in other dialects, or when
+    /// longer than ``ResponseID/capacity``.
+    public private(set) var responseID: ResponseID?
 
-    public init(maxEventBytes: Int = 64 << 10) {
+    public init(maxEventBytes: Int = 64 << 10, dialect: ResponseDialect = .openAI) {
         self.maxEventBytes = maxEventBytes
+        self.dialect = dialect
     }
 
     /// Absolute offset up to which the stream consists of complete events.
@@ -129,12 +137,12 @@ public struct SSEScanner: Sendable {
             let value = dataLines == 1
                 ? UnsafeRawBufferPointer(rebasing: chunk[(dataValue.start - streamOffset)..<(dataValue.end - streamOffset)])
                 : UnsafeRawBufferPointer(start: nil, count: 0)
-            Self.read(value, &e)
+            if let id = Self.read(value, dialect, &e) { responseID = id }
         } else if pendingOverflow || pending.count + end > maxEventBytes {
             e.inspected = false
         } else {
             pending.append(contentsOf: chunk[0..<end])
-            pending.withUnsafeBytes { Self.inspect($0, &e) }
+            if let id = pending.withUnsafeBytes({ Self.inspect($0, dialect, &e) }) { responseID = id }
         }
         pending.removeAll(keepingCapacity: true)
         pendingOverflow = false
@@ -167,11 +175,11 @@ public struct SSEScanner: Sendable {
 
     /// Reads the fields of one complete event (`bytes` from its first byte to past its blank line)
     /// that arrived in pieces: its lines are found again in the copy.
-    static func inspect(_ bytes: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
+    static func inspect(_ bytes: UnsafeRawBufferPointer, _ dialect: ResponseDialect, _ e: inout SSEEvent) -> ResponseID? {
         var data = ByteRange(start: 0, end: 0)
         var i = 0
         let n = bytes.count
-        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
         while i < n {
             // One line: i..<lineEnd.
             let lineEnd = Self.lineEnd(base, from: i, end: n)
@@ -181,23 +189,29 @@ public struct SSEScanner: Sendable {
             }
             i = lineEnd + 1
         }
-        read(data.bytes(in: bytes), &e)
+        return read(data.bytes(in: bytes), dialect, &e)
     }
 
     /// Reads the event's `payload`, the value of its one `data:` line (with `e.dataLines` already
     /// counted: any other count leaves it unread).
-    static func read(_ payload: UnsafeRawBufferPointer, _ e: inout SSEEvent) {
+    static func read(_ payload: UnsafeRawBufferPointer, _ dialect: ResponseDialect, _ e: inout SSEEvent) -> ResponseID? {
         guard e.dataLines == 1 else {
             // Several data lines would have to be joined with "\n" to be read; servers do not send them.
             e.inspected = e.dataLines == 0
-            return
+            return nil
         }
         if Bytes.equal(payload, "[DONE]") {
             e.isDone = true
-        } else if let r = ResponseScanner.scan(payload) {
+        } else if dialect == .openAI {
+            if let r = ResponseScanner.scan(payload) { e.payload = r } else { e.isMalformed = true }
+        } else if var r = ResponseScanner.scan(payload, dialect: dialect) {
+            let id = r.responseID.flatMap { ResponseID($0.bytes(in: payload)) }
+            r.responseID = nil
             e.payload = r
+            return id
         } else {
             e.isMalformed = true
         }
+        return nil
     }
 }

@@ -8,8 +8,11 @@ public struct ScannedRequest: Sendable, Equatable {
     /// The largest `max_tokens`, `max_completion_tokens` or `n` accepted (2^31 − 1).
     public static let maxCount = Int(Int32.max)
 
-    /// Contents of the `model` string (raw, between the quotes).
+    /// Contents of the `model` string (raw, between the quotes); empty without ``hasModel``.
     public var model = ByteRange(start: 0, end: 0)
+    /// The body names a model. False only where the model is optional (``LLMEndpoint/Traits/modelRequired``)
+    /// and it is absent or `null`: the server's (the pool's default) model applies.
+    public var hasModel = false
     /// True if `model` contains backslash escapes (decode with ``JSONString`` before comparing).
     public var modelEscaped = false
 
@@ -32,11 +35,20 @@ public struct ScannedRequest: Sendable, Equatable {
     public var seed: Int64?
     /// In 1...``maxCount`` when present.
     public var n: Int?
-    /// `max_completion_tokens` if present, else `max_tokens` (vLLM's precedence); in 1...``maxCount``.
+    /// `max_completion_tokens` if present, else `max_tokens` (vLLM's precedence); the Responses
+    /// API's `max_output_tokens`; in 1...``maxCount``.
     public var maxTokens: Int?
-    /// Contents of the `user` string.
+    /// Contents of the `user` string (Anthropic: `metadata.user_id`).
     public var user: ByteRange?
     public var userEscaped = false
+
+    /// Responses API: contents of `previous_response_id` (the follow-up must reach the server
+    /// that produced that response).
+    public var previousResponseID: ByteRange?
+    public var previousResponseIDEscaped = false
+    /// Responses API: `store` (vLLM's default: true) and `background`.
+    public var store: Bool?
+    public var background: Bool?
 
     /// Number of chat messages (0 for other endpoints).
     public var messageCount = 0

@@ -21,6 +21,19 @@ public enum TokenReservation {
         saturatingAdd(promptTokens(r), completionTokens(r, endpoint: endpoint, defaultMaxTokens: defaultMaxTokens))
     }
 
+    /// The completion tokens any endpoint of the table may produce: as above for those that
+    /// generate (`max_tokens`, Anthropic's `max_tokens`, the Responses API's `max_output_tokens`,
+    /// or `defaultMaxTokens`), none for the others (pooling, tokenizing, counting, v2 infer).
+    public static func completionTokens(_ r: ScannedRequest, for endpoint: LLMEndpoint, defaultMaxTokens: Int) -> Int {
+        guard endpoint.traits.producesTokens else { return 0 }
+        return saturatingMultiply(r.maxTokens ?? max(0, defaultMaxTokens), max(1, r.n ?? 1))
+    }
+
+    /// Prompt plus completion, for any endpoint of the table.
+    public static func estimate(_ r: ScannedRequest, for endpoint: LLMEndpoint, defaultMaxTokens: Int) -> Int {
+        saturatingAdd(promptTokens(r), completionTokens(r, for: endpoint, defaultMaxTokens: defaultMaxTokens))
+    }
+
     /// What a finished request is charged: the usage the model server reported; without one
     /// (the client left, the stream was cut, an error answer) at least the reservation, or the
     /// prompt estimate plus the tokens relayed if that is more, so leaving early never costs

@@ -16,6 +16,12 @@ public enum AccessLogTarget: Sendable, Equatable {
 /// on it, and not on each other.
 ///
 /// Immutable and shared by all workers; a reload publishes a new one.
+/// What a pool's servers speak (`pools[].protocol`).
+public enum PoolProtocol: String, Sendable {
+    case openAI = "openai"
+    case kserveV2 = "kserve_v2"
+}
+
 public struct GatewaySettings: Sendable {
     public struct Listen: Sendable {
         public var address: SocketAddress
@@ -56,6 +62,9 @@ public struct GatewaySettings: Sendable {
         public var routing: RoutingPolicy = .default
         /// The filters, scorers and picker of the `default` (cost model) or `weighted` policy.
         public var profile: RoutingProfile = .costModel()
+        /// What the pool's servers speak (`pools[].protocol`): vLLM's OpenAI-compatible API, or
+        /// KServe's Open Inference Protocol v2 (`/v2/...` requests go to such pools).
+        public var serverProtocol: PoolProtocol = .openAI
         public init(name: String, endpoints: [Endpoint], dns: (host: String, port: UInt16)? = nil) {
             self.name = name
             self.endpoints = endpoints
@@ -264,6 +273,36 @@ public struct GatewaySettings: Sendable {
     }
 
     /// The response cache (needs `redis`).
+    /// Paths outside vLLM's API table (and `/v1/models`, `/health`): refused (404) or sent on.
+    public enum Passthrough: String, Sendable {
+        /// 404 `not_found`: vLLM's operational endpoints (`/metrics`, `/load_lora_adapter`,
+        /// `/reset_prefix_cache`, `/sleep`, profiling, ...) stay out of the clients' reach.
+        case deny
+        /// To the pool of the model named by a JSON body's top-level `model` (with `models:`
+        /// configured), otherwise to the default (first) pool.
+        case defaultPool = "default_pool"
+    }
+
+    /// The Responses API's stored responses (`responses:`): which endpoint holds which id.
+    public struct Responses: Sendable {
+        /// Ids remembered per replica (oldest dropped first).
+        public var maxIDs = 100_000
+        /// How long an id is remembered after its response was made (locally and in Redis).
+        public var ttl: Duration = .seconds(3600)
+        public init() {}
+    }
+
+    /// WebSocket tunnels (`/v1/realtime`, `realtime:`).
+    public struct Realtime: Sendable {
+        /// Tunnels open at once across the replica's workers; more are refused (503).
+        public var maxConnections = 1024
+        /// A tunnel with no byte in either direction for this long is closed.
+        public var idleTimeout: Duration = .seconds(300)
+        /// Bytes queued towards the slower side before the faster side stops being read.
+        public var bufferBytes = 256 << 10
+        public init() {}
+    }
+
     public struct Cache: Sendable {
         public enum Scope: String, Sendable { case tenant, shared }
         public var enabled = false
@@ -326,6 +365,13 @@ public struct GatewaySettings: Sendable {
     /// and the prefix index keys blocks by tenant (one tenant cannot probe another's prompts by
     /// timing).
     public var kvIsolation = false
+    /// Paths the gateway does not know (`passthrough:`); nil: `default_pool` without `models:`
+    /// (a transparent proxy, as before), `deny` with it (a curated gateway).
+    public var passthrough: Passthrough? = nil
+    /// The policy in effect (see ``passthrough``).
+    public var passthroughPolicy: Passthrough { passthrough ?? (models.isEmpty ? .defaultPool : .deny) }
+    public var responses = Responses()
+    public var realtime = Realtime()
     /// OpenTelemetry trace export (`tracing:`); nil: off.
     public var tracing: TracingConfiguration? = nil
 

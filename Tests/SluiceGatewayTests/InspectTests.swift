@@ -34,7 +34,7 @@ func vllmLikeHandler() -> HTTPHandler {
 
     @Test(arguments: [
         ("{\"model\":\"tiny\",\"messages\":[}", "Invalid JSON"),
-        ("{\"messages\":[]}", "model"),
+        ("{\"model\":\"tiny\",\"messages\":[],\"n\":0}", "n"),
         ("{\"model\":7,\"messages\":[]}", "model"),
         ("[1,2]", "JSON object"),
         ("{\"model\":\"tiny\",\"messages\":[]} trailing", "Invalid JSON"),

@@ -24,6 +24,9 @@ final class RecordingDownstream: Downstream {
     var endedWithError: [UInt8]?
     var released = false
     var backpressured = false
+    /// Claims to carry WebSocket upgrades (HTTP/1.1); the takeover itself needs a socket.
+    var upgradable = false
+    var canUpgrade: Bool { upgradable }
 
     /// `text`: a complete HTTP/1.1 request (head and body).
     init(_ text: String) {
@@ -199,7 +202,7 @@ let okJSON = #"{"id":"x","object":"chat.completion","choices":[{"index":0,"messa
 
     @Test func inspectRejectsBadBodiesBeforeAnyUpstream() throws {
         let h = try PipelineHarness()
-        for body in [#"{"model":"m","messages":[]"#, #"{"model":"m","max_tokens":-1}"#, #"{"messages":[]}"#] {
+        for body in [#"{"model":"m","messages":[]"#, #"{"model":"m","max_tokens":-1}"#, #"{"model":"m","n":0}"#] {
             let (x, d) = h.start(post("/v1/chat/completions", body))
             #expect(d.locals.map(\.status) == [400], "\(body)")
             #expect(x.stage == .done && x.ctx.target.pool == nil)

@@ -99,3 +99,56 @@ struct TestRNG: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// The body of one exchange of a capture in Tests/vllm-captures/ (recorded from a real vLLM 0.32
+/// CPU server by Tests/vllm-captures/capture.py), found by its `### title` line.
+func capture(_ file: String, _ title: String, filePath: String = #filePath) -> [UInt8]? {
+    let repo = URL(fileURLWithPath: filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    guard let data = FileManager.default.contents(atPath: repo.appendingPathComponent("Tests/vllm-captures/\(file)").path) else { return nil }
+    let text = [UInt8](data)
+    let marker = Array("### \(title)\n".utf8)
+    guard let start = text.firstRange(of: marker)?.upperBound else { return nil }
+    // Skip the request line ("### METHOD PATH BODY"), then the response head.
+    guard let requestEnd = text[start...].firstIndex(of: 10) else { return nil }
+    let rest = Array(text[(requestEnd + 1)...])
+    guard let headEnd = rest.firstRange(of: [13, 10, 13, 10])?.upperBound else { return nil }
+    var body = Array(rest[headEnd...])
+    // capture.py writes each body and then one "\n".
+    if let next = body.firstRange(of: Array("\n### ".utf8))?.lowerBound { body = Array(body[..<next]) } else if body.last == 10 { body.removeLast() }
+    return body
+}
+
+/// Scans `body` for `endpoint` with the table-driven entry point.
+func scanFor(_ body: String, _ endpoint: LLMEndpoint, capacity: Int = 64) throws(RequestScanError) -> Scan {
+    let bytes = Array(body.utf8)
+    var segs = [PromptSegment](repeating: PromptSegment(range: ByteRange(start: 0, end: 0), kind: .text), count: capacity)
+    let r: Result<ScannedRequest, RequestScanError> = bytes.withUnsafeBytes { b in
+        segs.withUnsafeMutableBufferPointer { s in
+            Result { () throws(RequestScanError) -> ScannedRequest in
+                try RequestScanner().scan(b, for: endpoint, segments: s)
+            }
+        }
+    }
+    let result = try r.get()
+    return Scan(result: result, segments: Array(segs[0..<min(result.segmentCount, capacity)]), body: bytes)
+}
+
+func scanForError(_ body: String, _ endpoint: LLMEndpoint) -> RequestScanError? {
+    do {
+        _ = try scanFor(body, endpoint)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+/// Prefix hashes of a scan (64-byte blocks, seed 1).
+func hashes(_ s: Scan) -> [UInt64] {
+    var out = [UInt64](repeating: 0, count: 64)
+    let n = s.body.withUnsafeBytes { b in
+        s.segments.withUnsafeBufferPointer { segs in
+            out.withUnsafeMutableBufferPointer { o in PrefixHasher.hashPrompt(body: b, segments: segs, seed: 1, into: o) }
+        }
+    }
+    return Array(out[0..<n])
+}

@@ -85,3 +85,25 @@ import Testing
         #expect(tail(#""usage""#).usage == nil)
     }
 }
+
+@Suite struct TokenReservationTableTests {
+    @Test func everyEndpoint() throws {
+        let messages = try scanFor(#"{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"12345678"}]}"#, .messages)
+        #expect(TokenReservation.estimate(messages.result, for: .messages, defaultMaxTokens: 7) == (4 + 8) / 4 + 100)  // "user" + the text, 4 bytes a token
+        let responses = try scanFor(#"{"input":"1234","max_output_tokens":9}"#, .responses)
+        #expect(TokenReservation.estimate(responses.result, for: .responses, defaultMaxTokens: 7) == 1 + 9)
+        let open = try scanFor(#"{"input":"1234"}"#, .responses)
+        #expect(TokenReservation.completionTokens(open.result, for: .responses, defaultMaxTokens: 7) == 7)
+        let rerank = try scanFor(#"{"query":"1234","documents":["12345"]}"#, .rerank)
+        #expect(TokenReservation.estimate(rerank.result, for: .rerank, defaultMaxTokens: 7) == 3)
+        let detok = try scanFor(#"{"tokens":[1,2,3]}"#, .detokenize)
+        #expect(TokenReservation.estimate(detok.result, for: .detokenize, defaultMaxTokens: 7) == 3)
+        // Same as the OpenAI overload on the OpenAI three.
+        let chat = try scan(#"{"model":"m","n":2,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)
+        for e in [OpenAIEndpoint.chatCompletions, .completions, .embeddings] {
+            #expect(TokenReservation.estimate(chat.result, endpoint: e, defaultMaxTokens: 3)
+                    == TokenReservation.estimate(chat.result, for: LLMEndpoint(e), defaultMaxTokens: 3))
+        }
+        #expect(TokenReservation.completionTokens(chat.result, for: .messages, defaultMaxTokens: .max) == 10)
+    }
+}

@@ -89,6 +89,26 @@ final class RawClient {
         }
     }
 
+    /// Sends a request with its own fields and a byte body (multipart uploads, upgrades).
+    func send(_ method: String, _ path: String, headers: [(String, String)], body: [UInt8] = []) {
+        var req = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\n"
+        for (k, v) in headers { req += "\(k): \(v)\r\n" }
+        if !body.isEmpty || method == "POST" { req += "Content-Length: \(body.count)\r\n" }
+        sendBytes(Array((req + "\r\n").utf8) + body)
+    }
+
+    func sendBytes(_ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            precondition(n > 0)
+            off += n
+        }
+    }
+
+    /// The next `n` bytes (after a head: WebSocket frames).
+    func read(_ n: Int) -> [UInt8]? { readBytes(n) }
+
     private func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -336,4 +356,34 @@ func metricValue(_ text: String, _ name: String, _ labels: String) -> Double? {
         if labels.isEmpty ? head == name : head == "\(name){\(labels)}" { return Double(line[line.index(after: sp)...]) }
     }
     return nil
+}
+
+/// An exchange of a capture in Tests/vllm-captures/ (recorded from a real vLLM 0.32 CPU server
+/// by Tests/vllm-captures/capture.py), found by its `### title` line: status and body.
+enum Capture {
+    static let directory: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("vllm-captures")
+
+    static func exchange(_ file: String, _ title: String) -> (status: Int, body: String) {
+        let text = try! String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+        let start = text.range(of: "### \(title)\n")!.upperBound
+        let afterRequest = text[start...].firstIndex(of: "\n").map { text.index(after: $0) }!
+        let rest = text[afterRequest...]
+        let status = Int(rest.split(separator: " ")[1])!
+        let headEnd = rest.range(of: "\r\n\r\n")!.upperBound
+        var body = String(rest[headEnd...])
+        if let next = body.range(of: "\n### ") { body = String(body[..<next.lowerBound]) } else if body.hasSuffix("\n") { body.removeLast() }
+        return (status, body)
+    }
+
+    static func body(_ file: String, _ title: String) -> String { exchange(file, title).body }
+}
+
+/// Named SSE events (`event: X` + `data: …`): (name, data) pairs.
+func namedEvents(_ body: String) -> [(name: String, data: String)] {
+    body.components(separatedBy: "\n\n").filter { !$0.isEmpty }.map { e in
+        let lines = e.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 2 && lines[0].hasPrefix("event: ") && lines[1].hasPrefix("data: "), "event \(e)")
+        return (String(lines[0].dropFirst(7)), String(lines.last!.dropFirst(6)))
+    }
 }

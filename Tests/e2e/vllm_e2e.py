@@ -161,7 +161,10 @@ class VLLM:
     def start(self):
         self.port = free_port()
         self.log_path = os.path.join(self.log_dir, f"vllm-{self.name}-{self.port}.log")
-        env = dict(os.environ, PORT=str(self.port), LORAS=self.loras, VENV=VLLM_VENV, MODELS=MODELS)
+        # The Responses API keeps responses only with its store on (issue 27: follow-ups must
+        # reach the server that holds them).
+        env = dict(os.environ, PORT=str(self.port), LORAS=self.loras, VENV=VLLM_VENV, MODELS=MODELS,
+                   VLLM_ENABLE_RESPONSES_API_STORE="1")
         self._log = open(self.log_path, "wb")
         self.started_at = time.time()
         self.proc = subprocess.Popen([os.path.join(VLLM_DIR, "serve.sh"), *self.extra_args], env=env,

@@ -320,6 +320,8 @@ final class ControlPlane: @unchecked Sendable {
     private func runHealthChecks() {
         let settings = gateway.currentSettings
         for pool in settings.pools {
+            // KServe v2 servers answer readiness at the protocol's own path.
+            let path = pool.serverProtocol == .kserveV2 && settings.health.path == "/health" ? "/v2/health/ready" : settings.health.path
             for e in pool.endpoints {
                 let rt = gateway.registry.runtime(for: e)
                 let client = healthClients[e.authority] ?? {
@@ -327,7 +329,7 @@ final class ControlPlane: @unchecked Sendable {
                     healthClients[e.authority] = c
                     return c
                 }()
-                client.get(settings.health.path, timeout: settings.health.timeout) { [unowned self] result in
+                client.get(path, timeout: settings.health.timeout) { [unowned self] result in
                     switch result {
                     case .success(let resp) where resp.status < 500:
                         rt.readmit()

@@ -313,6 +313,28 @@ final class ClientConnection: EventHandler, Downstream, DownstreamConnection {
         bytes.withUnsafeBytes { worker.upgradeToHTTP2(from: self, transport: transport, registration: reg, peer: peer, bytes: $0) }
     }
 
+    var canUpgrade: Bool { true }
+
+    /// The upstream switched protocols (WebSocket): the connection leaves HTTP. Nothing of the
+    /// response was written; the tunnel writes the 101 head. The bytes the client sent after
+    /// its request (frames it did not wait to send) go with the transport.
+    func takeOverForTunnel() -> TunnelEnd? {
+        guard state == .proxying, let reg = registration else { return nil }
+        exchange = nil
+        disarm()
+        if timer.isArmed { loop.cancel(timer) }
+        loop.deregister(reg)
+        registration = nil
+        state = .closed
+        inbuf.readerIndex += messageEnd
+        messageEnd = 0
+        let pending = inbuf.readableBytes > 0 ? inbuf.take() : ByteBuffer(emptyIn: loop.bufferPool)
+        inbuf.release()
+        upstreamBody.release()
+        out.removeAll()
+        return TunnelEnd(transport: transport, pending: pending)
+    }
+
     private func startExchange() {
         requestsServed += 1
         setReadLowWater(0)

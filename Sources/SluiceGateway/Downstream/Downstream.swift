@@ -32,6 +32,23 @@ protocol Downstream: AnyObject {
     /// An event stream was cut off upstream: end it with `event` (an SSE error event) if the
     /// framing allows a clean end, then close; otherwise as ``exchangeAborted()``.
     func exchangeEndedWithError(event: [UInt8])
+    /// Can carry a WebSocket upgrade (HTTP/1.1; HTTP/2 would need RFC 8441).
+    var canUpgrade: Bool { get }
+    /// The upstream switched protocols: hand over the connection (its transport, unregistered,
+    /// and the bytes the client sent after its request), or nil if it cannot be.
+    func takeOverForTunnel() -> TunnelEnd?
+}
+
+extension Downstream {
+    var canUpgrade: Bool { false }
+    func takeOverForTunnel() -> TunnelEnd? { nil }
+}
+
+/// A connection leaving HTTP for a ``Tunnel``: its transport (unregistered, open) and the
+/// bytes already read from it that the other side must get.
+struct TunnelEnd: ~Copyable {
+    let transport: Transport
+    var pending: ByteBuffer
 }
 
 /// A client connection as its worker sees it: HTTP/1.1 or HTTP/2.

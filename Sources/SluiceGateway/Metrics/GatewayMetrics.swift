@@ -26,6 +26,9 @@ public final class GatewayMetrics: Sendable {
     let rateLimit: Int
     let queueOutcomes: Int
     let queueWait: Int
+    let endpointRequests: Int
+    let tunnels: Int
+    let tunnelBytes: Int
 
     /// How a request that met a saturated pool fared (flow control).
     static let queueOutcomeNames = ["dispatched", "shed", "expired", "rejected_tenant", "rejected_pool", "abandoned"]
@@ -51,7 +54,7 @@ public final class GatewayMetrics: Sendable {
         retries = schema.family("sluice_upstream_retries_total", help: "Requests retried on another endpoint before any response byte.",
                                 kind: .counter, labels: ["pool"])
         routes = schema.family("sluice_route_decisions_total",
-                               help: "Requests by why their endpoint was chosen (prefix_hit, new_prefix, least_loaded, adapter_affinity, round_robin, only_candidate, no_healthy_endpoint, cache_hit).",
+                               help: "Requests by why their endpoint was chosen (prefix_hit, new_prefix, least_loaded, adapter_affinity, round_robin, only_candidate, no_healthy_endpoint, cache_hit, stored_response).",
                                kind: .counter, labels: ["pool", "reason"])
         cache = schema.family("sluice_cache_requests_total",
                               help: "Response-cache outcomes: hit, miss, bypass (not looked up), error (Redis failed), stored, store_error.",
@@ -64,6 +67,14 @@ public final class GatewayMetrics: Sendable {
         queueOutcomes = schema.family("sluice_queue_requests_total",
                                       help: "Requests that met a saturated pool: dispatched (waited, then served), shed (sheddable band), expired (queue_ttl), rejected_tenant / rejected_pool (queue bounds), abandoned (the client left while queued).",
                                       kind: .counter, labels: ["pool", "outcome"])
+        endpointRequests = schema.family("sluice_endpoint_requests_total",
+                                         help: "Requests by the vLLM API endpoint they addressed (chat_completions, messages, responses, rerank, realtime, v2_infer, ...; other: paths outside the API table) and status class.",
+                                         kind: .counter, labels: ["endpoint", "code_class"])
+        tunnels = schema.family("sluice_realtime_connections_total",
+                                help: "WebSocket upgrades on /v1/realtime: opened (the model server switched protocols), closed (either side ended it; opened - closed are open now), idle_closed (realtime.idle_timeout), refused (realtime.max_connections).",
+                                kind: .counter, labels: ["outcome"])
+        tunnelBytes = schema.family("sluice_realtime_bytes_total", help: "Bytes relayed through WebSocket tunnels, by direction.",
+                                    kind: .counter, labels: ["direction"])
         queueWait = schema.family("sluice_queue_wait_seconds", help: "Time requests waited in a pool's flow-control queue before dispatch.",
                                   kind: .histogram, labels: ["pool"], buckets: Self.latencyBuckets)
     }

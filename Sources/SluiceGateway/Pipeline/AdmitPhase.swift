@@ -87,7 +87,7 @@ enum AdmitPhase: RequestPhase {
                        request r: DownstreamRequest) -> AdmissionTicket? {
         let t = AdmissionTicket(tenant: tenant)
         t.promptEstimate = TokenReservation.promptTokens(f.scanned)
-        t.tokenEstimate = TokenReservation.estimate(f.scanned, endpoint: f.endpoint, defaultMaxTokens: settings.limits.defaultMaxTokens)
+        t.tokenEstimate = TokenReservation.estimate(f.scanned, for: f.endpoint, defaultMaxTokens: settings.limits.defaultMaxTokens)
         // Per model scope (all models, then this model), the tenant's own rule wins over `*`.
         for model in [nil, clientModel] as [String?] {
             let rule = settings.rateLimits.first { $0.model == model && $0.tenant == tenant }
@@ -107,10 +107,10 @@ enum AdmitPhase: RequestPhase {
             }
         }
         let cache = settings.cache
-        if cache.enabled {
+        if cache.enabled && f.traits.cache != .never {
             let control = r.header(named: "cache-control").map { Array($0) } ?? []
             let opt = r.header(named: "x-sluice-cache").map { String(decoding: $0, as: UTF8.self).lowercased() }
-            let deterministic = f.endpoint == .embeddings || f.scanned.temperature == 0
+            let deterministic = f.traits.cache == .deterministic || f.scanned.temperature == 0
                 || (cache.seedIsDeterministic && f.scanned.seed != nil)
             if opt != "bypass" && (deterministic || opt == "force") {
                 t.cacheLookup = !directive(control, "no-cache")
@@ -118,7 +118,7 @@ enum AdmitPhase: RequestPhase {
                 if t.cacheLookup || t.cacheStore {
                     // The normalized request: which API, then the body in canonical form
                     // without `model` (keyed by the resolved target) and `user`.
-                    var request = Array(String(describing: f.endpoint).utf8)
+                    var request = Array(f.endpoint.description.utf8)
                     request.append(10)
                     do {
                         try CanonicalJSON.append(r.body, dropping: ["model", "user"], to: &request)

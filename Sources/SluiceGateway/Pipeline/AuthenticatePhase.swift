@@ -15,10 +15,12 @@ enum AuthenticatePhase: RequestPhase {
         var action = PhaseAction.next
         x.client.withRequest { r in
             let authorization = r.header(named: "authorization")
-            switch tenant(auth: g.value.auth, authorization: authorization) {
+            // Anthropic's SDKs send the key as `x-api-key`; accepted on every path.
+            let apiKey = authorization == nil ? r.header(named: "x-api-key") : nil
+            switch tenant(auth: g.value.auth, authorization: authorization, apiKey: apiKey) {
             case .success(let t):
                 x.ctx.tenant = t
-                if let auth = g.value.auth, !auth.priorities.isEmpty, let token = authorization.flatMap(bearerToken) {
+                if let auth = g.value.auth, !auth.priorities.isEmpty, let token = authorization.flatMap(bearerToken) ?? apiKey.flatMap(trimmed) {
                     var h = SHA256()
                     h.update(token)
                     x.ctx.queue.keyPriority = auth.priorities[h.finalize()]
@@ -39,8 +41,9 @@ enum AuthenticatePhase: RequestPhase {
         for i in 0..<blocks { h[i] = SplitMix64.mix(h[i] ^ key) }
     }
 
-    static func tenant(auth: GatewaySettings.Auth?, authorization: UnsafeRawBufferPointer?) -> Result<String, OpenAIError> {
-        let token = authorization.flatMap(bearerToken)
+    static func tenant(auth: GatewaySettings.Auth?, authorization: UnsafeRawBufferPointer?,
+                       apiKey: UnsafeRawBufferPointer? = nil) -> Result<String, OpenAIError> {
+        let token = authorization.flatMap(bearerToken) ?? apiKey.flatMap(trimmed)
         guard let auth else {
             guard let token else { return .success("anonymous") }
             var h = SHA256()
@@ -48,7 +51,7 @@ enum AuthenticatePhase: RequestPhase {
             return .success("key-" + Hex.string(Array(h.finalize()[0..<8])))
         }
         guard let token else {
-            var e = OpenAIError.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            var e = OpenAIError.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY) or in an x-api-key header.")
             e.headers = [.init("WWW-Authenticate", "Bearer")]
             return .failure(e)
         }
@@ -60,6 +63,14 @@ enum AuthenticatePhase: RequestPhase {
             return .failure(e)
         }
         return .success(tenant)
+    }
+
+    /// An `x-api-key` value without surrounding blanks; nil when empty.
+    static func trimmed(_ v: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        var s = 0, e = v.count
+        while s < e && (v[s] == 32 || v[s] == 9) { s += 1 }
+        while e > s && (v[e - 1] == 32 || v[e - 1] == 9) { e -= 1 }
+        return s < e ? UnsafeRawBufferPointer(rebasing: v[s..<e]) : nil
     }
 
     /// The token of `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).

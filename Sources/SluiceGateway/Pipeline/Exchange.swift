@@ -106,8 +106,9 @@ final class Exchange {
     }
 
     /// Sluice answers (an error, a local endpoint, the cache).
-    func respond(_ r: LocalResponse) {
+    func respond(_ response: LocalResponse) {
         guard stage != .done else { return }
+        let r = response.shaped(ctx.errorShape)
         ctx.response.finalStatus = r.status
         ctx.response.bodyBytes = r.body.count
         finish()
@@ -202,6 +203,36 @@ final class Exchange {
         if ctx.attempt.upstream?.requestSent == true { client.releaseRequest() }
     }
 
+    /// The model server switched protocols (a WebSocket upgrade the gateway asked for): the
+    /// exchange ends (recorded with status 101) and a ``Tunnel`` joins the two connections,
+    /// holding the lease and the tunnel slot. The server's pending bytes start with the 101
+    /// head, forwarded as the server wrote it.
+    func upstreamUpgraded(_ server: consuming TunnelEnd) {
+        ctx.attempt.upstream = nil
+        guard var c = client.takeOverForTunnel() else {
+            server.transport.close()
+            fail(.badGateway("The model server switched protocols on a connection that cannot be tunnelled."))
+            return
+        }
+        ctx.response.upstreamStatus = 101
+        ctx.response.finalStatus = 101
+        ctx.response.started = true
+        ctx.tunnelSlot = false  // the tunnel gives it back
+        let lease = ctx.attempt.lease.take()
+        let w = worker
+        let serverTransport = server.transport
+        let clientTransport = c.transport
+        let t = Tunnel(worker: w, client: clientTransport, server: serverTransport, toClient: server.pending.take(), toServer: c.pending.take(),
+                       lease: lease, slots: w.tunnels)
+        w.adoptTunnel(t, replacing: client)
+        finish()
+        do throws(SyscallError) {
+            try t.start()
+        } catch {
+            t.abort()
+        }
+    }
+
     /// Hands response body bytes to the client: the whole readable part of `buffer`, or the
     /// payload `ranges` (block offsets) of a chunked body.
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
@@ -279,7 +310,21 @@ final class Exchange {
     private func endCutStream(_ message: String) {
         guard ctx.response.observer?.sse != nil else { return client.exchangeAborted() }
         let e = OpenAIError(status: 502, message: message, type: "server_error", code: "upstream_error")
-        client.exchangeEndedWithError(event: Array("data: ".utf8) + e.render() + Array("\n\n".utf8))
+        switch ctx.errorShape {
+        case .anthropic:
+            // Anthropic's stream error event (its SDKs raise it as an APIError).
+            client.exchangeEndedWithError(event: Array("event: error\ndata: ".utf8) + AnthropicError(e).render() + Array("\n\n".utf8))
+        default:
+            if ctx.features?.traits.stream == .responses {
+                // The Responses API's `error` event.
+                var event = Array("event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\",\"message\":".utf8)
+                JSON.appendString(message, to: &event)
+                event += Array(",\"param\":null}\n\n".utf8)
+                client.exchangeEndedWithError(event: event)
+            } else {
+                client.exchangeEndedWithError(event: Array("data: ".utf8) + e.render() + Array("\n\n".utf8))
+            }
+        }
     }
 
     /// Passive health: the data path's failures count towards ejecting the endpoint.
@@ -332,6 +377,10 @@ final class Exchange {
         stage = .done
         endAttemptSpan(nil)  // anything still open (answered while an attempt was pending)
         if ctx.queue.id != nil { QueuePhase.leave(self) }
+        if ctx.tunnelSlot {
+            ctx.tunnelSlot = false
+            worker.tunnels.value.add(-1, ordering: .relaxed)
+        }
         ctx.attempt.lease = nil
         Pipeline.end(self)
         if let t = timer {

@@ -16,13 +16,20 @@ enum ForwardPhase: RequestPhase {
             let model = x.ctx.target.upstreamModel
             let metered = x.ctx.admission.ticket?.isMetered == true
             let proxy = x.settings.proxy
-            let salt = x.settings.kvIsolation ? cacheSalt(x.ctx.tenant) : nil
+            let salt = x.settings.kvIsolation && takesSalt(f.endpoint) ? cacheSalt(x.ctx.tenant) : nil
             var rewritten: ByteBuffer? = nil
             x.client.withRequest { r in
                 rewritten = rewrittenBody(r.body, &f, model: model, metered: metered, salt: salt, proxy: proxy, pool: x.loop.bufferPool)
             }
             x.ctx.features = f
             if let b = rewritten.take() { x.client.setUpstreamBody(b) }
+        }
+        if x.ctx.upgrade && !x.ctx.tunnelSlot {
+            guard x.worker.acquireTunnelSlot() else {
+                x.worker.metrics.add(x.worker.tunnelSlots["refused"]!)
+                return .respond(LocalResponse(.unavailable("Too many realtime sessions (realtime.max_connections is \(x.settings.realtime.maxConnections)); try again shortly.")))
+            }
+            x.ctx.tunnelSlot = true
         }
         let conn: any Upstream
         do {
@@ -48,10 +55,11 @@ enum ForwardPhase: RequestPhase {
             t.attemptEndpoint = x.ctx.attempt.endpointName
             trace = (t.context, id)
         }
+        let upgrade = x.ctx.upgrade
         x.forwarded(on: conn)
         conn.send(x, method: x.ctx.method) { out in
             x.client.withRequest { r in
-                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, trace: trace, into: &out, pool: x.loop.bufferPool)
+                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, trace: trace, into: &out, pool: x.loop.bufferPool, upgrade: upgrade)
             }
         }
         return .wait
@@ -60,9 +68,10 @@ enum ForwardPhase: RequestPhase {
     /// Whether ``rewrittenBody`` would change anything (read in place: no copy of the scan).
     @inline(__always)
     static func needsRewrite(_ x: Exchange) -> Bool {
-        if x.ctx.target.upstreamModel != nil || x.settings.kvIsolation { return true }
+        let endpoint = x.ctx.features!.endpoint
+        if x.ctx.target.upstreamModel != nil || (x.settings.kvIsolation && takesSalt(endpoint)) { return true }
         let wantUsage = (x.settings.proxy.requestUsage || x.ctx.admission.ticket?.isMetered == true)
-            && x.ctx.features!.scanned.stream == true && x.ctx.features!.endpoint != .embeddings
+            && x.ctx.features!.scanned.stream == true && asksUsage(endpoint)
         return wantUsage && x.ctx.features!.scanned.includeUsage != true
     }
 
@@ -88,7 +97,7 @@ enum ForwardPhase: RequestPhase {
             member.append(UInt8(ascii: "\""))
             edits.append((f.scanned.closingBrace, 0, member))
         }
-        let wantUsage = (proxy.requestUsage || metered) && f.stream && f.endpoint != .embeddings
+        let wantUsage = (proxy.requestUsage || metered) && f.stream && asksUsage(f.endpoint)
         if wantUsage, f.scanned.includeUsage != true, let literal = f.scanned.includeUsageValue {
             // `"include_usage": false` (or null): the value becomes true.
             edits.append((literal.start, literal.count, Array("true".utf8)))
@@ -124,6 +133,20 @@ enum ForwardPhase: RequestPhase {
         }
         out.append(UnsafeRawBufferPointer(rebasing: body[pos...]))
         return out
+    }
+
+    /// Streams of these endpoints report usage only when asked (`stream_options.include_usage`):
+    /// OpenAI-shaped JSON streams. Anthropic and Responses API streams always carry it; a
+    /// multipart body is not rewritten.
+    @inline(__always)
+    static func asksUsage(_ e: LLMEndpoint) -> Bool {
+        e == .chatCompletions || e == .completions
+    }
+
+    /// Bodies vLLM reads `cache_salt` from (the prefix-caching generators and embeddings).
+    @inline(__always)
+    static func takesSalt(_ e: LLMEndpoint) -> Bool {
+        e == .chatCompletions || e == .completions || e == .embeddings
     }
 
     /// The tenant's salt: a hash of its name (the model server never sees tenant names).

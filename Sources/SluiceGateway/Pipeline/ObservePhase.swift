@@ -15,7 +15,8 @@ enum ObservePhase {
         let eventStream = contentType.map { v in v.count >= 17 && ASCIICase.equal(v, ByteRange(0, 17), "text/event-stream") } ?? false
         var length: Int? = nil
         if case .length(let n) = head.framing { length = n }
-        x.ctx.response.observer = ResponseObserver(eventStream: eventStream, strip: x.ctx.features!.injectedUsage, contentLength: length)
+        x.ctx.response.observer = ResponseObserver(eventStream: eventStream, strip: x.ctx.features!.injectedUsage, contentLength: length,
+                                                   dialect: ResponseDialect(x.ctx.features!.traits.stream))
         if x.ctx.admission.ticket?.cacheStore == true { beginCapture(x, status: head.status, contentType: contentType) }
     }
 
@@ -46,12 +47,14 @@ enum ObservePhase {
         if let p = previous, let last = x.ctx.response.observer!.lastTokenAt, last > p, let pool = x.pool {
             x.worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
         }
+        if let s = x.ctx.response.observer!.stored, s.id != nil, !s.recorded { recordResponseID(x, s) }
         if !hadFirstToken && x.ctx.response.observer!.firstTokenAt != nil { firstToken(x, at: now) }
     }
 
     /// The response ended normally.
     static func end(_ x: Exchange) {
         guard x.ctx.response.observer != nil else { return }
+        defer { if let s = x.ctx.response.observer?.stored, s.id != nil, !s.recorded { recordResponseID(x, s) } }
         let now = x.loop.now
         let hadFirstToken = x.ctx.response.observer!.firstTokenAt != nil
         x.ctx.response.observer!.finishJSON(now: now)
@@ -70,6 +73,15 @@ enum ObservePhase {
         // Read into a local first: the lease's mutation must not overlap a read of the context.
         let stream = x.ctx.response.observer!.sse != nil
         x.ctx.attempt.lease?.firstToken(at: now, learn: stream)
+    }
+
+    /// A stored response was made (Responses API): remember which endpoint holds it, as soon as
+    /// its id is seen (a stream's `response.created`), so a cancel can reach it mid-stream.
+    static func recordResponseID(_ x: Exchange, _ s: ResponseObserver.StoredResponse) {
+        s.recorded = true
+        guard let f = x.ctx.features, f.traits.createsStoredResponse, f.scanned.store != false,
+              let id = s.id, let ep = x.ctx.attempt.endpointName else { return }
+        x.worker.responseAffinity.record(id, endpoint: ep, now: x.loop.now, redis: x.worker.redis, ttl: x.settings.responses.ttl)
     }
 
     // MARK: the cache copy
@@ -120,7 +132,7 @@ enum SettlePhase {
         // Stored only when complete: a generation that reported why it finished (an embedding
         // has no reason) and a response that reached its end.
         guard let value = capture, let key = t.cacheKey, x.ctx.response.completed, x.ctx.response.finalStatus == 200,
-              x.ctx.features?.endpoint == .embeddings || x.ctx.response.observer?.finishReason != nil,
+              x.ctx.features?.traits.producesTokens == false || x.ctx.response.observer?.finishReason != nil,
               let redis = x.worker.redis else { return }
         let w = x.worker
         redis.set(key, value, expireAfter: x.settings.cache.ttl) { result in

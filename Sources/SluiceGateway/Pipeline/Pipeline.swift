@@ -37,6 +37,16 @@ struct LocalResponse {
     /// Close the connection after this answer (an HTTP/1.1 client that sent something the
     /// connection cannot recover from).
     var close = false
+    /// The error this answer renders, kept so that the exchange can word it in the shape of
+    /// the path it answers (Anthropic's on `/v1/messages`, KServe's on `/v2/...`). Boxed: a
+    /// `LocalResponse` travels inside every ``PhaseAction``, which is copied between phases,
+    /// so its size is on the hot path (the unboxed error cost ~500 instructions a request).
+    var error: ErrorBox?
+
+    final class ErrorBox {
+        let error: OpenAIError
+        init(_ e: OpenAIError) { error = e }
+    }
 
     init(status: Int, contentType: String, body: [UInt8], headers: [OpenAIError.Header] = []) {
         self.status = status
@@ -47,6 +57,15 @@ struct LocalResponse {
 
     init(_ e: OpenAIError) {
         self.init(status: e.status, contentType: "application/json", body: e.render(), headers: e.headers)
+        error = ErrorBox(e)
+    }
+
+    /// The same answer with its error (if it is one) worded in `shape`.
+    func shaped(_ shape: ErrorShape) -> LocalResponse {
+        guard shape != .openAI, let e = error else { return self }
+        var r = self
+        r.body = shape.render(e.error)
+        return r
     }
 }
 

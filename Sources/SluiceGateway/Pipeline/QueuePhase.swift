@@ -57,7 +57,7 @@ enum QueuePhase: RequestPhase {
         nameTenant(x)
         var bytes = 0
         x.client.withRequest { r in bytes = r.head.length + r.body.count }
-        let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, endpoint: $0.endpoint, defaultMaxTokens: g.value.limits.defaultMaxTokens) } ?? 1
+        let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, for: $0.endpoint, defaultMaxTokens: g.value.limits.defaultMaxTokens) } ?? 1
         switch flow.enqueue(PoolFlow.Waiter(exchange: x, loop: x.loop), tenant: x.ctx.tenant, band: band, cost: cost, bytes: bytes, now: now, settings: g.value) {
         case .queued(let id):
             x.ctx.queue.id = id
@@ -145,7 +145,7 @@ enum QueuePhase: RequestPhase {
             // Dispatched by a worker that has the reload already; this one does not yet: back in
             // line (its own reload dispatches again), its deadline unchanged.
             let g = x.ctx.generation
-            let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, endpoint: $0.endpoint, defaultMaxTokens: g.value.limits.defaultMaxTokens) } ?? 1
+            let cost = x.ctx.features.map { TokenReservation.estimate($0.scanned, for: $0.endpoint, defaultMaxTokens: g.value.limits.defaultMaxTokens) } ?? 1
             if case .queued(let id) = flow.enqueue(PoolFlow.Waiter(exchange: x, loop: x.loop), tenant: x.ctx.tenant, band: x.ctx.queue.band,
                                                    cost: cost, bytes: x.ctx.queue.bytes, now: x.loop.now, settings: g.value) {
                 x.ctx.queue.id = id

@@ -10,6 +10,7 @@ enum RecordPhase {
         let m = w.metrics
         let now = x.loop.now
         let status = x.ctx.response.finalStatus
+        m.add(w.endpointSlot(x.ctx.endpoint, status: status))
         if x.ctx.trace != nil { TraceSpans.record(x, status: status, at: now) }
         guard let pool = x.pool else {
             // Answered before a pool was chosen (a bad request, a local endpoint).

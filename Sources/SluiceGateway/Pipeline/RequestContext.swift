@@ -23,6 +23,18 @@ struct RequestContext: ~Copyable {
 
     /// Inspect: what the body says (nil for requests that are not OpenAI inference calls).
     var features: RequestFeatures?
+    /// How errors Sluice answers are worded on this path (inspect: the endpoint's; OpenAI's
+    /// for paths outside vLLM's table).
+    var errorShape = ErrorShape.openAI
+    /// The vLLM API endpoint the path addresses (inspect; nil outside the table), even when
+    /// its body was refused (metrics by endpoint kind).
+    var endpoint: LLMEndpoint?
+    /// A WebSocket upgrade the gateway tunnels (`/v1/realtime` with `Upgrade: websocket` over
+    /// HTTP/1.1): forwarded with its upgrade fields, a 101 answer becomes a ``Tunnel``.
+    var upgrade = false
+    /// The request holds one of `realtime.max_connections` (given back at the end unless a
+    /// tunnel took it over).
+    var tunnelSlot = false
     /// Authenticate: who is asking (API key → tenant; never the key itself).
     var tenant = "anonymous"
     /// Resolve: where the request goes.
@@ -61,6 +73,11 @@ struct RequestContext: ~Copyable {
         var modelPriority: PriorityBand?
         /// The model as the client named it (access log, per-model limits).
         var clientModel: String?
+        /// The endpoint the request must reach (authority): the one holding the stored response
+        /// it continues, retrieves or cancels (``ResponseAffinity``); nil: the router picks.
+        var pinned: String?
+        /// Redis was asked for the endpoint of the request's response id (once).
+        var lookedUpResponse = false
     }
 
     /// What admission decided.

@@ -13,7 +13,22 @@ struct ResponseObserver {
     var lastTokenAt: Instant?
     var tokenEvents = 0
     var usage: Usage?
+    /// Usage merged over events (Anthropic reports input and output in two events).
+    var tally = UsageTally()
     var finishReason: FinishReason?
+    /// The API's answers are read in this dialect (OpenAI, Anthropic, the Responses API).
+    let dialect: ResponseDialect
+    /// Responses API answers only: the id of the response the server stored, once seen (boxed:
+    /// the observer of every other request stays small, and it is copied on its way).
+    var stored: StoredResponse?
+
+    final class StoredResponse {
+        var id: ResponseID?
+        /// ``id`` was remembered for its endpoint.
+        var recorded = false
+    }
+
+    var responseID: ResponseID? { stored?.id }
     /// The stream's `data: [DONE]` went by: the client has the whole answer, even if it hangs
     /// up before the end of the HTTP body (OpenAI's SDKs do).
     var sawDone = false
@@ -27,8 +42,10 @@ struct ResponseObserver {
     /// The announced length of a non-streaming body (its Content-Length), if any.
     let jsonLength: Int?
 
-    init(eventStream: Bool, strip: Bool, contentLength: Int?) {
-        sse = eventStream ? SSEScanner() : nil
+    init(eventStream: Bool, strip: Bool, contentLength: Int?, dialect: ResponseDialect = .openAI) {
+        self.dialect = dialect
+        if dialect == .responses { stored = StoredResponse() }
+        sse = eventStream ? SSEScanner(dialect: dialect) : nil
         self.strip = strip && eventStream
         jsonLength = contentLength
     }
@@ -82,9 +99,10 @@ struct ResponseObserver {
     }
 
     private mutating func scanJSON(_ body: UnsafeRawBufferPointer, now: Instant) {
-        if let r = ResponseScanner.scan(body) {
+        if let r = ResponseScanner.scan(body, dialect: dialect) {
             usage = r.usage
             finishReason = r.finishReason
+            if let s = stored, let id = r.responseID { s.id = ResponseID(id.bytes(in: body)) }
             if r.hasToken { firstTokenAt = firstTokenAt ?? now }
         }
     }
@@ -105,7 +123,10 @@ struct ResponseObserver {
                     lastTokenAt = now
                     tokenEvents += 1
                 }
-                if let u = e.usage { usage = u }
+                if e.usage != nil {
+                    tally.add(e.payload)
+                    usage = tally.usage
+                }
                 if let f = e.finishReason { finishReason = f }
                 if e.isDone { sawDone = true }
                 if strip && e.isUsageOnly && e.start >= base {
@@ -119,6 +140,7 @@ struct ResponseObserver {
             }
             if kept != nil && keepFrom < r.1 { kept!.append((keepFrom, r.1)) }
         }
+        if let s = stored, s.id == nil, let id = sse!.responseID { s.id = id }
         if let kept { ranges = kept }
     }
 }

@@ -14,6 +14,7 @@ enum RoutePhase: RequestPhase {
         x.ctx.attempt.number += 1
         let w = x.worker
         let first = x.ctx.attempt.number == 1
+        if let pinned = x.ctx.target.pinned { return routePinned(x, pinned, first: first) }
         let blocks = x.ctx.features?.prefixBlocks ?? 0
         if first, let saved = x.ctx.attempt.savedPrefixHashes {
             saved.withUnsafeBufferPointer { h in
@@ -55,6 +56,31 @@ enum RoutePhase: RequestPhase {
         let tenant = x.ctx.queue.counted ? x.ctx.tenant : nil
         x.ctx.attempt.lease = EndpointLease(ep, flowTenant: tenant, band: x.ctx.queue.band,
                                             prediction: scored ? RoutePrediction(d) : nil)
+        return .next
+    }
+
+    /// A stored response's request goes to the endpoint holding it, or nowhere: no other
+    /// server knows the response (a retry cannot go elsewhere either).
+    static func routePinned(_ x: Exchange, _ pinned: String, first: Bool) -> PhaseAction {
+        let id = ResolvePhase.responseID(x)?.description ?? "?"
+        guard first else {
+            return .respond(LocalResponse(.badGateway("The model server holding response '\(id)' (\(pinned)) failed to answer; no other server has it.")))
+        }
+        var found: UpstreamPool.Endpoint? = nil
+        for p in [x.pool].compactMap({ $0 }) + x.worker.pools {
+            if let ep = p.endpoints.first(where: { $0.config.authority == pinned }) {
+                found = ep
+                x.ctx.target.pool = p
+                break
+            }
+        }
+        guard let ep = found else {
+            return .respond(LocalResponse(.client(404, "Response '\(id)' was made by model server \(pinned), which is no longer in any pool of this gateway; its state is gone. Start a new response without previous_response_id.",
+                                                  param: "response_id", code: "response_endpoint_gone")))
+        }
+        x.ctx.attempt.routeReason = .storedResponse
+        x.ctx.attempt.endpointName = ep.config.authority
+        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil, band: x.ctx.queue.band)
         return .next
     }
 

@@ -186,12 +186,12 @@ enum TraceSpans {
     }
 
     /// GenAI's `gen_ai.operation.name` for an endpoint.
-    static func operationName(_ e: OpenAIEndpoint?) -> String? {
+    static func operationName(_ e: LLMEndpoint?) -> String? {
         switch e {
-        case .chatCompletions: "chat"
+        case .chatCompletions, .messages, .responses: "chat"
         case .completions: "text_completion"
         case .embeddings: "embeddings"
-        case nil: nil
+        default: nil
         }
     }
 

@@ -79,7 +79,8 @@ final class TelemetryScraper {
                     due = min(due, b.resumeAt)
                     continue
                 }
-                scrape(e, settings: settings, models: refreshModels)
+                // KServe v2 servers have no OpenAI model list (nor LoRA adapters to find in one).
+                scrape(e, settings: settings, models: refreshModels && pool.serverProtocol == .openAI)
                 due = min(due, loop.now + settings.telemetry.interval)
             }
         }

@@ -184,6 +184,20 @@ final class UpstreamConnection: EventHandler, Upstream {
         exchange = nil
     }
 
+    /// Leaves HTTP after a 101: unregistered, not closed; the transport and the bytes read
+    /// (from the 101 head on) are the caller's.
+    private func detach() -> TunnelEnd {
+        state = .closed
+        if let t = idleTimer { loop.cancel(t) }
+        if let r = registration {
+            loop.deregister(r)
+            registration = nil
+        }
+        out.removeAll()
+        exchange = nil
+        return TunnelEnd(transport: transport, pending: inbuf.take())
+    }
+
     /// Closes at once with a reset, so the server sees the client is gone and stops generating.
     func abort() {
         TCP.setLingerZero(fd)
@@ -313,8 +327,14 @@ final class UpstreamConnection: EventHandler, Upstream {
                         // 100 Continue and other interim responses are consumed here: the
                         // client's Expect was answered by Sluice already.
                         if head.status == 101 {
-                            close()
-                            x.upstreamProtocolError(responseStarted: false)
+                            guard x.ctx.upgrade else {
+                                close()
+                                x.upstreamProtocolError(responseStarted: false)
+                                return false
+                            }
+                            // Switching protocols: the head goes to the client as it came,
+                            // with whatever followed it, and the socket to a tunnel.
+                            x.upstreamUpgraded(detach())
                             return false
                         }
                         inbuf.readerIndex += head.length

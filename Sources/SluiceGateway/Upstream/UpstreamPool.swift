@@ -43,6 +43,8 @@ package final class UpstreamPool {
     /// of a decision at 256 endpoints.
     let runtimes: [Unmanaged<EndpointRuntime>]
     let policy: RoutingPolicy
+    /// What its servers speak (`pools[].protocol`).
+    let serverProtocol: PoolProtocol
     /// What decides for `default` and `least_loaded` pools.
     let profile: RoutingProfile
     /// Metric slots of this pool (resolved once).
@@ -58,6 +60,7 @@ package final class UpstreamPool {
          previous: [String: Endpoint] = [:]) {
         name = config.name
         policy = config.routing
+        serverProtocol = config.serverProtocol
         profile = config.routing == .leastLoaded ? .leastLoaded : config.profile
         endpoints = config.endpoints.enumerated().map { i, e in
             if let old = previous[e.authority], old.config.address == e.address {

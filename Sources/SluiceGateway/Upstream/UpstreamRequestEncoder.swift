@@ -51,7 +51,7 @@ enum UpstreamRequestEncoder {
     /// Writes the head (one small pool block) and then the body (borrowed: it stays where it
     /// was received until the exchange ends) into `queue`.
     static func encode(_ r: DownstreamRequest, proxy: GatewaySettings.Proxy, endpointAuthority: String,
-                       trace: (context: TraceContext, spanID: UInt64)? = nil, into queue: inout OutputQueue, pool: BufferPool) {
+                       trace: (context: TraceContext, spanID: UInt64)? = nil, into queue: inout OutputQueue, pool: BufferPool, upgrade: Bool = false) {
         let b = r.bytes
         let head = r.head
         var h = pool.take(minimumCapacity: head.length + 512)
@@ -119,6 +119,9 @@ enum UpstreamRequestEncoder {
             if !sawProto { h.append(r.isTLS ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n") }
         }
         if proxy.via { h.append("Via: 1.1 sluice\r\n") }
+        // A WebSocket upgrade the gateway tunnels: the hop-by-hop pair goes to this hop again
+        // (the Sec-WebSocket-* fields are end-to-end and were copied above).
+        if upgrade { h.append("Connection: Upgrade\r\nUpgrade: websocket\r\n") }
         if requestID == nil {
             h.append("X-Request-Id: ")
             h.appendHex64(r.requestID)

@@ -105,10 +105,55 @@ public final class HTTPResponder {
         if c.isOpen { c.responseDone() }
     }
 
+    /// Answers with `head` (a complete `101 Switching Protocols` head) and hands the connection
+    /// to `handler`: from now on the server neither parses nor times it; every byte read (those
+    /// already read past this request first) goes to the handler, which writes through the
+    /// ``UpgradedConnection`` it is given. For protocol upgrades (the simulator's WebSocket).
+    public func upgrade(head: [UInt8], to handler: any UpgradedConnectionHandler) {
+        guard !finished, !streaming, let c = openConnection else { return }
+        finished = true
+        c.write(head)
+        if c.isOpen { c.becomeUpgraded(handler) }
+    }
+
     /// Closes the connection without (finishing) a response.
     public func closeConnection(reset: Bool = false) {
         finished = true
         weakConnection?.close(reset: reset)
+    }
+}
+
+/// Who owns a connection after ``HTTPResponder/upgrade(head:to:)``; called on the loop's thread.
+public protocol UpgradedConnectionHandler: AnyObject {
+    /// The connection is the handler's (the upgrade head is queued); it may write at once.
+    func started(_ connection: UpgradedConnection)
+    /// Bytes arrived (valid during the call only).
+    func received(_ bytes: UnsafeRawBufferPointer, on connection: UpgradedConnection)
+    /// The connection closed (by the peer, an error, or ``UpgradedConnection/close()``).
+    func closed(_ connection: UpgradedConnection)
+}
+
+/// An upgraded connection as its handler sees it: write bytes, close.
+public final class UpgradedConnection {
+    weak var connection: HTTPServerConnection?
+
+    init(_ c: HTTPServerConnection) { connection = c }
+
+    public var isOpen: Bool { connection?.isOpen == true }
+
+    /// Queues `bytes` (flushed as the socket allows; bounded by the caller).
+    public func write(_ bytes: [UInt8]) {
+        guard let c = connection, c.isOpen else { return }
+        c.write(bytes)
+    }
+
+    /// Bytes written but not yet sent.
+    public var pendingOutput: Int { connection?.queuedOutput ?? 0 }
+
+    /// Closes once what was written is sent (`reset`: at once, with RST).
+    public func close(reset: Bool = false) {
+        guard let c = connection, c.isOpen else { return }
+        if reset { c.close(reset: true) } else { c.finishUpgraded() }
     }
 }
 
@@ -196,6 +241,8 @@ final class HTTPServerConnection: EventHandler {
     /// More input is waiting in the kernel that was not read (the buffer was at its bound).
     private var readPaused = false
     private var lingering = false
+    /// Set by an upgrade: bytes go to the handler, nothing is parsed.
+    private var upgraded: (handler: any UpgradedConnectionHandler, connection: UpgradedConnection)?
     private(set) var isOpen = true
     private(set) var generation = 0
     private var timer: Timer!
@@ -236,6 +283,16 @@ final class HTTPServerConnection: EventHandler {
                 let r = chunk.withUnsafeMutableBytes { try? Sys.read(fd, $0.baseAddress!, $0.count) }
                 switch r {
                 case .processed(let n)? where n > 0: continue
+                case .wouldBlock?: return
+                default: close(reset: false); return
+                }
+            }
+            if let u = upgraded {
+                let r = chunk.withUnsafeMutableBytes { try? Sys.read(fd, $0.baseAddress!, $0.count) }
+                switch r {
+                case .processed(let n)? where n > 0:
+                    chunk.withUnsafeBytes { u.handler.received(UnsafeRawBufferPointer(rebasing: $0[0..<n]), on: u.connection) }
+                    continue
                 case .wouldBlock?: return
                 default: close(reset: false); return
                 }
@@ -404,6 +461,28 @@ final class HTTPServerConnection: EventHandler {
         }
     }
 
+    var queuedOutput: Int { pendingOutput }
+
+    /// Switches to the upgraded mode (see ``HTTPResponder/upgrade(head:to:)``).
+    func becomeUpgraded(_ handler: any UpgradedConnectionHandler) {
+        let u = UpgradedConnection(self)
+        upgraded = (handler, u)
+        arm(.none)
+        let rest = Array(inbuf[requestStart...])
+        inbuf = []
+        requestStart = 0
+        handler.started(u)
+        if isOpen && !rest.isEmpty { rest.withUnsafeBytes { handler.received($0, on: u) } }
+        if isOpen && readPaused { readAvailable() }
+    }
+
+    /// An upgraded connection is done: send what is queued, then close.
+    func finishUpgraded() {
+        keepAlive = false
+        busy = false
+        if pendingOutput == 0 { finish() }
+    }
+
     func responseDone() {
         busy = false
         if !keepAlive {
@@ -469,5 +548,9 @@ final class HTTPServerConnection: EventHandler {
         registration = nil
         Sys.close(fd)
         server.closed(self)
+        if let u = upgraded {
+            upgraded = nil
+            u.handler.closed(u.connection)
+        }
     }
 }

@@ -11,6 +11,8 @@ public enum RouteReason: String, CaseIterable, Sendable {
     case cache = "cache_hit"
     /// The cost model's pick without a prefix hit or a new prefix: the least predicted TTFT.
     case lowestTTFT = "lowest_ttft"
+    /// The endpoint holding the stored response the request continues, retrieves or cancels.
+    case storedResponse = "stored_response"
 
     /// Position in `allCases`: per-reason metric slots are an array indexed by it, so counting a
     /// decision is an index, not a dictionary lookup (tests check the order).
@@ -25,6 +27,7 @@ public enum RouteReason: String, CaseIterable, Sendable {
         case .panic: 6
         case .cache: 7
         case .lowestTTFT: 8
+        case .storedResponse: 9
         }
     }
 }

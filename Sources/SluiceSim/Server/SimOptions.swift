@@ -32,6 +32,11 @@ public struct SimOptions: Sendable {
     public var maxQueuedRequests: Int?
     /// Length of an embedding vector.
     public var embeddingDimensions = 64
+    /// Responses API: responses kept for `previous_response_id`, retrieve and cancel (vLLM with
+    /// `VLLM_ENABLE_RESPONSES_API_STORE=1` keeps all of them; the simulator drops the oldest).
+    public var maxStoredResponses = 4096
+    /// What `/v1/audio/transcriptions` and `/translations` answer, whatever the audio.
+    public var transcriptionText = "The quick brown fox jumps over the lazy dog."
 
     // The time model (see ``SimEngineConfig``); microseconds.
     public var stepBaseMicroseconds = 2000.0

@@ -39,13 +39,13 @@ extension SimServer {
         return body
     }
 
-    private func missing(_ resp: HTTPResponder, _ field: String, _ body: JSONValue) {
+    func missing(_ resp: HTTPResponder, _ field: String, _ body: JSONValue) {
         var n = 0
         if case .object(let m) = body { n = m.count }
         sendValidationError(resp, kind: "missing", loc: "body.\(field)", msg: "Field required", input: "'<dict of \(n) items>'")
     }
 
-    private func invalid(_ resp: HTTPResponder, _ field: String, _ msg: String) {
+    func invalid(_ resp: HTTPResponder, _ field: String, _ msg: String) {
         sendValidationError(resp, kind: "value_error", loc: "body.\(field)", msg: msg, input: "'...'")
     }
 
@@ -128,6 +128,8 @@ extension SimServer {
             guard let field = body["input"] else { return missing(resp, "input", body) }
             guard let p = Self.promptList(field) else { return invalid(resp, "input", "Input should be a valid string or list") }
             prompts = p
+        case .custom:
+            return
         }
         // Batched completion prompts are simulated as one (their concatenation); embeddings
         // of several inputs are one engine request too, with one vector per input.
@@ -238,7 +240,7 @@ extension SimServer {
             out += "data: " + head(p, object: "text_completion")
                 + "\"choices\":[{\"index\":0,\"text\":\(JSONText.quote(piece)),\"logprobs\":null,\"finish_reason\":\(finish),"
                 + "\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]}\n\n"
-        case .embedding:
+        case .embedding, .custom:
             return
         }
         p.responder.writeChunk(Array(out.utf8))
@@ -284,7 +286,7 @@ extension SimServer {
                 + "\"choices\":[{\"index\":0,\"text\":\(JSONText.quote(p.text)),\"logprobs\":null,\"finish_reason\":\(finish),"
                 + "\"stop_reason\":null,\"prompt_logprobs\":null,\"prompt_token_ids\":null,\"token_ids\":null}],\"service_tier\":null,"
                 + "\"system_fingerprint\":\"\(fingerprint)\",\"usage\":\(usageLong(p)),\"kv_transfer_params\":null}"
-        case .embedding:
+        case .embedding, .custom:
             body = embeddingsJSON(p)
         }
         r.respond(status: 200, headers: Self.jsonHeaders, body: Array(body.utf8))

@@ -26,6 +26,12 @@ public final class SimServer {
     let fingerprint: String
     var admissionRejections: UInt64 = 0
     private var events: [SimEvent] = []
+    /// Responses API state, as vLLM keeps it (in this server's memory only): id → response,
+    /// oldest first out beyond ``SimOptions/maxStoredResponses``.
+    var storedResponses: [String: StoredResponse] = [:]
+    var storedOrder: [String] = []
+    /// Open WebSocket connections (`/v1/realtime`).
+    var webSockets: [ObjectIdentifier: SimWebSocket] = [:]
 
     /// The address actually bound (the real port when `options.port` was 0).
     public var address: SocketAddress { http.listener.address }
@@ -33,7 +39,7 @@ public final class SimServer {
 
     /// What the server remembers about a request in the engine.
     final class Pending {
-        enum Kind { case chat, completion, embedding }
+        enum Kind { case chat, completion, embedding, custom }
         let responder: HTTPResponder
         let kind: Kind
         let stream: Bool
@@ -48,6 +54,12 @@ public final class SimServer {
         var embeddingFormatBase64 = false
         var text = ""
         var generated = 0
+        /// For `.custom` requests (the APIs beyond OpenAI's three): called per sampled token
+        /// (its text and index) and once at the end.
+        var onToken: ((Pending, String, Int) -> Void)?
+        var onFinish: ((Pending, SimFinishReason) -> Void)?
+        /// Runs on without its client (a background response).
+        var detached = false
 
         init(responder: HTTPResponder, kind: Kind, stream: Bool, includeUsage: Bool, model: String, id: String,
              created: Int, promptTokens: Int, maxTokens: Int, textKey: UInt64) {
@@ -101,6 +113,7 @@ public final class SimServer {
         http.close()
         for id in pending.keys { engine.abort(id, now: loop.now) }
         pending.removeAll()
+        webSockets.removeAll()
     }
 
     /// Runs a server on the calling thread's own event loop until SIGINT or SIGTERM (what
@@ -138,12 +151,45 @@ public final class SimServer {
             generate(req, resp, kind: .completion)
         case ("POST", "/v1/embeddings"):
             generate(req, resp, kind: .embedding)
+        case ("POST", "/v1/messages"):
+            anthropicMessages(req, resp)
+        case ("POST", "/v1/messages/count_tokens"):
+            anthropicCountTokens(req, resp)
+        case ("POST", "/v1/responses"):
+            createResponse(req, resp)
+        case ("POST", "/v1/rerank"), ("POST", "/rerank"), ("POST", "/v2/rerank"):
+            rerank(req, resp)
+        case ("POST", "/v1/score"), ("POST", "/score"):
+            score(req, resp)
+        case ("POST", "/classify"):
+            classify(req, resp)
+        case ("POST", "/pooling"):
+            pooling(req, resp)
+        case ("POST", "/tokenize"):
+            tokenize(req, resp)
+        case ("POST", "/detokenize"):
+            detokenize(req, resp)
+        case ("POST", "/v1/audio/transcriptions"):
+            audio(req, resp, translation: false)
+        case ("POST", "/v1/audio/translations"):
+            audio(req, resp, translation: true)
+        case ("GET", "/v1/realtime"):
+            realtime(req, resp)
+        case ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"):
+            v2Health(req, resp)
+        case (_, let p) where p.hasPrefix("/v1/responses/"):
+            responseByID(req, resp)
+        case (_, let p) where p.hasPrefix("/v2/models/"):
+            v2Model(req, resp)
         case ("POST", "/v1/load_lora_adapter"):
             loadAdapter(req, resp)
         case ("POST", "/v1/unload_lora_adapter"):
             unloadAdapter(req, resp)
         case (_, "/health"), (_, "/v1/models"), (_, "/metrics"), (_, "/v1/chat/completions"), (_, "/v1/completions"),
-             (_, "/v1/embeddings"), (_, "/v1/load_lora_adapter"), (_, "/v1/unload_lora_adapter"), (_, "/version"):
+             (_, "/v1/embeddings"), (_, "/v1/load_lora_adapter"), (_, "/v1/unload_lora_adapter"), (_, "/version"),
+             (_, "/v1/messages"), (_, "/v1/messages/count_tokens"), (_, "/v1/responses"), (_, "/v1/rerank"), (_, "/rerank"),
+             (_, "/v2/rerank"), (_, "/v1/score"), (_, "/score"), (_, "/classify"), (_, "/pooling"), (_, "/tokenize"),
+             (_, "/detokenize"), (_, "/v1/audio/transcriptions"), (_, "/v1/audio/translations"):
             resp.respond(status: 405, "{\"detail\":\"Method Not Allowed\"}")
         default:
             resp.respond(status: 404, "{\"detail\":\"Not Found\"}")
@@ -163,10 +209,12 @@ public final class SimServer {
 
     private func onStep() {
         let now = loop.now
-        // Clients that went away abort their sequences (vLLM does so at once, too).
-        for (id, p) in pending where !p.responder.isOpen {
+        // Clients that went away abort their sequences (vLLM does so at once, too); background
+        // responses run without one.
+        for (id, p) in pending where !p.responder.isOpen && !p.detached {
             engine.abort(id, now: now)
             pending.removeValue(forKey: id)
+            p.onFinish?(p, .abort)  // the APIs with state (a stored response) record it
         }
         events.removeAll(keepingCapacity: true)
         engine.advance(to: now, into: &events)
@@ -176,6 +224,19 @@ public final class SimServer {
 
     private func deliver(_ e: SimEvent) {
         guard let p = pending[e.id] else { return }
+        if p.kind == .custom {
+            switch e.kind {
+            case .token(let index):
+                let piece = SimText.token(seed: options.seed, key: p.textKey, index: index)
+                p.generated = index + 1
+                p.text += piece
+                p.onToken?(p, piece, index)
+            case .finished(let reason):
+                pending.removeValue(forKey: e.id)
+                p.onFinish?(p, reason)
+            }
+            return
+        }
         switch e.kind {
         case .token(let index):
             let piece = SimText.token(seed: options.seed, key: p.textKey, index: index)
