@@ -44,6 +44,7 @@ enum ObservePhase {
         }
         if let p = previous, let last = x.ctx.response.observer!.lastTokenAt, last > p, let pool = x.pool {
             x.worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
+            if let a = x.ctx.target.armSlots { x.worker.metrics.observe(a.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p)) }
         }
     }
 

@@ -59,6 +59,16 @@ struct RequestContext: ~Copyable {
         var modelPriority: PriorityBand?
         /// The model as the client named it (access log, per-model limits).
         var clientModel: String?
+        /// Per model-and-arm metric slots (nil: no `models:`, or answered before resolve).
+        var armSlots: ArmSlots?
+        /// The model-table entries named and resolved (the table of the worker's settings when
+        /// the request resolved; nil without `models:`).
+        var entry: Int?
+        var resolvedEntry: Int?
+        /// Fallback chain (issue 26): the next position in the chain to try, and the model that
+        /// finally served when it was not the resolved one (`x-sluice-fallback`).
+        var fallbackNext = 0
+        var servedByFallback: String?
     }
 
     /// What admission decided.

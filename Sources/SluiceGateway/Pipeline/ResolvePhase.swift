@@ -55,6 +55,9 @@ enum ResolvePhase: RequestPhase {
             x.ctx.target.arm = t.arm
             x.ctx.target.adapter = t.adapter
             x.ctx.target.modelPriority = t.priority
+            x.ctx.target.armSlots = t.armSlots
+            x.ctx.target.entry = t.entry
+            x.ctx.target.resolvedEntry = t.resolvedEntry
             if t.rewriteModel || f.scanned.modelEscaped { x.ctx.target.upstreamModel = t.upstreamModel }
             x.ctx.target.resolvedModel = t.upstreamModel
             if needName {

@@ -26,6 +26,8 @@ public final class SimServer {
     let fingerprint: String
     var admissionRejections: UInt64 = 0
     private var events: [SimEvent] = []
+    /// Generation requests seen by the fault injector (SimServer+Faults.swift).
+    var faults: UInt64 = 0
 
     /// The address actually bound (the real port when `options.port` was 0).
     public var address: SocketAddress { http.listener.address }
@@ -133,11 +135,11 @@ public final class SimServer {
         case ("GET", "/version"):
             resp.respond(status: 200, "{\"version\":\"0.32.0\"}")
         case ("POST", "/v1/chat/completions"):
-            generate(req, resp, kind: .chat)
+            generateWithFaults(req, resp, kind: .chat)
         case ("POST", "/v1/completions"):
-            generate(req, resp, kind: .completion)
+            generateWithFaults(req, resp, kind: .completion)
         case ("POST", "/v1/embeddings"):
-            generate(req, resp, kind: .embedding)
+            generateWithFaults(req, resp, kind: .embedding)
         case ("POST", "/v1/load_lora_adapter"):
             loadAdapter(req, resp)
         case ("POST", "/v1/unload_lora_adapter"):
