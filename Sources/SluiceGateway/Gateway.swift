@@ -99,7 +99,7 @@ public final class Gateway: @unchecked Sendable {
         group = try WorkerGroup(count: n)
         workers.withLock { $0 = Array(repeating: nil, count: n) }
         spanRecorders = group.loops.map { [tracer] in SpanRecorder(exporter: tracer, loop: $0) }
-        rollouts.configure(settings, now: UInt64(Instant.now().nanoseconds))
+        rollouts.configure(settings, now: UInt64(Instant.now().nanoseconds), fresh: true)
     }
 
     public var workerCount: Int { group.loops.count }

@@ -73,6 +73,8 @@ final class Worker: @unchecked Sendable {
 
     /// The `models:` section compiled for lookups (rebuilt when settings change).
     private(set) var modelTable: ModelTable
+    /// Shadow copies of sampled requests (issue 26).
+    private(set) lazy var shadows = ShadowSender(worker: self)
     /// The guarded splits' live weights (the gateway's; set once after init, on this thread).
     var rollouts: Rollouts? {
         didSet { modelTable = ModelTable(settings, metrics: catalog, rollouts: rollouts) }
@@ -343,6 +345,7 @@ final class Worker: @unchecked Sendable {
 
     /// Graceful stop, step two (grace period over): close whatever is left.
     func closeAll() {
+        shadows.closeAll()
         for c in Array(clients.values) { c.abort() }
         for p in pools { p.closeAllIdle() }
         redis?.close()

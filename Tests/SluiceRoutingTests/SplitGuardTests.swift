@@ -174,3 +174,21 @@ import Testing
         if want < 0 { #expect(q == nil) } else { #expect(abs(q! - want) < 1e-9) }
     }
 }
+
+extension SplitGuardTests {
+    @Test func aGivenBaseStartsTheWindow() {
+        // Counts recorded before the first evaluation are judged when the base is known.
+        var g = SplitGuard(config: config(), weights: [50, 50], ttftBounds: Self.bounds, interTokenBounds: Self.bounds, now: 0,
+                           base: [counts(0), counts(0)])
+        _ = g.evaluate(now: Self.s, counts: [counts(30), counts(30, errors: 30)])
+        #expect(g.isRolledBack(1))
+        // Without it, the first evaluation is the base.
+        var h = guardOf(config())
+        _ = h.evaluate(now: Self.s, counts: [counts(30), counts(30, errors: 30)])
+        #expect(!h.isRolledBack(1))
+        // A reset with a base judges from there.
+        h.reset(now: 2 * Self.s, base: [counts(30), counts(30, errors: 30)])
+        _ = h.evaluate(now: 3 * Self.s, counts: [counts(60), counts(60, errors: 30)])
+        #expect(!h.isRolledBack(1) && h.windows[1].requests == 30)
+    }
+}

@@ -60,12 +60,16 @@ def sims():
         p.stop()
 
 
-def gateway_config(pools, models, extra="", health="{ interval: 0 }"):
+def gateway_config(pools, models, extra="", health="{ interval: 0 }", flow="false"):
+    """Flow control is off by default here: main's flow control now and then holds a lone
+    request for the whole queue_ttl (30 s, then 503) with an idle pool (seen with the main
+    binary alone; reported, not fixed here). The fallback test with a down pool runs with it on."""
     return f"""
 listen: [{{ address: "127.0.0.1:PORT" }}]
 admin: {{ address: "127.0.0.1:ADMIN_PORT" }}
 workers: 2
 timeouts: {{ drain_delay: 0s }}
+flow_control: {{ enabled: {flow} }}
 health: {health}
 pools:
 {pools}
@@ -277,3 +281,132 @@ def test_a_reload_resets_the_guard(sims, sluice):
     text = gw.config.read_text().replace("min_requests: 5", "min_requests: 6")
     gw.config.write_text(text)
     assert wait_for(lambda: admin_json(gw.admin_port, "/admin/splits")["splits"][0]["guard"]["state"] == "holding", 10)
+
+
+def sim_requests(port):
+    """Generation requests a sim finished (its vLLM success counter)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("vllm:request_success_total"))
+
+
+def shadow_config(primary, shadow, fraction, extra_shadow=""):
+    return gateway_config(
+        f"""  - {{ name: pa, endpoints: ["http://127.0.0.1:{primary}"] }}
+  - {{ name: pb, endpoints: ["http://127.0.0.1:{shadow}"] }}""",
+        f"""  - {{ name: chat, pool: pa, upstream_model: m, shadow: {{ model: chat-next, fraction: {fraction}{extra_shadow} }} }}
+  - {{ name: chat-next, pool: pb, upstream_model: m }}""",
+        "logging: { access_log: stdout }")
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_shadow_gets_the_sampled_fraction_and_the_client_is_unaffected(sims, sluice, http2):
+    primary, shadow = sims("m"), sims("m")
+    gw = sluice(shadow_config(primary, shadow, 0.3))
+    n = 600
+    with client(http2) as c:
+        for i in range(n):
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat", stream=i % 2 == 1))
+            assert r.status_code == 200 and "x-sluice-fallback" not in r.headers, (i, r.status_code, r.text)
+    ap = gw.admin_port
+    sent = metric(ap, "sluice_shadow_requests_total", {"model": "chat", "shadow": "chat-next", "result": "sent"})
+    # 0.3 x 600 = 180, sd ~11: within 4 sd.
+    assert 135 <= sent <= 225, sent
+    assert metric(ap, "sluice_shadow_requests_total", {"result": "skipped"}) == 0
+    assert wait_for(lambda: metric(ap, "sluice_model_responses_total", {"model": "chat", "arm": "shadow", "code_class": "2xx"}) == sent, 5)
+    assert wait_for(lambda: sim_requests(shadow) == sent, 5)
+    assert sim_requests(primary) == n
+    # The client-facing series do not count the copies.
+    assert metric(ap, "sluice_model_responses_total", {"model": "chat", "arm": "", "code_class": "2xx"}) == n
+    assert metric(ap, "sluice_requests_total", {"pool": "pb"}) == 0
+    assert metric(ap, "sluice_upstream_requests_total", {"pool": "pb"}) == 0
+    out = gw.wait_output('"shadow":1')
+    assert '"shadow":1' in out and '"shadow_model":"chat-next"' in out
+
+
+def test_a_slow_or_failing_shadow_does_not_touch_the_client(sims, sluice):
+    primary, slow = sims("m"), sims("m", "--delay", "1500", "--fail-rate", "0.5")
+    gw = sluice(shadow_config(primary, slow, 1, ", max_in_flight: 4"))
+    times = []
+    with client(False) as c:
+        for _ in range(40):
+            t0 = time.time()
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat"))
+            times.append(time.time() - t0)
+            assert r.status_code == 200
+    # Each answer came long before the shadow's 1.5 s delay.
+    assert max(times) < 1.0, max(times)
+    ap = gw.admin_port
+    sent = metric(ap, "sluice_shadow_requests_total", {"result": "sent"})
+    skipped = metric(ap, "sluice_shadow_requests_total", {"result": "skipped"})
+    # At most max_in_flight copies at once: the rest of the burst was not copied.
+    assert sent + skipped == 40 and 4 <= sent < 40 and skipped > 0, (sent, skipped)
+    assert wait_for(lambda: metric(ap, "sluice_model_request_duration_seconds_count", {"model": "chat", "arm": "shadow"}) == sent, 10)
+
+
+def fallback_config(primary_url, backup, extra_model="", flow="false"):
+    return gateway_config(
+        f"""  - {{ name: main, endpoints: ["{primary_url}"] }}
+  - {{ name: spare, endpoints: ["http://127.0.0.1:{backup}"] }}""",
+        f"""  - {{ name: chat, pool: main, upstream_model: m, fallback: [chat-backup]{extra_model} }}
+  - {{ name: chat-backup, pool: spare, upstream_model: m }}""",
+        "logging: { access_log: stdout }", flow=flow)
+
+
+@pytest.mark.parametrize("http2,flow", [(False, "false"), (True, "false"), (False, "true")])
+def test_fallback_serves_every_request_while_the_primary_pool_is_down(sims, sluice, http2, flow):
+    """With flow control on, a pool with no admitted endpoint would hold requests for
+    queue_ttl; with a fallback they go on at once."""
+    backup = sims("m")
+    dead = free_port()  # nothing listens there
+    gw = sluice(fallback_config(f"http://127.0.0.1:{dead}", backup, flow=flow))
+    with client(http2, timeout=5) as c:
+        for i in range(30):
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat", stream=i % 2 == 0))
+            assert r.status_code == 200, r.text
+            assert r.headers["x-sluice-fallback"] == "chat-backup"
+    ap = gw.admin_port
+    reasons = {r: metric(ap, "sluice_fallbacks_total", {"model": "chat", "to": "chat-backup", "reason": r})
+               for r in ["connect_error", "no_endpoint", "status_5xx", "status_429"]}
+    # Connection failures until the endpoint is ejected, then the pool has none.
+    assert reasons["connect_error"] >= 1 and reasons["connect_error"] + reasons["no_endpoint"] == 30, reasons
+    assert sim_requests(backup) == 30
+    assert '"fallback":"chat-backup"' in gw.wait_output('"fallback":"chat-backup"')
+
+
+@pytest.mark.parametrize("status,reason", [(500, "status_5xx"), (429, "status_429")])
+def test_fallback_on_an_error_answer_before_the_first_byte(sims, sluice, status, reason):
+    primary, backup = sims("m", "--fail-rate", "1", "--fail-status", str(status)), sims("m")
+    gw = sluice(fallback_config(f"http://127.0.0.1:{primary}", backup))
+    with client(False) as c:
+        for i in range(10):
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat", stream=i % 2 == 0))
+            assert r.status_code == 200 and r.headers["x-sluice-fallback"] == "chat-backup"
+            assert "Injected fault" not in r.text
+    n = metric(gw.admin_port, "sluice_fallbacks_total", {"reason": reason})
+    if status == 429:
+        assert n == 10  # a 429 does not count against the endpoint's health
+    else:
+        # 5xx answers until passive health ejects the endpoint, then the pool has none.
+        assert n >= 1 and n + metric(gw.admin_port, "sluice_fallbacks_total", {"reason": "no_endpoint"}) == 10
+    assert sim_requests(backup) == 10
+
+
+def test_no_fallback_while_the_primary_is_healthy(sims, sluice):
+    primary, backup = sims("m"), sims("m")
+    gw = sluice(fallback_config(f"http://127.0.0.1:{primary}", backup))
+    with client(True) as c:
+        for _ in range(50):
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat"))
+            assert r.status_code == 200 and "x-sluice-fallback" not in r.headers
+    assert metric(gw.admin_port, "sluice_fallbacks_total") == 0
+    assert sim_requests(backup) == 0 and sim_requests(primary) == 50
+
+
+def test_the_last_model_of_a_chain_failing_is_an_error(sims, sluice):
+    bad1, bad2 = sims("m", "--fail-rate", "1"), sims("m", "--fail-rate", "1")
+    gw = sluice(fallback_config(f"http://127.0.0.1:{bad1}", bad2))
+    with client(False) as c:
+        r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat"))
+    # The backup's own answer reaches the client (it has no fallback of its own).
+    assert r.status_code == 500 and r.headers["x-sluice-fallback"] == "chat-backup"
+    assert metric(gw.admin_port, "sluice_fallbacks_total", {"reason": "status_5xx"}) == 1

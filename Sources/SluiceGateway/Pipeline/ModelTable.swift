@@ -21,6 +21,8 @@ struct ResolvedTarget {
     var resolvedEntry: Int
     /// Per model-and-arm metric slots (issue 26).
     var armSlots: ArmSlots?
+    /// The fallback chain (the resolved model's, or the named one's).
+    var fallback: FallbackChain?
 }
 
 /// The LoRA adapter a resolved model is served by, and where it lives on the model servers
@@ -47,13 +49,11 @@ struct ModelTable {
         var requestSlots: [String: Int] = [:]
         /// Per model-and-arm metric slots by arm index (one, arm "", for a model that is no split).
         var armSlots: [ArmSlots] = []
-        /// Shadow copies of requests naming this model: the shadow's entry and slots.
-        var shadowEntry: Int?
-        var shadowSlots: ArmSlots?
-        var shadowSentSlot = -1
-        var shadowSkippedSlot = -1
-        /// The fallback chain's entries, in order.
+        /// Shadow copies of requests naming this model.
+        var shadow: ShadowPlan?
+        /// The fallback chain's entries, in order, and the chain with its metric slots.
         var fallbackEntries: [Int] = []
+        var fallbackChain: FallbackChain?
         /// The SLO guard's live weights (guarded splits) and this worker's copy of them.
         var control: SplitControl?
         var cachedWeights: ArmWeights?
@@ -78,7 +78,6 @@ struct ModelTable {
         }
         for i in out.indices {
             let m = out[i].model
-            out[i].shadowEntry = m.shadow.flatMap { sh in out.firstIndex { $0.model.name == sh.model } }
             out[i].fallbackEntries = m.fallback.compactMap { f in out.firstIndex { $0.model.name == f } }
             if m.sloGuard != nil, let c = rollouts?.control(for: m.name), c.arms.count == out[i].arms.count {
                 out[i].control = c
@@ -95,11 +94,23 @@ struct ModelTable {
                 out[i].armSlots = out[i].arms.isEmpty
                     ? [m.models.armSlots(m.schema, model: name, arm: ModelFamilies.noArm)]
                     : out[i].arms.map { m.models.armSlots(m.schema, model: name, arm: out[$0.entry].model.name) }
-                if let sh = out[i].model.shadow, out[i].shadowEntry != nil {
-                    out[i].shadowSlots = m.models.armSlots(m.schema, model: name, arm: ModelFamilies.shadowArm)
-                    out[i].shadowSentSlot = m.schema.series(m.models.shadow, [name, sh.model, "sent"])
-                    out[i].shadowSkippedSlot = m.schema.series(m.models.shadow, [name, sh.model, "skipped"])
+                if let sh = out[i].model.shadow, let se = out.firstIndex(where: { $0.model.name == sh.model }), let pool = out[se].pool {
+                    out[i].shadow = ShadowPlan(model: name, shadowModel: sh.model, pool: pool, upstream: out[se].upstream, fraction: sh.fraction,
+                                               budget: rollouts?.shadowBudget(for: name) ?? ShadowBudget(max: sh.maxInFlight),
+                                               slots: m.models.armSlots(m.schema, model: name, arm: ModelFamilies.shadowArm),
+                                               sentSlot: m.schema.series(m.models.shadow, [name, sh.model, "sent"]),
+                                               skippedSlot: m.schema.series(m.models.shadow, [name, sh.model, "skipped"]))
                 }
+            }
+            for i in out.indices where !out[i].fallbackEntries.isEmpty {
+                var from = out[i].model.name
+                out[i].fallbackChain = FallbackChain(steps: out[i].fallbackEntries.map { e in
+                    let to = out[e].model.name
+                    defer { from = to }
+                    return FallbackChain.Step(entry: e, name: to, slots: ModelFamilies.FallbackReason.allCases.map {
+                        m.schema.series(m.models.fallbacks, [from, to, $0.rawValue])
+                    })
+                })
             }
             var names = Set(settings.auth.map { Array($0.keys.values) } ?? [])
             names.insert("anonymous")
@@ -187,7 +198,8 @@ struct ModelTable {
                               metricSlot: entries[first].requestSlots[arm ?? ""] ?? -1,
                               priority: entries[first].model.priority ?? entries[i].model.priority,
                               entry: first, resolvedEntry: i,
-                              armSlots: armIndex < slots.count ? slots[armIndex] : nil)
+                              armSlots: armIndex < slots.count ? slots[armIndex] : nil,
+                              fallback: entries[i].fallbackChain ?? entries[first].fallbackChain)
     }
 
     /// What a fallback to `entry` sends: its pool, upstream name and adapter.
@@ -196,7 +208,7 @@ struct ModelTable {
         let e = entries[entry]
         return ResolvedTarget(pool: pool, upstreamModel: e.upstream, adapter: e.model.adapter.map { LoRATarget(name: $0, path: e.model.adapterPath) },
                               arm: nil, rewriteModel: name.map { n in !e.upstream.withUnsafeBytes { $0.elementsEqual(n) } } ?? true,
-                              metricSlot: -1, priority: e.model.priority, entry: entry, resolvedEntry: entry, armSlots: nil)
+                              metricSlot: -1, priority: e.model.priority, entry: entry, resolvedEntry: entry, armSlots: nil, fallback: nil)
     }
 
     static func hash(_ bytes: [UInt8]) -> UInt64 {

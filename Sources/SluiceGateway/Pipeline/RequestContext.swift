@@ -67,8 +67,12 @@ struct RequestContext: ~Copyable {
         var resolvedEntry: Int?
         /// Fallback chain (issue 26): the next position in the chain to try, and the model that
         /// finally served when it was not the resolved one (`x-sluice-fallback`).
+        var fallbackChain: FallbackChain?
         var fallbackNext = 0
         var servedByFallback: String?
+        /// A sampled request's shadow copy, sent by the forward phase (issue 26).
+        var shadow: ShadowPlan?
+        var shadowPool: UpstreamPool?
     }
 
     /// What admission decided.

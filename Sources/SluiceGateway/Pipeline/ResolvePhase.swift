@@ -58,6 +58,11 @@ enum ResolvePhase: RequestPhase {
             x.ctx.target.armSlots = t.armSlots
             x.ctx.target.entry = t.entry
             x.ctx.target.resolvedEntry = t.resolvedEntry
+            x.ctx.target.fallbackChain = t.fallback
+            if let plan = table.entries[t.entry].shadow, plan.pool < w.pools.count, w.nextRandom() < plan.fraction {
+                x.ctx.target.shadow = plan
+                x.ctx.target.shadowPool = w.pools[plan.pool]
+            }
             if t.rewriteModel || f.scanned.modelEscaped { x.ctx.target.upstreamModel = t.upstreamModel }
             x.ctx.target.resolvedModel = t.upstreamModel
             if needName {

@@ -19,12 +19,17 @@ final class SplitControl: Sendable {
     /// and a reload from another thread safe).
     let machine: Mutex<SplitGuard>
 
-    init(model: GatewaySettings.Model, config: SplitGuardConfig, now: UInt64) {
+    /// `fresh`: nothing was recorded yet (the gateway starts), so the window starts at zero
+    /// counts; after a reload the first evaluation takes the base.
+    init(model: GatewaySettings.Model, config: SplitGuardConfig, now: UInt64, fresh: Bool) {
         self.model = model.name
         arms = model.split.map(\.model)
         baseline = config.baseline
+        let zero = ArmCounts(ttft: Array(repeating: 0, count: GatewayMetrics.latencyBuckets.count + 1),
+                             interToken: Array(repeating: 0, count: GatewayMetrics.tokenGapBuckets.count + 1))
         let g = SplitGuard(config: config, weights: model.split.map(\.weight), ttftBounds: GatewayMetrics.latencyBuckets,
-                           interTokenBounds: GatewayMetrics.tokenGapBuckets, now: now)
+                           interTokenBounds: GatewayMetrics.tokenGapBuckets, now: now,
+                           base: fresh ? Array(repeating: zero, count: model.split.count) : nil)
         machine = Mutex(g)
         published = Mutex((g.weights, g.configuredWeights.indices.map { g.isRolledBack($0) }))
     }
@@ -55,9 +60,9 @@ final class SplitControl: Sendable {
     }
 
     /// Back to the configured start (`POST /admin/splits/{model}/reset`).
-    func reset(now: UInt64) {
+    func reset(now: UInt64, base: [ArmCounts]) {
         machine.withLock { g in
-            g.reset(now: now)
+            g.reset(now: now, base: base)
             publish(from: g)
         }
     }
@@ -79,15 +84,23 @@ final class ArmWeights {
 /// resets every guard), kept across the republishing that DNS discovery does.
 final class Rollouts: Sendable {
     private let controls = Mutex<[String: SplitControl]>([:])
+    /// Shadow copies in flight by the model asked for (`models[].shadow.max_in_flight`).
+    private let budgets = Mutex<[String: ShadowBudget]>([:])
 
-    /// Fresh controls for the guarded splits of `s` (a load or reload: every guard resets).
-    func configure(_ s: GatewaySettings, now: UInt64) {
+    /// Fresh controls for the guarded splits of `s` (a load or reload: every guard resets),
+    /// and shadow budgets (copies in flight under the old ones give their places back there).
+    func configure(_ s: GatewaySettings, now: UInt64, fresh: Bool = false) {
         var m: [String: SplitControl] = [:]
-        for model in s.models where !model.split.isEmpty {
-            if let g = model.sloGuard { m[model.name] = SplitControl(model: model, config: g, now: now) }
+        var b: [String: ShadowBudget] = [:]
+        for model in s.models {
+            if !model.split.isEmpty, let g = model.sloGuard { m[model.name] = SplitControl(model: model, config: g, now: now, fresh: fresh) }
+            if let sh = model.shadow { b[model.name] = ShadowBudget(max: sh.maxInFlight) }
         }
         controls.withLock { $0 = m }
+        budgets.withLock { $0 = b }
     }
+
+    func shadowBudget(for model: String) -> ShadowBudget? { budgets.withLock { $0[model] } }
 
     func control(for model: String) -> SplitControl? { controls.withLock { $0[model] } }
 

@@ -205,7 +205,9 @@ final class SplitGuardRunner {
     /// `POST /admin/splits/{model}/reset`: false when the model has no guarded split.
     func reset(model: String) -> Bool {
         guard let c = gateway.rollouts.control(for: model) else { return false }
-        c.reset(now: UInt64(Instant.now().nanoseconds))
+        // The window starts now: what came before the reset is not held against any arm.
+        let values = PrometheusExposition.merge(gateway.metricSnapshots().values, slots: gateway.metrics.schema.slotCount)
+        c.reset(now: UInt64(Instant.now().nanoseconds), base: c.arms.map { Self.counts(gateway.metrics, values, model: c.model, arm: $0) })
         log("split '\(model)': guard reset by the admin API (every arm back at its configured weight)")
         return true
     }

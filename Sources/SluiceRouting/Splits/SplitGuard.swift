@@ -141,7 +141,10 @@ public struct SplitGuard: Sendable {
     /// Samples of the cumulative counts, oldest first; the first is the window's base.
     private var samples: [(at: UInt64, counts: [ArmCounts])] = []
 
-    public init(config: SplitGuardConfig, weights: [Double], ttftBounds: [Double], interTokenBounds: [Double], now: UInt64) {
+    /// `base`: the arms' cumulative counts now, if known (the window then starts here);
+    /// without it the first evaluation's counts are the base.
+    public init(config: SplitGuardConfig, weights: [Double], ttftBounds: [Double], interTokenBounds: [Double], now: UInt64,
+                base: [ArmCounts]? = nil) {
         precondition(config.baseline >= 0 && config.baseline < weights.count, "baseline arm out of range")
         self.config = config
         configuredWeights = weights
@@ -151,15 +154,17 @@ public struct SplitGuard: Sendable {
         rampStep = config.ramp.isEmpty ? nil : 0
         rampSince = now
         windows = Array(repeating: ArmWindow(), count: weights.count)
+        if let base { samples = [(now, base)] }
     }
 
     /// Back to the start: every candidate active, the ramp at its first step, the window
     /// empty (what happened before the reset is not held against anyone).
-    public mutating func reset(now: UInt64) {
+    public mutating func reset(now: UInt64, base: [ArmCounts]? = nil) {
         states = configuredWeights.indices.map { $0 == config.baseline ? .baseline : .active }
         rampStep = config.ramp.isEmpty ? nil : 0
         rampSince = now
         samples.removeAll()
+        if let base { samples = [(now, base)] }
         windows = Array(repeating: ArmWindow(), count: configuredWeights.count)
         lastEvaluation = nil
     }
