@@ -463,6 +463,26 @@ import SluiceIO
     }
 }
 
+extension RolloutConfigTests {
+    /// docs/configuration.md names every key of issue 26.
+    @Test func everyRolloutKeyIsDocumented() throws {
+        let doc = try String(contentsOf: ConfigLoaderTests.repo.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        for key in ["models[].guard", "models[].guard.baseline", "models[].guard.window", "models[].guard.interval", "models[].guard.min_requests",
+                    "models[].guard.error_rate_margin", "models[].guard.ttft_p90_ratio", "models[].guard.inter_token_p90_ratio",
+                    "models[].guard.ramp", "models[].shadow.model", "models[].shadow.fraction", "models[].shadow.max_in_flight",
+                    "models[].fallback"] {
+            #expect(doc.contains("| `\(key)` |"), "\(key) is not in docs/configuration.md")
+        }
+    }
+
+    @Test func theSafeRolloutExampleLoads() throws {
+        let s = try ConfigLoader.load(path: ConfigLoaderTests.repo.appendingPathComponent("config/examples/safe-rollout.yaml").path, offline: true)
+        let chat = try #require(s.models.first { $0.name == "chat" })
+        #expect(chat.sloGuard?.ramp == [1, 5, 25] && chat.shadow?.model == "chat-v3" && chat.sloGuard?.interTokenP90Ratio == 2)
+        #expect(s.models.first { $0.name == "chat-v2" }?.fallback == ["chat-v1", "chat-small"])
+    }
+}
+
 extension GatewaySettings.Shadow {
     func with(maxInFlight n: Int) -> Self { var c = self; c.maxInFlight = n; return c }
 }

@@ -106,7 +106,15 @@ final class SplitGuardRunner {
                 }
             }
         }
-        let rb = rollbacks.sorted { $0.key < $1.key }.map { k, n -> (labels: [(String, String)], value: Double) in
+        // Every guarded arm and reason from 0 (rate() works from the first scrape); counts of
+        // splits a reload removed stay exported.
+        var counts = rollbacks
+        for c in gateway.rollouts.all {
+            for (i, arm) in c.arms.enumerated() where i != c.baseline {
+                for r in Breach.Kind.allCases { counts["\(c.model)\u{0}\(arm)\u{0}\(r.rawValue)", default: 0] += 0 }
+            }
+        }
+        let rb = counts.sorted { $0.key < $1.key }.map { k, n -> (labels: [(String, String)], value: Double) in
             let p = k.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
             return ([("model", p[0]), ("arm", p[1]), ("reason", p[2])], Double(n))
         }
