@@ -6,7 +6,7 @@ import SluiceSim
 enum SimCommand: Command {
     static let valued: Set<String> = ["port", "host", "model", "lora", "max-loras", "kv-tokens", "block-tokens", "seed",
                                       "max-num-seqs", "max-model-len", "time-scale", "max-num-queued-reqs",
-                                      "fail-rate", "fail-status", "delay"]
+                                      "fail-rate", "fail-status", "delay", "jitter"]
 
     static let usage: String = {
         let d = SimOptions()
@@ -31,6 +31,7 @@ enum SimCommand: Command {
               --fail-rate X             answer this share (0-1) of generation requests with an error (default 0)
               --fail-status N           the status of those errors (default \(d.failStatus))
               --delay MS                hold each generation request this long before it starts (default 0)
+              --jitter X                relative random variation of step lengths, 0-1 (default 0)
               -h, --help                print this
             """
     }()
@@ -58,6 +59,10 @@ enum SimCommand: Command {
         }
         s.failStatus = try o.int("fail-status", default: s.failStatus)
         guard (400...599).contains(s.failStatus) else { throw UsageError("--fail-status must be from 400 to 599") }
+        if let v = o.value("jitter") {
+            guard let j = Double(v), j >= 0, j <= 1 else { throw UsageError("--jitter must be a number from 0 to 1") }
+            s.jitter = j
+        }
         s.delayMilliseconds = try o.int("delay", default: 0)
         guard s.delayMilliseconds >= 0 else { throw UsageError("--delay must be >= 0 (milliseconds)") }
         return s

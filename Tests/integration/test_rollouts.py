@@ -410,3 +410,34 @@ def test_the_last_model_of_a_chain_failing_is_an_error(sims, sluice):
     # The backup's own answer reaches the client (it has no fallback of its own).
     assert r.status_code == 500 and r.headers["x-sluice-fallback"] == "chat-backup"
     assert metric(gw.admin_port, "sluice_fallbacks_total", {"reason": "status_5xx"}) == 1
+
+
+def test_a_healthy_canary_is_not_rolled_back_over_a_soak(sims, sluice):
+    """Two identical pools with step jitter, the guard at its default thresholds and a short
+    window, under steady streamed load: no rollback. SLUICE_SOAK_SECONDS=300 for the issue's
+    5-minute soak (default 20 s)."""
+    import os
+    seconds = float(os.environ.get("SLUICE_SOAK_SECONDS", "20"))
+    # --time-scale 0.1 (the later flag wins): TTFTs of milliseconds to tens of milliseconds.
+    stable = sims("m", "--jitter", "0.3", "--seed", "1", "--time-scale", "0.1")
+    canary = sims("m", "--jitter", "0.3", "--seed", "2", "--time-scale", "0.1")
+    gw = sluice(canary_config(stable, canary, "{ window: 10s, interval: 1s, min_requests: 20 }"))
+    stop, seen = threading.Event(), []
+    threads = [threading.Thread(target=drive, args=(gw.port, i % 2 == 1, stop, seen)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        end = time.time() + seconds
+        while time.time() < end:
+            assert admin_json(gw.admin_port, "/admin/splits")["splits"][0]["guard"]["state"] == "holding"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    split = admin_json(gw.admin_port, "/admin/splits")["splits"][0]
+    arms = {a["model"]: a for a in split["guard"]["arms"]}
+    assert arms["chat-v2"]["state"] == "active" and arms["chat-v2"]["window_requests"] >= 20, arms
+    assert arms["chat-v2"]["ttft_p90"] is not None
+    assert metric(gw.admin_port, "sluice_split_rollbacks_total") == 0
+    assert len(seen) > 100
