@@ -441,3 +441,43 @@ def test_a_healthy_canary_is_not_rolled_back_over_a_soak(sims, sluice):
     assert arms["chat-v2"]["ttft_p90"] is not None
     assert metric(gw.admin_port, "sluice_split_rollbacks_total") == 0
     assert len(seen) > 100
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_shadow_copies_are_not_rate_limited_nor_cached(sims, sluice):
+    """With a limit of 6 requests a minute and every request copied, the client still gets 6
+    (the copies are not charged), the 7th is limited; the cache stores only the primary's answer
+    (its key names the primary's model) and a hit is not copied again."""
+    redis_port = free_port()
+    redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    try:
+        wait_port(redis_port)
+        primary, shadow = sims("m"), sims("m")
+        gw = sluice(gateway_config(
+            f"""  - {{ name: pa, endpoints: ["http://127.0.0.1:{primary}"] }}
+  - {{ name: pb, endpoints: ["http://127.0.0.1:{shadow}"] }}""",
+            """  - { name: chat, pool: pa, upstream_model: m, shadow: { model: chat-next, fraction: 1 } }
+  - { name: chat-next, pool: pb, upstream_model: m }""",
+            f"""redis: {{ url: "redis://127.0.0.1:{redis_port}/2" }}
+auth:
+  api_keys: [{{ key: k-team, tenant: team }}]
+cache: {{ enabled: true, ttl: 1m }}
+rate_limits: [{{ tenant: team, requests_per_minute: 6 }}]"""))
+        h = {"Authorization": "Bearer k-team"}
+        with client(False) as c:
+            statuses = []
+            for i in range(5):
+                r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat", temperature=0, seed=i), headers=h)
+                statuses.append(r.status_code)
+            # A repeat: answered from the cache (the primary's answer), and not copied.
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat", temperature=0, seed=0), headers=h)
+            assert r.status_code == 200 and r.headers.get("x-sluice-cache") == "hit"
+            statuses.append(r.status_code)
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat", temperature=0, seed=99), headers=h)
+        assert statuses == [200] * 6, statuses
+        assert r.status_code == 429
+        assert wait_for(lambda: sim_requests(shadow) == 5, 5)
+        assert metric(gw.admin_port, "sluice_shadow_requests_total", {"result": "sent"}) == 5
+        assert metric(gw.admin_port, "sluice_cache_requests_total", {"result": "stored"}) == 5
+    finally:
+        redis.stop()
