@@ -7,8 +7,7 @@
 # drift on a shared machine hits all alike; CPU per request is the process's CPU time (every
 # thread, the exporter's included) over the requests wrk completed. Sluice pinned to CPU 0; wrk,
 # nginx and the collector on CPU 1. Prints CPU per request as ratios to tracing off, and the spans
-# each process exported and dropped (0 exported: the request path records no spans yet, so the
-# ratios show only what an idle exporter costs).
+# each process exported and dropped.
 #   Benchmarks/tracing-cost.sh [rounds] [seconds per run] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -397,7 +397,7 @@ public struct ConfigLoader {
         if let n = child("flow_control"), let m = map(n, "flow_control") {
             let p = "flow_control"
             unknown(m, p, ["enabled", "max_waiting", "max_kv_use", "queue_ttl", "max_queued", "max_queued_bytes",
-                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold"])
+                           "max_queued_per_tenant", "max_queued_bytes_per_tenant", "fairness", "slot_hold", "sheddable_headroom"])
             if let v = bool(m, p, "enabled") { s.flow.enabled = v }
             if let v = intField(m, p, "max_waiting", min: 0, max: 1 << 20) { s.flow.maxWaiting = v }
             if let v = number(m, p, "max_kv_use") {
@@ -406,6 +406,9 @@ public struct ConfigLoader {
             if let v = durationField(m, p, "queue_ttl") { s.flow.queueTTL = v }
             if let v = durationField(m, p, "slot_hold") {
                 if v <= .seconds(10) { s.flow.slotHold = v } else { issue("\(p).slot_hold", "must be at most 10s", field(m, "slot_hold")!.line) }
+            }
+            if let v = number(m, p, "sheddable_headroom") {
+                if v >= 0 && v < 1 { s.flow.sheddableHeadroom = v } else { issue("\(p).sheddable_headroom", "must be >= 0 and < 1", field(m, "sheddable_headroom")!.line) }
             }
             if let v = intField(m, p, "max_queued", min: 0, max: 1 << 24) { s.flow.maxQueued = v }
             if let v = sizeField(m, p, "max_queued_bytes", min: 0, max: 1 << 40) { s.flow.maxQueuedBytes = v }

@@ -116,7 +116,8 @@ public final class Gateway: @unchecked Sendable {
         adapterLoader = AdapterLoader(control: control.loop)
         let loader = adapterLoader!
         group.start(name: "sluice-worker") { [self] loop in
-            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, adapterLoader: loader, accessLog: accessLog) { [self] in
+            let w = Worker(loop: loop, settings: settings, shared: shared, registry: registry, connections: connectionCount, metrics: metrics, prefixIndex: prefixIndex, adapterLoader: loader, accessLog: accessLog,
+                           spans: spanRecorders[loop.index]) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
             w.rollouts = rollouts

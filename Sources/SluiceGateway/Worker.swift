@@ -1,4 +1,5 @@
 import SluiceSettings
+import SluiceTracing
 import Glibc
 import SluiceIO
 import SluiceHTTP
@@ -99,6 +100,9 @@ final class Worker: @unchecked Sendable {
 
     /// Access log lines of this iteration, handed to the writer at its end (one lock per batch).
     let accessLog: AccessLog?
+    /// This worker's span recorder (the gateway's `spanRecorders[loop.index]`): head sampling
+    /// at a request's start, its spans at its end (``TraceSpans``).
+    let spans: SpanRecorder
     private var pendingLog: [UInt8] = []
 
     func log(_ line: [UInt8]) {
@@ -149,13 +153,17 @@ final class Worker: @unchecked Sendable {
     private let connections: SharedCounter
 
     init(loop: EventLoop, settings: GatewaySettings, shared: [String: SharedPool], registry: EndpointRegistry,
-         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?, onDrained: @escaping @Sendable () -> Void) {
+         connections: SharedCounter, metrics: GatewayMetrics, prefixIndex: PrefixIndex, adapterLoader: AdapterLoader, accessLog: AccessLog?,
+         spans: SpanRecorder? = nil, onDrained: @escaping @Sendable () -> Void) {
         self.catalog = metrics
         cacheSlots = Dictionary(uniqueKeysWithValues:
             ["hit", "miss", "bypass", "error", "stored", "store_error"].map { ($0, metrics.schema.series(metrics.cache, [$0])) })
         limitSlots = Dictionary(uniqueKeysWithValues:
             ["allowed", "limited", "error", "local"].map { ($0, metrics.schema.series(metrics.rateLimit, [$0])) })
         self.accessLog = accessLog
+        // Without the gateway's (tests, benchmarks): a recorder of an exporter never configured,
+        // so tracing is off.
+        self.spans = spans ?? SpanRecorder(exporter: TraceExporter(), loop: loop)
         self.prefixIndex = prefixIndex
         self.adapterLoader = adapterLoader
         self.loop = loop

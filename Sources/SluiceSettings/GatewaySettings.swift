@@ -271,6 +271,11 @@ public struct GatewaySettings: Sendable {
         /// without it, the slot goes to the busiest tenant and the next turn waits a whole
         /// request's time). 0 turns it off.
         public var slotHold: Duration = .milliseconds(20)
+        /// The share of a saturated-once pool's slots that `sheddable` requests leave free (at
+        /// least one slot when above 0): batch traffic may fill the pool only up to this
+        /// headroom, so a `critical` or `standard` request arriving finds a slot at once
+        /// instead of waiting for a sheddable one to finish. 0: sheddable may take every slot.
+        public var sheddableHeadroom = 0.1
         public init() {}
     }
 

@@ -191,12 +191,14 @@ import SluiceIO
             models: [{ name: m, pool: p, priority: sheddable }]
             auth: { api_keys: [{ key: k1, tenant: a, priority: critical }, { key: k2, tenant: b, allow_priority_header: true }, { key: k3, tenant: c }] }
             flow_control: { enabled: false, max_waiting: 2, max_kv_use: 0.9, queue_ttl: 5s, max_queued: 10, max_queued_bytes: 1MiB,
-                            max_queued_per_tenant: 3, max_queued_bytes_per_tenant: 64KiB, fairness: round_robin, slot_hold: 5ms }
+                            max_queued_per_tenant: 3, max_queued_bytes_per_tenant: 64KiB, fairness: round_robin, slot_hold: 5ms,
+                            sheddable_headroom: 0.25 }
             tenancy: { kv_isolation: true }
             """)
         #expect(!s.flow.enabled && s.flow.maxWaiting == 2 && s.flow.maxKVUse == 0.9 && s.flow.queueTTL == .seconds(5))
         #expect(s.flow.maxQueued == 10 && s.flow.maxQueuedBytes == 1 << 20 && s.flow.maxQueuedPerTenant == 3)
         #expect(s.flow.maxQueuedBytesPerTenant == 64 << 10 && s.flow.fairness == .roundRobin && s.kvIsolation && s.flow.slotHold == .milliseconds(5))
+        #expect(s.flow.sheddableHeadroom == 0.25)
         #expect(s.models[0].priority == .sheddable)
         let p = s.auth!.priorities
         #expect(p[SHA256.hash(Array("k1".utf8))] == GatewaySettings.KeyPriority(band: .critical, allowHeader: false))
@@ -205,6 +207,9 @@ import SluiceIO
         // Defaults: on, with no keys at all.
         let d = try ConfigLoader.load(text: "pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]")
         #expect(d.flow.enabled && d.flow.maxWaiting == 0 && d.flow.fairness == .tokens && !d.kvIsolation && d.flow.slotHold == .milliseconds(20))
+        #expect(d.flow.sheddableHeadroom == 0.1)
+        #expect(issues("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { sheddable_headroom: 1 }")
+            .contains { $0.contains("flow_control.sheddable_headroom") })
         #expect(issues("pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nflow_control: { slot_hold: 11s }")
             .contains { $0.contains("flow_control.slot_hold") && $0.contains("at most 10s") })
     }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 @testable import SluiceGateway
 import SluiceIO
+import SluiceBase
 import Testing
 
 @Suite(.serialized) struct AccessLogTests {
@@ -73,6 +74,32 @@ import Testing
         #expect(byID["list"]?["status"] as? Int == 200)
         #expect(byID["list"]?["route_reason"] as? String == "answered_by_gateway")
         #expect(!text.contains("secret=1"))
+    }
+
+    /// With `auth`, the tenant's configured name (never the key) and, with flow control on, the
+    /// request's priority band are in every forwarded request's line.
+    @Test func tenantAndPriorityBand() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-access-tenant-\(getpid()).log").path
+        defer { unlink(path) }
+        let up = try TestUpstream(modelEchoHandler("a"))
+        defer { up.stop() }
+        let (gw, port) = try startGateway([up.endpoint]) {
+            $0.accessLog = .file(path)
+            $0.models = [GatewaySettings.Model(name: "tiny", pool: "default")]
+            var auth = GatewaySettings.Auth()
+            auth.keys[SHA256.hash(Array("sk-team-a-key".utf8))] = "team-a"
+            auth.priorities[SHA256.hash(Array("sk-team-a-key".utf8))] = GatewaySettings.KeyPriority(band: .critical, allowHeader: false)
+            $0.auth = auth
+        }
+        let c = try TestClient(port: port)
+        c.send(request("POST", "/v1/chat/completions", body: chatBody("tiny"), headers: ["Authorization: Bearer sk-team-a-key"]))
+        #expect(c.response()?.status == 200)
+        gw.stop(grace: .seconds(1))
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(text.split(separator: "\n")[0].utf8)) as? [String: Any])
+        #expect(obj["tenant"] as? String == "team-a")
+        #expect(obj["priority"] as? String == "critical")
+        #expect(!text.contains("sk-team-a-key"))
     }
 
     @Test func rfc3339() {

@@ -437,6 +437,7 @@ extension OutputQueue {
             var c = GatewaySettings.Model(name: "urgent", pool: "p", upstreamModel: "m")
             c.priority = .critical
             s.models = [m, c, GatewaySettings.Model(name: "plain", pool: "p", upstreamModel: "m")]
+            s.flow.sheddableHeadroom = 0  // the one slot may go to sheddable
         }
         // Not saturated: even sheddable goes through.
         let (a, _) = h.start(post("/v1/chat/completions", chatBody))
@@ -450,6 +451,33 @@ extension OutputQueue {
         h.loop.runPending()
         // The critical request, though it came later, goes first.
         #expect(u.stage == .waiting && n.stage == .pipeline(.queue))
+    }
+
+    /// Sheddable requests leave the headroom (a share of the pool's slots, at least one) to
+    /// the bands above: a critical request arriving while batch traffic fills the pool finds a
+    /// slot at once.
+    @Test func sheddableLeavesTheHeadroomToHigherBands() throws {
+        let h = try PipelineHarness(endpoints: 2) { s in
+            var m = GatewaySettings.Model(name: "m", pool: "p")
+            m.priority = .sheddable
+            var c = GatewaySettings.Model(name: "urgent", pool: "p", upstreamModel: "m")
+            c.priority = .critical
+            s.models = [m, c]
+            s.flow.sheddableHeadroom = 0.25
+        }
+        for e in h.worker.pools[0].endpoints { e.runtime.learnedCapacity.store(4, ordering: .relaxed) }
+        // 8 slots, a quarter (2) kept: 6 sheddable requests go, the 7th is refused.
+        var statuses: [Int] = []
+        for _ in 0..<7 {
+            let (x, out) = h.start(post("/v1/chat/completions", chatBody))
+            statuses.append(x.stage == .waiting ? 0 : out.locals.first?.status ?? -1)
+        }
+        #expect(statuses == [0, 0, 0, 0, 0, 0, 503])
+        let (u, _) = h.start(post("/v1/chat/completions", chatBody.replacingOccurrences(of: "\"m\"", with: "\"urgent\"")))
+        #expect(u.stage == .waiting && u.ctx.queue.waited == nil)  // straight through, not queued
+        // A small pool keeps at least one slot.
+        #expect(PoolFlow.freeSlots(h.worker.pools[0], h.worker.settings, now: h.loop.now, pending: 0, headroom: 0.01) == 0)
+        #expect(PoolFlow.freeSlots(h.worker.pools[0], h.worker.settings, now: h.loop.now, pending: 0) == 1)
     }
 
     /// Two endpoints that run four requests each; a long prompt was last sent to one of them
@@ -530,6 +558,48 @@ extension OutputQueue {
         h2.loop.runPending()
         let (o, _) = h2.start(post("/v1/chat/completions", chatBody, headers: ["Authorization: Bearer other"]))
         #expect(o.stage == .pipeline(.queue) && m2.stage == .pipeline(.queue))
+    }
+
+    /// Sheddable traffic filling the pool is contention too: a critical tenant's freed slot is
+    /// held for its next request (not taken by the next batch request), but only once
+    /// sheddable requests have been refused.
+    @Test func aSlotIsHeldFromSheddableTrafficOnlyWhileItIsRefused() throws {
+        func harness() throws -> PipelineHarness {
+            let h = try PipelineHarness(endpoints: 1) { s in
+                var m = GatewaySettings.Model(name: "m", pool: "p")
+                m.priority = .sheddable
+                var c = GatewaySettings.Model(name: "urgent", pool: "p", upstreamModel: "m")
+                c.priority = .critical
+                s.models = [m, c]
+                s.flow.sheddableHeadroom = 0
+            }
+            h.worker.pools[0].endpoints[0].runtime.learnedCapacity.store(2, ordering: .relaxed)
+            return h
+        }
+        let urgent = chatBody.replacingOccurrences(of: "\"m\"", with: "\"urgent\"")
+        let quiet = ["Authorization: Bearer quiet"], batch = ["Authorization: Bearer batch"]
+        let h = try harness()
+        let (c1, _) = h.start(post("/v1/chat/completions", urgent, headers: quiet))
+        let (b1, _) = h.start(post("/v1/chat/completions", chatBody, headers: batch))
+        #expect(c1.stage == .waiting && b1.stage == .waiting)
+        let (_, shed) = h.start(post("/v1/chat/completions", chatBody, headers: batch))
+        #expect(shed.locals.first?.status == 503)
+        h.upstreams[0].respond(200, body: okJSON)  // the critical request ends
+        h.loop.runPending()
+        #expect(flow(h).held.load(ordering: .relaxed) == 1)
+        let (_, shed2) = h.start(post("/v1/chat/completions", chatBody, headers: batch))
+        #expect(shed2.locals.first?.status == 503)  // the held slot is not batch's
+        let (c2, _) = h.start(post("/v1/chat/completions", urgent, headers: quiet))
+        #expect(c2.stage == .waiting && flow(h).held.load(ordering: .relaxed) == 0)
+        // No sheddable refused: nothing to hold against, the slot is free for anyone.
+        let h2 = try harness()
+        _ = h2.start(post("/v1/chat/completions", urgent, headers: quiet))
+        _ = h2.start(post("/v1/chat/completions", chatBody, headers: batch))
+        h2.upstreams[0].respond(200, body: okJSON)
+        h2.loop.runPending()
+        #expect(flow(h2).held.load(ordering: .relaxed) == 0)
+        let (b2, _) = h2.start(post("/v1/chat/completions", chatBody, headers: batch))
+        #expect(b2.stage == .waiting)
     }
 
     @Test func noHoldForATenantWithRequestsWaitingOrWhenOff() throws {

@@ -9,9 +9,8 @@ import Synchronization
 import Testing
 
 /// The gateway owns the trace exporter and one span recorder per worker: the exporter follows
-/// the `tracing` section through start, reloads and stop, and its counters reach `/metrics`.
-/// (The request path's calls into the recorders are issue 23's; here spans are recorded on the
-/// workers' loops directly.)
+/// the `tracing` section through start, reloads and stop, and its counters reach `/metrics`;
+/// the request path records each request's spans and sends the attempt's span upstream.
 @Suite(.serialized) struct TracingWiringTests {
     /// A stand-in collector: counts POSTs to /v1/traces and their content type.
     final class Counts: Sendable {
@@ -127,5 +126,46 @@ import Testing
         #expect(eventually { (try? metric(adminPort, "sluice_trace_spans_dropped_total{reason=\"export_failed\"}")).flatMap { $0 } ?? 0 > 0 })
         #expect(try metric(adminPort, "sluice_trace_export_failures_total") ?? 0 > 0)
         #expect(try metric(adminPort, "sluice_trace_spans_exported_total") == 0)
+    }
+
+    /// Over HTTP/1.1 and HTTP/2 alike: the upstream gets the client's trace with the gateway's
+    /// attempt span as parent (not the client's span) and the sampling decision, the client's
+    /// `tracestate` kept; each request's spans (server, admit, route, attempt) are exported.
+    @Test func theUpstreamTraceparentIsTheAttemptsSpanAndSpansAreExported() throws {
+        let collector = try Collector()
+        defer { collector.upstream.stop() }
+        let up = try TestUpstream(standardHandler())
+        defer { up.stop() }
+        let (gw, port) = try startGateway([up.endpoint], workers: 1) { $0.tracing = tracing(collector.port) }
+        defer { gw.stop(grace: .seconds(1)) }
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736", clientSpan = "00f067aa0ba902b7"
+        let headers = ["traceparent: 00-\(trace)-\(clientSpan)-00", "tracestate: vendor=1"]
+        var sentSpans: Set<String> = []
+        for http2 in [false, true] {
+            let before = gw.tracer.exportedSpans.load(ordering: .relaxed)
+            let text: String
+            if http2 {
+                var args: [String] = []
+                for h in headers { args += ["-H", h] }
+                let (status, out) = try run("nghttp", args + ["http://127.0.0.1:\(port)/echo"])
+                #expect(status == 0, "\(out)")
+                text = out
+            } else {
+                let c = try TestClient(port: port)
+                c.send(request("GET", "/echo", headers: headers))
+                text = try #require(c.response()).text
+            }
+            let proto = http2 ? "HTTP/2" : "HTTP/1.1"
+            let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("traceparent: ") }, "\(proto): \(text)")
+            let parts = line.dropFirst("traceparent: ".count).split(separator: "-").map(String.init)
+            #expect(parts.count == 4 && parts[0] == "00" && parts[1] == trace, "\(proto): \(line)")
+            #expect(parts[2] != clientSpan && parts[2] != String(repeating: "0", count: 16), "\(proto): \(line)")
+            #expect(parts[3] == "01", "\(proto): sample_ratio 1 samples it: \(line)")
+            #expect(text.contains("tracestate: vendor=1\n"), "\(proto): \(text)")
+            sentSpans.insert(parts[2])
+            // Server, route and the one attempt (no admission span: no limits, cache or queue).
+            #expect(eventually { gw.tracer.exportedSpans.load(ordering: .relaxed) >= before + 3 }, "\(proto)")
+        }
+        #expect(sentSpans.count == 2)  // each attempt its own span
     }
 }

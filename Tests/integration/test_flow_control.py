@@ -96,6 +96,20 @@ def busy(gw, n, max_tokens=600, headers=None):
     return threads, results
 
 
+def hold_the_endpoint(gw, max_tokens=2000, headers=None):
+    """A long request holding the endpoint's one slot, then a short one that takes the probe
+    (one request more than the learned capacity, offered while the endpoint runs at it with
+    nothing waiting there, then not again for 10 s: PoolFlow's room): from then on, requests
+    queue in the gateway. Returns both requests' threads."""
+    before = metric(gw.admin_port, "sluice_upstream_requests_total") or 0
+    hold, _ = busy(gw, 1, max_tokens=max_tokens, headers=headers)
+    assert wait_for(lambda: metric(gw.admin_port, "sluice_upstream_requests_total") >= before + 1, 5)
+    probe, _ = busy(gw, 1, max_tokens=5, headers=headers)
+    assert wait_for(lambda: metric(gw.admin_port, "sluice_upstream_requests_total") >= before + 2, 5), "no probe"
+    time.sleep(0.2)  # a scrape sees it waiting there: the probe is withdrawn
+    return hold + probe
+
+
 def wait_for(predicate, timeout=10.0):
     end = time.time() + timeout
     while time.time() < end:
@@ -121,8 +135,7 @@ def test_a_saturated_pool_queues_and_dispatches(slow_sim, sluice):
 def test_queue_ttl_expires_with_retry_after(slow_sim, sluice):
     gw = sluice(config(slow_sim, {"queue_ttl": "700ms"}))
     learn_capacity(gw, slow_sim)
-    threads, _ = busy(gw, 1, max_tokens=2000)
-    time.sleep(0.3)
+    threads = hold_the_endpoint(gw)
     started = time.time()
     r = post(gw.port, chat(10))
     waited = time.time() - started
@@ -138,8 +151,7 @@ def test_queue_ttl_expires_with_retry_after(slow_sim, sluice):
 def test_queue_bounds_per_tenant_and_pool(slow_sim, sluice):
     gw = sluice(config(slow_sim, {"max_queued": 2, "max_queued_per_tenant": 1, "queue_ttl": "20s"}))
     learn_capacity(gw, slow_sim)
-    hold, _ = busy(gw, 1, max_tokens=3000, headers={"Authorization": "Bearer holder"})
-    time.sleep(0.3)
+    hold = hold_the_endpoint(gw, max_tokens=3000, headers={"Authorization": "Bearer holder"})
     a1, ra = busy(gw, 1, max_tokens=5, headers={"Authorization": "Bearer a"})
     assert wait_for(lambda: metric(gw.admin_port, "sluice_queue_length", {"pool": "p"}) == 1)
     # A's share (1) is taken: A's second request gets 429.
@@ -161,8 +173,7 @@ def test_queue_bounds_per_tenant_and_pool(slow_sim, sluice):
 def test_a_client_that_leaves_is_taken_out_at_once(slow_sim, sluice, http2):
     gw = sluice(config(slow_sim, {"queue_ttl": "20s"}))
     learn_capacity(gw, slow_sim)
-    hold, _ = busy(gw, 1, max_tokens=2000)
-    time.sleep(0.3)
+    hold = hold_the_endpoint(gw)
     body = json.dumps(chat(5)).encode()
     if http2:
         s, c = h2conn(gw.port)

@@ -2,9 +2,8 @@
 (`opentelemetry-proto` in a small HTTP receiver, otlp_receiver.py).
 
 The exporter, the encoder and the recorders are tested without a gateway in Swift
-(Tests/SluiceTracingTests, which run the same receiver). The tests marked xfail need the request
-path's record phase to call the worker's SpanRecorder (issue 23's pipeline); they are strict, so
-they fail as soon as the request path records spans: remove the marker then."""
+(Tests/SluiceTracingTests, which run the same receiver); here the request path's spans reach a
+collector from the release binary."""
 import json
 import re
 import socket
@@ -18,8 +17,6 @@ from conftest import SLUICE, free_port, wait_port
 from otlp_receiver import Receiver
 
 pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto is not installed (bash .ci/setup installs it)")
-
-NOT_WIRED = pytest.mark.xfail(strict=True, reason="the request path does not call SpanRecorder yet (issue 23's record phase)")
 
 API_KEY = "sk-trace-secret-0123456789"
 PROMPT = "The prompt text must never appear in a span: 7f3a9c"
@@ -93,7 +90,6 @@ def test_collector_down_keeps_serving(sluice, nginx_upstream):
     assert p.p.poll() is None
 
 
-@NOT_WIRED
 def test_collector_down_counts_dropped_spans(sluice, nginx_upstream):
     p = sluice(config(nginx_upstream, dead_port()))
     for _ in range(20):
@@ -105,7 +101,6 @@ def test_collector_down_counts_dropped_spans(sluice, nginx_upstream):
     assert metric(p.admin_port, "sluice_trace_export_failures_total") >= 1
 
 
-@NOT_WIRED
 def test_request_spans_continue_the_clients_trace(sluice, py_upstream):
     with Receiver() as collector:
         p = sluice(config(py_upstream.server_address[1], collector.port))
@@ -137,7 +132,6 @@ def test_request_spans_continue_the_clients_trace(sluice, py_upstream):
         assert API_KEY not in dump and "7f3a9c" not in dump and "Bearer" not in dump
 
 
-@NOT_WIRED
 def test_errors_are_sampled_at_ratio_zero(sluice):
     with Receiver() as collector:
         p = sluice(config(dead_port(), collector.port).replace("sample_ratio: 1", "sample_ratio: 0"))

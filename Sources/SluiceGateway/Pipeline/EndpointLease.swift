@@ -1,4 +1,5 @@
 import SluiceIO
+import SluiceRouting
 
 /// An endpoint chosen for a request, counted in its in-flight load (shared by all workers and
 /// read by routing) from the pick until the lease ends. Noncopyable, so it has one owner — the
@@ -9,10 +10,14 @@ struct EndpointLease: ~Copyable {
     let endpoint: UpstreamPool.Endpoint
     /// The tenant whose share of a saturated pool this lease counts in (flow control), if any.
     let flowTenant: String?
+    /// The request's priority band (a slot is held only for the bands above sheddable while
+    /// sheddable requests are being refused).
+    let flowBand: PriorityBand
 
-    init(_ endpoint: UpstreamPool.Endpoint, flowTenant: String? = nil) {
+    init(_ endpoint: UpstreamPool.Endpoint, flowTenant: String? = nil, band: PriorityBand = .standard) {
         self.endpoint = endpoint
         self.flowTenant = flowTenant
+        self.flowBand = band
         endpoint.runtime.inflight.add(1, ordering: .relaxed)
         if let t = flowTenant { endpoint.pool?.shared.flow.leaseBegan(tenant: t) }
     }
@@ -24,7 +29,7 @@ struct EndpointLease: ~Copyable {
         if let t = flowTenant {
             // The slot may be kept a moment for the tenant's next request; when the hold
             // ends, this worker dispatches again.
-            if let until = pool.shared.flow.leaseEnded(tenant: t, pool: pool, w.settings, now: w.loop.now) { w.flowTick(at: until) }
+            if let until = pool.shared.flow.leaseEnded(tenant: t, band: flowBand, pool: pool, w.settings, now: w.loop.now) { w.flowTick(at: until) }
         } else if pool.shared.flow.queued.load(ordering: .relaxed) > 0 {
             // A slot freed: a request waiting for this pool may go.
             pool.shared.flow.dispatch(pool, w.settings, now: w.loop.now)

@@ -71,7 +71,10 @@ final class Exchange {
     // MARK: the pipeline
 
     /// Runs the request phases from the first.
-    func start() { apply(Pipeline.Phase.inspect.run(self), at: .inspect) }
+    func start() {
+        TraceSpans.begin(self)
+        apply(Pipeline.Phase.inspect.run(self), at: .inspect)
+    }
 
     /// A phase's I/O completed: carry on as if the phase had returned `action`.
     func resume(_ action: PhaseAction) {
@@ -85,6 +88,10 @@ final class Exchange {
         while true {
             switch a {
             case .next:
+                if ctx.trace != nil {
+                    let now = loop.now
+                    ctx.trace!.passed(p, at: now)
+                }
                 // The forward phase is the last: past it the upstream drives the exchange.
                 guard let n = Pipeline.Phase(rawValue: p.rawValue + 1) else { return }
                 p = n
@@ -163,6 +170,7 @@ final class Exchange {
         case .pipeline: "Timed out before the request could be forwarded."
         default: "The upstream model server stopped sending."
         }
+        if stage != .pipeline(.queue) { endAttemptSpan("timed out") }
         releaseUpstream(abort: true)
         if ctx.response.started {
             ctx.response.finalStatus = 504
@@ -186,12 +194,12 @@ final class Exchange {
 
     func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
         // A 5xx or 429 before anything went to the client: the next model of the fallback
-        // chain, if any (issue 26). The answer's body is not read: the connection is reset.
-        // The answer is read and dropped (the connection is mid-parse here and stays usable);
-        // its end moves the request on (``fallBack()``).
+        // chain, if any (issue 26). The answer is read and dropped (the connection is
+        // mid-parse here and stays usable); its end moves the request on (``fallBack()``).
         if ctx.target.fallbackChain != nil, let reason = FallbackPhase.reason(forStatus: head.status), FallbackPhase.canAdvance(self) {
             if head.status >= 500, let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
             discarding = reason
+            ctx.response.upstreamStatus = head.status
             stage = .relaying
             arm(settings.timeouts.upstreamIdle)
             return
@@ -227,6 +235,7 @@ final class Exchange {
     private func fallBack() {
         guard let reason = discarding else { return }
         discarding = nil
+        endAttemptSpan("the model server answered \(ctx.response.upstreamStatus); fell back")
         ctx.attempt.upstream = nil
         ctx.attempt.lease = nil
         if FallbackPhase.advance(self, reason) {
@@ -242,6 +251,7 @@ final class Exchange {
         ObservePhase.end(self)
         ctx.response.completed = true
         ctx.response.finalStatus = ctx.response.upstreamStatus
+        endAttemptSpan(ctx.response.upstreamStatus >= 500 ? "the model server answered \(ctx.response.upstreamStatus)" : nil)
         ctx.attempt.upstream = nil
         if let ep = ctx.attempt.lease?.endpoint {
             let status = ctx.response.upstreamStatus
@@ -257,6 +267,7 @@ final class Exchange {
             releaseUpstream(abort: false)
             return fallBack()
         }
+        endAttemptSpan(connectError ? "could not connect" : "the connection closed")
         let failed = ctx.attempt.lease?.endpoint.index
         if let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
         let reused = ctx.attempt.upstream?.isReused ?? false
@@ -281,6 +292,7 @@ final class Exchange {
 
     /// connect() itself failed (e.g. no route): the same as a refused connection.
     func upstreamFailedImmediately() {
+        endAttemptSpan("could not connect")
         let failed = ctx.attempt.lease?.endpoint.index
         if let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
         ctx.attempt.lease = nil
@@ -292,6 +304,7 @@ final class Exchange {
             releaseUpstream(abort: false)
             return fallBack()
         }
+        endAttemptSpan("invalid HTTP response")
         releaseUpstream(abort: false)
         if started {
             ctx.response.finalStatus = 502
@@ -340,6 +353,7 @@ final class Exchange {
         guard stage != .done else { return }
         // A client that leaves after `[DONE]` got everything: a completed request, not an abort.
         ctx.response.finalStatus = ctx.response.observer?.sawDone == true ? ctx.response.upstreamStatus : 0
+        endAttemptSpan(ctx.response.finalStatus == 0 ? "the client went away" : nil)
         releaseUpstream(abort: true)
         finish()
     }
@@ -352,10 +366,18 @@ final class Exchange {
         ctx.attempt.lease = nil
     }
 
+    /// The current attempt's client span ends (tracing on, an attempt open).
+    private func endAttemptSpan(_ error: String?) {
+        guard ctx.trace != nil else { return }
+        let now = loop.now, number = ctx.attempt.number, status = ctx.response.upstreamStatus
+        ctx.trace!.endAttempt(at: now, number: number, status: status, error: error)
+    }
+
     /// Ends the exchange once: settle and record, the lease and the timer given back.
     private func finish() {
         guard stage != .done else { return }
         stage = .done
+        endAttemptSpan(nil)  // anything still open (answered while an attempt was pending)
         if ctx.queue.id != nil { QueuePhase.leave(self) }
         ctx.attempt.lease = nil
         Pipeline.end(self)

@@ -2,6 +2,7 @@ import SluiceHTTP
 import SluiceIO
 import SluiceLLM
 import SluiceSettings
+import SluiceTracing
 
 /// Forward: the request goes to the leased endpoint. The first time, the body is rewritten if
 /// it must change (the model name, usage asked for) — the one place the gateway copies a body.
@@ -36,14 +37,24 @@ enum ForwardPhase: RequestPhase {
             return .wait
         }
         x.ctx.attempt.upstream = conn
-        x.ctx.attempt.sentAt = x.loop.now
+        let now = x.loop.now
+        x.ctx.attempt.sentAt = now
         x.worker.metrics.add(ep.requestsSlot)
         let authority = ep.config.authority
         let proxy = x.settings.proxy
+        // Traced: the attempt's client span, whose id the model server gets as its parent.
+        var trace: (TraceContext, UInt64)? = nil
+        if x.ctx.trace != nil {
+            let id = x.worker.spans.newSpanID()
+            x.ctx.trace!.attemptSpanID = id
+            x.ctx.trace!.attemptStart = now
+            x.ctx.trace!.attemptEndpoint = x.ctx.attempt.endpointName
+            trace = (x.ctx.trace!.context, id)
+        }
         x.forwarded(on: conn)
         conn.send(x, method: x.ctx.method) { out in
             x.client.withRequest { r in
-                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, into: &out, pool: x.loop.bufferPool)
+                UpstreamRequestEncoder.encode(r, proxy: proxy, endpointAuthority: authority, trace: trace, into: &out, pool: x.loop.bufferPool)
             }
         }
         return .wait

@@ -29,7 +29,7 @@ enum QueuePhase: RequestPhase {
         let flow = pool.shared.flow
         let now = x.loop.now
         // A slot kept for this tenant's next request (it ended one moments ago): take it.
-        if flow.held.load(ordering: .relaxed) > 0 {
+        if flow.held.load(ordering: .relaxed) > 0, band != .sheddable {
             nameTenant(x)
             if flow.takeHold(tenant: x.ctx.tenant, now: now) {
                 x.ctx.queue.counted = true
@@ -40,7 +40,9 @@ enum QueuePhase: RequestPhase {
         // latency. Once the pool has been saturated (its endpoints' concurrency is known), the
         // request counts in its tenant's share.
         if flow.queued.load(ordering: .relaxed) == 0, !pool.endpoints.isEmpty {
-            let free = PoolFlow.freeSlots(pool, s, now: now, pending: flow.pending.load(ordering: .relaxed) + flow.held.load(ordering: .relaxed))
+            // Sheddable requests leave the pool's headroom to the bands above them.
+            let free = PoolFlow.freeSlots(pool, s, now: now, pending: flow.pending.load(ordering: .relaxed) + flow.held.load(ordering: .relaxed),
+                                          headroom: band == .sheddable ? s.flow.sheddableHeadroom : 0)
             if free > 0 {
                 if free != .max {
                     nameTenant(x)
@@ -51,6 +53,7 @@ enum QueuePhase: RequestPhase {
         }
         let w = x.worker
         if band == .sheddable {
+            flow.lastShedAt.store(now.nanoseconds, ordering: .relaxed)
             w.metrics.add(pool.slots.queue[1])
             return .respond(overloaded(flow, "The pool is saturated; sheddable requests are not queued. Retry later."))
         }

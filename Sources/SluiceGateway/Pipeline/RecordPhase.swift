@@ -2,14 +2,15 @@ import SluiceHTTP
 import SluiceIO
 import SluiceLLM
 
-/// Record: the request's metrics into the worker's shard (no lock) and one access-log line,
-/// once, when the exchange ends — forwarded, answered by Sluice, failed or abandoned alike.
+/// Record: the request's metrics into the worker's shard (no lock), one access-log line and,
+/// when tracing samples it, its spans (``TraceSpans``) — once, when the exchange ends — forwarded, answered by Sluice, failed or abandoned alike.
 enum RecordPhase {
     static func run(_ x: Exchange) {
         let w = x.worker
         let m = w.metrics
         let now = x.loop.now
         let status = x.ctx.response.finalStatus
+        if x.ctx.trace != nil { TraceSpans.record(x, status: status, at: now) }
         guard let pool = x.pool else {
             // Answered before a pool was chosen (a bad request, a local endpoint).
             m.add(w.localSlots.requests[GatewayMetrics.classIndex(status)])
@@ -67,11 +68,15 @@ enum RecordPhase {
         line.field("route_reason", x.ctx.attempt.routeReason.rawValue)
         line.field("attempts", x.ctx.attempt.number)
         line.field("queue_ms", x.ctx.queue.waited.map { Double($0.nanoseconds) / 1e6 })
-        if x.ctx.queue.waited != nil { line.field("priority", x.ctx.queue.band.description) }
+        if x.settings.flow.enabled { line.field("priority", x.ctx.queue.band.description) }
         if let t = x.ctx.admission.ticket {
             line.field("tenant", t.tenant)
             line.field("cache", x.ctx.admission.cacheOutcome?.rawValue)
             line.field("rate_limit", x.ctx.admission.limitOutcome?.rawValue)
+        } else if x.settings.auth != nil {
+            // A configured tenant's name (never the key; without auth, tenants are keys' digests
+            // and stay out of the log).
+            line.field("tenant", x.ctx.tenant)
         }
         w.log(line.finish())
     }

@@ -35,6 +35,8 @@ struct RequestContext: ~Copyable {
     var attempt = Attempt()
     /// Observe: the response as it went to the client.
     var response = ResponseState()
+    /// The request's trace while tracing is on (nil: off).
+    var trace: TraceState?
 
     init(generation: SettingsGeneration, method: HTTPMethod, requestID: UInt64, startedAt: Instant) {
         self.generation = generation

@@ -13,7 +13,7 @@ enum ResolvePhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         let w = x.worker
         let table = w.modelTable
-        let needName = w.accessLog != nil || x.settings.redis != nil
+        let needName = w.accessLog != nil || x.settings.redis != nil || x.ctx.trace?.context.sampled == true
         if table.isEmpty {
             // Pass-through: the first pool; the body is read only for the model's name.
             guard let pool = w.defaultPool else { return .respond(LocalResponse(.unavailable("No pool is configured."))) }

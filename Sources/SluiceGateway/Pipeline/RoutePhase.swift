@@ -44,7 +44,7 @@ enum RoutePhase: RequestPhase {
         x.ctx.attempt.endpointName = ep.config.authority
         // Commit: the chosen endpoint now has these prefix blocks (vLLM will cache them there).
         if hashes.count > 0 { w.prefixIndex.record(hashes, endpoint: ep.runtime.id) }
-        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil)
+        x.ctx.attempt.lease = EndpointLease(ep, flowTenant: x.ctx.queue.counted ? x.ctx.tenant : nil, band: x.ctx.queue.band)
         return .next
     }
 

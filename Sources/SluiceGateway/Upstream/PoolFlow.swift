@@ -35,6 +35,9 @@ final class PoolFlow: @unchecked Sendable {
     private let state = Mutex(State())
     /// Slots held now (a mirror of the holds, for the request path's lock-free check).
     let held = Atomic<Int>(0)
+    /// When a sheddable request was last refused (monotonic nanoseconds; 0: never): batch
+    /// traffic is filling the pool, which is contention for the bands above it too.
+    let lastShedAt = Atomic<UInt64>(0)
     /// Mirrors of the queue's size for lock-free checks on the request path.
     let queued = Atomic<Int>(0)
     let queuedBytes = Atomic<Int>(0)
@@ -64,14 +67,20 @@ final class PoolFlow: @unchecked Sendable {
         return nil
     }
 
-    /// Free slots in `pool` beyond those already handed out (`Int.max`: unbounded).
-    static func freeSlots(_ pool: UpstreamPool, _ s: GatewaySettings, now: Instant, pending: Int) -> Int {
-        var total = 0
+    /// Free slots in `pool` beyond those already handed out (`Int.max`: unbounded). With
+    /// `headroom` (a share of the pool's learned slots, at least one when above 0) that many
+    /// fewer: what `sheddable` requests may not take.
+    static func freeSlots(_ pool: UpstreamPool, _ s: GatewaySettings, now: Instant, pending: Int, headroom: Double = 0) -> Int {
+        var total = 0, slots = 0
         for rt in pool.runtimes {
-            guard let r = room(rt.takeUnretainedValue(), flow: s.flow, now: now, staleness: s.telemetry.staleness) else { return .max }
-            total += r
+            let r = rt.takeUnretainedValue()
+            guard let free = room(r, flow: s.flow, now: now, staleness: s.telemetry.staleness) else { return .max }
+            total += free
+            let cap = r.learnedCapacity.load(ordering: .relaxed)
+            if cap > 0 { slots += cap + s.flow.maxWaiting }
         }
-        return total - pending
+        let reserved = headroom > 0 ? max(1, Int((Double(slots) * headroom).rounded(.up))) : 0
+        return total - pending - reserved
     }
 
     // MARK: the queue
@@ -185,14 +194,18 @@ final class PoolFlow: @unchecked Sendable {
     }
 
     /// A counted lease ended: the tenant's share goes down and, if the tenant is using less
-    /// than its fair share while others wait, the slot is kept for its next request for
+    /// than its fair share while others wait (queued, or sheddable requests being refused for a
+    /// request above that band), the slot is kept for its next request for
     /// `flow_control.slot_hold` (returned: when the hold ends, nil if none); then whoever is
     /// waiting goes.
     @discardableResult
-    func leaseEnded(tenant: String, pool: UpstreamPool, _ s: GatewaySettings, now: Instant) -> Instant? {
+    func leaseEnded(tenant: String, band: PriorityBand = .standard, pool: UpstreamPool, _ s: GatewaySettings, now: Instant) -> Instant? {
+        let shedAt = lastShedAt.load(ordering: .relaxed)
+        let shedding = band != .sheddable && shedAt != 0 && now.nanoseconds &- shedAt < 1_000_000_000
         let hold = state.withLock { st -> Instant? in
             if let n = st.inflight[tenant] { st.inflight[tenant] = n > 1 ? n - 1 : nil }
-            guard s.flow.slotHold > .zero, let q = st.queue, !q.isEmpty, q.totals(tenant).count == 0 else { return nil }
+            let waiting = st.queue.map { !$0.isEmpty } ?? false
+            guard s.flow.slotHold > .zero, waiting || shedding, (st.queue?.totals(tenant).count ?? 0) == 0 else { return nil }
             dropExpiredHolds(&st, now: now)
             // Its fair share: the pool's slots over the tenants with requests in flight or waiting.
             var slots = 0
@@ -202,7 +215,9 @@ final class PoolFlow: @unchecked Sendable {
                 slots += cap + s.flow.maxWaiting
             }
             var tenants = st.inflight.count + 1
-            for t in q.queuedTenants where st.inflight[t] == nil && t != tenant { tenants += 1 }
+            if let q = st.queue {
+                for t in q.queuedTenants where st.inflight[t] == nil && t != tenant { tenants += 1 }
+            }
             if st.inflight[tenant] != nil { tenants -= 1 }
             let mine = (st.inflight[tenant] ?? 0) + st.holds.reduce(0) { $0 + ($1.tenant == tenant ? 1 : 0) }
             guard (mine + 1) * tenants <= slots else { return nil }

@@ -1,4 +1,5 @@
 import SluiceSettings
+import SluiceTracing
 import Glibc
 import SluiceHTTP
 import SluiceIO
@@ -39,16 +40,18 @@ struct DownstreamRequest {
 ///   fields a client could forge (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`);
 /// - added: `X-Forwarded-For` (the peer, appended to a trusted hop's list) and
 ///   `X-Forwarded-Proto` with `proxy.x_forwarded`; `Via: 1.1 sluice` with `proxy.via`;
-///   `X-Request-Id` when the client sent none usable (1–200 bytes); a fresh `traceparent`
-///   when the client's is missing or malformed (W3C Trace Context §3.2: restart the trace; its
-///   `tracestate` goes with it); `Content-Length` of the body.
+///   `X-Request-Id` when the client sent none usable (1–200 bytes); `traceparent`: with
+///   tracing on always the gateway's (the request's trace, the attempt's client span as parent,
+///   the sampling decision as flags), with it off a fresh one when the client's is missing or
+///   malformed (W3C Trace Context §3.2: restart the trace; its `tracestate` goes with it);
+///   `Content-Length` of the body.
 ///
 /// The settings are the exchange's own snapshot, so a retry after a reload sends the same head.
 enum UpstreamRequestEncoder {
     /// Writes the head (one small pool block) and then the body (borrowed: it stays where it
     /// was received until the exchange ends) into `queue`.
     static func encode(_ r: DownstreamRequest, proxy: GatewaySettings.Proxy, endpointAuthority: String,
-                       into queue: inout OutputQueue, pool: BufferPool) {
+                       trace: (context: TraceContext, spanID: UInt64)? = nil, into queue: inout OutputQueue, pool: BufferPool) {
         let b = r.bytes
         let head = r.head
         var h = pool.take(minimumCapacity: head.length + 512)
@@ -87,7 +90,10 @@ enum UpstreamRequestEncoder {
             case .forwarded, .xForwardedProto, .xForwardedHost, .xForwardedPort, .xRealIP:
                 guard trusted else { return }
                 if f.known == .xForwardedProto { sawProto = true }
-            case .traceparent, .tracestate:
+            case .traceparent:
+                // Traced: the gateway's own is written below (the attempt's span as parent).
+                if !validTrace || trace != nil { return }
+            case .tracestate:
                 if !validTrace { return }
             case .xRequestID:
                 if requestID == nil { return }
@@ -118,8 +124,17 @@ enum UpstreamRequestEncoder {
             h.appendHex64(r.requestID)
             h.append("\r\n")
         }
-        if !validTrace {
-            // Start a trace (not sampled: Sluice records no spans itself).
+        if let trace {
+            // This trace (the client's continued, or one the gateway started), the attempt's
+            // client span as the parent, the sampling decision in the flags.
+            h.append("traceparent: ")
+            withUnsafeTemporaryAllocation(byteCount: 55, alignment: 1) { tp in
+                trace.context.writeTraceparent(spanID: trace.spanID, into: tp)
+                h.append(UnsafeRawBufferPointer(tp))
+            }
+            h.append("\r\n")
+        } else if !validTrace {
+            // Tracing off: start a trace (not sampled: Sluice records no spans).
             h.append("traceparent: 00-")
             h.appendHex64(r.requestID &* 0x9E37_79B9_7F4A_7C15 ^ 0x5851_F42D_4C95_7F2D)
             h.appendHex64(r.requestID)

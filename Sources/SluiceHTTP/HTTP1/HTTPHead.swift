@@ -155,6 +155,23 @@ public final class HTTPHead {
 public enum HTTPMethod: UInt8, Sendable {
     case get, head, post, put, delete, options, patch, trace, connect, other
 
+    /// The method's token as sent (`OTHER` for the ones Sluice does not tell apart). A string
+    /// literal: no formatting, no allocation.
+    public var name: String {
+        switch self {
+        case .get: "GET"
+        case .head: "HEAD"
+        case .post: "POST"
+        case .put: "PUT"
+        case .delete: "DELETE"
+        case .options: "OPTIONS"
+        case .patch: "PATCH"
+        case .trace: "TRACE"
+        case .connect: "CONNECT"
+        case .other: "OTHER"
+        }
+    }
+
     /// Whether the method is idempotent (RFC 9110 §9.2.2), which makes a retry after a partial
     /// send safe.
     public var isIdempotent: Bool {
