@@ -481,3 +481,32 @@ rate_limits: [{{ tenant: team, requests_per_minute: 6 }}]"""))
         assert metric(gw.admin_port, "sluice_cache_requests_total", {"result": "stored"}) == 5
     finally:
         redis.stop()
+
+
+def test_a_healthy_canary_ramps_up_step_by_step(sims, sluice):
+    """ramp [10, 50]: the candidate starts at 10 %, moves to 50 % once it held a window with
+    enough requests, then the configured 50/50 applies; arms drawn follow the weights."""
+    stable, canary = sims("m"), sims("m")
+    gw = sluice(canary_config(stable, canary, "{ window: 2s, interval: 500ms, min_requests: 5, ramp: [10, 40] }"))
+    weights = lambda: [a["weight"] for a in admin_json(gw.admin_port, "/admin/splits")["splits"][0]["arms"]]
+    assert weights() == [0.9, 0.1]
+    stop, seen = threading.Event(), []
+    t = threading.Thread(target=drive, args=(gw.port, False, stop, seen))
+    t.start()
+    try:
+        assert wait_for(lambda: weights() == [0.6, 0.4], 10)
+        step2 = time.time()
+        assert wait_for(lambda: weights() == [50, 50], 10)
+        done = time.time()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        t.join()
+    first = [arm for at, arm, s in seen if at < step2 - 0.5 and s == 200]
+    last = [arm for at, arm, s in seen if at > done + 0.2 and s == 200]
+    share = lambda xs: sum(1 for a in xs if a == "chat-v2") / max(1, len(xs))
+    assert len(first) > 50 and share(first) < 0.25, share(first)
+    assert len(last) > 50 and 0.35 < share(last) < 0.65, share(last)
+    guard = admin_json(gw.admin_port, "/admin/splits")["splits"][0]["guard"]
+    assert guard["state"] == "holding" and guard["ramp_step"] is None
+    assert "ramp step 2: candidates at 40.0%" in gw.wait_output("configured weights apply")
