@@ -450,6 +450,8 @@ import SluiceIO
         ("  - { name: m, split: [{ model: a }], guard: { ttft_p90_ratio: 0.5 } }", "models[2].guard.ttft_p90_ratio: must be at least 1 (or 0: off)"),
         ("  - { name: m, split: [{ model: a }], guard: { ramp: [5, 1] } }", "models[2].guard.ramp[1]: steps must rise"),
         ("  - { name: m, split: [{ model: a }], guard: { ramp: [100] } }", "models[2].guard.ramp[0]: steps must rise"),
+        ("  - { name: m, split: [{ model: a }], guard: { ramp: [\((1...21).map(String.init).joined(separator: ", "))] } }", "models[2].guard.ramp: at most 20 steps"),
+        ("  - { name: m, pool: p, fallback: [a, b, c, d, e] }\n  - { name: c, pool: p }\n  - { name: d, pool: p }\n  - { name: e, pool: p }", "models[2].fallback: at most 4 models"),
         ("  - { name: m, split: [{ model: a }], guard: { tolerance: 1 } }", "models[2].guard.tolerance: unknown key"),
         ("  - { name: m, pool: p, shadow: { model: z, fraction: 0.1 } }", "models[2].shadow.model: no model named 'z'"),
         ("  - { name: m, pool: p, shadow: { model: m, fraction: 0.1 } }", "models[2].shadow.model: must be another model"),

@@ -63,10 +63,10 @@ final class ShadowPlan: Sendable {
 /// Only `http://` endpoints are shadowed (the control-plane client speaks no TLS).
 final class ShadowSender {
     unowned let worker: Worker
-    /// Idle clients by endpoint authority, at most ``maxIdlePerEndpoint`` each.
+    /// Idle clients by endpoint authority, at most `upstream.keepalive_per_endpoint` each
+    /// (the bound of the proxy's own idle connections).
     private var idle: [String: [HTTPClient]] = [:]
     private var next = 0
-    static let maxIdlePerEndpoint = 8
 
     init(worker: Worker) { self.worker = worker }
 
@@ -123,7 +123,7 @@ final class ShadowSender {
             if (200..<300).contains(r.status) {
                 usage = r.body.withUnsafeBytes { ResponseScanner.scan($0)?.usage }
             }
-            if (idle[authority]?.count ?? 0) < Self.maxIdlePerEndpoint { idle[authority, default: []].append(client) } else { client.close() }
+            if (idle[authority]?.count ?? 0) < w.settings.upstream.keepalivePerEndpoint { idle[authority, default: []].append(client) } else { client.close() }
         case .failure:
             client.close()
         }
