@@ -510,3 +510,18 @@ def test_a_healthy_canary_ramps_up_step_by_step(sims, sluice):
     guard = admin_json(gw.admin_port, "/admin/splits")["splits"][0]["guard"]
     assert guard["state"] == "holding" and guard["ramp_step"] is None
     assert "ramp step 2: candidates at 40.0%" in gw.wait_output("configured weights apply")
+
+
+def test_a_canary_whose_failures_a_fallback_hides_is_still_rolled_back(sims, sluice):
+    """The canary's own fallback serves every client, yet its arm counts the failures."""
+    stable, canary = sims("m"), sims("m", "--fail-rate", "1")
+    cfg = canary_config(stable, canary, "{ window: 10s, interval: 500ms, min_requests: 10 }").replace(
+        "{ name: chat-v2, pool: canary, upstream_model: m }", "{ name: chat-v2, pool: canary, upstream_model: m, fallback: [chat-v1] }")
+    gw = sluice(cfg)
+    with client(False) as c:
+        for _ in range(40):
+            r = c.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions", json=chat("chat"))
+            assert r.status_code == 200
+    assert metric(gw.admin_port, "sluice_fallbacks_total", {"model": "chat-v2", "to": "chat-v1", "reason": "status_5xx"}) > 0
+    assert wait_for(lambda: admin_json(gw.admin_port, "/admin/splits")["splits"][0]["guard"]["state"] == "rolled_back", 5)
+    assert metric(gw.admin_port, "sluice_model_responses_total", {"model": "chat", "arm": "chat-v1", "code_class": "5xx"}) == 0

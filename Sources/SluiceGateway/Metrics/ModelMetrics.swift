@@ -23,7 +23,7 @@ struct ModelFamilies: Sendable {
 
     init(_ schema: MetricsSchema) {
         responses = schema.family("sluice_model_responses_total",
-                                  help: "Requests answered, by the model clients asked for, the split arm chosen (shadow: shadow copies) and status class (aborted: the client left).",
+                                  help: "Requests answered, by the model clients asked for, the split arm chosen (shadow: shadow copies) and status class (aborted: the client left; 5xx also when the arm's model failed and a fallback model answered).",
                                   kind: .counter, labels: ["model", "arm", "code_class"])
         duration = schema.family("sluice_model_request_duration_seconds", help: "Time from the request to the end of its response, by model asked for and arm.",
                                  kind: .histogram, labels: ["model", "arm"], buckets: GatewayMetrics.latencyBuckets)

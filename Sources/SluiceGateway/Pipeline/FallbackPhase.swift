@@ -34,6 +34,7 @@ enum FallbackPhase {
         let step = chain.steps[x.ctx.target.fallbackNext]
         guard let t = w.modelTable.target(of: step.entry, clientModel: nil), t.pool < w.pools.count else { return false }
         x.ctx.target.fallbackNext += 1
+        if reason != .status429 { x.ctx.target.armFailed = true }
         if let i = ModelFamilies.FallbackReason.allCases.firstIndex(of: reason), i < step.slots.count { w.metrics.add(step.slots[i]) }
         x.ctx.target.pool = w.pools[t.pool]
         x.ctx.target.adapter = t.adapter

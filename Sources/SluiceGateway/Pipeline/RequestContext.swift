@@ -72,6 +72,10 @@ struct RequestContext: ~Copyable {
         var fallbackChain: FallbackChain?
         var fallbackNext = 0
         var servedByFallback: String?
+        /// The resolved model failed the request (5xx, connection failure, no endpoint) and a
+        /// fallback took it: its arm counts it as a 5xx, so that the SLO guard sees the
+        /// failure a fallback hides from the client.
+        var armFailed = false
         /// A sampled request's shadow copy, sent by the forward phase (issue 26).
         var shadow: ShadowPlan?
         var shadowPool: UpstreamPool?

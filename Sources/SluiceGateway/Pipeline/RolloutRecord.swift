@@ -9,7 +9,9 @@ enum RolloutRecord {
         let w = x.worker
         let m = w.metrics
         if let a = x.ctx.target.armSlots {
-            m.add(a.requests[GatewayMetrics.classIndex(status)])
+            // A request its arm failed counts as the arm's 5xx even when a fallback served it
+            // (the client's status is in the pool's series and sluice_fallbacks_total).
+            m.add(a.requests[x.ctx.target.armFailed && status != 0 ? 3 : GatewayMetrics.classIndex(status)])
             m.observe(a.duration, GatewayMetrics.latencyBuckets, now.seconds(since: x.ctx.startedAt))
             if x.ctx.response.observer != nil {
                 if let t = x.ctx.response.observer!.firstTokenAt {
