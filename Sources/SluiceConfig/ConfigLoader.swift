@@ -674,6 +674,10 @@ public struct ConfigLoader {
     /// Shadow and fallback models exist and are served by a pool (not splits).
     private mutating func checkRollouts(_ s: inout GatewaySettings, _ n: YAMLNode) {
         for (i, model) in s.models.enumerated() {
+            // The guard reads the per-arm metrics; with recording off it would see nothing.
+            if model.sloGuard != nil && !s.metrics {
+                issue("models[\(i)].guard", "needs admin.metrics (the guard reads the per-arm metrics)", modelLine(n, i))
+            }
             if let sh = model.shadow {
                 if sh.model == model.name {
                     issue("models[\(i)].shadow.model", "must be another model", modelLine(n, i))

@@ -424,6 +424,12 @@ import SluiceIO
         #expect(m.fallback == ["b", "a"])
     }
 
+    @Test func guardNeedsMetrics() {
+        let got = ConfigLoaderTests().issues("admin: { address: 127.0.0.1:9999, metrics: false }\n" + Self.head
+                                             + "  - { name: m, split: [{ model: a }, { model: b }], guard: {} }")
+        #expect(got.contains { $0.hasPrefix("models[2].guard: needs admin.metrics") }, "\(got)")
+    }
+
     @Test func defaults() throws {
         let s = try ConfigLoader.load(text: Self.head + """
           - name: m
