@@ -231,7 +231,7 @@ public struct ConfigLoader {
             for (i, item) in seq(n, "models").enumerated() {
                 let p = "models[\(i)]"
                 guard let m = map(item, p) else { continue }
-                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky", "priority"])
+                unknown(m, p, ["name", "pool", "upstream_model", "adapter", "adapter_path", "split", "sticky", "priority", "guard", "shadow", "fallback"])
                 guard let name = str(m, p, "name", required: true) else { continue }
                 if s.models.contains(where: { $0.name == name }) { issue("\(p).name", "duplicate model name '\(name)'", item.line) }
                 var model = GatewaySettings.Model(name: name, pool: str(m, p, "pool"), upstreamModel: str(m, p, "upstream_model"),
@@ -260,6 +260,7 @@ public struct ConfigLoader {
                         }
                     }
                 }
+                rollouts(m, p, into: &model)
                 if model.pool == nil && model.split.isEmpty { issue(p, "needs a pool or a split", item.line) }
                 if model.pool != nil && !model.split.isEmpty { issue(p, "has both pool and split; choose one", item.line) }
                 if let pool = model.pool, !s.pools.contains(where: { $0.name == pool }) {
@@ -281,6 +282,7 @@ public struct ConfigLoader {
                     frontier += s.models.first { $0.name == next }?.split.map(\.model) ?? []
                 }
             }
+            checkRollouts(&s, n)
         }
         services(s: &s, child: child, root: root)
         if let n = child("tracing"), let m = map(n, "tracing") { tracing(m, into: &s) }
@@ -663,6 +665,110 @@ public struct ConfigLoader {
     }
 
     // MARK: typed readers
+
+    // MARK: safe rollouts (issue 26): models[].guard, shadow, fallback
+
+    /// Reads `guard`, `shadow` and `fallback` of one model (references are checked once every
+    /// model is known, in ``checkRollouts``).
+    private mutating func rollouts(_ m: [(key: String, keyLine: Int, value: YAMLNode)], _ p: String, into model: inout GatewaySettings.Model) {
+        if let gn = field(m, "guard"), let gm = map(gn, "\(p).guard") {
+            let gp = "\(p).guard"
+            unknown(gm, gp, ["baseline", "window", "interval", "min_requests", "error_rate_margin", "ttft_p90_ratio",
+                             "inter_token_p90_ratio", "ramp"])
+            var g = SplitGuardConfig()
+            if model.split.isEmpty { issue(gp, "needs a split (the guard compares a split's arms)", gn.line) }
+            if let b = str(gm, gp, "baseline") {
+                if let i = model.split.firstIndex(where: { $0.model == b }) { g.baseline = i } else if !model.split.isEmpty {
+                    issue("\(gp).baseline", "'\(b)' is not an arm of this split", field(gm, "baseline")!.line)
+                }
+            }
+            if let d = durationField(gm, gp, "window") {
+                if d < .seconds(1) || d > .seconds(3600) { issue("\(gp).window", "must be between 1s and 1h", field(gm, "window")!.line) } else { g.windowNanos = Self.nanos(d) }
+            }
+            if let d = durationField(gm, gp, "interval") {
+                if d < .milliseconds(100) || d > .seconds(600) { issue("\(gp).interval", "must be between 100ms and 10m", field(gm, "interval")!.line) } else { g.intervalNanos = Self.nanos(d) }
+            }
+            if g.intervalNanos > g.windowNanos { issue("\(gp).interval", "must not be longer than the window", field(gm, "interval")?.line ?? gn.line) }
+            if let v = intField(gm, gp, "min_requests", min: 1, max: 1_000_000) { g.minRequests = v }
+            if let v = number(gm, gp, "error_rate_margin") {
+                if v < 0 || v > 1 { issue("\(gp).error_rate_margin", "must be between 0 and 1", field(gm, "error_rate_margin")!.line) } else { g.errorRateMargin = v }
+            }
+            for (key, isTTFT) in [("ttft_p90_ratio", true), ("inter_token_p90_ratio", false)] {
+                guard let v = number(gm, gp, key) else { continue }
+                // 0 turns the check off.
+                if v != 0 && v < 1 { issue("\(gp).\(key)", "must be at least 1 (or 0: off)", field(gm, key)!.line); continue }
+                if isTTFT { g.ttftP90Ratio = v == 0 ? nil : v } else { g.interTokenP90Ratio = v == 0 ? nil : v }
+            }
+            if let rn = field(gm, "ramp") {
+                var previous = 0.0
+                for (j, step) in seq(rn, "\(gp).ramp").enumerated() {
+                    guard case .scalar(let text, let line, false) = step, let v = Double(text), v.isFinite else {
+                        issue("\(gp).ramp[\(j)]", "must be a number (percent)", step.line); continue
+                    }
+                    if v <= previous || v >= 100 { issue("\(gp).ramp[\(j)]", "steps must rise, each above 0 and below 100 (percent)", line); continue }
+                    previous = v
+                    g.ramp.append(v)
+                }
+                if g.ramp.count > 20 { issue("\(gp).ramp", "at most 20 steps", rn.line) }
+            }
+            model.sloGuard = g
+        }
+        if let sn = field(m, "shadow"), let sm = map(sn, "\(p).shadow") {
+            let sp = "\(p).shadow"
+            unknown(sm, sp, ["model", "fraction", "max_in_flight"])
+            if let target = str(sm, sp, "model", required: true) {
+                var sh = GatewaySettings.Shadow(model: target, fraction: 0)
+                if let f = number(sm, sp, "fraction") {
+                    if f <= 0 || f > 1 { issue("\(sp).fraction", "must be > 0 and <= 1", field(sm, "fraction")!.line) } else { sh.fraction = f }
+                } else {
+                    issue("\(sp).fraction", "is required (the share of requests copied, e.g. 0.1)", sn.line)
+                }
+                if let v = intField(sm, sp, "max_in_flight", min: 1, max: 100_000) { sh.maxInFlight = v }
+                model.shadow = sh
+            }
+        }
+        if let fn = field(m, "fallback") {
+            for (j, item) in seq(fn, "\(p).fallback").enumerated() {
+                guard case .scalar(let name, _, _) = item, !name.isEmpty else { issue("\(p).fallback[\(j)]", "must be a model name", item.line); continue }
+                if model.fallback.contains(name) || name == model.name {
+                    issue("\(p).fallback[\(j)]", "'\(name)' is listed twice or is the model itself", item.line); continue
+                }
+                model.fallback.append(name)
+            }
+            if model.fallback.count > 4 { issue("\(p).fallback", "at most 4 models", fn.line) }
+        }
+    }
+
+    /// Shadow and fallback models exist and are served by a pool (not splits).
+    private mutating func checkRollouts(_ s: inout GatewaySettings, _ n: YAMLNode) {
+        for (i, model) in s.models.enumerated() {
+            // The guard reads the per-arm metrics; with recording off it would see nothing.
+            if model.sloGuard != nil && !s.metrics {
+                issue("models[\(i)].guard", "needs admin.metrics (the guard reads the per-arm metrics)", modelLine(n, i))
+            }
+            if let sh = model.shadow {
+                if sh.model == model.name {
+                    issue("models[\(i)].shadow.model", "must be another model", modelLine(n, i))
+                } else if let t = s.models.first(where: { $0.name == sh.model }) {
+                    if t.pool == nil { issue("models[\(i)].shadow.model", "'\(sh.model)' is a split; name a model with a pool", modelLine(n, i)) }
+                } else {
+                    issue("models[\(i)].shadow.model", "no model named '\(sh.model)'", modelLine(n, i))
+                }
+            }
+            for (j, f) in model.fallback.enumerated() {
+                if let t = s.models.first(where: { $0.name == f }) {
+                    if t.pool == nil { issue("models[\(i)].fallback[\(j)]", "'\(f)' is a split; name a model with a pool", modelLine(n, i)) }
+                } else {
+                    issue("models[\(i)].fallback[\(j)]", "no model named '\(f)'", modelLine(n, i))
+                }
+            }
+        }
+    }
+
+    static func nanos(_ d: Duration) -> UInt64 {
+        let (s, a) = d.components
+        return UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, a / 1_000_000_000))
+    }
 
     private mutating func issue(_ path: String, _ message: String, _ line: Int) {
         issues.append(ConfigIssue(path: path, message: message, line: line))

@@ -32,6 +32,9 @@ public final class Gateway: @unchecked Sendable {
     private(set) var responseAffinity = ResponseAffinity()
     /// WebSocket tunnels open across the workers (`realtime.max_connections`).
     let tunnelCount = SharedCounter()
+    /// The guarded splits' live weights (issue 26), shared by workers and the control loop;
+    /// made anew by each config load.
+    let rollouts = Rollouts()
     /// Metric families and series, shared by all workers.
     public let metrics = GatewayMetrics()
     /// Client connections open across all workers (for `limits.maxConnections`).
@@ -101,6 +104,7 @@ public final class Gateway: @unchecked Sendable {
         group = try WorkerGroup(count: n)
         workers.withLock { $0 = Array(repeating: nil, count: n) }
         spanRecorders = group.loops.map { [tracer] in SpanRecorder(exporter: tracer, loop: $0) }
+        rollouts.configure(settings, now: UInt64(Instant.now().nanoseconds), fresh: true)
     }
 
     public var workerCount: Int { group.loops.count }
@@ -123,6 +127,7 @@ public final class Gateway: @unchecked Sendable {
                            responseAffinity: responseAffinity, tunnels: tunnelCount, spans: spanRecorders[loop.index]) { [self] in
                 drainedCount.add(1, ordering: .acquiringAndReleasing)
             }
+            w.rollouts = rollouts
             do throws(SyscallError) {
                 try w.start()
                 // Unmanaged hand-off: the worker lives on its loop's thread; the group only
@@ -165,6 +170,8 @@ public final class Gateway: @unchecked Sendable {
     /// workers that did switch are switched back.
     public func apply(_ new: GatewaySettings) throws(SyscallError) {
         let previous = desired.withLock { d -> GatewaySettings in let p = d; d = new; return p }
+        // A reload resets every SLO guard (issue 26).
+        rollouts.configure(new, now: UInt64(Instant.now().nanoseconds))
         do {
             try publish(effective(new))
         } catch {

@@ -83,6 +83,12 @@ package final class Worker: @unchecked Sendable {
 
     /// The `models:` section compiled for lookups (rebuilt when settings change).
     private(set) var modelTable: ModelTable
+    /// Shadow copies of sampled requests (issue 26).
+    private(set) lazy var shadows = ShadowSender(worker: self)
+    /// The guarded splits' live weights (the gateway's; set once after init, on this thread).
+    var rollouts: Rollouts? {
+        didSet { modelTable = ModelTable(settings, metrics: catalog, rollouts: rollouts) }
+    }
     /// Unix time the settings were loaded (the `created` of Sluice's model list).
     private(set) var loadedAt = WallClock.now().seconds
     /// The worker's own seeded generator: split arms, routing tie breaks.
@@ -293,7 +299,7 @@ package final class Worker: @unchecked Sendable {
         metrics.enabled = new.metrics
         loop.bufferPool.spareLimit = new.limits.spareBufferBytes
         if Self.workerCount(new) != localLimiter.share { localLimiter = LocalRateLimiter(share: Self.workerCount(new)) }
-        modelTable = ModelTable(new, metrics: catalog)
+        modelTable = ModelTable(new, metrics: catalog, rollouts: rollouts)
         loadedAt = WallClock.now().seconds
         pools = new.pools.map { UpstreamPool(config: $0, shared: shared[$0.name] ?? SharedPool(), registry: registry, worker: self, previous: previous) }
         // Endpoints that appeared (a scale from zero) can take requests waiting for them.
@@ -400,6 +406,7 @@ package final class Worker: @unchecked Sendable {
 
     /// Graceful stop, step two (grace period over): close whatever is left.
     func closeAll() {
+        shadows.closeAll()
         for c in Array(clients.values) { c.abort() }
         for p in pools { p.closeAllIdle() }
         redis?.close()

@@ -195,11 +195,32 @@ public struct GatewaySettings: Sendable {
         /// The flow-control band of requests for this model (a key's band or an allowed
         /// `x-sluice-priority` header overrides it).
         public var priority: PriorityBand?
+        /// The SLO guard of a split (`guard`; nil: none). Safe rollouts, issue 26.
+        public var sloGuard: SplitGuardConfig?
+        /// A copy of sampled requests for another model, its answer discarded (`shadow`).
+        public var shadow: Shadow?
+        /// Models tried in order when this one's pool cannot serve (`fallback`).
+        public var fallback: [String] = []
         public init(name: String, pool: String? = nil, upstreamModel: String? = nil, adapter: String? = nil) {
             self.name = name
             self.pool = pool
             self.upstreamModel = upstreamModel
             self.adapter = adapter
+        }
+    }
+
+    /// `models[].shadow`: a sampled copy of requests goes to `model`; what it answers is read
+    /// and discarded.
+    public struct Shadow: Sendable, Equatable {
+        public var model: String
+        /// The share of requests copied, 0...1.
+        public var fraction: Double
+        /// Shadow requests in flight at once towards the shadow model's pool, across workers;
+        /// beyond it a sampled request is not copied (counted as `skipped`).
+        public var maxInFlight = 32
+        public init(model: String, fraction: Double) {
+            self.model = model
+            self.fraction = fraction
         }
     }
 

@@ -5,7 +5,8 @@ import SluiceSim
 /// `sluice sim`: one simulated vLLM server.
 enum SimCommand: Command {
     static let valued: Set<String> = ["port", "host", "model", "lora", "max-loras", "kv-tokens", "block-tokens", "seed",
-                                      "max-num-seqs", "max-model-len", "time-scale", "max-num-queued-reqs"]
+                                      "max-num-seqs", "max-model-len", "time-scale", "max-num-queued-reqs",
+                                      "fail-rate", "fail-status", "delay", "jitter"]
 
     static let usage: String = {
         let d = SimOptions()
@@ -27,6 +28,10 @@ enum SimCommand: Command {
               --max-num-queued-reqs N   waiting requests beyond which new ones get 503 (default: unlimited)
               --time-scale X            multiplies every simulated duration (default 1)
               --seed S                  seeds ids, text and step jitter (default 1)
+              --fail-rate X             answer this share (0-1) of generation requests with an error (default 0)
+              --fail-status N           the status of those errors (default \(d.failStatus))
+              --delay MS                hold each generation request this long before it starts (default 0)
+              --jitter X                relative random variation of step lengths, 0-1 (default 0)
               -h, --help                print this
             """
     }()
@@ -48,6 +53,18 @@ enum SimCommand: Command {
             guard let v = Double(ts), v > 0 else { throw UsageError("--time-scale must be a positive number") }
             s.timeScale = v
         }
+        if let v = o.value("fail-rate") {
+            guard let r = Double(v), r >= 0, r <= 1 else { throw UsageError("--fail-rate must be a number from 0 to 1") }
+            s.failRate = r
+        }
+        s.failStatus = try o.int("fail-status", default: s.failStatus)
+        guard (400...599).contains(s.failStatus) else { throw UsageError("--fail-status must be from 400 to 599") }
+        if let v = o.value("jitter") {
+            guard let j = Double(v), j >= 0, j <= 1 else { throw UsageError("--jitter must be a number from 0 to 1") }
+            s.jitter = j
+        }
+        s.delayMilliseconds = try o.int("delay", default: 0)
+        guard s.delayMilliseconds >= 0 else { throw UsageError("--delay must be >= 0 (milliseconds)") }
         return s
     }
 

@@ -437,3 +437,102 @@ import SluiceIO
         }
     }
 }
+
+/// `models[].guard`, `shadow`, `fallback` (issue 26).
+@Suite struct RolloutConfigTests {
+    static let head = "pools: [{ name: p, endpoints: [http://127.0.0.1:1] }]\nmodels:\n  - { name: a, pool: p }\n  - { name: b, pool: p }\n"
+
+    func issues(_ yaml: String) -> [String] { ConfigLoaderTests().issues(Self.head + yaml) }
+
+    @Test func guardShadowAndFallbackParse() throws {
+        let s = try ConfigLoader.load(text: Self.head + """
+          - name: m
+            split: [{ model: a, weight: 95 }, { model: b, weight: 5 }]
+            guard: { baseline: a, window: 30s, interval: 500ms, min_requests: 10, error_rate_margin: 0.05,
+                     ttft_p90_ratio: 2, inter_token_p90_ratio: 3, ramp: [1, 5, 25, 50] }
+            shadow: { model: b, fraction: 0.25, max_in_flight: 8 }
+            fallback: [b, a]
+        """)
+        let m = s.models[2]
+        let g = try #require(m.sloGuard)
+        #expect(g.baseline == 0 && g.windowNanos == 30_000_000_000 && g.intervalNanos == 500_000_000 && g.minRequests == 10)
+        #expect(g.errorRateMargin == 0.05 && g.ttftP90Ratio == 2 && g.interTokenP90Ratio == 3 && g.ramp == [1, 5, 25, 50])
+        #expect(m.shadow == GatewaySettings.Shadow(model: "b", fraction: 0.25).with(maxInFlight: 8))
+        #expect(m.fallback == ["b", "a"])
+    }
+
+    @Test func guardNeedsMetrics() {
+        let got = ConfigLoaderTests().issues("admin: { address: 127.0.0.1:9999, metrics: false }\n" + Self.head
+                                             + "  - { name: m, split: [{ model: a }, { model: b }], guard: {} }")
+        #expect(got.contains { $0.hasPrefix("models[2].guard: needs admin.metrics") }, "\(got)")
+    }
+
+    @Test func defaults() throws {
+        let s = try ConfigLoader.load(text: Self.head + """
+          - name: m
+            split: [{ model: a }, { model: b }]
+            guard: {}
+            shadow: { model: b, fraction: 1 }
+        """)
+        let g = try #require(s.models[2].sloGuard)
+        #expect(g == SplitGuardConfig())
+        #expect(g.windowNanos == 60_000_000_000 && g.intervalNanos == 5_000_000_000 && g.minRequests == 50)
+        #expect(g.errorRateMargin == 0.02 && g.ttftP90Ratio == 1.5 && g.interTokenP90Ratio == nil && g.ramp.isEmpty)
+        #expect(s.models[2].shadow?.maxInFlight == 32)
+        #expect(s.models[0].sloGuard == nil && s.models[0].shadow == nil && s.models[0].fallback.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("  - { name: m, pool: p, guard: {} }", "models[2].guard: needs a split"),
+        ("  - { name: m, split: [{ model: a }], guard: { baseline: z } }", "models[2].guard.baseline: 'z' is not an arm of this split"),
+        ("  - { name: m, split: [{ model: a }], guard: { window: 500ms } }", "models[2].guard.window: must be between 1s and 1h"),
+        ("  - { name: m, split: [{ model: a }], guard: { interval: 10ms } }", "models[2].guard.interval: must be between 100ms and 10m"),
+        ("  - { name: m, split: [{ model: a }], guard: { window: 5s, interval: 10s } }", "models[2].guard.interval: must not be longer than the window"),
+        ("  - { name: m, split: [{ model: a }], guard: { min_requests: 0 } }", "models[2].guard.min_requests: must be between 1 and 1000000"),
+        ("  - { name: m, split: [{ model: a }], guard: { error_rate_margin: 2 } }", "models[2].guard.error_rate_margin: must be between 0 and 1"),
+        ("  - { name: m, split: [{ model: a }], guard: { ttft_p90_ratio: 0.5 } }", "models[2].guard.ttft_p90_ratio: must be at least 1 (or 0: off)"),
+        ("  - { name: m, split: [{ model: a }], guard: { ramp: [5, 1] } }", "models[2].guard.ramp[1]: steps must rise"),
+        ("  - { name: m, split: [{ model: a }], guard: { ramp: [100] } }", "models[2].guard.ramp[0]: steps must rise"),
+        ("  - { name: m, split: [{ model: a }], guard: { ramp: [\((1...21).map(String.init).joined(separator: ", "))] } }", "models[2].guard.ramp: at most 20 steps"),
+        ("  - { name: m, pool: p, fallback: [a, b, c, d, e] }\n  - { name: c, pool: p }\n  - { name: d, pool: p }\n  - { name: e, pool: p }", "models[2].fallback: at most 4 models"),
+        ("  - { name: m, split: [{ model: a }], guard: { tolerance: 1 } }", "models[2].guard.tolerance: unknown key"),
+        ("  - { name: m, pool: p, shadow: { model: z, fraction: 0.1 } }", "models[2].shadow.model: no model named 'z'"),
+        ("  - { name: m, pool: p, shadow: { model: m, fraction: 0.1 } }", "models[2].shadow.model: must be another model"),
+        ("  - { name: m, pool: p, shadow: { model: a } }", "models[2].shadow.fraction: is required"),
+        ("  - { name: m, pool: p, shadow: { model: a, fraction: 0 } }", "models[2].shadow.fraction: must be > 0 and <= 1"),
+        ("  - { name: m, pool: p, shadow: { model: a, fraction: 0.5, max_in_flight: 0 } }", "models[2].shadow.max_in_flight: must be between 1 and 100000"),
+        ("  - { name: m, pool: p, fallback: [z] }", "models[2].fallback[0]: no model named 'z'"),
+        ("  - { name: m, pool: p, fallback: [a, a] }", "models[2].fallback[1]: 'a' is listed twice or is the model itself"),
+        ("  - { name: m, pool: p, fallback: [m] }", "models[2].fallback[0]: 'm' is listed twice or is the model itself"),
+        ("  - { name: m, pool: p, fallback: [s] }\n  - { name: s, split: [{ model: a }] }", "models[2].fallback[0]: 's' is a split"),
+        ("  - { name: m, pool: p, shadow: { model: s, fraction: 1 } }\n  - { name: s, split: [{ model: a }] }", "models[2].shadow.model: 's' is a split"),
+    ])
+    func rejected(_ yaml: String, _ want: String) {
+        let got = issues(yaml)
+        #expect(got.contains { $0.hasPrefix(want) }, "\(got)")
+    }
+}
+
+extension RolloutConfigTests {
+    /// docs/configuration.md names every key of issue 26.
+    @Test func everyRolloutKeyIsDocumented() throws {
+        let doc = try String(contentsOf: ConfigLoaderTests.repo.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        for key in ["models[].guard", "models[].guard.baseline", "models[].guard.window", "models[].guard.interval", "models[].guard.min_requests",
+                    "models[].guard.error_rate_margin", "models[].guard.ttft_p90_ratio", "models[].guard.inter_token_p90_ratio",
+                    "models[].guard.ramp", "models[].shadow.model", "models[].shadow.fraction", "models[].shadow.max_in_flight",
+                    "models[].fallback"] {
+            #expect(doc.contains("| `\(key)` |"), "\(key) is not in docs/configuration.md")
+        }
+    }
+
+    @Test func theSafeRolloutExampleLoads() throws {
+        let s = try ConfigLoader.load(path: ConfigLoaderTests.repo.appendingPathComponent("config/examples/safe-rollout.yaml").path, offline: true)
+        let chat = try #require(s.models.first { $0.name == "chat" })
+        #expect(chat.sloGuard?.ramp == [1, 5, 25] && chat.shadow?.model == "chat-v3" && chat.sloGuard?.interTokenP90Ratio == 2)
+        #expect(s.models.first { $0.name == "chat-v2" }?.fallback == ["chat-v1", "chat-small"])
+    }
+}
+
+extension GatewaySettings.Shadow {
+    func with(maxInFlight n: Int) -> Self { var c = self; c.maxInFlight = n; return c }
+}

@@ -73,11 +73,20 @@ listen: [{{ address: "127.0.0.1:PORT" }}]
 admin: {{ address: "127.0.0.1:ADMIN_PORT" }}
 timeouts: {{ drain_delay: 0s }}
 pools: [{{ name: default, endpoints: ["http://127.0.0.1:{nginx_upstream}"] }}]
-models: [{{ name: tiny, pool: default }}]
+models:
+  - {{ name: tiny, pool: default, fallback: [tiny-b] }}
+  - {{ name: tiny-b, pool: default, upstream_model: tiny }}
+  # Issue 26's split row: a guarded split with a shadow.
+  - name: canary
+    split: [{{ model: tiny, weight: 1 }}, {{ model: tiny-b, weight: 1 }}]
+    guard: {{ window: 10s, interval: 1s }}
+    shadow: {{ model: tiny-b, fraction: 1 }}
 """)
     body = '{"model":"tiny","messages":[{"role":"user","content":"hi"}]}'
     for _ in range(3):
         subprocess.run(["curl", "-s", "-o", "/dev/null", "--data", body, f"http://127.0.0.1:{s.port}/v1/chat/completions"], check=True)
+    for _ in range(4):
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "--data", body.replace("tiny", "canary"), f"http://127.0.0.1:{s.port}/v1/chat/completions"], check=True)
     time.sleep(0.3)  # a few telemetry scrapes of the simulator
     text = urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics", timeout=5).read().decode()
     sim.stop()

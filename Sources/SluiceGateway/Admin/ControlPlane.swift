@@ -25,6 +25,8 @@ final class ControlPlane: @unchecked Sendable {
     private(set) var heapTrimmer: HeapTrimmer?
     /// `/admin/stats` (the dashboard's data); samples only while polled.
     private(set) var stats: DashboardStats?
+    /// The SLO guards of splits (issue 26); set before `start` returns.
+    private(set) var splitGuards: SplitGuardRunner?
     /// Extra admin routes (metrics, config) installed by the gateway.
     var routes: [String: (HTTPServerRequest, HTTPResponder) -> Void] = [:]
 
@@ -54,6 +56,8 @@ final class ControlPlane: @unchecked Sendable {
                 dns = DNSDiscovery(gateway: gateway, loop: loop)
                 dns!.configure(gateway.desiredSettings)
                 stats = DashboardStats(gateway: gateway, loop: loop)
+                splitGuards = SplitGuardRunner(gateway: gateway, loop: loop)
+                splitGuards!.start()
                 heapTrimmer = HeapTrimmer(gateway: gateway, loop: loop)
                 heapTrimmer!.start()
                 ready.store(1, ordering: .releasing)
@@ -79,6 +83,7 @@ final class ControlPlane: @unchecked Sendable {
             telemetry?.stop()
             heapTrimmer?.stop()
             stats?.stop()
+            splitGuards?.stop()
             for c in healthClients.values { c.close() }
         }
         loop.stop()
@@ -92,6 +97,7 @@ final class ControlPlane: @unchecked Sendable {
         loop.execute { [self] in
             dns?.configure(s)
             admin?.limits = Self.adminLimits(s)
+            splitGuards?.reschedule()
         }
     }
 
@@ -161,6 +167,21 @@ final class ControlPlane: @unchecked Sendable {
             w.field("rate_limits", s.rateLimits.count)
             w.endObject()
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: w.bytes)
+        case "/admin/splits":
+            r.respond(status: 200, headers: [("Content-Type", "application/json"), ("Cache-Control", "no-store")], body: splitGuards?.splitsJSON() ?? [])
+        case let p where p.hasPrefix("/admin/splits/") && p.hasSuffix("/reset"):
+            // POST /admin/splits/{model}/reset (behind the admin token when one is set).
+            guard req.method == "POST" else {
+                r.respond(status: 405, headers: [("Content-Type", "application/json"), ("Allow", "POST")],
+                          body: ErrorResponse.client(405, "Use POST to reset a split's guard.").body())
+                return
+            }
+            let model = String(p.dropFirst("/admin/splits/".count).dropLast("/reset".count))
+            if splitGuards?.reset(model: model) == true {
+                r.respond(status: 200, headers: [("Content-Type", "application/json")], body: splitGuards!.splitsJSON())
+            } else {
+                r.respond(status: 404, ErrorResponse.client(404, "No guarded split named '\(model)'.").bodyString)
+            }
         case "/admin/endpoints":
             r.respond(status: 200, headers: [("Content-Type", "application/json")], body: endpointsJSON())
         case "/admin/stats":
@@ -261,7 +282,7 @@ final class ControlPlane: @unchecked Sendable {
                                             ([("worker", String(i)), ("state", "free")], Double(w.buffersFree))]
                                        }),
         ]
-        return PrometheusExposition.render(schema: catalog.schema, values: values, gauges: gauges)
+        return PrometheusExposition.render(schema: catalog.schema, values: values, gauges: gauges + (splitGuards?.gauges() ?? []))
     }
 
     private func endpointsJSON() -> [UInt8] {

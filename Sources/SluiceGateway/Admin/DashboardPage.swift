@@ -192,7 +192,7 @@ function render(s) {
     ...s.splits.flatMap(sp => sp.arms.map((a, i) => el("tr", { "data-split": sp.model },
       el("td", {}, i ? "" : sp.model), el("td", {}, a.model),
       el("td", {}, el("span", { class: "bar" }, el("span", { style: `width:${(100 * a.weight_share).toFixed(0)}%` })), pct(a.weight_share)),
-      el("td", {}, a.requests), el("td", { class: "dim" }, i ? "" : sp.sticky), el("td", { class: "dim" }, i ? "" : (sp.guard === null ? "—" : String(sp.guard)))))));
+      el("td", {}, a.requests), el("td", { class: "dim" }, i ? "" : sp.sticky), el("td", { class: "dim" }, i ? "" : (sp.guard === null ? "—" : sp.guard.state + (sp.guard.arms.some(g => g.why) ? ": " + sp.guard.arms.filter(g => g.why).map(g => g.model + " " + g.why).join("; ") : "")))))));
 }
 
 function status(state, text) { const e = $("status"); e.dataset.state = state; e.textContent = text; }

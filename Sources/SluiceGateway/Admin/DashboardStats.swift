@@ -286,8 +286,9 @@ final class DashboardStats {
                 w.endObject()
             }
             w.endArray()
-            // Filled by the SLO guard (issue 26): whether it holds traffic back from an arm.
-            w.field("guard", nil as String?)
+            // The SLO guard (issue 26): its state, the weights in force and each arm's window
+            // figures; null for a split without one.
+            SplitGuardRunner.writeGuard(&w, gateway.rollouts.control(for: model.name))
             w.endObject()
         }
         w.endArray()

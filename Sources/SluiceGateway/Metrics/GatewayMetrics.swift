@@ -29,6 +29,8 @@ public final class GatewayMetrics: Sendable {
     let endpointRequests: Int
     let tunnels: Int
     let tunnelBytes: Int
+    /// By model asked for and arm, tenant, shadow, fallback (issue 26: ModelMetrics.swift).
+    let models: ModelFamilies
 
     /// How a request that met a saturated pool fared (flow control).
     static let queueOutcomeNames = ["dispatched", "shed", "expired", "rejected_tenant", "rejected_pool", "abandoned"]
@@ -77,6 +79,7 @@ public final class GatewayMetrics: Sendable {
                                     kind: .counter, labels: ["direction"])
         queueWait = schema.family("sluice_queue_wait_seconds", help: "Time requests waited in a pool's flow-control queue before dispatch.",
                                   kind: .histogram, labels: ["pool"], buckets: Self.latencyBuckets)
+        models = ModelFamilies(schema)
     }
 
     static let classes = ["2xx", "3xx", "4xx", "5xx", "aborted", "1xx"]

@@ -43,6 +43,8 @@ final class Exchange {
     private let requestDeadline: Instant
     private var phaseDeadline = Instant(nanoseconds: .max)
     private var lastActivity: Instant
+    /// A 5xx or 429 is being read and dropped before the request falls back (issue 26).
+    private var discarding: ModelFamilies.FallbackReason?
 
     init(client: any Downstream, worker: Worker, method: HTTPMethod, requestID: UInt64) {
         self.client = client
@@ -189,6 +191,17 @@ final class Exchange {
     }
 
     func upstreamResponseHead(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) {
+        // A 5xx or 429 before anything went to the client: the next model of the fallback
+        // chain, if any (issue 26). The answer is read and dropped (the connection is
+        // mid-parse here and stays usable); its end moves the request on (``fallBack()``).
+        if ctx.target.fallbackChain != nil, let reason = FallbackPhase.reason(forStatus: head.status), FallbackPhase.canAdvance(self) {
+            if head.status >= 500, let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
+            discarding = reason
+            ctx.response.upstreamStatus = head.status
+            stage = .relaying
+            arm(settings.timeouts.upstreamIdle)
+            return
+        }
         ctx.response.upstreamStatus = head.status
         ObservePhase.begin(self, head, bytes)
         if settings.proxy.routeHeader {
@@ -236,6 +249,7 @@ final class Exchange {
     /// Hands response body bytes to the client: the whole readable part of `buffer`, or the
     /// payload `ranges` (block offsets) of a chunked body.
     func relay(_ buffer: consuming ByteBuffer, ranges: [(Int, Int)]?) {
+        if discarding != nil { return }  // the dropped answer of a model that fell back
         ObservePhase.relay(self, buffer, ranges: ranges)
         if client.isBackpressured { ctx.attempt.upstream?.pauseReading() }
     }
@@ -245,7 +259,23 @@ final class Exchange {
         ctx.attempt.upstream?.resumeReading()
     }
 
+    /// The dropped answer ended (or broke off): on to the next model of the chain.
+    private func fallBack() {
+        guard let reason = discarding else { return }
+        discarding = nil
+        endAttemptSpan("the model server answered \(ctx.response.upstreamStatus); fell back")
+        ctx.attempt.upstream = nil
+        ctx.attempt.lease = nil
+        if FallbackPhase.advance(self, reason) {
+            stage = .pipeline(.queue)
+            apply(.again, at: .queue)
+        } else {
+            fail(.badGateway("The upstream model server failed and no fallback model could take the request."))
+        }
+    }
+
     func upstreamComplete() {
+        if discarding != nil { return fallBack() }
         ObservePhase.end(self)
         ctx.response.completed = true
         ctx.response.finalStatus = ctx.response.upstreamStatus
@@ -261,6 +291,10 @@ final class Exchange {
     }
 
     func upstreamFailed(beforeResponse: Bool, connectError: Bool) {
+        if discarding != nil {
+            releaseUpstream(abort: false)
+            return fallBack()
+        }
         endAttemptSpan(connectError ? "could not connect" : "the connection closed")
         let failed = ctx.attempt.lease?.endpoint.index
         if let ep = ctx.attempt.lease?.endpoint { recordFailure(ep) }
@@ -294,6 +328,10 @@ final class Exchange {
     }
 
     func upstreamProtocolError(responseStarted started: Bool) {
+        if discarding != nil {
+            releaseUpstream(abort: false)
+            return fallBack()
+        }
         endAttemptSpan("invalid HTTP response")
         releaseUpstream(abort: false)
         if started {
@@ -340,6 +378,10 @@ final class Exchange {
             ctx.attempt.excluded = failed
             stage = .pipeline(.route)
             apply(.retry, at: .route)
+        } else if FallbackPhase.advance(self, .connectError) {
+            // No retry left: the next model of the fallback chain (issue 26).
+            stage = .pipeline(.queue)
+            apply(.again, at: .queue)
         } else {
             fail(error)
         }

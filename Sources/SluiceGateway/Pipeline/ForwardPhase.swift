@@ -12,6 +12,11 @@ import SluiceTracing
 enum ForwardPhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
         guard let ep = x.ctx.attempt.lease?.endpoint, let pool = x.pool else { return .next }
+        // A sampled request's shadow copy (issue 26), from the body as the client sent it.
+        if x.ctx.attempt.number == 1, let plan = x.ctx.target.shadow, let sp = x.ctx.target.shadowPool {
+            x.ctx.target.shadow = nil
+            x.worker.shadows.copy(x, plan: plan, pool: sp)
+        }
         if x.ctx.attempt.number == 1, x.ctx.features != nil, needsRewrite(x), var f = x.ctx.features {
             let model = x.ctx.target.upstreamModel
             let metered = x.ctx.admission.ticket?.isMetered == true

@@ -46,6 +46,7 @@ enum ObservePhase {
         }
         if let p = previous, let last = x.ctx.response.observer!.lastTokenAt, last > p, let pool = x.pool {
             x.worker.metrics.observe(pool.slots.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p))
+            if let a = x.ctx.target.armSlots { x.worker.metrics.observe(a.interToken, GatewayMetrics.tokenGapBuckets, last.seconds(since: p)) }
         }
         if let s = x.ctx.response.observer!.stored, s.id != nil, !s.recorded { recordResponseID(x, s) }
         if !hadFirstToken && x.ctx.response.observer!.firstTokenAt != nil { firstToken(x, at: now) }

@@ -15,6 +15,9 @@ import SluiceSettings
 /// to the TTL, so an endpoint that appears (a reload, DNS, a scale from zero) still serves them.
 enum QueuePhase: RequestPhase {
     static func run(_ x: Exchange) -> PhaseAction {
+        // A pool with no admitted endpoint does not hold a request that has a fallback model:
+        // it goes there at once (issue 26; the queue phase runs again for that model's pool).
+        if x.ctx.target.fallbackChain != nil, FallbackPhase.poolIsDown(x), FallbackPhase.advance(x, .noEndpoint) { return .again }
         let g = x.ctx.generation  // read in place: a copy of the settings would retain every field
         guard g.value.flow.enabled, let pool = x.pool else { return .next }
         let band: PriorityBand

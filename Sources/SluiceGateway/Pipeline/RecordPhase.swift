@@ -31,6 +31,7 @@ enum RecordPhase {
             return
         }
         let slots = pool.slots
+        RolloutRecord.run(x, status: status, now: now)
         m.add(slots.requests[GatewayMetrics.classIndex(status)])
         m.add(slots.routes[x.ctx.attempt.routeReason.ordinal])
         m.observe(slots.duration, GatewayMetrics.latencyBuckets, now.seconds(since: x.ctx.startedAt))
@@ -55,6 +56,7 @@ enum RecordPhase {
         line.field("endpoint_type", f.map { String(describing: $0.endpoint) })
         line.field("model", x.ctx.target.clientModel)
         line.field("arm", x.ctx.target.arm)
+        line.field("fallback", x.ctx.target.servedByFallback)
         line.field("pool", pool.name)
         line.field("endpoint", x.ctx.attempt.endpointName)
         line.field("status", status)

@@ -78,6 +78,24 @@ struct RequestContext: ~Copyable {
         var pinned: String?
         /// Redis was asked for the endpoint of the request's response id (once).
         var lookedUpResponse = false
+        /// Per model-and-arm metric slots (nil: no `models:`, or answered before resolve).
+        var armSlots: ArmSlots?
+        /// The model-table entries named and resolved (the table of the worker's settings when
+        /// the request resolved; nil without `models:`).
+        var entry: Int?
+        var resolvedEntry: Int?
+        /// Fallback chain (issue 26): the next position in the chain to try, and the model that
+        /// finally served when it was not the resolved one (`x-sluice-fallback`).
+        var fallbackChain: FallbackChain?
+        var fallbackNext = 0
+        var servedByFallback: String?
+        /// The resolved model failed the request (5xx, connection failure, no endpoint) and a
+        /// fallback took it: its arm counts it as a 5xx, so that the SLO guard sees the
+        /// failure a fallback hides from the client.
+        var armFailed = false
+        /// A sampled request's shadow copy, sent by the forward phase (issue 26).
+        var shadow: ShadowPlan?
+        var shadowPool: UpstreamPool?
     }
 
     /// What admission decided.

@@ -164,6 +164,14 @@ enum ResolvePhase: RequestPhase {
         x.ctx.target.arm = t.arm
         x.ctx.target.adapter = t.adapter
         x.ctx.target.modelPriority = t.priority
+        x.ctx.target.armSlots = t.armSlots
+        x.ctx.target.entry = t.entry
+        x.ctx.target.resolvedEntry = t.resolvedEntry
+        x.ctx.target.fallbackChain = t.fallback
+        if let plan = table.entries[t.entry].shadow, plan.pool < w.pools.count, w.nextRandom() < plan.fraction {
+            x.ctx.target.shadow = plan
+            x.ctx.target.shadowPool = w.pools[plan.pool]
+        }
         // The name is rewritten where it lives in the body (JSON, form field); a name in the
         // query or the path goes upstream as the client wrote it.
         if f.targetModel == nil && (t.rewriteModel || f.scanned.modelEscaped) { x.ctx.target.upstreamModel = t.upstreamModel }

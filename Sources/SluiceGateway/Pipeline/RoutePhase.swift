@@ -22,7 +22,8 @@ enum RoutePhase: RequestPhase {
             }
         }
         let scored = x.ctx.features != nil
-        let hashes = scored && first
+        // After a fallback the scratch space holds other requests' hashes (issue 26).
+        let hashes = scored && first && x.ctx.target.fallbackNext == 0
             ? UnsafeBufferPointer(rebasing: w.inspectScratch.prefixHashes[0..<blocks])
             : UnsafeBufferPointer(start: nil, count: 0)
         let adapter = x.ctx.target.adapter
@@ -40,6 +41,7 @@ enum RoutePhase: RequestPhase {
                 waitForAdapter(x, a.name, path: path, on: target)
                 return .wait
             }
+            if FallbackPhase.advance(x, .noEndpoint) { return .again }
             return .respond(LocalResponse(adapter != nil
                 ? .unavailable("No endpoint of pool '\(pool.name)' can serve adapter '\(adapter!.name)'.")
                 : .unavailable("No endpoints are available in pool '\(pool.name)'.")))

@@ -49,6 +49,12 @@ public struct SimOptions: Sendable {
     public var jitter = 0.0
     /// Bind with SO_REUSEPORT.
     public var reusePort = false
+    /// Injected faults (tests): the share of generation requests answered at once with
+    /// `failStatus` (`--fail-rate`, `--fail-status`), and a delay before each generation
+    /// request reaches the engine (`--delay`, milliseconds).
+    public var failRate = 0.0
+    public var failStatus = 500
+    public var delayMilliseconds = 0
 
     public init() {}
 

@@ -32,6 +32,8 @@ public final class SimServer {
     var storedOrder: [String] = []
     /// Open WebSocket connections (`/v1/realtime`).
     var webSockets: [ObjectIdentifier: SimWebSocket] = [:]
+    /// Generation requests seen by the fault injector (SimServer+Faults.swift).
+    var faults: UInt64 = 0
 
     /// The address actually bound (the real port when `options.port` was 0).
     public var address: SocketAddress { http.listener.address }
@@ -146,11 +148,11 @@ public final class SimServer {
         case ("GET", "/version"):
             resp.respond(status: 200, "{\"version\":\"0.32.0\"}")
         case ("POST", "/v1/chat/completions"):
-            generate(req, resp, kind: .chat)
+            generateWithFaults(req, resp, kind: .chat)
         case ("POST", "/v1/completions"):
-            generate(req, resp, kind: .completion)
+            generateWithFaults(req, resp, kind: .completion)
         case ("POST", "/v1/embeddings"):
-            generate(req, resp, kind: .embedding)
+            generateWithFaults(req, resp, kind: .embedding)
         case ("POST", "/v1/messages"):
             anthropicMessages(req, resp)
         case ("POST", "/v1/messages/count_tokens"):
