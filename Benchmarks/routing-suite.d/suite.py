@@ -45,6 +45,7 @@ ROUTERS = [
     ("weighted", "Sluice weighted (old default)"),
     ("sluice", "Sluice cost model (default)"),
     ("sluice-t200", "Sluice cost model, telemetry.interval 200ms"),
+    ("sluice-noflow", "Sluice cost model, flow_control off"),
 ]
 PEERS = ["rr", "sglang", "vllmr"]
 
@@ -198,7 +199,7 @@ def stop_backends(args):
 
 def start_router(args, procs, name, ports, shape, work):
     upstreams = [f"http://127.0.0.1:{p}" for p in ports]
-    if name in ("sluice", "weighted", "sluice-t200"):
+    if name in ("sluice", "weighted", "sluice-t200", "sluice-noflow"):
         cfg = os.path.join(work, f"{name}.yaml")
         models = ""
         if shape == "5":
@@ -211,6 +212,7 @@ workers: 1
 timeouts: {{ drain_delay: 0s }}
 telemetry: {{ interval: {"200ms" if name == "sluice-t200" else args.telemetry} }}
 {f'logging: {{ access_log: "{access}" }}' if args.access_log else ''}
+{'flow_control: { enabled: false }' if name == "sluice-noflow" else ''}
 pools:
   - name: sims
     routing: {"weighted" if name == "weighted" else "default"}
@@ -468,8 +470,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs (< 10 minutes)")
     ap.add_argument("--reps", type=int, default=3, help="runs per router and shape (medians)")
     ap.add_argument("--shapes", default="1,2,3,4,5")
-    ap.add_argument("--routers", default=",".join(n for n, _ in ROUTERS if n != "sluice-t200"),
-                    help="of rr, sglang, vllmr, weighted, sluice, sluice-t200 (the cost model scraping every 200 ms)")
+    ap.add_argument("--routers", default=",".join(n for n, _ in ROUTERS if n not in ("sluice-t200", "sluice-noflow")),
+                    help="of rr, sglang, vllmr, weighted, sluice, sluice-t200 (the cost model scraping every 200 ms), "
+                         "sluice-noflow (the cost model with flow control off)")
     ap.add_argument("--duration", type=float, help="seconds per closed-loop run (quick 3, full 20)")
     ap.add_argument("--window", type=float, help="open loop: seconds of arrivals per rate (quick 2.5, full 12)")
     ap.add_argument("--loads", default="0.5,0.8,0.95", help="open loop: fractions of capacity")
