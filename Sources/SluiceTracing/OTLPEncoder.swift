@@ -98,6 +98,19 @@ struct ProtoWriter: ~Copyable {
         s.withUTF8 { raw(field, UnsafeRawBufferPointer($0)) }
     }
 
+    /// A string from a request (a model name, a span name made from one) cut to `limit` bytes at
+    /// a character boundary: OpenTelemetry's attribute value length limit. The exporter's queue
+    /// is bounded in spans, so without it a client's megabyte model name would make every
+    /// queued span a megabyte.
+    mutating func string(_ field: Int, _ s: String, limit: Int) {
+        var s = s
+        s.withUTF8 { u in
+            var n = min(u.count, limit)
+            while n < u.count && n > 0 && u[n] & 0xC0 == 0x80 { n -= 1 }  // not inside a character
+            raw(field, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: u[0..<n])))
+        }
+    }
+
     mutating func string(_ field: Int, _ s: StaticString) {
         s.withUTF8Buffer { raw(field, UnsafeRawBufferPointer($0)) }
     }
@@ -197,7 +210,7 @@ public enum OTLPEncoder {
             w.id(F.spanTraceID, s.traceID)
             w.id(F.spanSpanID, s.spanID)
             if s.parentSpanID != 0 { w.id(F.spanParentSpanID, s.parentSpanID) }
-            w.string(F.spanName, s.name)
+            w.string(F.spanName, s.name, limit: OTLPEncoder.maxStringBytes)
             w.uint(F.spanKind, UInt64(s.kind.rawValue))
             w.fixed64(F.spanStart, s.startUnixNanos)
             w.fixed64(F.spanEnd, max(s.endUnixNanos, s.startUnixNanos))
@@ -222,6 +235,9 @@ public enum OTLPEncoder {
         }
     }
 
+    /// The longest span name or string attribute value exported (bytes).
+    public static let maxStringBytes = 1024
+
     static func attribute(_ field: Int, _ a: SpanAttribute, _ w: inout ProtoWriter) {
         w.message(field) { w in
             w.string(F.keyValueKey, a.key)
@@ -231,13 +247,13 @@ public enum OTLPEncoder {
 
     static func value(_ v: SpanAttribute.Value, _ w: inout ProtoWriter) {
         switch v {
-        case .string(let s): w.string(F.anyString, s)
+        case .string(let s): w.string(F.anyString, s, limit: maxStringBytes)
         case .bool(let b): w.bool(F.anyBool, b)
         case .int(let i): w.int64(F.anyInt, i)
         case .double(let d): w.double(F.anyDouble, d)
         case .strings(let list):
             w.message(F.anyArray) { w in
-                for s in list { w.message(F.arrayValues) { $0.string(F.anyString, s) } }
+                for s in list { w.message(F.arrayValues) { $0.string(F.anyString, s, limit: maxStringBytes) } }
             }
         }
     }

@@ -84,6 +84,24 @@ import Testing
         #expect(w.bytes == [0x85, 0x01, 0x01, 0x03, 0, 0])
     }
 
+    /// A string from a request is cut to the limit, never inside a character; shorter ones and
+    /// whole spans' names and attributes as `OTLPEncoder` writes them stay as they are.
+    @Test func longStringsAreCutAtACharacterBoundary() {
+        var w = ProtoWriter()
+        w.string(1, "abc", limit: 8)
+        #expect(w.bytes == [0x0A, 3] + Array("abc".utf8))
+        w = ProtoWriter()
+        w.string(1, String(repeating: "é", count: 10), limit: 5)  // 2 bytes each: 4 fit, not 5
+        #expect(w.bytes == [0x0A, 4] + Array(String(repeating: "é", count: 2).utf8))
+        w = ProtoWriter()
+        let span = FinishedSpan(traceID: TraceID(hi: 1, lo: 2), spanID: 3, name: String(repeating: "n", count: 5000),
+                                startUnixNanos: 1, endUnixNanos: 2,
+                                attributes: [SpanAttribute(SpanKey.requestModel, String(repeating: "m", count: 1 << 20))])
+        OTLPEncoder.appendSpan(span, to: &w)
+        #expect(w.count < 3 * OTLPEncoder.maxStringBytes)  // not a megabyte
+        #expect(w.bytes.count > 2 * OTLPEncoder.maxStringBytes)
+    }
+
     /// A nested message's length is patched in after its body, with a longer prefix when the
     /// body reaches 128 bytes (and 16 KiB), moving the body along.
     @Test(arguments: [0, 1, 127, 128, 300, 16_383, 16_384, 70_000])
