@@ -11,13 +11,13 @@
 #   Benchmarks/tracing-cost.sh [rounds] [seconds per run] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS="${1:-5}"; DURATION="${2:-5}"; CONNS="${3:-32}"
+ROUNDS="${1:-5}"; DURATION="${2:-5}"; CONNS="${3:-32}"; DELAY_MS="${DELAY_MS:-0}"
 . Benchmarks/lib.sh
 bench_init tracing-bench
 bench_need wrk nginx curl
 bench_sluice
 UP=18951; COLLECTOR=18952; FULL=18953; SAMPLED=18954; OFF=18955
-write_chat_lua "$WORK/post.lua"
+if [ "$DELAY_MS" -gt 0 ]; then write_chat_lua "$WORK/post.lua" "function delay() return $DELAY_MS end"; else write_chat_lua "$WORK/post.lua"; fi
 for pair in "$FULL 1" "$SAMPLED 0.01" "$OFF off"; do
   set -- $pair
   {
@@ -65,8 +65,12 @@ run() {  # name
 for name in full sampled off; do   # warm-up
   taskset -c "$OTHER_CPU" wrk -t1 -c"$CONNS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:${PORT[$name]}/v1/chat/completions" >/dev/null
 done
+# The order rotates every round: a process measured right after another runs on a cache and a
+# scheduler state that one left (an A/A run of two identical processes in a fixed order differed
+# by 7 %).
+ORDER=(full sampled off)
 for r in $(seq "$ROUNDS"); do
-  for name in full sampled off; do run $name; done
+  for i in 0 1 2; do run "${ORDER[$(( (i + r) % 3 ))]}"; done
 done
 sleep 3  # the last batches go out (export interval 2 s)
 awk '

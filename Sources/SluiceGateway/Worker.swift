@@ -33,6 +33,8 @@ package final class Worker: @unchecked Sendable {
     /// Exchange timers handed back by finished exchanges, for the next ones (no allocation
     /// per request for the timer). Bounded: beyond it they are freed.
     var spareExchangeTimers: [ExchangeTimer] = []
+    /// Traces of finished exchanges, for the next ones (tracing on).
+    var spareTraces: [TraceState] = []
     /// Re-checks the pools' flow-control queues while any request waits (room can appear
     /// without a request ending here: telemetry, endpoints added or re-admitted, other workers).
     private lazy var flowTimer = Timer { [unowned self] in self.flowTick() }

@@ -2,8 +2,8 @@ public import SluiceIO
 import Glibc
 
 /// One worker's side of tracing: head sampling when a request starts, and the spans of
-/// finished requests, encoded here and handed to the ``TraceExporter`` once per loop iteration
-/// (one short lock per batch, as the access log does). Confined to its worker's loop.
+/// finished requests, encoded here and handed to the ``TraceExporter`` in batches (32 KiB, or
+/// what 20 ms gathered: one short lock per batch). Confined to its worker's loop.
 ///
 /// The request path's use, in order:
 ///
@@ -35,6 +35,7 @@ public final class SpanRecorder {
         self.exporter = exporter
         self.loop = loop
         random = seed
+        handOverTimer = Timer { [weak self] in self?.handOver() }
         refresh()
     }
 
@@ -112,16 +113,159 @@ public final class SpanRecorder {
     /// loop iteration.
     public func record(_ span: FinishedSpan) {
         guard isOn else { return }
-        if pendingSpans == 0 {
+        OTLPEncoder.appendSpan(span, to: &pending)
+        appended()
+    }
+
+    /// A span was appended to `pending`: hand the batch over at the end of this loop iteration
+    /// once it holds `handOverBytes`, else within `handOverDelay` (one timer, armed once): a
+    /// hand-off per iteration cost a quiet worker a closure, a copy and the exporter's lock per
+    /// request.
+    private func appended() {
+        pendingSpans += 1
+        if pending.count >= Self.handOverBytes {
+            guard !handOverQueued else { return }
+            handOverQueued = true
             // Holds the recorder until the hand-off ran (a recorder dropped in this iteration
             // still delivers what it recorded).
             loop.deferUntilEndOfIteration { [self] in handOver() }
+        } else if !handOverTimer.isArmed {
+            loop.schedule(handOverTimer, after: Self.handOverDelay)
         }
-        OTLPEncoder.appendSpan(span, to: &pending)
-        pendingSpans += 1
     }
 
+    static let handOverBytes = 32 << 10
+    static let handOverDelay: Duration = .milliseconds(20)
+    private var handOverQueued = false
+    /// Weak: a recorder dropped with the timer armed is not kept (its deinit delivers instead).
+    private var handOverTimer: Timer!
+
+    /// What was recorded and not handed over yet still goes (from any thread: the exporter's
+    /// queue has its own lock).
+    deinit { handOver() }
+
+    // MARK: direct recording
+
+    // The request path writes its spans straight from its own state into this worker's batch:
+    // `beginSpan`, its attributes, `endSpan` — no ``FinishedSpan``, no attribute array, no
+    // string made for a value (a span from `FinishedSpan` costs several allocations; three of
+    // them per request were most of what tracing at ratio 1 cost a worker). Call only for
+    // requests ``shouldRecord(_:error:)`` accepted; one span open at a time.
+
+    /// Where the open span's length goes in `pending` (-1: none open).
+    private var openSpan = -1
+
+    /// Opens the server span of a request under `context`, named `name` and, when given,
+    /// `suffix` after a space (`chat tiny-llama`).
+    public func beginServerSpan(_ context: TraceContext, start: UInt64, end: UInt64, name: String, suffix: String?) {
+        guard begin(context.traceID, spanID: context.spanID, parent: context.parentSpanID,
+                    remoteParent: context.hasRemoteParent, kind: .server, start: start, end: end) else { return }
+        var name = name
+        name.withUTF8 { n in
+            guard var suffix else {
+                return pending.raw(OTLPEncoder.F.spanName,
+                                   UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: n[0..<ProtoWriter.cut(n, limit: OTLPEncoder.maxStringBytes)])))
+            }
+            suffix.withUTF8 { s in
+                let head = ProtoWriter.cut(n, limit: OTLPEncoder.maxStringBytes - 1)
+                let tail = ProtoWriter.cut(s, limit: OTLPEncoder.maxStringBytes - head - 1)
+                pending.raw(OTLPEncoder.F.spanName, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: n[0..<head])), UInt8(ascii: " "),
+                            UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: s[0..<tail])))
+            }
+        }
+    }
+
+    /// Opens a child of the server span of `context` (admission, routing, an upstream attempt).
+    public func beginChildSpan(of context: TraceContext, spanID: UInt64, name: StaticString, kind: SpanKind = .internal,
+                               start: UInt64, end: UInt64) {
+        guard begin(context.traceID, spanID: spanID, parent: context.spanID, remoteParent: false, kind: kind,
+                    start: start, end: end) else { return }
+        pending.string(OTLPEncoder.F.spanName, name)
+    }
+
+    public func beginChildSpan(of context: TraceContext, spanID: UInt64, name: String, kind: SpanKind = .internal,
+                               start: UInt64, end: UInt64) {
+        guard begin(context.traceID, spanID: spanID, parent: context.spanID, remoteParent: false, kind: kind,
+                    start: start, end: end) else { return }
+        pending.string(OTLPEncoder.F.spanName, name, limit: OTLPEncoder.maxStringBytes)
+    }
+
+    private func begin(_ trace: TraceID, spanID: UInt64, parent: UInt64, remoteParent: Bool, kind: SpanKind,
+                       start: UInt64, end: UInt64) -> Bool {
+        guard isOn else { return false }
+        if openSpan >= 0 { endSpan() }
+        openSpan = OTLPEncoder.beginSpan(&pending, trace: trace, spanID: spanID, parent: parent, remoteParent: remoteParent,
+                                         kind: kind, start: start, end: end)
+        return true
+    }
+
+    /// Ends the open span with its status.
+    public func endSpan(_ status: SpanStatus = .unset) {
+        guard openSpan >= 0 else { return }
+        OTLPEncoder.endSpan(&pending, openSpan, status: status)
+        openSpan = -1
+        appended()
+    }
+
+    /// A string attribute of the open span (cut to ``OTLPEncoder/maxStringBytes``).
+    public func attribute(_ key: StaticString, _ v: String) {
+        guard openSpan >= 0 else { return }
+        OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, v, &pending)
+    }
+
+    public func attribute(_ key: StaticString, _ v: Substring) {
+        guard openSpan >= 0 else { return }
+        var v = v
+        v.withUTF8 { OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, bytes: UnsafeRawBufferPointer($0), &pending) }
+    }
+
+    public func attribute(_ key: StaticString, _ v: StaticString) {
+        guard openSpan >= 0 else { return }
+        v.withUTF8Buffer { OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, bytes: UnsafeRawBufferPointer($0), &pending) }
+    }
+
+    /// A string attribute of bytes meant as UTF-8: written as they are when ASCII, else
+    /// repaired (invalid sequences replaced) — an OTLP string must be valid UTF-8, or the
+    /// collector refuses the whole batch.
+    public func attribute(_ key: StaticString, utf8 v: UnsafeRawBufferPointer) {
+        guard openSpan >= 0 else { return }
+        if v.allSatisfy({ $0 < 0x80 }) {
+            OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, bytes: v, &pending)
+        } else {
+            OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, String(decoding: v, as: UTF8.self), &pending)
+        }
+    }
+
+    public func attribute(_ key: StaticString, utf8 v: [UInt8]) {
+        v.withUnsafeBytes { attribute(key, utf8: $0) }
+    }
+
+    /// A string attribute of 16 lowercase hex digits (an id).
+    public func attribute(_ key: StaticString, hex v: UInt64) {
+        guard openSpan >= 0 else { return }
+        OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, hex: v, &pending)
+    }
+
+    public func attribute(_ key: StaticString, _ v: Int) {
+        guard openSpan >= 0 else { return }
+        OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, v, &pending)
+    }
+
+    public func attribute(_ key: StaticString, _ v: Double) {
+        guard openSpan >= 0 else { return }
+        OTLPEncoder.attribute(OTLPEncoder.F.spanAttributes, key, v, &pending)
+    }
+
+    public func attribute(_ key: StaticString, _ v: Bool) {
+        guard openSpan >= 0 else { return }
+        pending.keyValue(OTLPEncoder.F.spanAttributes, key, OTLPEncoder.F.anyBool, varint: v ? 1 : 0)
+    }
+
+    /// What this iteration recorded so far, encoded (tests).
+    var pendingBytes: [UInt8] { pending.bytes }
+
     private func handOver() {
+        handOverQueued = false
         guard pendingSpans > 0 else { return }
         exporter.enqueue(pending.bytes, spans: pendingSpans)
         pending.removeAll()

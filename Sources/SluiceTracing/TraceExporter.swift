@@ -32,6 +32,10 @@ public final class TraceExporter: @unchecked Sendable {
         var batch = 0
         /// A wake-up is already queued on the exporter's loop.
         var wakePending = false
+        /// A post is in flight: its completion takes the next batch, so workers need not wake
+        /// the exporter meanwhile (a wake per worker loop iteration while the queue stays above
+        /// a batch cost a context switch each).
+        var posting = false
     }
     private let queue = Mutex(Queue())
 
@@ -44,6 +48,10 @@ public final class TraceExporter: @unchecked Sendable {
     private var timer: Timer?
     private var inFlight = false
     private var resource: [UInt8] = []
+    private var scope: [UInt8] = []
+    /// The export request being built or sent, kept for the next one (the client lets go of
+    /// it once written, so it is reused without a copy).
+    private var requestBuffer: [UInt8] = []
     private var current: TracingConfiguration?
     private var flushWaiters: [@Sendable () -> Void] = []
 
@@ -103,6 +111,7 @@ public final class TraceExporter: @unchecked Sendable {
         current = c
         resource = OTLPEncoder.resource([("service.name", c.serviceName), ("service.version", version),
                                          ("host.name", hostName), ("telemetry.sdk.name", "sluice"), ("telemetry.sdk.language", "swift")])
+        scope = OTLPEncoder.scope(version: version)
         if clientTarget.map({ $0.0 != c.address || $0.1 != c.authority }) ?? true {
             client?.close()
             let cl = HTTPClient(address: c.address, host: c.authority, loop: loop)
@@ -132,7 +141,7 @@ public final class TraceExporter: @unchecked Sendable {
             }
             q.chunks.append((bytes, spans))
             q.spans += spans
-            if q.spans >= q.batch && !q.wakePending {
+            if q.spans >= q.batch && !q.wakePending && !q.posting {
                 q.wakePending = true
                 return true
             }
@@ -150,26 +159,31 @@ public final class TraceExporter: @unchecked Sendable {
     private func export(_ loop: EventLoop) {
         guard !inFlight, let c = current, let client else { return }
         let (chunks, count) = queue.withLock { q -> ([[UInt8]], Int) in
-            var taken: [[UInt8]] = []
             var n = 0
-            while let first = q.chunks.first, n == 0 || n + first.spans <= q.batch {
-                taken.append(first.bytes)
-                n += first.spans
-                q.chunks.removeFirst()
+            var k = 0
+            while k < q.chunks.count, n == 0 || n + q.chunks[k].spans <= q.batch {
+                n += q.chunks[k].spans
+                k += 1
             }
+            let taken = q.chunks[..<k].map(\.bytes)
+            q.chunks.removeFirst(k)
             q.spans -= n
+            q.posting = n > 0
             return (taken, n)
         }
         guard count > 0 else {
             finishFlush()
             return
         }
-        let body = OTLPEncoder.request(resource: resource, scopeVersion: version, spans: chunks)
+        requestBuffer.removeAll(keepingCapacity: true)
+        client.writeHead(method: "POST", path: c.tracesPath, headers: [("Content-Type", "application/x-protobuf")],
+                         contentLength: OTLPEncoder.requestLength(resource: resource, scope: scope, spans: chunks), into: &requestBuffer)
+        OTLPEncoder.appendRequest(resource: resource, scope: scope, spans: chunks, to: &requestBuffer)
         inFlight = true
         exports.add(1, ordering: .relaxed)
-        client.send(method: "POST", path: c.tracesPath, headers: [("Content-Type", "application/x-protobuf")], body: body,
-                    timeout: c.exportTimeout) { [self] result in
+        client.send(request: requestBuffer, method: "POST", timeout: c.exportTimeout) { [self] result in
             inFlight = false
+            queue.withLock { $0.posting = false }
             switch result {
             case .success(let r) where (200..<300).contains(r.status):
                 exportedSpans.add(count, ordering: .relaxed)

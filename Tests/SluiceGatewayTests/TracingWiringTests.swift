@@ -169,3 +169,26 @@ import Testing
         #expect(sentSpans.count == 2)  // each attempt its own span
     }
 }
+
+/// An attempt span's `server.address` and `server.port` come from the endpoint's authority.
+@Suite struct TraceHostPortTests {
+    @Test(arguments: [
+        ("10.0.0.7:8000", "10.0.0.7", 8000 as Int?),
+        ("[::1]:8000", "[::1]", 8000),
+        ("[::1]", "[::1]", nil),
+        ("vllm-0.pool.svc", "vllm-0.pool.svc", nil),
+        ("host:", "host", nil),
+        ("host:65535", "host", 65535),
+        ("host:65536", "host", nil),
+        ("host:99999999999999999999", "host", nil),
+        ("host:8a", "host", nil),
+    ])
+    func splitsTheAuthority(authority: String, host: String, port: Int?) {
+        var a = authority
+        a.withUTF8 { u in
+            let (h, p) = TraceSpans.hostPort(UnsafeRawBufferPointer(u))
+            #expect(String(decoding: h, as: UTF8.self) == host, "\(authority)")
+            #expect(p == port, "\(authority)")
+        }
+    }
+}

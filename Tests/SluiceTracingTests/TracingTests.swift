@@ -206,6 +206,91 @@ struct OTLPDecodeTests {
         #expect((byID["00000000000000a2"]?["attributes"] as? [String: Any])?["sluice.route.candidates"] as? Int == 3)
     }
 
+    /// The request path writes spans straight from its state (``SpanRecorder``'s direct
+    /// recording); the bytes are those of the same span as a ``FinishedSpan``, and the official
+    /// decoder reads every kind of value, names cut at a character boundary, request bytes that
+    /// are not UTF-8 repaired, and span lengths of one, two and three bytes.
+    @Test func directRecordingWritesWhatFinishedSpansDo() throws {
+        let exporter = TraceExporter()
+        var c = TracingConfiguration(address: SocketAddress("127.0.0.1:9")!, authority: "127.0.0.1:9")
+        c.exportInterval = .seconds(3600)
+        exporter.configure(c)
+        defer { exporter.configure(nil) }
+        let worker = try TestLoop()
+        defer { worker.stop() }
+        let ctx = TraceContext(traceID: TraceID(hi: 0x4bf9_2f35_77b3_4da6, lo: 0xa3ce_929d_0e0e_4736), spanID: 0x1111_2222_3333_4444,
+                               parentSpanID: 0x00f0_67aa_0ba9_02b7, sampled: true, parentSampled: true)
+        let t0: UInt64 = 1_796_000_000_000_000_000
+        let longModel = String(repeating: "é", count: 700)  // 1,400 bytes: the name is cut
+        let (direct, finished) = worker.sync { () -> ([UInt8], [UInt8]) in
+            let r = SpanRecorder(exporter: exporter, loop: worker.loop)
+            r.beginServerSpan(ctx, start: t0, end: t0 + 5, name: "chat", suffix: "tiny-llama")
+            r.attribute(SpanKey.requestModel, "tiny-llama")
+            r.attribute(SpanKey.inputTokens, 12)
+            r.attribute("sluice.test.negative", -5)
+            r.attribute(SpanKey.timeToFirstToken, 0.0425)
+            r.attribute(SpanKey.requestStream, true)
+            r.attribute(SpanKey.requestID, hex: 0x00f0_67aa_0ba9_02b7)
+            r.attribute(SpanKey.serverAddress, "10.0.0.7:8000".prefix(8))
+            r.attribute(SpanKey.operationName, "chat" as StaticString)
+            r.attribute(SpanKey.urlPath, utf8: Array("/v1/chat".utf8))
+            r.attribute(SpanKey.responseModel, utf8: [0x6D, 0xFF, 0x6E])  // not UTF-8
+            r.endSpan()
+            r.beginChildSpan(of: ctx, spanID: 0xA1, name: "sluice.route", start: t0, end: t0 + 1)
+            r.endSpan(.ok)
+            r.beginChildSpan(of: ctx, spanID: 0xA2, name: "POST", kind: .client, start: t0, end: t0 + 2)
+            r.attribute(SpanKey.httpStatus, 503)
+            r.endSpan(.error("connection refused"))
+            r.beginServerSpan(ctx, start: t0, end: t0, name: "chat", suffix: longModel)
+            // A span over 16 KiB: 17 attributes of 1 KiB each.
+            for key in [SpanKey.requestModel, SpanKey.responseModel, SpanKey.operationName, SpanKey.pool, SpanKey.endpoint,
+                        SpanKey.tenant, SpanKey.splitArm, SpanKey.adapter, SpanKey.routeReason, SpanKey.cacheResult,
+                        SpanKey.rateLimitResult, SpanKey.urlPath, SpanKey.httpMethod, SpanKey.serverAddress, SpanKey.errorType,
+                        SpanKey.retryReason, SpanKey.requestID] {
+                r.attribute(key, longModel)
+            }
+            r.endSpan()
+            let direct = r.pendingBytes
+            var finished: [UInt8] = []
+            let a = [SpanAttribute(SpanKey.requestModel, "tiny-llama"), SpanAttribute(SpanKey.inputTokens, 12),
+                     SpanAttribute("sluice.test.negative", -5), SpanAttribute(SpanKey.timeToFirstToken, 0.0425),
+                     SpanAttribute(SpanKey.requestStream, true), SpanAttribute(SpanKey.requestID, "00f067aa0ba902b7"),
+                     SpanAttribute(SpanKey.serverAddress, "10.0.0.7")]
+            OTLPEncoder.appendSpan(.server(ctx, name: "chat tiny-llama", start: t0, end: t0 + 5, attributes: a), to: &finished)
+            return (direct, finished)
+        }
+        // The first span, up to the attributes FinishedSpan cannot express the same way.
+        #expect(direct.count > finished.count)
+        #expect(Array(direct[3..<finished.count]) == Array(finished[3..<finished.count]))
+
+        let decoded = try Python.decode(OTLPEncoder.request(resource: [], scopeVersion: "1", spans: [direct]))
+        #expect(decoded.count == 4)
+        let server = try #require(decoded.first)
+        #expect(server["name"] as? String == "chat tiny-llama")
+        #expect(server["flags"] as? Int == 0x301)
+        let a = try #require(server["attributes"] as? [String: Any])
+        #expect(a["gen_ai.usage.input_tokens"] as? Int == 12)
+        #expect(a["sluice.test.negative"] as? Int == -5)
+        #expect(a["gen_ai.server.time_to_first_token"] as? Double == 0.0425)
+        #expect(a["gen_ai.request.stream"] as? Bool == true)
+        #expect(a["sluice.request_id"] as? String == "00f067aa0ba902b7")
+        #expect(a["server.address"] as? String == "10.0.0.7")
+        #expect(a["gen_ai.operation.name"] as? String == "chat")
+        #expect(a["url.path"] as? String == "/v1/chat")
+        #expect(a["gen_ai.response.model"] as? String == "m\u{FFFD}n")
+        #expect((decoded[1]["status"] as? [String: Any])?["code"] as? Int == 1)
+        #expect(decoded[1]["end"] as? Int == Int(t0) + 1)
+        #expect(decoded[2]["kind"] as? Int == 3)
+        #expect((decoded[2]["status"] as? [String: Any])?["message"] as? String == "connection refused")
+        #expect((decoded[2]["attributes"] as? [String: Any])?["http.response.status_code"] as? Int == 503)
+        let big = decoded[3]
+        let name = try #require(big["name"] as? String)
+        #expect(name.utf8.count <= OTLPEncoder.maxStringBytes && name.utf8.count >= OTLPEncoder.maxStringBytes - 1)
+        #expect(name.hasPrefix("chat éé"))
+        #expect(((big["attributes"] as? [String: Any])?["gen_ai.request.model"] as? String)?.utf8.count == 1024)
+        #expect((big["attributes"] as? [String: Any])?.count == 17)
+    }
+
     /// A root span (the gateway started the trace) has no parent and no remote flag.
     @Test func rootSpanHasNoParent() throws {
         let ctx = TraceContext(traceID: TraceID(hi: 1, lo: 2), spanID: 3, sampled: true)

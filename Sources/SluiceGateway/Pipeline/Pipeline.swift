@@ -102,5 +102,6 @@ enum Pipeline {
     static func end(_ x: Exchange) {
         SettlePhase.run(x)
         RecordPhase.run(x)
+        TraceSpans.end(x)
     }
 }

@@ -5,18 +5,19 @@ import SluiceTracing
 
 /// A request's trace while tracing is on (`RequestContext.trace`; nil when off, so a request
 /// without tracing carries one nil pointer and records nothing — a class so that the context
-/// stays small and "is it traced" is a pointer test).
+/// stays small and "is it traced" is a pointer test). Pooled per worker (``Worker/spareTraces``):
+/// its buffers keep their capacity, so a traced request allocates nothing for them.
 ///
 /// What its spans need is stamped as the request goes: when admission (with the queue) ended,
 /// when the route phase picked, and each upstream attempt's client span — its id goes upstream
 /// in `traceparent`, so the model server's own spans hang under the attempt that reached it.
 final class TraceState {
-    let context: TraceContext
-    /// The request's path (no query) and id as the client knows it, read when a sampled trace
-    /// began (the request's bytes may be gone by the end); nil for one not sampled, which
-    /// allocates nothing unless it fails (then the spans go without the path).
-    var path: String?
-    var requestID: String?
+    var context: TraceContext
+    /// The request's path (no query) and id as the client knows it, copied when a sampled
+    /// trace began (the request's bytes may be gone by the end); empty for one not sampled
+    /// (then a failed request's spans go without them).
+    var path: [UInt8] = []
+    var requestID: [UInt8] = []
     /// When admission ended (limits and cache answered), and when the queue let it go.
     var admittedAt: Instant?
     var dequeuedAt: Instant?
@@ -30,6 +31,29 @@ final class TraceState {
     var attempts: [AttemptSpan] = []
 
     init(context: TraceContext) { self.context = context }
+
+    /// Ready for another request (from the worker's spares): everything but the buffers'
+    /// capacity forgotten.
+    func reset(_ context: TraceContext) {
+        self.context = context
+        path.removeAll(keepingCapacity: true)
+        requestID.removeAll(keepingCapacity: true)
+        admittedAt = nil
+        dequeuedAt = nil
+        routedAt = nil
+        attemptSpanID = 0
+        attemptEndpoint = nil
+        attempts.removeAll(keepingCapacity: true)
+    }
+
+    /// Copies request bytes for a span attribute: ASCII kept, anything else `?` (a path or a
+    /// request id is ASCII; an OTLP string must be valid UTF-8, or the collector refuses the
+    /// whole batch).
+    static func copyASCII(_ b: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        let from = out.count
+        out.append(contentsOf: b)
+        for i in from..<out.count where out[i] >= 0x80 { out[i] = UInt8(ascii: "?") }
+    }
 
     struct AttemptSpan {
         var spanID: UInt64
@@ -80,15 +104,31 @@ enum TraceSpans {
         guard spans.isEnabled else { return }
         x.client.withRequest { r in
             let context = spans.begin(traceparent: r.head.first(.traceparent).map { r.bytes.slice($0.value) })
-            let t = TraceState(context: context)
+            let t: TraceState
+            if let spare = x.worker.spareTraces.popLast() {
+                spare.reset(context)
+                t = spare
+            } else {
+                t = TraceState(context: context)
+            }
             if context.sampled {
-                t.path = ResolvePhase.logPath(r.target)
-                t.requestID = UpstreamRequestEncoder.clientRequestID(r.head, r.bytes).map { String(decoding: r.bytes.slice($0), as: UTF8.self) }
+                let path = Bytes.prefix(r.target, before: UInt8(ascii: "?"))
+                TraceState.copyASCII(UnsafeRawBufferPointer(rebasing: path.prefix(200)), into: &t.path)
+                if let id = UpstreamRequestEncoder.clientRequestID(r.head, r.bytes) { TraceState.copyASCII(r.bytes.slice(id), into: &t.requestID) }
             }
             x.ctx.trace = t
         }
     }
 
+    /// The exchange is done with its trace: back to the worker's spares.
+    static func end(_ x: Exchange) {
+        guard let t = x.ctx.trace else { return }
+        x.ctx.trace = nil
+        if x.worker.spareTraces.count < 1024 { x.worker.spareTraces.append(t) }
+    }
+
+    /// The request's spans, written straight into the worker's batch (``SpanRecorder``'s
+    /// direct recording: no attribute arrays, no strings made for values).
     static func record(_ x: Exchange, status: Int, at now: Instant) {
         guard let t = x.ctx.trace else { return }
         let spans = x.worker.spans
@@ -99,89 +139,98 @@ enum TraceSpans {
         let end = spans.unixNanos(now)
         let model = x.ctx.target.clientModel
         let pool = x.pool?.name
+        let method = x.ctx.method.name
 
-        var a: [SpanAttribute] = []
-        a.reserveCapacity(24)
         let operation = operationName(x.ctx.features?.endpoint)
-        if let operation { a.append(SpanAttribute(SpanKey.operationName, operation)) }
-        if let model { a.append(SpanAttribute(SpanKey.requestModel, model)) }
+        spans.beginServerSpan(ctx, start: start, end: end, name: operation ?? method, suffix: model)
+        if let operation { spans.attribute(SpanKey.operationName, operation) }
+        if let model { spans.attribute(SpanKey.requestModel, model) }
         if let f = x.ctx.features {
-            a.append(SpanAttribute(SpanKey.requestStream, f.stream))
-            if let m = f.scanned.maxTokens { a.append(SpanAttribute(SpanKey.requestMaxTokens, m)) }
+            spans.attribute(SpanKey.requestStream, f.stream)
+            if let m = f.scanned.maxTokens { spans.attribute(SpanKey.requestMaxTokens, m) }
         }
-        if x.ctx.attempt.sentAt != nil, let m = x.ctx.target.resolvedModel ?? x.ctx.target.upstreamModel {
-            a.append(SpanAttribute(SpanKey.responseModel, String(decoding: m, as: UTF8.self)))
-        } else if x.ctx.attempt.sentAt != nil, let model {
-            a.append(SpanAttribute(SpanKey.responseModel, model))
+        if x.ctx.attempt.sentAt != nil {
+            if let m = x.ctx.target.resolvedModel ?? x.ctx.target.upstreamModel {
+                spans.attribute(SpanKey.responseModel, utf8: m)
+            } else if let model {
+                spans.attribute(SpanKey.responseModel, model)
+            }
         }
         if x.ctx.response.observer != nil {
             if let u = x.ctx.response.observer!.usage {
-                a.append(SpanAttribute(SpanKey.inputTokens, u.promptTokens))
-                a.append(SpanAttribute(SpanKey.outputTokens, u.completionTokens))
+                spans.attribute(SpanKey.inputTokens, u.promptTokens)
+                spans.attribute(SpanKey.outputTokens, u.completionTokens)
             }
             if let ft = x.ctx.response.observer!.firstTokenAt {
-                a.append(SpanAttribute(SpanKey.timeToFirstToken, ft.seconds(since: x.ctx.startedAt)))
+                spans.attribute(SpanKey.timeToFirstToken, ft.seconds(since: x.ctx.startedAt))
             }
         }
-        a.append(SpanAttribute(SpanKey.httpMethod, x.ctx.method.name))
-        if status > 0 { a.append(SpanAttribute(SpanKey.httpStatus, status)) }
-        if let path = t.path { a.append(SpanAttribute(SpanKey.urlPath, path)) }
-        a.append(SpanAttribute(SpanKey.requestID, t.requestID ?? x.logRequestID ?? hex16(x.ctx.requestID)))
-        if let pool { a.append(SpanAttribute(SpanKey.pool, pool)) }
-        if let e = x.ctx.attempt.endpointName { a.append(SpanAttribute(SpanKey.endpoint, e)) }
-        if let arm = x.ctx.target.arm { a.append(SpanAttribute(SpanKey.splitArm, arm)) }
-        if let ad = x.ctx.target.adapter { a.append(SpanAttribute(SpanKey.adapter, ad.name)) }
-        if x.ctx.attempt.number > 0 { a.append(SpanAttribute(SpanKey.attempts, x.ctx.attempt.number)) }
-        if failed { a.append(SpanAttribute(SpanKey.errorType, status == 0 ? "client_closed" : String(status))) }
-        let statusText: SpanStatus = failed ? .error(status == 0 ? "the client went away" : "HTTP \(status)") : .unset
-        let name = [operation ?? x.ctx.method.name, model].compactMap { $0 }.joined(separator: " ")
-        spans.record(.server(ctx, name: name, start: start, end: end, status: statusText, attributes: a))
+        spans.attribute(SpanKey.httpMethod, method)
+        if status > 0 { spans.attribute(SpanKey.httpStatus, status) }
+        if !t.path.isEmpty { spans.attribute(SpanKey.urlPath, utf8: t.path) }
+        if !t.requestID.isEmpty {
+            spans.attribute(SpanKey.requestID, utf8: t.requestID)
+        } else if let id = x.logRequestID {
+            spans.attribute(SpanKey.requestID, id)
+        } else {
+            spans.attribute(SpanKey.requestID, hex: x.ctx.requestID)
+        }
+        if let pool { spans.attribute(SpanKey.pool, pool) }
+        if let e = x.ctx.attempt.endpointName { spans.attribute(SpanKey.endpoint, e) }
+        if let arm = x.ctx.target.arm { spans.attribute(SpanKey.splitArm, arm) }
+        if let ad = x.ctx.target.adapter { spans.attribute(SpanKey.adapter, ad.name) }
+        if x.ctx.attempt.number > 0 { spans.attribute(SpanKey.attempts, x.ctx.attempt.number) }
+        if failed {
+            if status == 0 { spans.attribute(SpanKey.errorType, "client_closed") } else { spans.attribute(SpanKey.errorType, String(status)) }
+        }
+        spans.endSpan(failed ? .error(status == 0 ? "the client went away" : "HTTP \(status)") : .unset)
 
         // Admission: limits and the cache, then the queue while the pool was full (no span
         // when there was neither: nothing was decided there).
         if let admitted = t.dequeuedAt ?? t.admittedAt, x.ctx.admission.ticket != nil || x.ctx.queue.waited != nil {
-            var b: [SpanAttribute] = [SpanAttribute(SpanKey.tenant, x.ctx.tenant)]
-            if let c = x.ctx.admission.cacheOutcome { b.append(SpanAttribute(SpanKey.cacheResult, c.rawValue)) }
-            if let l = x.ctx.admission.limitOutcome { b.append(SpanAttribute(SpanKey.rateLimitResult, l.rawValue)) }
-            if let w = x.ctx.queue.waited { b.append(SpanAttribute(SpanKey.queueWait, Double(w.nanoseconds) / 1e9)) }
-            spans.record(.child(of: ctx, spanID: spans.newSpanID(), name: "sluice.admit", start: start, end: spans.unixNanos(admitted),
-                                attributes: b))
+            spans.beginChildSpan(of: ctx, spanID: spans.newSpanID(), name: "sluice.admit", start: start, end: spans.unixNanos(admitted))
+            spans.attribute(SpanKey.tenant, x.ctx.tenant)
+            if let c = x.ctx.admission.cacheOutcome { spans.attribute(SpanKey.cacheResult, c.rawValue) }
+            if let l = x.ctx.admission.limitOutcome { spans.attribute(SpanKey.rateLimitResult, l.rawValue) }
+            if let w = x.ctx.queue.waited { spans.attribute(SpanKey.queueWait, Double(w.nanoseconds) / 1e9) }
+            spans.endSpan()
         }
         // The routing decision (the last one, after any retry).
         if let routed = t.routedAt {
-            var b: [SpanAttribute] = [SpanAttribute(SpanKey.routeReason, x.ctx.attempt.routeReason.rawValue)]
-            if let pool { b.append(SpanAttribute(SpanKey.pool, pool)) }
-            if let e = x.ctx.attempt.endpointName { b.append(SpanAttribute(SpanKey.endpoint, e)) }
-            if let p = x.pool { b.append(SpanAttribute(SpanKey.routeCandidates, p.endpoints.count)) }
+            let from = t.dequeuedAt ?? t.admittedAt ?? x.ctx.startedAt
+            spans.beginChildSpan(of: ctx, spanID: spans.newSpanID(), name: "sluice.route", start: spans.unixNanos(from),
+                                 end: spans.unixNanos(max(routed, from)))
+            // The pool is the server span's; the endpoint repeats here as what was decided.
+            spans.attribute(SpanKey.routeReason, x.ctx.attempt.routeReason.rawValue)
+            if let e = x.ctx.attempt.endpointName { spans.attribute(SpanKey.endpoint, e) }
+            if let p = x.pool { spans.attribute(SpanKey.routeCandidates, p.endpoints.count) }
             // The cost model's prediction (seconds from the request's arrival, as the server
             // span's time to first token is) beside what was observed.
             if let p = x.ctx.attempt.predictedTTFT, let sent = x.ctx.attempt.sentAt {
-                b.append(SpanAttribute(SpanKey.predictedTTFT, sent.seconds(since: x.ctx.startedAt) + p))
+                spans.attribute(SpanKey.predictedTTFT, sent.seconds(since: x.ctx.startedAt) + p)
             }
-            let from = t.dequeuedAt ?? t.admittedAt ?? x.ctx.startedAt
-            spans.record(.child(of: ctx, spanID: spans.newSpanID(), name: "sluice.route", start: spans.unixNanos(from),
-                                end: spans.unixNanos(max(routed, from)), attributes: b))
+            spans.endSpan()
         }
         // Each upstream attempt: a client span, its id the parent the model server saw.
         for at in t.attempts {
-            var b: [SpanAttribute] = [SpanAttribute(SpanKey.attempt, at.number)]
-            if let e = at.endpoint {
-                b.append(SpanAttribute(SpanKey.endpoint, e))
-                let (host, port) = hostPort(e)
-                b.append(SpanAttribute(SpanKey.serverAddress, host))
-                if let port { b.append(SpanAttribute(SpanKey.serverPort, port)) }
+            spans.beginChildSpan(of: ctx, spanID: at.spanID, name: method, kind: .client, start: spans.unixNanos(at.start),
+                                 end: spans.unixNanos(at.end))
+            spans.attribute(SpanKey.attempt, at.number)
+            if var e = at.endpoint {
+                e.withUTF8 { u in
+                    let (host, port) = hostPort(UnsafeRawBufferPointer(u))
+                    spans.attribute(SpanKey.serverAddress, utf8: host)
+                    if let port { spans.attribute(SpanKey.serverPort, port) }
+                }
             }
-            if at.status > 0 { b.append(SpanAttribute(SpanKey.httpStatus, at.status)) }
-            b.append(SpanAttribute(SpanKey.httpMethod, x.ctx.method.name))
-            let st: SpanStatus
+            if at.status > 0 { spans.attribute(SpanKey.httpStatus, at.status) }
+            spans.attribute(SpanKey.httpMethod, method)
             if let e = at.error {
-                st = .error(e)
-                b.append(SpanAttribute(SpanKey.errorType, at.status > 0 ? String(at.status) : "upstream_error"))
+                spans.attribute(SpanKey.errorType, at.status > 0 ? String(at.status) : "upstream_error")
+                spans.endSpan(.error(e))
             } else {
-                st = .unset
+                spans.endSpan()
             }
-            spans.record(.child(of: ctx, spanID: at.spanID, name: x.ctx.method.name, kind: .client,
-                                start: spans.unixNanos(at.start), end: spans.unixNanos(at.end), status: st, attributes: b))
         }
     }
 
@@ -195,9 +244,16 @@ enum TraceSpans {
         }
     }
 
-    /// `host:port` split at its last colon (a bracketed IPv6 host keeps its colons).
-    static func hostPort(_ authority: String) -> (String, Int?) {
-        guard let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") else { return (authority, nil) }
-        return (String(authority[..<colon]), Int(authority[authority.index(after: colon)...]))
+    /// `host:port` split at its last colon (a bracketed IPv6 host keeps its colons); the port
+    /// nil when there is none or it is not a number up to 65535.
+    static func hostPort(_ authority: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, Int?) {
+        guard let colon = authority.lastIndex(of: UInt8(ascii: ":")), authority.last != UInt8(ascii: "]") else { return (authority, nil) }
+        var port = 0
+        for c in authority[(colon + 1)...] {
+            guard c >= 0x30 && c <= 0x39, port <= 6553 else { return (UnsafeRawBufferPointer(rebasing: authority[..<colon]), nil) }
+            port = port * 10 + Int(c - 0x30)
+        }
+        let host = UnsafeRawBufferPointer(rebasing: authority[..<colon])
+        return (host, colon + 1 < authority.count && port <= 65535 ? port : nil)
     }
 }

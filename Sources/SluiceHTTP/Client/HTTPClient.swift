@@ -48,7 +48,11 @@ public final class HTTPClient: EventHandler {
     private var connected = false
     private var queue: [Pending] = []
     private var inflight: Pending?
+    /// The request being written, and how much of it went out (an offset rather than removing
+    /// what was sent: a large request is neither shifted per partial send nor copied; once
+    /// sent it is let go, so a caller reusing its buffer gets it back unshared).
     private var outbuf: [UInt8] = []
+    private var outSent = 0
     private var inbuf: [UInt8] = []
     private var parser = HTTP1HeadParser(kind: .response, limits: HTTP1Limits(maxHeadBytes: 64 << 10, maxHeaderCount: 200, maxRequestLine: 8 << 10))
     private let head = HTTPHead(capacity: 200)
@@ -66,12 +70,31 @@ public final class HTTPClient: EventHandler {
     /// Sends a request; `completion` runs on the loop.
     public func send(method: String = "GET", path: String, headers: [(String, String)] = [], body: [UInt8] = [],
                      timeout: Duration = .seconds(5), completion: @escaping Completion) {
+        var request: [UInt8] = []
+        request.reserveCapacity(256 + body.count)
+        writeHead(method: method, path: path, headers: headers, contentLength: body.count, into: &request)
+        request += body
+        send(request: request, method: method, timeout: timeout, completion: completion)
+    }
+
+    /// A request's head (request line, `Host`, `headers`, `Content-Length` for a body or a
+    /// POST/PUT), appended to `out`: for a caller that writes the body after it into a buffer
+    /// of its own (``send(request:method:timeout:completion:)``).
+    public func writeHead(method: String, path: String, headers: [(String, String)] = [], contentLength: Int,
+                          into out: inout [UInt8]) {
         var h = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\n"
         for (k, v) in headers { h += "\(k): \(v)\r\n" }
-        if !body.isEmpty || method == "POST" || method == "PUT" { h += "Content-Length: \(body.count)\r\n" }
+        if contentLength > 0 || method == "POST" || method == "PUT" { h += "Content-Length: \(contentLength)\r\n" }
         h += "\r\n"
+        out += h.utf8
+    }
+
+    /// Sends a whole request, head and body (see ``writeHead(method:path:headers:contentLength:into:)``).
+    /// The client holds `request` only until it is written, so a caller that keeps it gets an
+    /// unshared buffer back to reuse.
+    public func send(request: [UInt8], method: String, timeout: Duration = .seconds(5), completion: @escaping Completion) {
         let m: HTTPMethod = method == "HEAD" ? .head : (method == "GET" ? .get : .post)
-        queue.append(Pending(request: Array(h.utf8) + body, method: m, timeout: timeout, completion: completion))
+        queue.append(Pending(request: request, method: m, timeout: timeout, completion: completion))
         if inflight == nil { startNext() }
     }
 
@@ -90,7 +113,10 @@ public final class HTTPClient: EventHandler {
 
     private func startNext() {
         guard inflight == nil, !queue.isEmpty else { return }
-        let p = queue.removeFirst()
+        var p = queue.removeFirst()
+        outbuf = p.request
+        outSent = 0
+        p.request = []
         inflight = p
         parser.reset()
         parser.requestMethod = p.method
@@ -107,7 +133,6 @@ public final class HTTPClient: EventHandler {
                 return
             }
         }
-        outbuf = p.request
         if connected { flush() }
     }
 
@@ -132,10 +157,15 @@ public final class HTTPClient: EventHandler {
     }
 
     private func flush() {
-        while !outbuf.isEmpty && fd >= 0 {
-            let r = outbuf.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
+        while outSent < outbuf.count && fd >= 0 {
+            let r = outbuf.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress! + outSent, $0.count - outSent) }
             switch r {
-            case .processed(let n)?: outbuf.removeFirst(n)
+            case .processed(let n)?:
+                outSent += n
+                if outSent == outbuf.count {
+                    outbuf = []
+                    outSent = 0
+                }
             case .wouldBlock?: return
             case nil:
                 finish(.failure(.closed), reusable: false)
@@ -230,6 +260,7 @@ public final class HTTPClient: EventHandler {
         if let r = registration { loop.deregister(r); registration = nil }
         if fd >= 0 { Glibc.close(fd); fd = -1 }
         connected = false
-        outbuf.removeAll()
+        outbuf = []
+        outSent = 0
     }
 }
