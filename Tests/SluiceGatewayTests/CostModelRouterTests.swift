@@ -84,6 +84,48 @@ import Testing
         #expect(landed == [Int](repeating: 1, count: 8), "\(landed)")
     }
 
+    /// Under flow control, a holder without room (its learned concurrency in flight) stays a
+    /// candidate for its prefix under the cost model, which weighs its queue against the hit:
+    /// kept while merely full, passed over once the prefill queued there costs more than the
+    /// hit saves, and passed over when an open endpoint holds as much of the prompt. Requests
+    /// it holds nothing of go to the endpoints with room. The weighted profile still passes
+    /// every full endpoint over (`costModel` false).
+    @Test(arguments: [true, false])
+    func aFullHolderKeepsItsPrefixUnderTheCostModel(_ costModel: Bool) throws {
+        let h = try RoutingHarness(endpoints: 4, policy: costModel ? .default : .weighted)
+        for i in 0..<4 { h.setTelemetry(i) }
+        // ~1,200 prompt tokens: a hit saves ~24 ms of prefill at the seeds.
+        let gamma = String(repeating: "gamma delta epsilon zeta ", count: 5)
+        h.prepare(body(gamma))
+        let owner = try #require(h.decide(commit: true)).endpoint
+        h.flowControl = true
+        h.setCapacity(owner, 2)
+        h.setInflight(owner, 2)
+        h.setLease(owner, decoding: 2)
+        h.prepare(body(gamma, question: "again"))
+        let d = try #require(h.decide())
+        if costModel {
+            #expect(d == (owner, "prefix_hit"))
+        } else {
+            #expect(d.endpoint != owner)
+        }
+        // Nothing of the prompt there: the full endpoint is passed over.
+        for k in 0..<12 {
+            h.prepare(body("new \(k) " + gamma))
+            #expect(h.decide()?.endpoint != owner)
+        }
+        guard costModel else { return }
+        // A long prefill queue there: the model sends the request away (and it now holds it too).
+        h.setLease(owner, pendingRequests: 3, pendingTokens: 6000, decoding: 2)
+        h.prepare(body(gamma, question: "third"))
+        let other = try #require(h.decide(commit: true))
+        #expect(other.endpoint != owner && other.reason == "lowest_ttft")
+        // Queue drained but still full: an open endpoint holds as much, so that one.
+        h.setLease(owner, decoding: 2)
+        h.prepare(body(gamma, question: "fourth"))
+        #expect(h.decide()! == (other.endpoint, "prefix_hit"))
+    }
+
     /// An adapter request goes where the adapter runs rather than where a load is needed.
     @Test func adaptersCostTheirLoad() throws {
         let h = try harness(4, adapter: "sql")

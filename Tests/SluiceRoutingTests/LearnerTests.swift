@@ -58,6 +58,30 @@ import Testing
         }
     }
 
+    /// A small CPU vLLM: 12x the seeds' prefill per token, 15x their step. Within 20 requests
+    /// (a quick benchmark run is ~100) the fit has the prefill per token, and a miss's
+    /// prediction, within 10 %; with the prefill prior at 2x the seed it had 80 µs a token after
+    /// 20 requests and 140 µs after 200.
+    @Test func learnsASlowEndpointWithinAFewRequests() {
+        let k = LatencyCoefficients(overhead: 0.01, prefillPerToken: 250e-6, stepBase: 0.03, stepPerSequence: 0.003)
+        let truth = Truth(k: k)
+        var l = LatencyLearner()
+        var rng = SplitMix64(seed: 5)
+        for i in 0..<20 {
+            // A quarter of them misses (1,000-1,300 tokens), the rest hits (50-350 uncached).
+            let tokens = i % 4 == 0 ? 1000 + Int(rng.next() % 300) : 50 + Int(rng.next() % 300), decoding = Int(rng.next() % 4)
+            let now = Double(i) * 0.1
+            l.observeGap(truth.gap(decoding: decoding) * (1 + 0.1 * (2 * rng.nextUnit() - 1)), decoding: decoding, at: now)
+            l.observeTTFT(truth.ttft(tokens: tokens, decoding: decoding) * (1 + 0.1 * (2 * rng.nextUnit() - 1)),
+                          tokens: tokens, decoding: decoding, at: now)
+        }
+        let c = l.coefficients
+        #expect(Self.close(c.prefillPerToken, k.prefillPerToken, 0.1), "\(c)")
+        // A miss's prediction (1,200 tokens, 2 decoding) within 10 %.
+        let cand = Candidate(index: 0, id: 0, homeHash: 0, decoding: 2, coefficients: c)
+        #expect(Self.close(CostModel().predict(cand, RoutingRequest(promptTokens: 1200)).ttft, truth.ttft(tokens: 1200, decoding: 2), 0.1))
+    }
+
     /// 10 % of samples 10x too slow (a GC pause, a preemption): the fit moves little. Clipping
     /// is symmetric and these outliers all lie on one side, so each still pulls by the clip
     /// bound: the intercept (overhead) rises by a few milliseconds (short prompts predicted up to

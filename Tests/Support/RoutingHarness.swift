@@ -14,6 +14,9 @@ public final class RoutingHarness {
     let worker: Worker
     private var features: RequestFeatures?
     private var adapter: String?
+    /// Flow control (its defaults) as the route phase passes it (false: off, as in the
+    /// micro-benchmark): an endpoint without room is passed over while another has some.
+    public var flowControl = false
     /// The settings' telemetry staleness, read once: `Worker.settings` is a `_read` coroutine,
     /// which called from another module allocates its frame (1,000 bytes a decision in the
     /// micro-benchmark; inside the gateway it is inlined).
@@ -73,6 +76,10 @@ public final class RoutingHarness {
     /// Reports a request sent to endpoint `i` as the request path's lease would.
     public func prefillStarted(_ i: Int, tokens: Int) { pool.endpoints[i].runtime.prefillStarted(tokens: tokens) }
 
+    /// The concurrency flow control learned for endpoint `i` (with ``flowControl`` on and
+    /// `maxWaiting` 0, the endpoint is full once this many are in flight there).
+    public func setCapacity(_ i: Int, _ n: Int) { pool.endpoints[i].runtime.learnedCapacity.store(n, ordering: .relaxed) }
+
     public func eject(_ i: Int) { pool.endpoints[i].runtime.ejectedUntil.store(.max, ordering: .relaxed) }
 
     /// Inspects `body` (a chat completion request for `tiny` or the adapter model) as the
@@ -108,7 +115,7 @@ public final class RoutingHarness {
         let prompt = features.map { TokenReservation.promptTokens($0.scanned) } ?? 0
         guard let d = Router.route(pool: pool, scored: features != nil, adapter: adapter, prefixHashes: hashes, promptTokens: prompt,
                                    index: worker.prefixIndex, excluding: nil, now: loop.now,
-                                   staleness: staleness, scratch: worker.routerScratch,
+                                   staleness: staleness, flow: flowControl ? GatewaySettings.FlowControl() : nil, scratch: worker.routerScratch,
                                    random: &worker.random) else { return nil }
         if commit && blocks > 0 { worker.prefixIndex.record(hashes, endpoint: d.endpoint.runtime.id) }
         if send { d.endpoint.runtime.prefillStarted(tokens: d.uncachedTokens) }

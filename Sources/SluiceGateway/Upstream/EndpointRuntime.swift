@@ -47,7 +47,7 @@ public final class EndpointRuntime: Sendable {
     /// in which it neither reached it nor queued (the load fell: the next saturation measures
     /// it again). Flow control keeps the gateway's requests in flight there at most this plus
     /// `flow_control.max_waiting` plus ``probe``.
-    let learnedCapacity = Atomic<Int>(0)
+    package let learnedCapacity = Atomic<Int>(0)
     /// 1 while one request more than the learned capacity may be sent, to find out whether it
     /// runs more (the estimate could only fall otherwise, as flow control keeps its queue
     /// empty): offered while it runs at its capacity with nothing waiting, withdrawn when it

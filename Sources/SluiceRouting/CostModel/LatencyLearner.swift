@@ -18,14 +18,24 @@ public struct LatencyLearner: Sendable, Equatable {
     public private(set) var step: RobustLineFit
     public private(set) var prefill: RobustLineFit
     public var chunkTokens: Int
+    /// How far (× itself) the prefill-per-token seed may be off, as the prior's standard
+    /// deviation (the others: 2×). The seed is `sluice sim`'s, but a small CPU vLLM prefills
+    /// ~12× slower per token (250 µs against 20 µs): at 2× that was six standard deviations
+    /// out, every early sample was clipped, and after 200 requests the fit had 140 µs a token
+    /// (0.57×), the rest in the overhead — a miss predicted at ~100 ms took ~300, so the cost
+    /// model split hot prefixes for a cheap-looking recompute. At 10× the fit is within 10 %
+    /// after 20 requests (LearnerTests.learnsASlowEndpointWithinAFewRequests). The step fit
+    /// and the overhead keep 2×: wider, early samples moved them far (while the other fit was
+    /// still off) and the outlier and convergence tests failed.
+    static let spread = 10.0
 
     public init(seed: LatencyCoefficients = .defaults, chunkTokens: Int = 2048, halfLife: Double = 60) {
         let s = seed.clamped(), lo = LatencyCoefficients.lower, hi = LatencyCoefficients.upper
-        // Prior spreads: each seed may be off by about twice itself.
+        // Prior spreads: the prefill slope ``spread`` times its seed, the others twice theirs.
         step = RobustLineFit(a: s.stepBase, b: s.stepPerSequence, sigmaA: 2 * max(s.stepBase, 0.001), sigmaB: 2 * max(s.stepPerSequence, 0.0001),
                              residualScale: s.stepBase * 0.25, boundsA: lo.stepBase...hi.stepBase,
                              boundsB: lo.stepPerSequence...hi.stepPerSequence, halfLife: halfLife)
-        prefill = RobustLineFit(a: s.overhead, b: s.prefillPerToken, sigmaA: 2 * max(s.overhead, 0.005), sigmaB: 2 * max(s.prefillPerToken, 1e-5),
+        prefill = RobustLineFit(a: s.overhead, b: s.prefillPerToken, sigmaA: 2 * max(s.overhead, 0.005), sigmaB: Self.spread * max(s.prefillPerToken, 1e-5),
                                 residualScale: max(s.overhead, 0.001), boundsA: lo.overhead...hi.overhead,
                                 boundsB: lo.prefillPerToken...hi.prefillPerToken, halfLife: halfLife)
         self.chunkTokens = max(1, chunkTokens)
