@@ -35,7 +35,6 @@ public final class SpanRecorder {
         self.exporter = exporter
         self.loop = loop
         random = seed
-        handOverTimer = Timer { [weak self] in self?.handOver() }
         refresh()
     }
 
@@ -129,16 +128,23 @@ public final class SpanRecorder {
             // Holds the recorder until the hand-off ran (a recorder dropped in this iteration
             // still delivers what it recorded).
             loop.deferUntilEndOfIteration { [self] in handOver() }
-        } else if !handOverTimer.isArmed {
-            loop.schedule(handOverTimer, after: Self.handOverDelay)
+        } else if !handOverArmed {
+            handOverArmed = true
+            // A timer of its own each time (every 20 ms at most): it holds the recorder until it
+            // fired, as the end-of-iteration hand-off does. A timer kept in a property would need
+            // a weak capture, and a weak reference gives the recorder a side table: every retain
+            // of it (one per request) then takes the runtime's slow path.
+            loop.schedule(Timer { [self] in
+                handOverArmed = false
+                handOver()
+            }, after: Self.handOverDelay)
         }
     }
 
     static let handOverBytes = 32 << 10
     static let handOverDelay: Duration = .milliseconds(20)
     private var handOverQueued = false
-    /// Weak: a recorder dropped with the timer armed is not kept (its deinit delivers instead).
-    private var handOverTimer: Timer!
+    private var handOverArmed = false
 
     /// What was recorded and not handed over yet still goes (from any thread: the exporter's
     /// queue has its own lock).

@@ -1,3 +1,5 @@
+import SluiceIO
+
 /// A W3C trace id: 16 bytes, as two big-endian halves (`hi` is the first 8 bytes on the wire).
 public struct TraceID: Hashable, Sendable, CustomStringConvertible {
     public var hi: UInt64
@@ -105,10 +107,8 @@ enum Hex {
     }
 
     static func write(_ x: UInt64, into out: UnsafeMutableRawBufferPointer, at: Int) {
-        let digits: StaticString = "0123456789abcdef"
-        for i in 0..<16 {
-            out[at + i] = digits.utf8Start[Int((x >> UInt64(60 - 4 * i)) & 0xF)]
-        }
+        precondition(at >= 0 && at + 16 <= out.count)
+        ASCII.writeHex64(x, to: out.baseAddress! + at)
     }
 
     static func string(_ x: UInt64) -> String {

@@ -36,14 +36,15 @@ final class TraceState {
     /// capacity forgotten.
     func reset(_ context: TraceContext) {
         self.context = context
-        path.removeAll(keepingCapacity: true)
-        requestID.removeAll(keepingCapacity: true)
+        // Most requests are not sampled and leave these empty: nothing to forget.
+        if !path.isEmpty { path.removeAll(keepingCapacity: true) }
+        if !requestID.isEmpty { requestID.removeAll(keepingCapacity: true) }
         admittedAt = nil
         dequeuedAt = nil
         routedAt = nil
         attemptSpanID = 0
         attemptEndpoint = nil
-        attempts.removeAll(keepingCapacity: true)
+        if !attempts.isEmpty { attempts.removeAll(keepingCapacity: true) }
     }
 
     /// Copies request bytes for a span attribute: ASCII kept, anything else `?` (a path or a
@@ -179,7 +180,8 @@ enum TraceSpans {
         if let e = x.ctx.attempt.endpointName { spans.attribute(SpanKey.endpoint, e) }
         if let arm = x.ctx.target.arm { spans.attribute(SpanKey.splitArm, arm) }
         if let ad = x.ctx.target.adapter { spans.attribute(SpanKey.adapter, ad.name) }
-        if x.ctx.attempt.number > 0 { spans.attribute(SpanKey.attempts, x.ctx.attempt.number) }
+        // Only when it retried (each attempt's own span numbers it).
+        if x.ctx.attempt.number > 1 { spans.attribute(SpanKey.attempts, x.ctx.attempt.number) }
         if failed {
             if status == 0 { spans.attribute(SpanKey.errorType, "client_closed") } else { spans.attribute(SpanKey.errorType, String(status)) }
         }

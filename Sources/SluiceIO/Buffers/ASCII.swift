@@ -40,6 +40,27 @@ public enum ASCII {
         return digits
     }
 
+    /// Writes `value` as exactly 16 lowercase hex digits at `p` (request, trace and span ids).
+    @inlinable
+    public static func writeHex64(_ value: UInt64, to p: UnsafeMutableRawPointer) {
+        p.storeBytes(of: hex8(UInt32(truncatingIfNeeded: value >> 32)), as: UInt64.self)
+        p.storeBytes(of: hex8(UInt32(truncatingIfNeeded: value)), toByteOffset: 8, as: UInt64.self)
+    }
+
+    /// The eight lowercase hex digits of `v` as the bytes of a word, most significant digit
+    /// first in memory: each nibble spread to its own byte, then turned into '0'...'9' or
+    /// 'a'...'f' in all eight bytes at once.
+    @inlinable
+    static func hex8(_ v: UInt32) -> UInt64 {
+        var x = UInt64(v)
+        x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF
+        x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF
+        x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F  // byte k holds nibble k (least significant first)
+        let letters = ((x &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101  // 1 where the nibble is >= 10
+        x = x &+ 0x3030_3030_3030_3030 &+ letters &* 0x27  // '0' + n, or 'a' + (n - 10)
+        return UInt64(bigEndian: x)  // most significant digit at the lowest address
+    }
+
     /// Lowercases an ASCII byte.
     @inlinable
     public static func lower(_ b: UInt8) -> UInt8 { (b &- 65) < 26 ? b | 0x20 : b }

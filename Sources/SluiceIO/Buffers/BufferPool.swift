@@ -380,24 +380,8 @@ public struct ByteBuffer: ~Copyable {
     /// `value` as exactly 16 lowercase hex digits (request and trace ids).
     public mutating func appendHex64(_ value: UInt64) {
         if writableBytes < 16 { reserve(writable: 16) }
-        let dst = base + writerIndex
-        dst.storeBytes(of: Self.hex8(UInt32(truncatingIfNeeded: value >> 32)), as: UInt64.self)
-        dst.storeBytes(of: Self.hex8(UInt32(truncatingIfNeeded: value)), toByteOffset: 8, as: UInt64.self)
+        ASCII.writeHex64(value, to: base + writerIndex)
         writerIndex += 16
-    }
-
-    /// The eight lowercase hex digits of `v` as the bytes of a word, most significant digit
-    /// first in memory: each nibble spread to its own byte, then turned into '0'...'9' or
-    /// 'a'...'f' in all eight bytes at once.
-    @inlinable
-    static func hex8(_ v: UInt32) -> UInt64 {
-        var x = UInt64(v)
-        x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF
-        x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF
-        x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F  // byte k holds nibble k (least significant first)
-        let letters = ((x &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101  // 1 where the nibble is >= 10
-        x = x &+ 0x3030_3030_3030_3030 &+ letters &* 0x27  // '0' + n, or 'a' + (n - 10)
-        return UInt64(bigEndian: x)  // most significant digit at the lowest address
     }
 
     /// Moves the readable bytes to the front of the block, making room at the tail.
