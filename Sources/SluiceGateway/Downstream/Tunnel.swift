@@ -17,10 +17,11 @@ import SluiceIO
 /// Sluice's memory). Reads go into pool blocks handed to the other side's queue as they are
 /// (no copy). The session holds the endpoint's lease (its in-flight load) and one of the
 /// replica's `realtime.max_connections` slots until it closes. Thread-confined to the worker.
-final class Tunnel: DownstreamConnection {
-    /// One connection of the tunnel; its events go to the tunnel.
+final class Tunnel: DownstreamConnection, TunnelSideOwner {
+    /// One connection of a tunnel; its events go to the tunnel (a ``Tunnel`` or, for the model
+    /// server's side of a WebSocket over HTTP/2, a ``StreamTunnel``).
     final class Side: EventHandler {
-        unowned(unsafe) var tunnel: Tunnel!
+        unowned(unsafe) var tunnel: (any TunnelSideOwner)!
         let transport: Transport
         var registration: Registration?
         /// Bytes waiting to be written to this side.
@@ -40,7 +41,7 @@ final class Tunnel: DownstreamConnection {
             self.name = name
         }
 
-        func handleEvent(_ events: UInt32) { tunnel.event(self, events) }
+        func handleEvent(_ events: UInt32) { tunnel.sideEvent(self, events) }
     }
 
     unowned(unsafe) let worker: Worker
@@ -93,7 +94,7 @@ final class Tunnel: DownstreamConnection {
 
     private func peer(of s: Side) -> Side { s === client ? server : client }
 
-    fileprivate func event(_ s: Side, _ events: UInt32) {
+    func sideEvent(_ s: Side, _ events: UInt32) {
         guard !closed else { return }
         if events & EventLoop.Events.error != 0 { return close(outcome: "closed") }
         if events & EventLoop.Events.writable != 0 {
@@ -192,10 +193,16 @@ final class Tunnel: DownstreamConnection {
             s.transport.close()
         }
         lease = nil
+        Self.recordClose(worker, slots: slots, outcome: outcome)
+        worker.clientClosed(self)
+    }
+
+    /// A tunnel of either kind ended: its `realtime.max_connections` slot goes back, and the
+    /// metrics count it (`closed`, and `idle_closed` for `realtime.idle_timeout`).
+    static func recordClose(_ worker: Worker, slots: SharedCounter, outcome: String) {
         slots.value.add(-1, ordering: .relaxed)
         worker.metrics.add(worker.tunnelSlots["closed"]!)
         if outcome == "idle_closed" { worker.metrics.add(worker.tunnelSlots["idle_closed"]!) }
-        worker.clientClosed(self)
     }
 
     // MARK: DownstreamConnection
@@ -209,4 +216,9 @@ final class Tunnel: DownstreamConnection {
         TCP.setLingerZero(server.transport.fd)
         close(outcome: "closed")
     }
+}
+
+/// Hears the socket events of a ``Tunnel/Side``.
+protocol TunnelSideOwner: AnyObject {
+    func sideEvent(_ s: Tunnel.Side, _ events: UInt32)
 }
