@@ -8,7 +8,10 @@ server closing ends the stream. WebSocket frames are written and read by hand (R
 import json
 import os
 import socket
+import ssl
 import struct
+import subprocess
+import threading
 import time
 import urllib.request
 
@@ -17,6 +20,8 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
+import base64
+import hashlib
 
 from conftest import SLUICE, Proc, free_port, wait_port
 
@@ -90,9 +95,16 @@ def ws_parse(buf):
 # -- an HTTP/2 client connection --------------------------------------------------------------
 
 class H2:
-    def __init__(self, port):
+    def __init__(self, port, tls=False):
         self.port = port
         self.s = socket.create_connection(("127.0.0.1", port))
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # a throwaway self-signed certificate
+            ctx.set_alpn_protocols(["h2"])
+            self.s = ctx.wrap_socket(self.s, server_hostname="127.0.0.1")
+            assert self.s.selected_alpn_protocol() == "h2"
         self.c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.c.initiate_connection()
         self.s.sendall(self.c.data_to_send())
@@ -107,7 +119,7 @@ class H2:
             chunk = self.s.recv(1 << 20)
         except socket.timeout:
             return
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             chunk = b""
         if not chunk:
             self.closed = True
@@ -367,3 +379,104 @@ def test_extended_connect_errors(sluice, sims):
     assert h.status(h.request("/v1/models")) == 200
     h.close()
     assert g.p.poll() is None
+
+
+def test_websocket_over_tls_h2(sluice, sims, tmp_path):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", "key.pem", "-out", "cert.pem"], cwd=tmp_path, check=True, capture_output=True)
+    text = config(sims).replace('listen: [{ address: "127.0.0.1:PORT" }]',
+                                f'listen: [{{ address: "127.0.0.1:PORT", tls: {{ cert: "{tmp_path}/cert.pem", key: "{tmp_path}/key.pem" }} }}]')
+    g = sluice(text)
+    h = H2(g.port, tls=True)
+    assert h.remote_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL) == 1
+    sid = h.connect()
+    assert h.status(sid) == 200
+    assert json.loads(h.ws_recv(sid)[1])["type"] == "session.created"
+    models = h.request("/v1/models")
+    h.send(sid, ws_frame("over tls"))
+    assert h.ws_recv(sid) == (1, b"over tls")
+    assert h.status(models) == 200
+    h.send(sid, ws_frame(struct.pack(">H", 1000), opcode=8))
+    assert h.ws_recv(sid) == (8, struct.pack(">H", 1000))
+    h.wait(lambda: sid in h.ended)
+    h.close()
+
+
+class StalledWebSocketServer:
+    """Accepts WebSocket upgrades (101 with the right Accept) and then never reads: a model
+    server that stopped taking the client's bytes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.recv(4096)
+            if not head.startswith(b"GET /v1/realtime"):  # health checks and scrapes
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                c.close()
+                continue
+            key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_stalled_server_stalls_its_stream_only(sluice, sims):
+    up = StalledWebSocketServer()
+    try:
+        g = sluice(sluice_config_with_stalled(sims, up.port))
+        h = H2(g.port)
+        sid = h.connect("/v1/realtime?model=stalled")
+        assert h.status(sid) == 200
+        # The client's window reopens only for bytes written to the server: with the server not
+        # reading, sending stalls once the stream window and the sockets' buffers are full,
+        # instead of the gateway buffering without bound.
+        chunk = b"\x00" * 16384
+        sent, deadline = 0, time.monotonic() + 4
+        while time.monotonic() < deadline and sent < 64 << 20:
+            room = min(h.c.local_flow_control_window(sid), len(chunk))
+            if room == 0:
+                h.pump(0.2)
+                continue
+            h.c.send_data(sid, chunk[:room])
+            h.flush()
+            sent += room
+        assert sent < 32 << 20, sent
+        # The connection's other streams carry on, bodies included (within http2_buffer_bytes).
+        chat = h.request("/v1/chat/completions", "POST", json.dumps(
+            {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}).encode())
+        assert h.status(chat) == 200
+        assert json.loads(h.body(chat))["usage"]["completion_tokens"] == 3
+        h.c.reset_stream(sid)
+        h.flush()
+        assert h.status(h.request("/v1/models")) == 200
+        h.close()
+    finally:
+        up.stop()
+
+
+def sluice_config_with_stalled(sims, stalled_port):
+    return config(sims).replace("models:\n", f"""  - {{ name: stalled, endpoints: ["http://127.0.0.1:{stalled_port}"] }}
+models:
+  - {{ name: stalled, pool: stalled }}
+""")

@@ -191,7 +191,8 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
             return
         }
         if tunnelPending.writableBytes < bytes.count {
-            var bigger = worker.loop.bufferPool.take(minimumCapacity: tunnelPending.readableBytes + max(bytes.count, 16 << 10))
+            let held = tunnelPending.readableBytes
+            var bigger = worker.loop.bufferPool.take(minimumCapacity: held + max(bytes.count, held, 16 << 10))
             if tunnelPending.readableBytes > 0 { bigger.append(tunnelPending.readable) }
             tunnelPending = bigger
         }
@@ -225,8 +226,6 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
         Self.addRequestID(f, requestID, clientRequestID)
         pending.readerIndex += uh.length
         exchange = nil
-        stream.releaseRequest()
-        upstreamBody.release()
         let t = StreamTunnel(worker: worker, stream: stream, server: transport, toServer: tunnelPending.take(), lease: lease, slots: slots)
         stream.handler = t
         stream.connection.submitResponse(stream, hasBody: true)

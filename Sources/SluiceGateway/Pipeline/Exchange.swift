@@ -232,6 +232,7 @@ final class Exchange {
                 ctx.response.started = true
                 ctx.response.finalStatus = 200
                 finish()
+                h2.releaseRequest()  // after the record phase read the path
             } else {
                 worker.tunnels.value.add(-1, ordering: .relaxed)
                 fail(.badGateway("The model server's switching-protocols answer could not be read again."))

@@ -13,6 +13,15 @@ public import SluiceIO
 /// closed keeps its body in its own queue, and once that queue passes the high-water mark its
 /// handler stops reading the upstream — a slow client backs pressure up to the model server.
 ///
+/// WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised. A stream whose header
+/// block asks for CONNECT is decided when that block is complete (`HTTP2RequestKind`): with
+/// `:protocol websocket` it becomes a tunnel stream, handed to the delegate at once (its head
+/// rebuilt as the HTTP/1.1 upgrade) and carrying DATA both ways for its life: the client's DATA
+/// goes to the handler, and the stream's window reopens only as the handler reports the bytes
+/// passed on; the connection window reopens at once while the tunnels' unpassed bytes are
+/// within `limits.http2_buffer_bytes` (so other streams keep flowing), past it only as they
+/// drain. Plain CONNECT (405) and other protocols (400) are refused.
+///
 /// Protections (nghttp2 1.52 predates its own rapid-reset and CONTINUATION limits): streams
 /// reset by the client before their response completed, CONTINUATION frames per header block
 /// and empty DATA frames are counted; past a limit the connection gets GOAWAY
