@@ -480,3 +480,39 @@ def sluice_config_with_stalled(sims, stalled_port):
 models:
   - {{ name: stalled, pool: stalled }}
 """)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def test_small_frames_to_a_stalled_server_stay_bounded(sluice, sims):
+    """A client filling its window with tiny DATA frames towards a server that does not read:
+    the gateway holds the bytes, not a pool block per frame."""
+    up = StalledWebSocketServer()
+    try:
+        g = sluice(sluice_config_with_stalled(sims, up.port))
+        h = H2(g.port)
+        sid = h.connect("/v1/realtime?model=stalled")
+        assert h.status(sid) == 200
+        before = rss_kib(g.p.pid)
+        frame, sent, deadline = b"\x00" * 64, 0, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if h.c.local_flow_control_window(sid) < len(frame):
+                h.pump(0.3)
+                if h.c.local_flow_control_window(sid) < len(frame):
+                    break  # stalled: the window stays shut
+                continue
+            for _ in range(min(1000, h.c.local_flow_control_window(sid) // len(frame))):
+                h.c.send_data(sid, frame)
+                sent += len(frame)
+            h.flush()
+        assert sent > 1 << 20
+        grown = rss_kib(g.p.pid) - before
+        # ~16k frames held: a 4 KiB block each would be 64 MiB.
+        assert grown < 24 << 10, (grown, sent)
+        assert h.status(h.request("/v1/models")) == 200
+        h.close()
+    finally:
+        up.stop()

@@ -173,6 +173,7 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
             x.clientAborted()
         }
         upstreamBody.release()
+        tunnelPending.release()
     }
 
     func streamDrained() {
@@ -190,12 +191,7 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
             stream.tunnelWritten(bytes.count)  // answered already: dropped
             return
         }
-        if tunnelPending.writableBytes < bytes.count {
-            let held = tunnelPending.readableBytes
-            var bigger = worker.loop.bufferPool.take(minimumCapacity: held + max(bytes.count, held, 16 << 10))
-            if tunnelPending.readableBytes > 0 { bigger.append(tunnelPending.readable) }
-            tunnelPending = bigger
-        }
+        tunnelPending.reserve(writable: bytes.count)
         tunnelPending.append(bytes)
     }
 

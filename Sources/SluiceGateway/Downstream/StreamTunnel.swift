@@ -41,8 +41,16 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
     private var closed = false
     /// nghttp2 closed the stream: it is not touched again.
     private var streamGone = false
-    /// Client bytes in `server.out`, not yet reported written.
+    /// Client bytes in `inbound` and `server.out`, not yet reported written.
     private var held = 0
+    /// Client bytes not yet queued for the server: one growing block, moved to `server.out`
+    /// whenever that is empty, so DATA frames cost their bytes, not a pool block each (a
+    /// client sending 1-byte frames to a server that does not read would otherwise pin a
+    /// block per byte of its window).
+    private var inbound: ByteBuffer
+    /// Server reads queued for the stream at most (each is a block: a server trickling bytes
+    /// to a client whose window is shut would otherwise pin a block per read).
+    private static let maxQueuedReads = 64
 
     /// `toServer`: what the client sent on the stream before the server's 101 (held against
     /// the stream's window already).
@@ -57,6 +65,7 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
         idleTimeout = worker.settings.realtime.idleTimeout
         lastActivity = loop.now
         held = toServer.readableBytes
+        inbound = ByteBuffer(emptyIn: loop.bufferPool)
         if held > 0 { self.server.out.append(toServer) }
         self.server.tunnel = self
         timer = Timer { [unowned self] in self.timerFired() }
@@ -92,8 +101,9 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
     /// is over its high-water mark, or EOF.
     private func pump() {
         while !closed && server.canRead && !server.readClosed {
-            if stream.isBackpressured {
+            if stream.isBackpressured || stream.body.chunkCount >= Self.maxQueuedReads {
                 server.paused = true
+                stream.markBackpressured()  // streamDrained() comes as frames leave
                 return
             }
             var buf = loop.bufferPool.take(minimumCapacity: 16 << 10)
@@ -124,6 +134,7 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
     /// Writes the client's bytes to the server; those written reopen the stream's window.
     private func flushServer() {
         guard !closed else { return }
+        if server.out.isEmpty && inbound.readableBytes > 0 { server.out.append(inbound.take()) }
         if !server.out.isEmpty {
             do {
                 _ = try server.transport.flush(&server.out)
@@ -131,12 +142,12 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
                 return close(outcome: "closed", reset: true)
             }
         }
-        let written = held - server.out.pendingBytes
+        let written = held - server.out.pendingBytes - inbound.readableBytes
         if written > 0 {
             held -= written
             stream.tunnelWritten(written)
         }
-        if stream.clientEnded && server.out.isEmpty { clientFinished() }
+        if stream.clientEnded && server.out.isEmpty && inbound.readableBytes == 0 { clientFinished() }
     }
 
     /// The server closed its side: the stream ends after what it sent.
@@ -160,9 +171,8 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
             stream.tunnelWritten(bytes.count)
             return
         }
-        var b = loop.bufferPool.take(minimumCapacity: bytes.count)
-        b.append(bytes)
-        server.out.append(b)
+        inbound.reserve(writable: bytes.count)
+        inbound.append(bytes)
         held += bytes.count
         lastActivity = loop.now
         worker.metrics.add(worker.tunnelByteSlots[0], Double(bytes.count))
@@ -171,7 +181,7 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
 
     func tunnelClientEnded() {
         guard !closed else { return }
-        if server.out.isEmpty { clientFinished() }  // else flushServer() finishes once it drained
+        if server.out.isEmpty && inbound.readableBytes == 0 { clientFinished() }  // else flushServer() does once it drained
     }
 
     func streamDrained() {
@@ -209,6 +219,7 @@ final class StreamTunnel: HTTP2StreamHandler, TunnelSideOwner {
             server.registration = nil
         }
         server.out.removeAll()
+        inbound.release()
         if reset { TCP.setLingerZero(server.transport.fd) }
         server.transport.close()
         lease = nil

@@ -55,6 +55,8 @@ final class Tunnel: DownstreamConnection, TunnelSideOwner {
     private var lastActivity: Instant
     private var timer: Timer!
     private(set) var closed = false
+    /// Reads queued towards one side at most (with `bufferBytes`).
+    static let maxQueuedReads = 64
 
     /// `toClient` (the 101 head and whatever the server sent after it) and `toServer` (what
     /// the client sent after its request) are queued first.
@@ -110,7 +112,9 @@ final class Tunnel: DownstreamConnection, TunnelSideOwner {
     /// Reads `a` into `b`'s queue until `a` has nothing more, `b`'s queue is full, or EOF.
     private func pump(from a: Side, to b: Side) {
         while !closed && a.canRead && !a.readClosed {
-            if b.out.pendingBytes >= bufferBytes {
+            // Bytes, and blocks: each read is a pool block, so a peer trickling bytes to a side
+            // that does not read would otherwise pin a block per read.
+            if b.out.pendingBytes >= bufferBytes || b.out.chunkCount >= Self.maxQueuedReads {
                 a.paused = true
                 return
             }
@@ -151,7 +155,7 @@ final class Tunnel: DownstreamConnection, TunnelSideOwner {
             }
         }
         let p = peer(of: s)
-        if p.paused && s.out.pendingBytes < bufferBytes / 2 {
+        if p.paused && s.out.pendingBytes < bufferBytes / 2 && s.out.chunkCount < Self.maxQueuedReads / 2 {
             p.paused = false
             pump(from: p, to: s)
         }

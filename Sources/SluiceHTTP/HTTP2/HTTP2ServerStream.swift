@@ -291,6 +291,11 @@ public final class HTTP2ServerStream {
     /// True while more response bytes are queued than the high-water mark.
     public var isBackpressured: Bool { body.pendingBytes > 256 << 10 }
 
+    /// The handler stopped adding to the response for a reason of its own (a tunnel's bound on
+    /// queued reads): ``HTTP2StreamHandler/streamDrained()`` comes once a DATA frame leaves
+    /// with the queue below its high-water mark.
+    public func markBackpressured() { wasBackpressured = true }
+
     /// Response body bytes were queued: DATA frames follow as flow control allows.
     public func bodyQueued() {
         if isBackpressured { wasBackpressured = true }
