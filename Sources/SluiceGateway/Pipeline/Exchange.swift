@@ -222,6 +222,10 @@ final class Exchange {
     /// head, forwarded as the server wrote it.
     func upstreamUpgraded(_ server: consuming TunnelEnd) {
         ctx.attempt.upstream = nil
+        // A 101 is a healthy answer: passive health's run of failures ends here, as with any
+        // other answer below 500 (without it, an endpoint serving only WebSockets between
+        // failures would be ejected on failures that were never consecutive).
+        ctx.attempt.lease?.endpoint.runtime.recordSuccess()
         if let h2 = client as? HTTP2Downstream {
             // A WebSocket over HTTP/2 (RFC 8441): the stream's `:status 200` and a
             // ``StreamTunnel``; the connection's other streams carry on.
