@@ -421,11 +421,12 @@ public final class HTTP2ServerConnection: EventHandler {
     }
 
     private func data(_ id: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
-        if let s = streams[id], s.isTunnel, !s.clientEnded {
+        let found = streams[id]
+        if let s = found, s.isTunnel, !s.clientEnded {
             tunnelData(s, bytes)
             return 0
         }
-        guard let s = streams[id], s.isArriving else {
+        guard let s = found, s.isArriving else {
             // A body nobody will read (its stream was answered already): consumed at once.
             nghttp2_session_consume(session, id, bytes.count)
             return 0
