@@ -425,7 +425,7 @@ def test_realtime_abrupt_ends_free_the_slot(sluice, sims):
         time.sleep(0.2)
     with connect(url, open_timeout=5) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "session.created"
-    # Over HTTP/2 there is no upgrade (RFC 8441 is not offered): a plain GET, answered by the server.
+    # A plain GET over HTTP/2 (not an extended CONNECT, see test_realtime_h2.py) is no upgrade: answered by the server.
     with httpx.Client(http2=True, http1=False, timeout=5) as h:
         r = h.get(f"http://127.0.0.1:{g.port}/v1/realtime?model=tiny-llama")
         assert r.http_version == "HTTP/2" and r.status_code in (400, 404, 426)

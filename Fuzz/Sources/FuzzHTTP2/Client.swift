@@ -21,6 +21,8 @@ final class H2Client {
     private var owedSettingsAcks = 0
     /// Response HEADERS seen, by stream: the first field byte (0x88 is `:status: 200`).
     private(set) var responseHeads: [UInt32: UInt8] = [:]
+    /// The first DATA payload of each stream, up to 200 bytes (an error's message, for reports).
+    private(set) var firstData: [UInt32: [UInt8]] = [:]
     private(set) var ended: Set<UInt32> = []
     private var pingMarker: [UInt8]? = nil
     private(set) var pingAcked = false
@@ -159,6 +161,7 @@ final class H2Client {
                 if sid == 0 { fatalError("FuzzHTTP2: the gateway sent DATA on stream 0") }
                 unacknowledged[sid, default: 0] += len
                 unacknowledged[0, default: 0] += len
+                if firstData[sid] == nil { firstData[sid] = Array(payload.prefix(200)) }
                 if flags & Script.END_STREAM != 0 { ended.insert(sid) }
             case Script.HEADERS:
                 var first = payload.startIndex

@@ -13,6 +13,7 @@ final class Harness: @unchecked Sendable {
 
     let gateway: Gateway
     let port: UInt16
+    let adminPort: UInt16
     private let upstreamLoop: EventLoop
     private var upstream: HTTPServer?
 
@@ -59,15 +60,35 @@ final class Harness: @unchecked Sendable {
         s.timeouts.request = .seconds(1)
         s.timeouts.grace = .zero
         s.timeouts.drainDelay = .zero
+        // WebSockets over HTTP/2 (extended CONNECT to /v1/realtime): few slots and a short idle
+        // timeout, so refusals and idle resets happen within an input.
+        adminPort = Harness.freePort()
+        s.admin = SocketAddress("127.0.0.1:\(adminPort)")!
+        s.realtime.maxConnections = 4
+        s.realtime.idleTimeout = .milliseconds(Harness.shortTimeoutMs)
         // No background traffic to the upstream: its coverage would be noise.
         s.telemetry.interval = .zero
         s.health.interval = .zero
+        // Inputs reset the upstream on purpose ("user": "cut"): three in a row would eject the
+        // one endpoint (passive health, 1 s doubling) and the liveness check would find the
+        // pool empty — seen once tunnel inputs made such runs likelier. Ejection is not what
+        // this target checks.
+        s.health.unhealthyThreshold = .max
         gateway = try! Gateway(settings: s)
         try! gateway.start()
     }
 
     static func answer(_ req: HTTPServerRequest, _ r: HTTPResponder) {
         switch req.path {
+        case "/v1/realtime":
+            // The upgrade the gateway sends for an extended CONNECT stream: 101, then an echo
+            // that closes when it reads "close" (the server's end of a tunnel).
+            guard req.header("upgrade")?.lowercased() == "websocket", req.header("sec-websocket-key")?.utf8.count == 24 else {
+                return r.respond(status: 400, "{\"error\":\"not an upgrade\"}")
+            }
+            let e = Echo()
+            echoes[ObjectIdentifier(e)] = e
+            r.upgrade(head: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n".utf8), to: e)
         case "/v1/chat/completions", "/v1/completions", "/v1/embeddings":
             if req.body.count > maxBodyBytes + 256 {
                 fatalError("FuzzHTTP2: the gateway forwarded a \(req.body.count)-byte body past max_body_bytes \(maxBodyBytes)")
@@ -90,6 +111,40 @@ final class Harness: @unchecked Sendable {
         default:
             r.respond(status: 404, "{\"error\":\"not found\"}")
         }
+    }
+
+    /// The upstream's open echoes (its loop thread only; `HTTPServer` does not keep them).
+    nonisolated(unsafe) static var echoes: [ObjectIdentifier: Echo] = [:]
+
+    final class Echo: UpgradedConnectionHandler {
+        func started(_ connection: UpgradedConnection) { connection.write(Array("hello".utf8)) }
+        func received(_ bytes: UnsafeRawBufferPointer, on connection: UpgradedConnection) {
+            connection.write(Array(bytes))
+            if Array(bytes).firstRange(of: Array("close".utf8)) != nil { connection.close() }
+        }
+        func closed(_ connection: UpgradedConnection) { Harness.echoes.removeValue(forKey: ObjectIdentifier(self)) }
+    }
+
+    /// A GET on the admin listener (diagnostics for a failed liveness check).
+    static func httpGet(_ port: UInt16, _ path: String) -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Glibc.close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard ok == 0 else { return "(connect failed)" }
+        let req = Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        _ = req.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func freePort() -> UInt16 {
@@ -136,7 +191,9 @@ final class Harness: @unchecked Sendable {
         guard let status = c.responseHeads[1] else {
             return "no response in 5 s (\(c.bytesReceived) bytes came back, peer closed: \(c.peerClosed))"
         }
-        if status != 0x88 { return "the response was not 200 (first field byte \(status))" }
+        if status != 0x88 {
+            return "the response was not 200 (first field byte \(status)): \(String(decoding: c.firstData[1] ?? [], as: UTF8.self)) endpoints: \(Harness.httpGet(adminPort, "/admin/endpoints")) metrics: \(Harness.httpGet(adminPort, "/metrics").split(separator: "\n").filter { !$0.hasPrefix("#") && ($0.contains("realtime") || $0.contains("error") || $0.contains("eject") || $0.contains("5xx") || $0.contains("timeout") || $0.contains("retries")) && !$0.hasSuffix(" 0") }.joined(separator: "\n"))"
+        }
         if !c.ended.contains(1) { return "the response did not end in 5 s" }
         return nil
     }

@@ -115,7 +115,9 @@ struct Script {
     ///   T: bits 0-2 method, bits 3-5 path, bits 6-7 pseudo-header shape (0 complete, 1 no
     ///      :authority, 2 no :path (or no :method), 3 a pseudo-header after a regular one)
     ///   N: bits 0-2 extra fields, bit 3 content-type: application/json, bits 4-5 a dynamic
-    ///      table size update first (none, 0, 4096, 1 MiB: above the limit)
+    ///      table size update first (none, 0, 4096, 1 MiB: above the limit), bit 6
+    ///      `:protocol websocket` (RFC 8441; malformed but on CONNECT), bit 7 the path is
+    ///      `/v1/realtime?model=m` (with both and CONNECT: a WebSocket tunnel to the upstream's echo)
     private mutating func headersOp() {
         let sid = stream(input.byte(), preferNew: true)
         let f = input.byte(), t = input.byte(), n = input.byte()
@@ -130,19 +132,20 @@ struct Script {
         let methods = ["POST", "POST", "POST", "GET", "GET", "HEAD", "PUT", "CONNECT"]
         let paths = ["/v1/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/models",
                      "/v1/embeddings", "/health", "/", "*"]
-        let method = methods[Int(t & 7)], path = paths[Int((t >> 3) & 7)]
+        let method = methods[Int(t & 7)], path = n & 0x80 != 0 ? "/v1/realtime?model=m" : paths[Int((t >> 3) & 7)]
         let shape = t >> 6
         let omitPath = shape == 2 && t & 1 == 0, omitMethod = shape == 2 && t & 1 == 1
         if !omitMethod {
             if method == "GET" && mode == .withoutIndexing { w.indexed(2) } else if method == "POST" && mode == .withoutIndexing { w.indexed(3) } else { w.literal(staticName: 2, Array(method.utf8), mode: mode) }
         }
         w.indexed(6)  // :scheme http
+        if n & 0x40 != 0 { w.literal(Array(":protocol".utf8), Array("websocket".utf8), mode: mode) }
         if shape != 1 { w.literal(staticName: 1, Array("gateway.test".utf8), mode: mode) }
         if shape == 3 { w.literal(Array("accept".utf8), Array("*/*".utf8), mode: mode) }
         if !omitPath { w.literal(staticName: 4, Array(path.utf8), mode: mode) }
         if n & 8 != 0 { w.literal(Array("content-type".utf8), Array("application/json".utf8), mode: mode) }
         let extras = fields(count: Int(n & 7), into: &w, mode: mode, perField: f >> 6 == 3)
-        trace.append("HEADERS s=\(sid) \(method) \(omitPath ? "-" : path) shape=\(shape) es=\(f & 1) mode=\(mode) +\(extras)")
+        trace.append("HEADERS s=\(sid) \(method) \(omitPath ? "-" : path)\(n & 0x40 != 0 ? " :protocol" : "") shape=\(shape) es=\(f & 1) mode=\(mode) +\(extras)")
         headerBlock(Self.HEADERS, sid, f, w.bytes, endStream: f & 1 != 0)
     }
 

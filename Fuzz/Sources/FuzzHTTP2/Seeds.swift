@@ -50,6 +50,16 @@ enum Seeds {
         ("preface-abrupt-close", [0x40]),
         // HEADERS on stream 0: a connection error (GOAWAY, and the gateway closes).
         ("headers-stream-0", [0, drain, 0, headers, 12, 0, 0, 0]),
+        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT (method 7, N bits 6-7:
+        // `:protocol websocket`, `/v1/realtime?model=m`) to the upstream's echo, DATA through
+        // the tunnel, then RST_STREAM; a second tunnel ended by the client's END_STREAM.
+        ("websocket-tunnel",
+         [0, headers, new, 0, 7, 0xC0, drain, 4 | 8, data, cur, 0, 0, drain, 4 | 8, rst, cur, 4,
+          headers, new, 0, 7, 0xC0, drain, 4 | 8, data, cur, 1, 0, drain, 4 | 8] + drain2msReplenish),
+        // A tunnel left idle past realtime.idle_timeout (40 ms here): RST_STREAM(CANCEL).
+        ("websocket-idle", [0, headers, new, 0, 7, 0xC0, drain, 7 | 8, drain, 7 | 8, drain, 7 | 8, drain, 7 | 8]),
+        // Plain CONNECT (405), extended CONNECT elsewhere (404), then a request on the connection.
+        ("connect-refused", [0, headers, new, 0, 7, 0, headers, new, 0, 7, 0x40, request, new, 2] + drain2msReplenish),
         // PING, PRIORITY, a request, GOAWAY from the client.
         ("ping-priority-goaway",
          [0, ping, 0, 1, 2, 3, 4, 5, 6, 7, 8, priority, new, 0, 16, request, cur, 0, drain, 4, goaway, cur, 0] + drain2msReplenish),

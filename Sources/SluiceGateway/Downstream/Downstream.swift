@@ -32,10 +32,11 @@ protocol Downstream: AnyObject {
     /// An event stream was cut off upstream: end it with `event` (an SSE error event) if the
     /// framing allows a clean end, then close; otherwise as ``exchangeAborted()``.
     func exchangeEndedWithError(event: [UInt8])
-    /// Can carry a WebSocket upgrade (HTTP/1.1; HTTP/2 would need RFC 8441).
+    /// Can carry a WebSocket upgrade (HTTP/1.1; an HTTP/2 extended CONNECT stream, RFC 8441).
     var canUpgrade: Bool { get }
     /// The upstream switched protocols: hand over the connection (its transport, unregistered,
-    /// and the bytes the client sent after its request), or nil if it cannot be.
+    /// and the bytes the client sent after its request), or nil if it cannot be. (An HTTP/2
+    /// stream is not a connection: the exchange gives it a `StreamTunnel` instead.)
     func takeOverForTunnel() -> TunnelEnd?
 }
 

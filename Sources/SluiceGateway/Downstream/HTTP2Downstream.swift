@@ -16,6 +16,9 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
     private let method: HTTPMethod
     /// The body rewritten for the upstream (model, include_usage); unallocated otherwise.
     private var upstreamBody: ByteBuffer
+    /// A tunnel stream's DATA that arrived before the server's 101 (held against the stream's
+    /// window, so bounded by it); the tunnel writes it first.
+    private var tunnelPending: ByteBuffer
 
     init(stream: HTTP2ServerStream, worker: Worker, requestID: UInt64, method: HTTPMethod) {
         self.stream = stream
@@ -23,6 +26,7 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
         self.requestID = requestID
         self.method = method
         upstreamBody = ByteBuffer(emptyIn: worker.loop.bufferPool)
+        tunnelPending = ByteBuffer(emptyIn: worker.loop.bufferPool)
     }
 
     /// Runs the request that arrived on `stream` through the pipeline.
@@ -31,6 +35,13 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
         let bytes = stream.headText.readable
         if head.method == .connect {
             Self.answer(stream, LocalResponse(.client(405, "CONNECT is not supported by this gateway.")), requestID: requestID, clientRequestID: nil, arm: nil)
+            return
+        }
+        if stream.isTunnel && LLMEndpoint.match(path: bytes.slice(head.target))?.endpoint.traits.upgrade != true {
+            // Extended CONNECT opens a WebSocket only where the HTTP/1.1 upgrade would.
+            stream.connection.answeredEarly(stream)
+            Self.answer(stream, LocalResponse(.client(404, "WebSocket over HTTP/2 (extended CONNECT) is served on /v1/realtime only.")),
+                        requestID: requestID, clientRequestID: nil, arm: nil)
             return
         }
         if let r = UpstreamRequestEncoder.clientRequestID(head, bytes) { clientRequestID = Array(bytes.slice(r)) }
@@ -63,7 +74,11 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
     func writeResponseHead(_ uh: HTTPHead, _ ub: UnsafeRawBufferPointer, exchange: Exchange) {
         let f = stream.connection.responseFields
         f.reset()
-        f.add(":status", decimal: uh.status)
+        // A tunnel stream answered without a 101: the upgrade failed and the stream ends with
+        // this answer. A 2xx would tell the client its tunnel opened (RFC 9113 §8.5): a 502.
+        let status = stream.isTunnel && uh.status >= 200 && uh.status < 300 ? 502 : uh.status
+        if stream.isTunnel { stream.connection.answeredEarly(stream) }
+        f.add(":status", decimal: status)
         uh.forEachEndToEndField(in: ub) { i in
             f.add(ub.slice(uh[i].name), ub.slice(uh[i].value))
         }
@@ -118,6 +133,7 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
     /// Sluice's own answer (an error, a local endpoint, a cached response).
     func writeLocal(_ r: LocalResponse, exchange x: Exchange) {
         exchange = nil
+        if stream.isTunnel { stream.connection.answeredEarly(stream) }
         Self.answer(stream, r, requestID: requestID, clientRequestID: clientRequestID, arm: x.ctx.target.arm)
     }
 
@@ -157,10 +173,72 @@ final class HTTP2Downstream: Downstream, HTTP2StreamHandler {
             x.clientAborted()
         }
         upstreamBody.release()
+        tunnelPending.release()
     }
 
     func streamDrained() {
         exchange?.clientDrained()
+    }
+
+    // MARK: WebSocket over HTTP/2 (RFC 8441)
+
+    /// The inspect phase tunnels `/v1/realtime` on an extended CONNECT stream (its head was
+    /// rebuilt as the HTTP/1.1 upgrade, with a key of the gateway's).
+    var canUpgrade: Bool { stream.isTunnel }
+
+    func tunnelReceived(_ bytes: UnsafeRawBufferPointer) {
+        guard exchange != nil else {
+            stream.tunnelWritten(bytes.count)  // answered already: dropped
+            return
+        }
+        tunnelPending.reserve(writable: bytes.count)
+        tunnelPending.append(bytes)
+    }
+
+    /// Before the 101 nothing is to be done: the tunnel ends once what the client sent is
+    /// written (``StreamTunnel``), an error answer ends the stream anyway.
+    func tunnelClientEnded() {}
+
+    /// The model server switched protocols: the stream answers `:status 200` (with the
+    /// subprotocol and extensions the server chose: RFC 8441 §5 maps the 101's fields, not its
+    /// Sec-WebSocket-Accept) and a ``StreamTunnel`` takes it over. False (the server's
+    /// connection closed) when the server's head cannot be read again.
+    func openTunnel(server: consuming TunnelEnd, lease: consuming EndpointLease?, slots: SharedCounter) -> Bool {
+        var pending = server.pending.take()
+        let transport = server.transport
+        let uh = HTTPHead(capacity: 64)
+        var parser = HTTP1HeadParser(kind: .response, limits: worker.settings.limits.head)
+        guard case .complete = parser.parse(pending.readable, into: uh), !stream.responseFinished, !stream.ended else {
+            transport.close()
+            pending.release()
+            return false
+        }
+        let f = stream.connection.responseFields
+        f.reset()
+        f.add(":status", decimal: 200)
+        let hb = pending.readable
+        if let v = uh.value(named: "sec-websocket-protocol", in: hb) { f.add("sec-websocket-protocol", v) }
+        if let v = uh.value(named: "sec-websocket-extensions", in: hb) { f.add("sec-websocket-extensions", v) }
+        Self.addRequestID(f, requestID, clientRequestID)
+        pending.readerIndex += uh.length
+        exchange = nil
+        let t = StreamTunnel(worker: worker, stream: stream, server: transport, toServer: tunnelPending.take(), lease: lease, slots: slots)
+        stream.handler = t
+        stream.connection.submitResponse(stream, hasBody: true)
+        if pending.readableBytes > 0 {
+            worker.metrics.add(worker.tunnelByteSlots[1], Double(pending.readableBytes))
+            stream.body.append(pending)
+            stream.bodyQueued()
+        } else {
+            pending.release()
+        }
+        do throws(SyscallError) {
+            try t.start()
+        } catch {
+            t.streamClosed()
+            stream.abort()
+        }
+        return true
     }
 }
 

@@ -17,10 +17,11 @@ import SluiceIO
 /// Sluice's memory). Reads go into pool blocks handed to the other side's queue as they are
 /// (no copy). The session holds the endpoint's lease (its in-flight load) and one of the
 /// replica's `realtime.max_connections` slots until it closes. Thread-confined to the worker.
-final class Tunnel: DownstreamConnection {
-    /// One connection of the tunnel; its events go to the tunnel.
+final class Tunnel: DownstreamConnection, TunnelSideOwner {
+    /// One connection of a tunnel; its events go to the tunnel (a ``Tunnel`` or, for the model
+    /// server's side of a WebSocket over HTTP/2, a ``StreamTunnel``).
     final class Side: EventHandler {
-        unowned(unsafe) var tunnel: Tunnel!
+        unowned(unsafe) var tunnel: (any TunnelSideOwner)!
         let transport: Transport
         var registration: Registration?
         /// Bytes waiting to be written to this side.
@@ -40,7 +41,7 @@ final class Tunnel: DownstreamConnection {
             self.name = name
         }
 
-        func handleEvent(_ events: UInt32) { tunnel.event(self, events) }
+        func handleEvent(_ events: UInt32) { tunnel.sideEvent(self, events) }
     }
 
     unowned(unsafe) let worker: Worker
@@ -54,6 +55,8 @@ final class Tunnel: DownstreamConnection {
     private var lastActivity: Instant
     private var timer: Timer!
     private(set) var closed = false
+    /// Reads queued towards one side at most (with `bufferBytes`).
+    static let maxQueuedReads = 64
 
     /// `toClient` (the 101 head and whatever the server sent after it) and `toServer` (what
     /// the client sent after its request) are queued first.
@@ -93,7 +96,7 @@ final class Tunnel: DownstreamConnection {
 
     private func peer(of s: Side) -> Side { s === client ? server : client }
 
-    fileprivate func event(_ s: Side, _ events: UInt32) {
+    func sideEvent(_ s: Side, _ events: UInt32) {
         guard !closed else { return }
         if events & EventLoop.Events.error != 0 { return close(outcome: "closed") }
         if events & EventLoop.Events.writable != 0 {
@@ -109,7 +112,9 @@ final class Tunnel: DownstreamConnection {
     /// Reads `a` into `b`'s queue until `a` has nothing more, `b`'s queue is full, or EOF.
     private func pump(from a: Side, to b: Side) {
         while !closed && a.canRead && !a.readClosed {
-            if b.out.pendingBytes >= bufferBytes {
+            // Bytes, and blocks: each read is a pool block, so a peer trickling bytes to a side
+            // that does not read would otherwise pin a block per read.
+            if b.out.pendingBytes >= bufferBytes || b.out.chunkCount >= Self.maxQueuedReads {
                 a.paused = true
                 return
             }
@@ -150,7 +155,7 @@ final class Tunnel: DownstreamConnection {
             }
         }
         let p = peer(of: s)
-        if p.paused && s.out.pendingBytes < bufferBytes / 2 {
+        if p.paused && s.out.pendingBytes < bufferBytes / 2 && s.out.chunkCount < Self.maxQueuedReads / 2 {
             p.paused = false
             pump(from: p, to: s)
         }
@@ -192,10 +197,16 @@ final class Tunnel: DownstreamConnection {
             s.transport.close()
         }
         lease = nil
+        Self.recordClose(worker, slots: slots, outcome: outcome)
+        worker.clientClosed(self)
+    }
+
+    /// A tunnel of either kind ended: its `realtime.max_connections` slot goes back, and the
+    /// metrics count it (`closed`, and `idle_closed` for `realtime.idle_timeout`).
+    static func recordClose(_ worker: Worker, slots: SharedCounter, outcome: String) {
         slots.value.add(-1, ordering: .relaxed)
         worker.metrics.add(worker.tunnelSlots["closed"]!)
         if outcome == "idle_closed" { worker.metrics.add(worker.tunnelSlots["idle_closed"]!) }
-        worker.clientClosed(self)
     }
 
     // MARK: DownstreamConnection
@@ -209,4 +220,9 @@ final class Tunnel: DownstreamConnection {
         TCP.setLingerZero(server.transport.fd)
         close(outcome: "closed")
     }
+}
+
+/// Hears the socket events of a ``Tunnel/Side``.
+protocol TunnelSideOwner: AnyObject {
+    func sideEvent(_ s: Tunnel.Side, _ events: UInt32)
 }

@@ -222,6 +222,27 @@ final class Exchange {
     /// head, forwarded as the server wrote it.
     func upstreamUpgraded(_ server: consuming TunnelEnd) {
         ctx.attempt.upstream = nil
+        // A 101 is a healthy answer: passive health's run of failures ends here, as with any
+        // other answer below 500 (without it, an endpoint serving only WebSockets between
+        // failures would be ejected on failures that were never consecutive).
+        ctx.attempt.lease?.endpoint.runtime.recordSuccess()
+        if let h2 = client as? HTTP2Downstream {
+            // A WebSocket over HTTP/2 (RFC 8441): the stream's `:status 200` and a
+            // ``StreamTunnel``; the connection's other streams carry on.
+            ctx.response.upstreamStatus = 101
+            ctx.tunnelSlot = false  // the tunnel gives it back
+            let lease = ctx.attempt.lease.take()
+            if h2.openTunnel(server: server, lease: lease, slots: worker.tunnels) {
+                ctx.response.started = true
+                ctx.response.finalStatus = 200
+                finish()
+                h2.releaseRequest()  // after the record phase read the path
+            } else {
+                worker.tunnels.value.add(-1, ordering: .relaxed)
+                fail(.badGateway("The model server's switching-protocols answer could not be read again."))
+            }
+            return
+        }
         guard var c = client.takeOverForTunnel() else {
             server.transport.close()
             fail(.badGateway("The model server switched protocols on a connection that cannot be tunnelled."))

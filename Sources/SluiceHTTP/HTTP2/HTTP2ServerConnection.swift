@@ -13,6 +13,15 @@ public import SluiceIO
 /// closed keeps its body in its own queue, and once that queue passes the high-water mark its
 /// handler stops reading the upstream — a slow client backs pressure up to the model server.
 ///
+/// WebSockets (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised. A stream whose header
+/// block asks for CONNECT is decided when that block is complete (`HTTP2RequestKind`): with
+/// `:protocol websocket` it becomes a tunnel stream, handed to the delegate at once (its head
+/// rebuilt as the HTTP/1.1 upgrade) and carrying DATA both ways for its life: the client's DATA
+/// goes to the handler, and the stream's window reopens only as the handler reports the bytes
+/// passed on; the connection window reopens at once while the tunnels' unpassed bytes are
+/// within `limits.http2_buffer_bytes` (so other streams keep flowing), past it only as they
+/// drain. Plain CONNECT (405) and other protocols (400) are refused.
+///
 /// Protections (nghttp2 1.52 predates its own rapid-reset and CONTINUATION limits): streams
 /// reset by the client before their response completed, CONTINUATION frames per header block
 /// and empty DATA frames are counted; past a limit the connection gets GOAWAY
@@ -66,6 +75,13 @@ public final class HTTP2ServerConnection: EventHandler {
     /// Streams that answered before their request was complete: once that answer is out they
     /// get RST_STREAM(NO_ERROR), asking the client to stop sending (RFC 9113 §8.1).
     private var resetAfterResponse: [HTTP2ServerStream] = []
+    /// Tunnel bytes (extended CONNECT streams) received and not yet passed on by their
+    /// handlers, across the connection. While within `bodyBudget` the connection window is
+    /// reopened for them at once (other streams keep flowing); past it, only as they drain.
+    /// Each tunnel's own window reopens only as its bytes are passed on.
+    private var tunnelHeld = 0
+    /// Connection-window bytes of tunnels not reopened yet (received past the budget).
+    private var tunnelDeferred = 0
 
     // Flood accounting (per connection, reset every second).
     private var windowStart = Instant(nanoseconds: 0)
@@ -105,6 +121,8 @@ public final class HTTP2ServerConnection: EventHandler {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: UInt32(maxConcurrentStreams)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(limits.head.maxHeadBytes)),
+            // WebSockets over HTTP/2 (RFC 8441): nghttp2 accepts `:protocol` from here on.
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL.rawValue), value: 1),
         ]
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
         // A connection window as large as the body budget (at least 1 MiB), so concurrent
@@ -403,7 +421,12 @@ public final class HTTP2ServerConnection: EventHandler {
     }
 
     private func data(_ id: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
-        guard let s = streams[id], s.isArriving else {
+        let found = streams[id]
+        if let s = found, s.isTunnel, !s.clientEnded {
+            tunnelData(s, bytes)
+            return 0
+        }
+        guard let s = found, s.isArriving else {
             // A body nobody will read (its stream was answered already): consumed at once.
             nghttp2_session_consume(session, id, bytes.count)
             return 0
@@ -417,6 +440,44 @@ public final class HTTP2ServerConnection: EventHandler {
         s.unconsumed += bytes.count
         grantWindows()
         return 0
+    }
+
+    /// DATA on a tunnel stream: to its handler, the windows reopened as described at `tunnelHeld`.
+    private func tunnelData(_ s: HTTP2ServerStream, _ bytes: UnsafeRawBufferPointer) {
+        let n = bytes.count
+        guard n > 0 else { return }
+        s.tunnelHeld += n
+        tunnelHeld += n
+        if tunnelHeld <= bodyBudget {
+            nghttp2_session_consume_connection(session, n)
+        } else {
+            tunnelDeferred += n
+        }
+        if let h = s.handler {
+            h.tunnelReceived(bytes)
+        } else {
+            tunnelPassed(s, n)
+        }
+    }
+
+    /// `n` tunnel bytes of `s` were passed on: its window (and the connection's, if held back)
+    /// reopens for them.
+    func tunnelPassed(_ s: HTTP2ServerStream, _ n: Int) {
+        guard !closed, streams[s.id] === s else { return }
+        let n = min(n, s.tunnelHeld)
+        guard n > 0 else { return }
+        s.tunnelHeld -= n
+        tunnelHeld -= n
+        nghttp2_session_consume_stream(session, s.id, n)
+        releaseTunnelWindow()
+        scheduleSend()
+    }
+
+    private func releaseTunnelWindow() {
+        if tunnelDeferred > 0 && tunnelHeld <= bodyBudget {
+            nghttp2_session_consume_connection(session, tunnelDeferred)
+            tunnelDeferred = 0
+        }
     }
 
     /// Reopens the client's windows for the body bytes received so far, as the budget allows:
@@ -452,21 +513,50 @@ public final class HTTP2ServerConnection: EventHandler {
     private func frameReceived(_ hd: nghttp2_frame_hd) -> Int32 {
         let type = UInt32(hd.type)
         guard type == NGHTTP2_HEADERS.rawValue || type == NGHTTP2_DATA.rawValue, let s = streams[hd.stream_id] else { return 0 }
+        let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         if type == NGHTTP2_HEADERS.rawValue && !s.headersDone {
             // The request's header block is complete: its body is due within client_body.
             s.headersDone = true
+            if s.isConnect { return connectRequested(s, endStream: endStream) }
             let t = limits.clientBody
             s.deadline = t.isPositive ? loop.now + t : Instant(nanoseconds: .max)
             setDeadline(s.deadline)
         }
-        guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return 0 }
+        guard endStream else { return 0 }
+        if s.isTunnel {
+            if !s.clientEnded {
+                s.clientEnded = true
+                s.handler?.tunnelClientEnded()
+            }
+            return 0
+        }
         if s.isArriving { stopArriving(s) }
         s.requestComplete(delegate)
         return 0
     }
 
+    /// CONNECT is decided when its header block is complete: a WebSocket (RFC 8441) becomes a
+    /// tunnel stream and is handed on at once (its DATA is the tunnel's, not a body, so it
+    /// leaves `arriving` and its deadlines); plain CONNECT and other protocols are refused.
+    private func connectRequested(_ s: HTTP2ServerStream, endStream: Bool) -> Int32 {
+        let kind = s.classify()
+        if let r = kind.refusal {
+            refuse(s, r.status, r.message)
+            return 0
+        }
+        stopArriving(s)
+        if endStream { s.clientEnded = true }
+        s.tunnelRequested(delegate)
+        return 0
+    }
+
     private func streamClosed(_ id: Int32, _ code: UInt32) -> Int32 {
         guard let s = streams.removeValue(forKey: id) else { return 0 }
+        if s.tunnelHeld > 0 {
+            tunnelHeld -= s.tunnelHeld
+            s.tunnelHeld = 0
+            releaseTunnelWindow()
+        }
         if !s.responseFinished {
             // The client reset a stream that was still in progress.
             rotateWindow()
@@ -519,7 +609,9 @@ public final class HTTP2ServerConnection: EventHandler {
     /// RST_STREAM(NO_ERROR), asking the client to stop sending (RFC 9113 §8.1).
     public func answeredEarly(_ s: HTTP2ServerStream) {
         if s.isArriving { stopArriving(s) }
-        if !s.started || s.isArriving { resetAfterResponse.append(s) }
+        // A tunnel ended by the gateway (an error before it opened, the upstream gone) while
+        // the client still sends: its END_STREAM is followed by a reset too.
+        if !s.started || s.isArriving || (s.isTunnel && !s.clientEnded) { resetAfterResponse.append(s) }
     }
 
     // MARK: stream plumbing

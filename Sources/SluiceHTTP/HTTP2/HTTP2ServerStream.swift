@@ -53,6 +53,13 @@ public protocol HTTP2StreamHandler: AnyObject {
     func streamClosed()
     /// The response queue drained below its high-water mark (reading the upstream may resume).
     func streamDrained()
+    /// Tunnel streams (extended CONNECT) only: DATA from the client. The handler copies the
+    /// bytes and reports them passed on with ``HTTP2ServerStream/tunnelWritten(_:)``: until then
+    /// they hold the stream's flow-control window shut (and count against the connection's
+    /// budget), so a client cannot send faster than the upstream takes them.
+    func tunnelReceived(_ bytes: UnsafeRawBufferPointer)
+    /// Tunnel streams only: the client ended its side (END_STREAM).
+    func tunnelClientEnded()
 }
 
 /// One HTTP/2 request/response on an ``HTTP2ServerConnection``, as the codec keeps it: the
@@ -71,6 +78,18 @@ public final class HTTP2ServerStream {
     private var method: [UInt8] = []
     private var path: [UInt8] = []
     private var authority: [UInt8] = []
+    /// `:protocol` (RFC 8441), empty without one.
+    private var connectProtocol: [UInt8] = []
+    private var sawWebSocketVersion = false
+    /// What the pseudo-headers ask for; `.request` until the header block is complete.
+    public private(set) var kind = HTTP2RequestKind.request
+    /// A WebSocket over this stream (extended CONNECT): DATA flows both ways for the stream's
+    /// life, to the handler's ``HTTP2StreamHandler/tunnelReceived(_:)``.
+    public var isTunnel: Bool { kind == .websocket }
+    /// The client ended its side of a tunnel (END_STREAM).
+    public internal(set) var clientEnded = false
+    /// Tunnel bytes received and not yet passed on by the handler.
+    var tunnelHeld = 0
     /// The head as HTTP/1.1 text (a pool block), once the first field (or the end) arrives.
     public private(set) var headText: ByteBuffer
     /// `headText` parsed (nil until the request is complete, and after ``releaseRequest()``).
@@ -127,8 +146,12 @@ public final class HTTP2ServerStream {
             if named(":method") { method = Array(value) }
             else if named(":path") { path = Array(value) }
             else if named(":authority") { authority = Array(value) }
+            else if named(":protocol") { connectProtocol = Array(value) }
             return true
         }
+        if named("sec-websocket-version") { sawWebSocketVersion = true }
+        // An extended CONNECT carries no key (RFC 8441 §5); the gateway writes its own.
+        if !connectProtocol.isEmpty && named("sec-websocket-key") { return true }
         // Re-derived for the hop (and `Host` comes from `:authority` when there is one).
         if named("content-length") || named("host") && !authority.isEmpty { return true }
         beginHeadText()
@@ -143,7 +166,14 @@ public final class HTTP2ServerStream {
     private func beginHeadText() {
         guard !headText.isAllocated else { return }
         headText = connection.loop.bufferPool.take(minimumCapacity: 1024)
-        method.withUnsafeBytes { headText.append($0) }
+        if !connectProtocol.isEmpty {
+            // Extended CONNECT is mapped to the HTTP/1.1 upgrade it stands for (RFC 8441 §5);
+            // `finishTunnelHead` adds the upgrade fields. Other protocols are refused before
+            // the head is read.
+            headText.append("GET")
+        } else {
+            method.withUnsafeBytes { headText.append($0) }
+        }
         headText.append(" ")
         path.withUnsafeBytes { headText.append($0) }
         headText.append(" HTTP/1.1\r\n")
@@ -161,6 +191,33 @@ public final class HTTP2ServerStream {
         return true
     }
 
+    /// CONNECT is decided when its header block is complete (its DATA is not a body).
+    var isConnect: Bool { method.withUnsafeBytes { ASCIIBytes.equal($0, "CONNECT") } }
+
+    /// Classifies the stream by its pseudo-headers (the header block is complete).
+    func classify() -> HTTP2RequestKind {
+        kind = method.withUnsafeBytes { m in connectProtocol.withUnsafeBytes { HTTP2RequestKind.classify(method: m, protocol: $0) } }
+        return kind
+    }
+
+    /// A tunnel's header block is complete: its head, rebuilt as the HTTP/1.1 upgrade (a fresh
+    /// `Sec-WebSocket-Key`, version 13 unless the client named one), is handed on like a request.
+    func tunnelRequested(_ delegate: any HTTP2ServerDelegate) {
+        guard !started, !responseFinished, !ended else { return }
+        started = true
+        guard !path.isEmpty else {
+            delegate.refuse(self, status: 400, message: "Missing :path.")
+            return
+        }
+        beginHeadText()
+        headText.append("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ")
+        var rng = SystemRandomNumberGenerator()
+        HTTP2RequestKind.webSocketKey((rng.next(), rng.next())).withUnsafeBytes { headText.append($0) }
+        headText.append("\r\n")
+        if !sawWebSocketVersion { headText.append("Sec-WebSocket-Version: 13\r\n") }
+        parseHead(delegate)
+    }
+
     /// The request ended (END_STREAM): its head is parsed and it is handed on, or refused.
     func requestComplete(_ delegate: any HTTP2ServerDelegate) {
         guard !started, !responseFinished, !ended else { return }
@@ -170,6 +227,10 @@ public final class HTTP2ServerStream {
             return
         }
         beginHeadText()
+        parseHead(delegate)
+    }
+
+    private func parseHead(_ delegate: any HTTP2ServerDelegate) {
         headText.append("\r\n")
         let limits = delegate.http2Limits.head
         var parser = HTTP1HeadParser(kind: .request, limits: HTTP1Limits(maxHeadBytes: limits.maxHeadBytes + 1024,
@@ -196,6 +257,13 @@ public final class HTTP2ServerStream {
         method = []
         path = []
         authority = []
+        connectProtocol = []
+    }
+
+    /// Tunnel streams: `n` bytes the handler got from ``HTTP2StreamHandler/tunnelReceived(_:)``
+    /// were passed on (written to the upstream, or dropped): the client may send as many more.
+    public func tunnelWritten(_ n: Int) {
+        connection.tunnelPassed(self, n)
     }
 
     // MARK: response
@@ -223,6 +291,11 @@ public final class HTTP2ServerStream {
     /// True while more response bytes are queued than the high-water mark.
     public var isBackpressured: Bool { body.pendingBytes > 256 << 10 }
 
+    /// The handler stopped adding to the response for a reason of its own (a tunnel's bound on
+    /// queued reads): ``HTTP2StreamHandler/streamDrained()`` comes once a DATA frame leaves
+    /// with the queue below its high-water mark.
+    public func markBackpressured() { wasBackpressured = true }
+
     /// Response body bytes were queued: DATA frames follow as flow control allows.
     public func bodyQueued() {
         if isBackpressured { wasBackpressured = true }
@@ -244,11 +317,12 @@ public final class HTTP2ServerStream {
         responseFinished = true
     }
 
-    /// Cuts the response (RST_STREAM).
-    public func abort() {
+    /// Cuts the response (RST_STREAM, INTERNAL_ERROR; CANCEL with `cancel`: the stream is no
+    /// longer needed, as for a tunnel idle past its timeout).
+    public func abort(cancel: Bool = false) {
         ended = true
         responseFinished = true
-        connection.resetStream(self)
+        connection.resetStream(self, code: UInt32(cancel ? NGHTTP2_CANCEL.rawValue : NGHTTP2_INTERNAL_ERROR.rawValue))
     }
 
     /// nghttp2 closed the stream. Buffers that DATA frames in `out` still borrow from are
