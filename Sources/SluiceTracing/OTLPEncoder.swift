@@ -22,6 +22,15 @@ struct ProtoWriter: ~Copyable {
     /// The bytes written so far, copied out.
     var bytes: [UInt8] { Array(UnsafeRawBufferPointer(start: base, count: count)) }
 
+    /// Gives up what was written — the caller owns it now and deallocates it — and starts over
+    /// in a new buffer of the same capacity (a worker's batch goes to the exporter uncopied).
+    mutating func detach() -> UnsafeMutableRawBufferPointer {
+        let written = UnsafeMutableRawBufferPointer(start: base, count: count)
+        base = .allocate(byteCount: capacity, alignment: 8)
+        count = 0
+        return written
+    }
+
     var isEmpty: Bool { count == 0 }
 
     /// Forgets what was written, keeping the memory.
@@ -498,10 +507,13 @@ public enum OTLPEncoder {
     /// them with ``appendSpan(_:to:)``, concatenated.
     public static func request(resource: [UInt8], scopeVersion: String, spans: [[UInt8]]) -> [UInt8] {
         let scope = self.scope(version: scopeVersion)
-        var out: [UInt8] = []
-        out.reserveCapacity(requestLength(resource: resource, scope: scope, spans: spans))
-        appendRequest(resource: resource, scope: scope, spans: spans, to: &out)
-        return out
+        let all = spans.flatMap { $0 }
+        return all.withUnsafeBytes { b in
+            var out: [UInt8] = []
+            out.reserveCapacity(requestLength(resource: resource, scope: scope, spans: [b]))
+            appendRequest(resource: resource, scope: scope, spans: [b], to: &out)
+            return out
+        }
     }
 
     /// The `InstrumentationScope` message's fields (Sluice and its version).
@@ -517,13 +529,13 @@ public enum OTLPEncoder {
     // copied per export).
 
     /// The bytes of the export request ``appendRequest(resource:scope:spans:to:)`` writes.
-    public static func requestLength(resource: [UInt8], scope: [UInt8], spans: [[UInt8]]) -> Int {
+    public static func requestLength(resource: [UInt8], scope: [UInt8], spans: [UnsafeRawBufferPointer]) -> Int {
         let l = lengths(resource: resource, scope: scope, spans: spans)
         return field(l.resourceSpans)
     }
 
     /// Appends the export request (`ExportTraceServiceRequest`) to `out`.
-    public static func appendRequest(resource: [UInt8], scope: [UInt8], spans: [[UInt8]], to out: inout [UInt8]) {
+    public static func appendRequest(resource: [UInt8], scope: [UInt8], spans: [UnsafeRawBufferPointer], to out: inout [UInt8]) {
         let l = lengths(resource: resource, scope: scope, spans: spans)
         head(F.requestResourceSpans, l.resourceSpans, &out)
         head(F.resourceSpansResource, resource.count, &out)
@@ -531,10 +543,10 @@ public enum OTLPEncoder {
         head(F.resourceSpansScopeSpans, l.scopeSpans, &out)
         head(F.scopeSpansScope, scope.count, &out)
         out += scope
-        for s in spans { out += s }
+        for s in spans { out.append(contentsOf: s) }
     }
 
-    private static func lengths(resource: [UInt8], scope: [UInt8], spans: [[UInt8]]) -> (resourceSpans: Int, scopeSpans: Int) {
+    private static func lengths(resource: [UInt8], scope: [UInt8], spans: [UnsafeRawBufferPointer]) -> (resourceSpans: Int, scopeSpans: Int) {
         let scopeSpans = field(scope.count) + spans.reduce(0) { $0 + $1.count }
         return (field(resource.count) + field(scopeSpans), scopeSpans)
     }

@@ -273,8 +273,7 @@ public final class SpanRecorder {
     private func handOver() {
         handOverQueued = false
         guard pendingSpans > 0 else { return }
-        exporter.enqueue(pending.bytes, spans: pendingSpans)
-        pending.removeAll()
+        exporter.enqueue(owned: pending.detach(), spans: pendingSpans)
         pendingSpans = 0
     }
 }

@@ -26,7 +26,8 @@ public final class TraceExporter: @unchecked Sendable {
     let configuration = Mutex<TracingConfiguration?>(nil)
 
     private struct Queue {
-        var chunks: [(bytes: [UInt8], spans: Int)] = []
+        /// Workers' encoded spans, owned here (deallocated once exported or dropped).
+        var chunks: [SpanChunk] = []
         var spans = 0
         var limit = 0
         var batch = 0
@@ -64,6 +65,10 @@ public final class TraceExporter: @unchecked Sendable {
         hostName = gethostname(&buf, buf.count) == 0 ? String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
     }
 
+    deinit {
+        queue.withLock { q in for chunk in q.chunks { chunk.bytes.deallocate() } }
+    }
+
     public var isOn: Bool { configuration.withLock { $0 != nil } }
 
     /// Spans waiting now (tests, the dashboard).
@@ -83,6 +88,7 @@ public final class TraceExporter: @unchecked Sendable {
             q.limit = c?.maxQueueSize ?? 0
             q.batch = c?.maxBatchSize ?? 0
             if c == nil {
+                for chunk in q.chunks { chunk.bytes.deallocate() }
                 q.chunks.removeAll()
                 q.spans = 0
             }
@@ -131,15 +137,25 @@ public final class TraceExporter: @unchecked Sendable {
         loop.schedule(t, after: c.exportInterval)
     }
 
-    /// A worker's spans of one loop iteration (encoded `ScopeSpans.spans` fields).
+    /// A worker's spans (encoded `ScopeSpans.spans` fields), copied.
     public func enqueue(_ bytes: [UInt8], spans: Int) {
+        let owned = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 8)
+        bytes.withUnsafeBytes { owned.copyMemory(from: $0) }
+        enqueue(owned: owned, spans: spans)
+    }
+
+    /// A worker's spans, handed over: the exporter deallocates `bytes` once they are exported
+    /// or dropped.
+    func enqueue(owned bytes: UnsafeMutableRawBufferPointer, spans: Int) {
+        let chunk = SpanChunk(bytes: bytes, spans: spans)
         let wake = queue.withLock { q -> Bool in
-            guard q.limit > 0 else { return false }  // switched off meanwhile: nothing to count
-            guard q.spans + spans <= q.limit else {
-                droppedQueueFull.add(spans, ordering: .relaxed)
+            guard q.limit > 0, q.spans + spans <= q.limit else {
+                // Full: dropped and counted (switched off meanwhile: nothing to count).
+                if q.limit > 0 { droppedQueueFull.add(spans, ordering: .relaxed) }
+                chunk.bytes.deallocate()
                 return false
             }
-            q.chunks.append((bytes, spans))
+            q.chunks.append(chunk)
             q.spans += spans
             if q.spans >= q.batch && !q.wakePending && !q.posting {
                 q.wakePending = true
@@ -158,14 +174,14 @@ public final class TraceExporter: @unchecked Sendable {
     /// Posts up to one batch, unless a post is in flight (its completion posts the next).
     private func export(_ loop: EventLoop) {
         guard !inFlight, let c = current, let client else { return }
-        let (chunks, count) = queue.withLock { q -> ([[UInt8]], Int) in
+        let (chunks, count) = queue.withLock { q -> ([SpanChunk], Int) in
             var n = 0
             var k = 0
             while k < q.chunks.count, n == 0 || n + q.chunks[k].spans <= q.batch {
                 n += q.chunks[k].spans
                 k += 1
             }
-            let taken = q.chunks[..<k].map(\.bytes)
+            let taken = Array(q.chunks[..<k])
             q.chunks.removeFirst(k)
             q.spans -= n
             q.posting = n > 0
@@ -175,10 +191,12 @@ public final class TraceExporter: @unchecked Sendable {
             finishFlush()
             return
         }
+        let spans = chunks.map { UnsafeRawBufferPointer($0.bytes) }
         requestBuffer.removeAll(keepingCapacity: true)
         client.writeHead(method: "POST", path: c.tracesPath, headers: [("Content-Type", "application/x-protobuf")],
-                         contentLength: OTLPEncoder.requestLength(resource: resource, scope: scope, spans: chunks), into: &requestBuffer)
-        OTLPEncoder.appendRequest(resource: resource, scope: scope, spans: chunks, to: &requestBuffer)
+                         contentLength: OTLPEncoder.requestLength(resource: resource, scope: scope, spans: spans), into: &requestBuffer)
+        OTLPEncoder.appendRequest(resource: resource, scope: scope, spans: spans, to: &requestBuffer)
+        for chunk in chunks { chunk.bytes.deallocate() }
         inFlight = true
         exports.add(1, ordering: .relaxed)
         client.send(request: requestBuffer, method: "POST", timeout: c.exportTimeout) { [self] result in
@@ -237,4 +255,10 @@ public final class TraceExporter: @unchecked Sendable {
         if timeout > .zero { flush(timeout: timeout) }
         configure(nil)
     }
+}
+
+/// A worker's encoded spans on their way to the exporter, which owns (and deallocates) them.
+struct SpanChunk: @unchecked Sendable {
+    let bytes: UnsafeMutableRawBufferPointer
+    let spans: Int
 }
