@@ -88,7 +88,8 @@ final class Exchange {
         while true {
             switch a {
             case .next:
-                if let t = ctx.trace { t.passed(p, at: loop.now) }
+                // Only these phases stamp the trace (each look at it is a retain and a release).
+                if p == .admit || p == .queue || p == .route, let t = ctx.trace { t.passed(p, at: loop.now) }
                 // The forward phase is the last: past it the upstream drives the exchange.
                 guard let n = Pipeline.Phase(rawValue: p.rawValue + 1) else { return }
                 p = n
