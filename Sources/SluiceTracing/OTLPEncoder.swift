@@ -62,15 +62,9 @@ struct ProtoWriter: ~Copyable {
     @inline(__always)
     mutating func varint(_ v: UInt64) {
         reserve(10)
-        var v = v
         var p = base + count
-        while v >= 0x80 {
-            p.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
-            p += 1
-            v >>= 7
-        }
-        p.storeBytes(of: UInt8(v), as: UInt8.self)
-        count = base.distance(to: p) + 1
+        Self.put(v, &p)
+        count = base.distance(to: p)
     }
 
     @inline(__always)
@@ -176,13 +170,7 @@ struct ProtoWriter: ~Copyable {
             count += size - 2
         }
         var p = base + at
-        var v = length
-        while v >= 0x80 {
-            p.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
-            p += 1
-            v >>= 7
-        }
-        p.storeBytes(of: UInt8(v), as: UInt8.self)
+        Self.put(UInt64(length), &p)
     }
 
     // Attributes and span headers are the bulk of what a worker writes per traced request, so
@@ -323,13 +311,7 @@ struct ProtoWriter: ~Copyable {
             reserve(extra)
             (base + at + 1 + extra).copyMemory(from: base + at + 1, byteCount: length)
             var p = base + at
-            var v = length
-            while v >= 0x80 {
-                p.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
-                p += 1
-                v >>= 7
-            }
-            p.storeBytes(of: UInt8(v), as: UInt8.self)
+            Self.put(UInt64(length), &p)
             count += extra
         }
     }
