@@ -40,6 +40,11 @@ enum ObservePhase {
         } else {
             var rs = ranges ?? [(buffer.readerIndex, buffer.writerIndex)]
             x.ctx.response.observer!.observe(buffer, &rs, now: now)
+            if !x.ctx.response.observer!.release.isEmpty {
+                // An event held back from earlier reads (not the usage one): it goes first.
+                relayCopy(x, x.ctx.response.observer!.release)
+                x.ctx.response.observer!.release.removeAll()
+            }
             if x.ctx.response.capture != nil { captureBody(x, buffer, rs) }
             for r in rs { x.ctx.response.bodyBytes += r.1 - r.0 }
             x.client.writeResponseBody(buffer, ranges: rs)
@@ -52,9 +57,20 @@ enum ObservePhase {
         if !hadFirstToken && x.ctx.response.observer!.firstTokenAt != nil { firstToken(x, at: now) }
     }
 
+    /// Bytes the observer held back, relayed now (copied into a pool block).
+    private static func relayCopy(_ x: Exchange, _ bytes: [UInt8]) {
+        var b = x.loop.bufferPool.take(minimumCapacity: bytes.count)
+        bytes.withUnsafeBytes { b.append($0) }
+        if x.ctx.response.capture != nil { captureBody(x, b, [(b.readerIndex, b.writerIndex)]) }
+        x.ctx.response.bodyBytes += bytes.count
+        x.client.writeResponseBody(b, ranges: nil)
+    }
+
     /// The response ended normally.
     static func end(_ x: Exchange) {
         guard x.ctx.response.observer != nil else { return }
+        // An event still held (the stream ended without its closing blank line) goes as it came.
+        if !x.ctx.response.observer!.held.isEmpty { relayCopy(x, x.ctx.response.observer!.takeHeldAtEnd()) }
         defer { if let s = x.ctx.response.observer?.stored, s.id != nil, !s.recorded { recordResponseID(x, s) } }
         let now = x.loop.now
         let hadFirstToken = x.ctx.response.observer!.firstTokenAt != nil

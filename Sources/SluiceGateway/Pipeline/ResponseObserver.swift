@@ -4,8 +4,10 @@ import SluiceLLM
 /// Watches a response as it is relayed, in place: time to first token, inter-token gaps,
 /// usage and finish reason, from the SSE events of a stream or the JSON of a whole response.
 /// When Sluice injected `include_usage`, it also removes the usage-only event from what the
-/// client sees (if that event lies within one upstream read — vLLM sends each event as its own
-/// chunk; an event split across reads is relayed unchanged rather than cut).
+/// client sees. An upstream read can end inside an event (a stream that piled up in the socket
+/// is cut wherever the read buffer ends): while stripping, the open event's bytes are held
+/// back (``held``, at most the scanner's `maxEventBytes`) and relayed before the next read's
+/// once the event turns out not to be the usage one (``release``).
 struct ResponseObserver {
     var sse: SSEScanner?
     var strip: Bool
@@ -27,6 +29,11 @@ struct ResponseObserver {
         /// ``id`` was remembered for its endpoint.
         var recorded = false
     }
+
+    /// While stripping: the open event's bytes from earlier reads, not relayed yet.
+    var held: [UInt8] = []
+    /// Bytes to relay before this read's: a held event that completed and is not the usage one.
+    var release: [UInt8] = []
 
     var responseID: ResponseID? { stored?.id }
     /// The stream's `data: [DONE]` went by: the client has the whole answer, even if it hangs
@@ -108,14 +115,18 @@ struct ResponseObserver {
     }
 
     private mutating func observeEvents(_ buffer: borrowing ByteBuffer, _ ranges: inout [(Int, Int)], now: Instant) {
-        // Built only once an event is stripped (rare: the one usage-only event Sluice asked
-        // for), so relaying events allocates nothing.
+        // Built only once an event is stripped or held (rare: the one usage-only event Sluice
+        // asked for, an event cut by a read), so relaying events allocates nothing.
         var kept: [(Int, Int)]? = nil
+        let readStart = sse!.streamOffset
+        // An event held from earlier reads: its bytes in this read are held too until it ends.
+        var holding = !held.isEmpty
         for (index, r) in ranges.enumerated() {
             let chunk = buffer.bytes(r.0, r.1)
             let base = sse!.streamOffset
             var pos = 0
             var keepFrom = r.0
+            if holding && kept == nil { kept = Array(ranges[..<index]) }
             while case .event(let e, let next) = sse!.next(chunk, from: pos) {
                 pos = next
                 if e.hasToken {
@@ -129,18 +140,82 @@ struct ResponseObserver {
                 }
                 if let f = e.finishReason { finishReason = f }
                 if e.isDone { sawDone = true }
-                if strip && e.isUsageOnly && e.start >= base {
+                if holding {
+                    // The held event ended in this read: its bytes here are held as well
+                    // (up to its end), then it is dropped if it is the usage one, else
+                    // relayed ahead of this read.
+                    holding = false
+                    let end = r.0 + (e.end - base)
+                    if strip && e.isUsageOnly {
+                        held.removeAll()
+                    } else {
+                        release = held
+                        held.removeAll()
+                        release.append(contentsOf: buffer.bytes(keepFrom, end))
+                    }
+                    keepFrom = end
+                } else if strip && e.isUsageOnly && e.start >= readStart {
                     // Drop this event's bytes: keep what came before it in this range (the
-                    // ranges before this one are kept whole).
+                    // ranges before this one are kept whole, or up to where it started).
                     if kept == nil { kept = Array(ranges[..<index]) }
-                    let s = r.0 + (e.start - base), end = r.0 + (e.end - base)
+                    let s = max(r.0, r.0 + (e.start - base)), end = r.0 + (e.end - base)
+                    if e.start < base { Self.cut(&kept!, from: Self.bufferOffset(e.start, ranges, readStart)) }
                     if s > keepFrom { kept!.append((keepFrom, s)) }
                     keepFrom = end
                 }
             }
+            if holding {
+                // Still open at the end of this range: hold all of it.
+                if keepFrom < r.1 { held.append(contentsOf: buffer.bytes(keepFrom, r.1)) }
+                keepFrom = r.1
+            }
             if kept != nil && keepFrom < r.1 { kept!.append((keepFrom, r.1)) }
+        }
+        if strip && !holding && sse!.completeThrough < sse!.streamOffset && sse!.completeThrough >= readStart {
+            // A new event is open at the end of this read: hold its bytes here back (they are
+            // the tail of this read) until it ends — unless it is already longer than an event
+            // may be, then it goes as it comes.
+            let openFrom = sse!.completeThrough
+            if sse!.streamOffset - openFrom <= sse!.maxEventBytes {
+                var list = kept ?? ranges
+                let c = Self.bufferOffset(openFrom, ranges, readStart)
+                for r in ranges where r.1 > c { held.append(contentsOf: buffer.bytes(max(c, r.0), r.1)) }
+                Self.cut(&list, from: c)
+                kept = list
+            }
+        } else if holding && held.count > sse!.maxEventBytes {
+            // Held longer than an event may be: let it go as it is (not stripped).
+            release = held
+            held.removeAll()
         }
         if let s = stored, s.id == nil, let id = sse!.responseID { s.id = id }
         if let kept { ranges = kept }
+    }
+
+    /// The buffer offset of stream offset `o` within this read's `ranges` (payload ranges in
+    /// increasing buffer order; chunk framing lies between them), the read starting at stream
+    /// offset `readStart`.
+    private static func bufferOffset(_ o: Int, _ ranges: [(Int, Int)], _ readStart: Int) -> Int {
+        var offset = readStart
+        for r in ranges {
+            if o < offset + (r.1 - r.0) { return r.0 + max(0, o - offset) }
+            offset += r.1 - r.0
+        }
+        return ranges.last?.1 ?? 0
+    }
+
+    /// Removes from `list` (increasing buffer offsets) everything at or after `offset`.
+    private static func cut(_ list: inout [(Int, Int)], from offset: Int) {
+        while let last = list.last, last.1 > offset {
+            list.removeLast()
+            if last.0 < offset { list.append((last.0, offset)) }
+        }
+    }
+
+    /// What is still held when the stream ends (an event without its closing blank line):
+    /// relayed as it came.
+    mutating func takeHeldAtEnd() -> [UInt8] {
+        defer { held.removeAll() }
+        return held
     }
 }
