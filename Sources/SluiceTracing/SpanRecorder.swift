@@ -48,6 +48,7 @@ public final class SpanRecorder {
         isOn = c != nil
         sampler = TraceIDSampler(ratio: c?.sampleRatio ?? 0)
         alwaysSampleErrors = c?.alwaysSampleErrors ?? false
+        handOverSpans = max(1, c?.maxBatchSize ?? 512)
         parentBased = c?.parentBased ?? false
         let (s, ns) = WallClock.now()
         wallOffset = Int64(s) * 1_000_000_000 + Int64(ns) - Int64(bitPattern: Instant.now().nanoseconds)
@@ -117,12 +118,12 @@ public final class SpanRecorder {
     }
 
     /// A span was appended to `pending`: hand the batch over at the end of this loop iteration
-    /// once it holds `handOverBytes`, else within `handOverDelay` (one timer, armed once): a
-    /// hand-off per iteration cost a quiet worker a closure, a copy and the exporter's lock per
-    /// request.
+    /// once it holds `handOverBytes` or `handOverSpans`, else within `handOverDelay` (one timer,
+    /// armed once): a hand-off per iteration cost a quiet worker a closure, a copy and the
+    /// exporter's lock per request.
     private func appended() {
         pendingSpans += 1
-        if pending.count >= Self.handOverBytes {
+        if pending.count >= Self.handOverBytes || pendingSpans >= handOverSpans {
             guard !handOverQueued else { return }
             handOverQueued = true
             // Holds the recorder until the hand-off ran (a recorder dropped in this iteration
@@ -144,6 +145,10 @@ public final class SpanRecorder {
     static let handOverBytes = 32 << 10
     static let handOverDelay: Duration = .milliseconds(20)
     private var handOverQueued = false
+    /// A hand-off holds at most a batch of spans: the exporter's queue takes a hand-off whole
+    /// or drops it, and `max_queue_size` is at least `max_batch_size` — a larger one would be
+    /// dropped whole with a small queue, however empty.
+    private var handOverSpans = 512
     private var handOverArmed = false
 
     /// What was recorded and not handed over yet still goes (from any thread: the exporter's

@@ -398,14 +398,16 @@ struct ExporterTests {
     /// The collector is down: exports fail and their spans are counted as dropped; the queue is
     /// bounded and what does not fit is counted too; recording never waits on any of it.
     @Test func collectorDownDropsAndCountsWithoutBlocking() throws {
-        // A port nothing listens on.
+        // A port nothing listens on: bound and kept bound (not listening, so connects are
+        // refused) for the whole test — closed at once, its number could go to another test's
+        // listener running in parallel, and the "dead" collector would answer.
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(s) }
         var a = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
         _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
         let deadPort = UInt16(bigEndian: a.sin_port)
-        close(s)
 
         let exporter = TraceExporter()
         exporter.configure(collector(port: deadPort) { $0.maxQueueSize = 256; $0.maxBatchSize = 64; $0.exportTimeout = .milliseconds(200) })
@@ -428,7 +430,8 @@ struct ExporterTests {
         }
         // 100 spans recorded and encoded in well under the export timeout: nothing waited.
         #expect(slowest < 0.05, "recording 100 spans took \(slowest) s")
-        #expect(eventually(5) { exporter.failedExports.load(ordering: .relaxed) > 0 && exporter.droppedExportFailed.load(ordering: .relaxed) > 0 })
+        #expect(eventually(5) { exporter.failedExports.load(ordering: .relaxed) > 0 && exporter.droppedExportFailed.load(ordering: .relaxed) > 0 },
+                "exports \(exporter.exports.load(ordering: .relaxed)), failed \(exporter.failedExports.load(ordering: .relaxed)), queued \(exporter.queuedSpans), queue_full \(exporter.droppedQueueFull.load(ordering: .relaxed)), exported \(exporter.exportedSpans.load(ordering: .relaxed))")
         #expect(exporter.exportedSpans.load(ordering: .relaxed) == 0)
 
         // A collector that accepts and never answers: each export waits out its timeout while
