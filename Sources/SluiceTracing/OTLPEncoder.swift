@@ -31,11 +31,6 @@ struct ProtoWriter: ~Copyable {
         return written
     }
 
-    var isEmpty: Bool { count == 0 }
-
-    /// Forgets what was written, keeping the memory.
-    mutating func removeAll() { count = 0 }
-
     @inline(__always)
     private mutating func reserve(_ n: Int) {
         if count + n > capacity { grow(count + n) }
@@ -50,14 +45,14 @@ struct ProtoWriter: ~Copyable {
         capacity = newCapacity
     }
 
+    mutating func append(contentsOf a: [UInt8]) { a.withUnsafeBytes { append($0) } }
+
     mutating func append(_ b: UnsafeRawBufferPointer) {
         guard b.count > 0 else { return }
         reserve(b.count)
         (base + count).copyMemory(from: b.baseAddress!, byteCount: b.count)
         count += b.count
     }
-
-    mutating func append(contentsOf a: [UInt8]) { a.withUnsafeBytes { append($0) } }
 
     @inline(__always)
     mutating func varint(_ v: UInt64) {
@@ -78,8 +73,6 @@ struct ProtoWriter: ~Copyable {
     /// int64 (not sint64): negative numbers take ten bytes, two's complement.
     mutating func int64(_ field: Int, _ v: Int) { uint(field, UInt64(bitPattern: Int64(v))) }
 
-    mutating func bool(_ field: Int, _ v: Bool) { uint(field, v ? 1 : 0) }
-
     mutating func fixed64(_ field: Int, _ v: UInt64) {
         tag(field, .fixed64)
         reserve(8)
@@ -93,8 +86,6 @@ struct ProtoWriter: ~Copyable {
         (base + count).storeBytes(of: v.littleEndian, as: UInt32.self)
         count += 4
     }
-
-    mutating func double(_ field: Int, _ v: Double) { fixed64(field, v.bitPattern) }
 
     mutating func string(_ field: Int, _ s: String) {
         var s = s

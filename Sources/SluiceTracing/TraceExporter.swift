@@ -137,13 +137,6 @@ public final class TraceExporter: @unchecked Sendable {
         loop.schedule(t, after: c.exportInterval)
     }
 
-    /// A worker's spans (encoded `ScopeSpans.spans` fields), copied.
-    public func enqueue(_ bytes: [UInt8], spans: Int) {
-        let owned = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 8)
-        bytes.withUnsafeBytes { owned.copyMemory(from: $0) }
-        enqueue(owned: owned, spans: spans)
-    }
-
     /// A worker's spans, handed over: the exporter deallocates `bytes` once they are exported
     /// or dropped.
     func enqueue(owned bytes: UnsafeMutableRawBufferPointer, spans: Int) {
